@@ -1,0 +1,53 @@
+"""napkin: resource accounting for training and serving large language models.
+
+Every CLI command is a typed function here, returning a pydantic result that carries its
+derivation in ``.steps``::
+
+    import napkin
+    h100 = napkin.get_hardware("h100")
+    napkin.train_time(h100, gpus=1024, params=70e9, tokens=15e12).days   # 143.93
+
+Names load lazily, so ``import napkin`` stays cheap and never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from napkin._version import __version__
+
+_EXPORTS: dict[str, str] = {
+    "train_time": "napkin.accounting.training",
+    "budget": "napkin.accounting.training",
+    "TrainTimeResult": "napkin.accounting.training",
+    "BudgetResult": "napkin.accounting.training",
+    "max_model": "napkin.accounting.model_state",
+    "MaxModelResult": "napkin.accounting.model_state",
+    "PRECISIONS": "napkin.accounting.model_state",
+    "OPTIMIZERS": "napkin.accounting.model_state",
+    "get_hardware": "napkin.specs.catalog",
+    "hardware_catalog": "napkin.specs.catalog",
+    "HardwareSpec": "napkin.specs.hardware",
+    "DType": "napkin.specs.dtypes",
+    "Step": "napkin.results",
+    "Result": "napkin.results",
+    "NapkinError": "napkin.errors",
+    "InputError": "napkin.errors",
+    "SpecError": "napkin.errors",
+    "UnknownNameError": "napkin.errors",
+    "parse_count": "napkin.units",
+    "parse_bytes": "napkin.units",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'napkin' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return __all__

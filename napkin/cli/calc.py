@@ -1,0 +1,98 @@
+"""Calculator commands: train-time, max-model, budget. Parse, call one API function, render."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from napkin.cli.app import app
+from napkin.cli.context import hardware
+from napkin.cli.options import DTypeOpt, Explain, Gpu, Gpus, Json, Mfu, Sparse, count, nbytes, number, opt
+
+
+@app.command("train-time")
+def train_time_cmd(
+    ctx: typer.Context,
+    gpus: Gpus,
+    params: Annotated[float | None, opt("--params", "-N", parser=count("parameter count"), metavar="N",
+                                        help="Parameters: 70e9, 70B, 1.5T.")] = None,
+    tokens: Annotated[float | None, opt("--tokens", "-D", parser=count("token count"), metavar="D",
+                                        help="Training tokens: 15e12, 15T.")] = None,
+    flops: Annotated[float | None, opt("--flops", parser=count("FLOP count"), metavar="C",
+                                       help="Total training FLOPs, in place of 6ND.")] = None,
+    gpu: Gpu = "h100",
+    dtype: DTypeOpt = "bf16",
+    mfu: Mfu = 0.5,
+    sparse: Sparse = False,
+    price: Annotated[float | None, opt("--price-per-gpu-hour", parser=number("price per GPU-hour"), metavar="$",
+                                       help="Price of one GPU-hour, to print the cost.")] = None,
+    pue: Annotated[float, opt("--pue", parser=number("PUE"), metavar="X",
+                              help="Datacenter power usage effectiveness (>= 1) for the energy estimate.")] = 1.0,
+    json: Json = False,
+    explain: Explain = False,
+) -> None:
+    """Days, GPU-hours, cost and energy to train: C = 6ND over G GPUs at an MFU.
+
+    The defaults are the lecture's: H100, bf16 dense peak (989.5 TFLOP/s), MFU 0.5.
+    """
+    from napkin import render
+    from napkin.accounting.training import train_time
+
+    result = train_time(hardware(ctx, gpu), gpus, params, tokens, flops=flops, dtype=dtype, mfu=mfu, sparse=sparse,
+                        price_per_gpu_hour=price, pue=pue)
+    render.show(result, as_json=json, explain=explain)
+
+
+@app.command("max-model")
+def max_model_cmd(
+    ctx: typer.Context,
+    gpus: Gpus,
+    optimizer: Annotated[str, opt("--optimizer", metavar="NAME", help="sgd, sgd-momentum, adagrad, rmsprop, adam, "
+                                  "adamw, lion, adam-8bit, adafactor.")] = "adamw",
+    precision: Annotated[str, opt("--precision", metavar="NAME", help="fp32, fp16-mixed, bf16-mixed, "
+                                  "bf16-mixed-fp32-grads, bf16, fp8-mixed.")] = "fp32",
+    zero: Annotated[int, opt("--zero", min=0, max=3, metavar="0-3", help="ZeRO stage: 1 shards optimizer state, "
+                             "2 also gradients, 3 (= FSDP) also parameters. 3 gives the lecture's total-memory "
+                             "napkin.")] = 3,
+    gpu: Gpu = "h100",
+    memory: Annotated[float | None, opt("--memory", parser=nbytes("memory per GPU"), metavar="BYTES",
+                                        help="Memory per GPU in place of the datasheet's (80GB, 80GiB).")] = None,
+    reserve: Annotated[float, opt("--reserve", parser=nbytes("reserve"), metavar="BYTES",
+                                  help="Memory per GPU held back (CUDA context, fragmentation), e.g. 2GiB.")] = 0.0,
+    json: Json = False,
+    explain: Explain = False,
+) -> None:
+    """Largest model whose parameters, gradients and optimizer state fit G GPUs (activations not counted)."""
+    from napkin import render
+    from napkin.accounting.model_state import max_model
+
+    result = max_model(hardware(ctx, gpu), gpus, optimizer, precision, zero, memory_bytes=memory,
+                       reserve_bytes=reserve)
+    render.show(result, as_json=json, explain=explain)
+
+
+@app.command("budget")
+def budget_cmd(
+    ctx: typer.Context,
+    gpus: Gpus,
+    days: Annotated[float, opt("--days", parser=number("days"), metavar="T", help="Wall-clock days.")],
+    gpu: Gpu = "h100",
+    dtype: DTypeOpt = "bf16",
+    mfu: Mfu = 1.0,
+    sparse: Sparse = False,
+    tokens_per_param: Annotated[float, opt("--tokens-per-param", parser=number("tokens per parameter"), metavar="R",
+                                           help="D/N ratio for the compute-optimal split (Chinchilla: 20).")] = 20.0,
+    json: Json = False,
+    explain: Explain = False,
+) -> None:
+    """FLOPs a cluster delivers in T days, and the compute-optimal N and D for them (C = 6ND, D = 20N).
+
+    MFU defaults to 1 (the datasheet ceiling, as in the lecture); pass --mfu for a realistic budget.
+    """
+    from napkin import render
+    from napkin.accounting.training import budget
+
+    result = budget(hardware(ctx, gpu), gpus, days, dtype=dtype, mfu=mfu, sparse=sparse,
+                    tokens_per_param=tokens_per_param)
+    render.show(result, as_json=json, explain=explain)

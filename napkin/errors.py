@@ -1,0 +1,53 @@
+"""Domain errors. The core raises these; the CLI turns each into one line and exit code 2."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class NapkinError(Exception):
+    """Base class of every error napkin raises on purpose (bad input, bad spec, missing extra)."""
+
+    exit_code = 2
+
+
+class InputError(NapkinError, ValueError):
+    """A value the user gave is out of range, malformed, or inconsistent with another one.
+
+    Subclasses ValueError so that click's parameter parsing reports it as a bad parameter.
+    """
+
+
+class UnknownNameError(NapkinError, LookupError):
+    """A name (GPU, model, optimizer, dtype...) that is not in its catalog."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str], close: list[str] | None = None) -> None:
+        known = sorted(set(known))
+        self.kind, self.name, self.known = kind, name, known
+        if close is None:
+            close = difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.5)
+        if close:
+            hint = f"did you mean: {', '.join(close)}?"
+        else:
+            shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+            hint = f"known: {shown}"
+        super().__init__(f"unknown {kind} '{name}'; {hint}")
+
+
+class SpecError(NapkinError):
+    """A spec file (YAML or config.json) that cannot be read or does not validate.
+
+    The message names the file and, one per line, each field that is wrong.
+    """
+
+
+class MissingExtraError(NapkinError):
+    """An optional dependency (torch, matplotlib) is needed for this command but not installed."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs {package}, which is not installed; "
+            f"install it with: pip install 'napkin[{extra}]' (GPU users: install torch for "
+            f"their CUDA version first, see README)"
+        )

@@ -1,0 +1,68 @@
+"""Tables for train-time, budget and max-model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from napkin.render import fmt, kv_table, renders
+from napkin.units import format_count
+
+
+@renders("TrainTimeResult")
+def train_time(r: Any) -> list[Any]:
+    i = r.inputs
+    kind = "sparse" if i.sparse else "dense"
+    rows = []
+    if i.params is not None and i.flops is None:
+        rows += [("parameters N", format_count(i.params, "params")), ("tokens D", format_count(i.tokens, "tokens"))]
+    rows += [
+        ("training FLOPs", fmt(r.total_flops, "FLOP") + ("" if i.flops else "  (6ND)")),
+        ("hardware", f"{i.gpus} × {i.gpu}, {i.dtype.value} {kind} peak {fmt(r.peak_flops_per_s, 'FLOP/s')}"),
+        ("MFU", f"{i.mfu:g}"),
+        ("cluster throughput", fmt(r.cluster_flops_per_s, "FLOP/s")),
+        ("FLOPs per day", fmt(r.flops_per_day, "FLOP/day")),
+        ("training time", fmt(r.days, "days")),
+        ("GPU-hours", fmt(r.gpu_hours, "GPU·h")),
+    ]
+    if r.cost is not None:
+        rows.append(("cost", fmt(r.cost, "$")))
+    if r.energy_kwh is not None:
+        rows.append(("energy (at TDP" + (f", PUE {i.pue:g})" if i.pue != 1 else ")"), fmt(r.energy_kwh, "kWh")))
+    return [kv_table("napkin train-time", rows)]
+
+
+@renders("BudgetResult")
+def budget(r: Any) -> list[Any]:
+    i = r.inputs
+    rows = [
+        ("hardware", f"{i.gpus} × {i.gpu}, {i.dtype.value}{' sparse' if i.sparse else ''}, MFU {i.mfu:g}"),
+        ("cluster throughput", fmt(r.cluster_flops_per_s, "FLOP/s")),
+        ("time", fmt(i.days, "days")),
+        ("compute budget C", fmt(r.total_flops, "FLOP")),
+        (f"compute-optimal N ({i.tokens_per_param:g} tokens/param)", format_count(r.optimal_params, "params")),
+        ("compute-optimal D", format_count(r.optimal_tokens, "tokens")),
+    ]
+    return [kv_table("napkin budget", rows)]
+
+
+@renders("MaxModelResult")
+def max_model(r: Any) -> list[Any]:
+    from rich.table import Table
+
+    i = r.inputs
+    t = Table(title=f"bytes per parameter: {i.precision}, {i.optimizer} ({r.optimizer_states} states), ZeRO-{i.zero}",
+              title_justify="left")
+    t.add_column("part")
+    t.add_column("B/param", justify="right")
+    t.add_column(f"sharded over {i.gpus}", justify="center")
+    t.add_column("B/param per GPU", justify="right")
+    for p in r.parts:
+        t.add_row(p.label, f"{p.bytes_per_param:g}", "yes" if p.sharded else "no",
+                  f"{p.bytes_per_param / i.gpus if p.sharded else p.bytes_per_param:.4g}")
+    t.add_row("[bold]total[/bold]", f"[bold]{r.bytes_per_param:g}[/bold]", "",
+              f"[bold]{r.bytes_per_param_per_gpu:.4g}[/bold]")
+    summary = kv_table("", [
+        ("memory per GPU", fmt(r.usable_bytes_per_gpu, "B")),
+        ("largest model (model state only)", f"{format_count(r.max_params, 'params')}  ({r.max_params:.3e})"),
+    ])
+    return [t, summary]

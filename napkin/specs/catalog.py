@@ -1,0 +1,182 @@
+"""Loading spec catalogs from YAML: built-ins shipped with napkin, then the user's directories.
+
+- Built-in specs live in ``hardware_specs/`` and ``model_specs/`` at the top of the repository;
+  the wheel carries them as ``napkin/_data/<kind>_specs`` (see pyproject.toml).
+- User directories (``--specs-dir DIR`` or ``NAPKIN_SPECS_DIR=DIR1:DIR2``) hold the same
+  sub-folders; a user spec with the name of a built-in replaces it.
+- A file holds one spec (a mapping), or several sharing defaults:
+  ``{defaults: {...}, specs: [{...}, ...]}``.
+- Nothing is read at import time: catalogs load on first use and are cached.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from napkin.errors import SpecError, UnknownNameError
+
+T = TypeVar("T", bound=BaseModel)
+
+ENV_VAR = "NAPKIN_SPECS_DIR"
+_PACKAGE_DATA = Path(__file__).resolve().parent.parent / "_data"
+_REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def builtin_dir(folder: str) -> Path:
+    """Where the built-in specs of one kind are: inside the installed wheel, or the source tree."""
+    for candidate in (_PACKAGE_DATA / folder, _REPO_ROOT / folder):
+        if candidate.is_dir():
+            return candidate
+    raise SpecError(f"built-in specs folder '{folder}' not found (looked in {_PACKAGE_DATA} and {_REPO_ROOT})")
+
+
+def user_dirs(explicit: Sequence[str | Path] | None = None) -> tuple[Path, ...]:
+    """User spec directories: the explicit ones (flag) first, then those in $NAPKIN_SPECS_DIR."""
+    dirs: list[Path] = [Path(d) for d in (explicit or [])]
+    env = os.environ.get(ENV_VAR, "")
+    dirs += [Path(p) for p in env.split(os.pathsep) if p.strip()]
+    for d in dirs:
+        if not d.is_dir():
+            raise SpecError(f"specs directory '{d}' does not exist (from --specs-dir or ${ENV_VAR})")
+    return tuple(d.resolve() for d in dirs)
+
+
+def normalize(name: str) -> str:
+    """Case, spaces and underscores do not matter in names: 'NVIDIA H100 80GB HBM3' works."""
+    return "-".join(str(name).strip().lower().replace("_", " ").replace("-", " ").split())
+
+
+def format_validation_error(path: Path | str, err: ValidationError, prefix: str = "") -> str:
+    """pydantic errors as ``file: field: message``, one per line."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see the shipped specs for the fields)"
+        lines.append(f"{path}: {prefix}{loc}: {msg}")
+    return "\n".join(lines)
+
+
+def read_yaml(path: Path) -> Any:
+    import yaml  # imported here: only catalog loading needs it
+
+    try:
+        with path.open(encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise SpecError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def _documents(path: Path, data: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping of fields (or 'defaults' + 'specs'), got {type(data).__name__}")
+    if "specs" in data:
+        extra = set(data) - {"defaults", "specs"}
+        if extra:
+            raise SpecError(f"{path}: {sorted(extra)[0]}: unknown top-level key beside 'specs' (only 'defaults')")
+        defaults = data.get("defaults") or {}
+        items = data["specs"]
+        if not isinstance(defaults, dict) or not isinstance(items, list):
+            raise SpecError(f"{path}: 'defaults' must be a mapping and 'specs' a list")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise SpecError(f"{path}: specs.{i}: expected a mapping of fields")
+            yield f"specs.{i}.", {**defaults, **item}
+    else:
+        yield "", data
+
+
+class Catalog(Generic[T]):
+    """Specs of one kind by name, with aliases and did-you-mean."""
+
+    def __init__(self, kind: str, specs: dict[str, T], files: dict[str, Path], aliases: dict[str, str]) -> None:
+        self.kind = kind
+        self._specs = specs
+        self.files = files
+        self._aliases = aliases
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._specs[k] for k in sorted(self._specs))
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def names(self) -> list[str]:
+        return sorted(self._specs)
+
+    def resolve(self, name: str) -> str:
+        key = normalize(name)
+        if key in self._aliases:
+            return self._aliases[key]
+        # did-you-mean: the closest names, one per spec (h100 and h100-sxm5 are the same GPU)
+        close, seen = [], set()
+        for cand in difflib.get_close_matches(key, list(self._aliases), n=20, cutoff=0.5):
+            if self._aliases[cand] not in seen:
+                seen.add(self._aliases[cand])
+                close.append(cand)
+        raise UnknownNameError(self.kind, name, self._specs, close[:3])
+
+    def get(self, name: str) -> T:
+        return self._specs[self.resolve(name)]
+
+    def aliases_of(self, name: str) -> list[str]:
+        return sorted(a for a, n in self._aliases.items() if n == name and a != name)
+
+
+def load_catalog(kind: str, folder: str, model: type[T], extra_dirs: Sequence[Path] = ()) -> Catalog[T]:
+    """Read the built-in folder then each user dir's ``folder``; later files override earlier names."""
+    specs: dict[str, T] = {}
+    files: dict[str, Path] = {}
+    aliases: dict[str, str] = {}
+    sources = [(builtin_dir(folder), True)] + [(d / folder, False) for d in extra_dirs]
+    for directory, builtin in sources:
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.glob("*.y*ml")):
+            for prefix, doc in _documents(path, read_yaml(path)):
+                try:
+                    spec = model.model_validate(doc)
+                except ValidationError as e:
+                    raise SpecError(format_validation_error(path, e, prefix)) from None
+                name = spec.name  # type: ignore[attr-defined]
+                if builtin and name in specs:
+                    raise SpecError(f"{path}: name: '{name}' is also defined in {files[name]}")
+                if name in specs:  # a user spec replaces the built-in: drop the old aliases
+                    aliases = {a: n for a, n in aliases.items() if n != name}
+                specs[name], files[name] = spec, path
+                for alias in [name, *getattr(spec, "aliases", [])]:
+                    key = normalize(alias)
+                    owner = aliases.get(key)
+                    if builtin and owner is not None and owner != name:
+                        raise SpecError(f"{path}: aliases: '{alias}' already names {owner} ({files[owner]})")
+                    aliases[key] = name
+    return Catalog(kind, specs, files, aliases)
+
+
+@functools.lru_cache(maxsize=8)
+def _hardware(extra: tuple[Path, ...]) -> Catalog[Any]:
+    from napkin.specs.hardware import HardwareSpec
+
+    return load_catalog("hardware", "hardware_specs", HardwareSpec, extra)
+
+
+def hardware_catalog(specs_dirs: Sequence[str | Path] | None = None) -> Catalog[Any]:
+    """The hardware catalog (built-ins + user dirs), loaded once per set of directories."""
+    return _hardware(user_dirs(specs_dirs))
+
+
+def get_hardware(name: str, specs_dirs: Sequence[str | Path] | None = None) -> Any:
+    """A HardwareSpec by name or alias ('h100', 'NVIDIA H100 80GB HBM3', 'a100-sxm-80gb')."""
+    return hardware_catalog(specs_dirs).get(name)

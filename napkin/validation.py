@@ -1,0 +1,54 @@
+"""Input validation for the core API: pydantic input models, errors turned into one-line InputErrors."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from napkin.errors import InputError
+
+M = TypeVar("M", bound=BaseModel)
+
+# Reusable constrained types. NaN and infinities are refused everywhere.
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+PositiveInt = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False, description="in (0, 1]")]
+AtLeastOne = Annotated[float, Field(ge=1, allow_inf_nan=False)]
+
+
+class Inputs(BaseModel):
+    """Base of the input models: strict about unknown fields, frozen, echoed in results."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _describe(e: dict[str, Any]) -> str:
+    field = ".".join(str(p) for p in e["loc"]) or "input"
+    ctx = e.get("ctx") or {}
+    value = e.get("input")
+    kind = e["type"]
+    if kind == "greater_than" and field in ("mfu", "hfu"):
+        return f"{field} must be in (0, 1] (a fraction of peak FLOP/s), got {value}"
+    if kind == "greater_than":
+        return f"{field} must be greater than {ctx.get('gt')}, got {value}"
+    if kind == "greater_than_equal":
+        return f"{field} must be at least {ctx.get('ge')}, got {value}"
+    if kind == "less_than_equal" and ctx.get("le") == 1 and field == "mfu" or field == "hfu":
+        return f"{field} must be in (0, 1] (a fraction of peak FLOP/s), got {value}"
+    if kind == "less_than_equal":
+        return f"{field} must be at most {ctx.get('le')}, got {value}"
+    if kind == "finite_number":
+        return f"{field} must be a finite number, got {value}"
+    if kind == "extra_forbidden":
+        return f"unknown argument '{field}'"
+    return f"{field}: {e['msg'].lower()} (got {value!r})"
+
+
+def validated(model: type[M], **values: Any) -> M:
+    """Build an input model; the first problem becomes an InputError with a one-line message."""
+    try:
+        return model(**values)
+    except ValidationError as err:
+        raise InputError(_describe(err.errors()[0])) from None
