@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from napkin.errors import SpecError, UnknownNameError
 
@@ -135,8 +135,12 @@ class Catalog(Generic[T]):
         return sorted(a for a, n in self._aliases.items() if n == name and a != name)
 
 
-def load_catalog(kind: str, folder: str, model: type[T], extra_dirs: Sequence[Path] = ()) -> Catalog[T]:
-    """Read the built-in folder then each user dir's ``folder``; later files override earlier names."""
+def load_catalog(kind: str, folder: str, model: Any, extra_dirs: Sequence[Path] = ()) -> Catalog[Any]:
+    """Read the built-in folder then each user dir's ``folder``; later files override earlier names.
+
+    ``model`` is a pydantic model class or any type a TypeAdapter accepts (a discriminated union).
+    """
+    adapter = TypeAdapter(model)
     specs: dict[str, T] = {}
     files: dict[str, Path] = {}
     aliases: dict[str, str] = {}
@@ -147,7 +151,7 @@ def load_catalog(kind: str, folder: str, model: type[T], extra_dirs: Sequence[Pa
         for path in sorted(directory.glob("*.y*ml")):
             for prefix, doc in _documents(path, read_yaml(path)):
                 try:
-                    spec = model.model_validate(doc)
+                    spec = adapter.validate_python(doc)
                 except ValidationError as e:
                     raise SpecError(format_validation_error(path, e, prefix)) from None
                 name = spec.name  # type: ignore[attr-defined]
@@ -180,3 +184,26 @@ def hardware_catalog(specs_dirs: Sequence[str | Path] | None = None) -> Catalog[
 def get_hardware(name: str, specs_dirs: Sequence[str | Path] | None = None) -> Any:
     """A HardwareSpec by name or alias ('h100', 'NVIDIA H100 80GB HBM3', 'a100-sxm-80gb')."""
     return hardware_catalog(specs_dirs).get(name)
+
+
+@functools.lru_cache(maxsize=8)
+def _models(extra: tuple[Path, ...]) -> Catalog[Any]:
+    from napkin.specs.model import ModelSpec
+
+    return load_catalog("model", "model_specs", ModelSpec, extra)
+
+
+def model_catalog(specs_dirs: Sequence[str | Path] | None = None) -> Catalog[Any]:
+    """The architecture catalog (built-ins + user dirs), loaded once per set of directories."""
+    return _models(user_dirs(specs_dirs))
+
+
+def get_model(name: str, specs_dirs: Sequence[str | Path] | None = None) -> Any:
+    """A TransformerSpec/LinearSpec by catalog name or alias, or from a file path:
+    a Hugging Face ``config.json`` or a napkin model YAML."""
+    path = Path(name)
+    if path.suffix.lower() in (".json", ".yaml", ".yml") or path.name == "config.json" or path.is_dir():
+        from napkin.specs.model_files import load_model_file
+
+        return load_model_file(path)
+    return model_catalog(specs_dirs).get(name)
