@@ -53,7 +53,7 @@ class Derivation:
 
     def given(self, name: str, symbol: str, value: float, unit: str, source: str = "input") -> float:
         """Record an input (or a looked-up figure) as a step, so the napkin shows where it came from."""
-        return self.add(name, symbol, f"{symbol} = {g(value)}", value, unit, source)
+        return self.add(name, symbol, g(value), value, unit, source)
 
 
 def g(x: float) -> str:

@@ -7,6 +7,8 @@ model built on the meta device (tests/test_params_torch.py).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from pydantic import Field
 
 from napkin.results import Derivation, Result, g
@@ -30,46 +32,95 @@ class ParamCount(Result):
     non_embedding: int = Field(description="total minus embeddings (Kaplan et al. 2020's N)")
 
 
+class Linear(NamedTuple):
+    """One weight matrix (fan_in × fan_out) and its optional bias: the shape both params and FLOPs use."""
+
+    fan_in: int
+    fan_out: int
+    bias: bool = False
+
+    @property
+    def weights(self) -> int:
+        return self.fan_in * self.fan_out
+
+    @property
+    def params(self) -> int:
+        return self.weights + (self.fan_out if self.bias else 0)
+
+
 def norm_params(spec: TransformerSpec, width: int) -> int:
     return width * (2 if spec.has_norm_bias else 1)
 
 
-def attention_params(spec: TransformerSpec) -> dict[str, int]:
-    """Parameters of one attention block, per projection (weights + biases)."""
+def attention_linears(spec: TransformerSpec) -> dict[str, Linear]:
+    """The projections of one attention block, by component name."""
     h, a = spec.d_model, spec.heads
     if spec.mla is not None:
         m = spec.mla
         qk = m.qk_nope_head_dim + m.qk_rope_head_dim
-        out: dict[str, int] = {}
+        out: dict[str, Linear] = {}
         if m.q_lora_rank:
-            out["q_a"] = h * m.q_lora_rank + m.q_lora_rank  # down-projection + its RMSNorm
-            out["q_b"] = m.q_lora_rank * a * qk
+            out["q_a"] = Linear(h, m.q_lora_rank)  # down-projection (its RMSNorm: attention_norms)
+            out["q_b"] = Linear(m.q_lora_rank, a * qk)
         else:
-            out["q"] = h * a * qk
-        out["kv_a"] = h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank  # + kv_a_layernorm
-        out["kv_b"] = m.kv_lora_rank * a * (m.qk_nope_head_dim + m.v_head_dim)
-        out["o"] = a * m.v_head_dim * h
+            out["q"] = Linear(h, a * qk)
+        out["kv_a"] = Linear(h, m.kv_lora_rank + m.qk_rope_head_dim)  # latent + the shared RoPE key
+        out["kv_b"] = Linear(m.kv_lora_rank, a * (m.qk_nope_head_dim + m.v_head_dim))
+        out["o"] = Linear(a * m.v_head_dim, h)
         return out
     k, d = spec.n_kv_heads, spec.d_head
     qkv_b = spec.attention_bias in ("qkv", "all")
-    out = {
-        "q": h * a * d + (a * d if qkv_b else 0),
-        "k": h * k * d + (k * d if qkv_b else 0),
-        "v": h * k * d + (k * d if qkv_b else 0),
-        "o": a * d * h + (h if spec.attention_bias == "all" else 0),
-    }
-    if spec.qk_norm == "per_head":
-        out["qk_norm"] = norm_params(spec, d) * 2
-    elif spec.qk_norm == "full":
-        out["qk_norm"] = norm_params(spec, a * d) + norm_params(spec, k * d)
+    return {"q": Linear(h, a * d, qkv_b), "k": Linear(h, k * d, qkv_b), "v": Linear(h, k * d, qkv_b),
+            "o": Linear(a * d, h, spec.attention_bias == "all")}
+
+
+def attention_norms(spec: TransformerSpec) -> dict[str, int]:
+    """Norm parameters inside one attention block, keyed by the component that holds them."""
+    if spec.mla is not None:
+        m = spec.mla
+        out = {"kv_a": norm_params(spec, m.kv_lora_rank)}  # kv_a_layernorm on the latent
+        if m.q_lora_rank:
+            out["q_a"] = norm_params(spec, m.q_lora_rank)  # q_a_layernorm
+        return out
+    a, k, d = spec.heads, spec.n_kv_heads, spec.d_head
+    if spec.qk_norm == "per_head":  # one norm of width d shared by the heads (Qwen3, Gemma 3)
+        return {"qk_norm": norm_params(spec, d) * 2}
+    if spec.qk_norm == "full":  # over the whole projection (OLMo 2)
+        return {"qk_norm": norm_params(spec, a * d) + norm_params(spec, k * d)}
+    return {}
+
+
+def attention_head_dims(spec: TransformerSpec) -> tuple[int, int, int]:
+    """(a, d_qk, d_v): query heads, the width of q·k per head, the width of v per head."""
+    if spec.mla is not None:
+        m = spec.mla
+        return spec.heads, m.qk_nope_head_dim + m.qk_rope_head_dim, m.v_head_dim
+    return spec.heads, spec.d_head, spec.d_head
+
+
+def attention_params(spec: TransformerSpec) -> dict[str, int]:
+    """Parameters of one attention block, per projection (weights + biases + the norms it holds)."""
+    out = {name: lin.params for name, lin in attention_linears(spec).items()}
+    for name, n in attention_norms(spec).items():
+        out[name] = out.get(name, 0) + n
     return out
+
+
+def ffn_linears(spec: TransformerSpec, width: int) -> list[Linear]:
+    """One FFN (dense layer, or one expert) of inner width f: [gate, up, down] or [up, down]."""
+    h, b = spec.d_model, spec.mlp_bias
+    up = [Linear(h, width, b)] * (spec.ffn_matrices - 1)
+    return [*up, Linear(width, h, b)]
 
 
 def ffn_matrix_params(spec: TransformerSpec, width: int) -> int:
     """One FFN (dense layer, or one expert) of inner width f: m·h·f weights (+ biases)."""
-    m, h = spec.ffn_matrices, spec.d_model
-    bias = ((m - 1) * width + h) if spec.mlp_bias else 0
-    return m * h * width + bias
+    return sum(lin.params for lin in ffn_linears(spec, width))
+
+
+def router_linear(spec: TransformerSpec) -> Linear:
+    assert spec.moe is not None
+    return Linear(spec.d_model, spec.moe.experts, spec.moe.router_bias)
 
 
 def moe_params(spec: TransformerSpec) -> dict[str, int]:
@@ -77,7 +128,7 @@ def moe_params(spec: TransformerSpec) -> dict[str, int]:
     assert spec.moe is not None
     e = spec.moe
     out = {
-        "router": spec.d_model * e.experts + (e.experts if e.router_bias else 0),
+        "router": router_linear(spec).params,
         "experts": e.experts * ffn_matrix_params(spec, e.expert_ffn_dim),
     }
     if e.shared_experts:

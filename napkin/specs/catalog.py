@@ -69,8 +69,9 @@ def read_yaml(path: Path) -> Any:
     import yaml  # imported here: only catalog loading needs it
 
     try:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml is ~10x faster when present
         with path.open(encoding="utf-8") as f:
-            return yaml.safe_load(f)
+            return yaml.load(f, Loader=loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

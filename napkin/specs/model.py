@@ -69,6 +69,8 @@ class TransformerSpec(_Spec):
     positions: Literal["learned", "rope", "alibi", "none"]
     norm: Literal["layernorm", "rmsnorm"]
     norm_bias: bool | None = Field(default=None, description="layernorm bias (default: true for layernorm)")
+    norm_placement: Literal["pre", "sublayer_output"] = Field(
+        default="pre", description="pre: x + f(norm(x)) (GPT-2, Llama); sublayer_output: x + norm(f(x)) (OLMo 2)")
     qk_norm: Literal["none", "per_head", "full"] = Field(default="none", description="norm on q and k (OLMo 2: full)")
     attention_bias: Literal["none", "qkv", "all"] = Field(default="none", description="biases of q,k,v (and out)")
     mlp_bias: bool = False
@@ -129,7 +131,7 @@ class LinearSpec(_Spec):
     display_name: str
     family: str | None = None
     aliases: list[str] = Field(default_factory=list)
-    layers: PositiveInt = Field(description="L, D×D layers")
+    layers: Annotated[int, Field(ge=0)] = Field(description="L, D×D layers (0: the head alone, one (B,D)@(D,K) matmul)")
     d_model: PositiveInt = Field(description="D, width")
     out_dim: PositiveInt = Field(default=1, description="width of the head's output")
     notes: list[str] = Field(default_factory=list)

@@ -1,0 +1,170 @@
+"""KV cache: bytes per token (MHA / GQA / MQA / MLA), per sequence, per batch, and per GPU under TP.
+
+At decode time each layer keeps the keys and values of every past position so they are not
+recomputed; the cache is what makes decoding memory-bound, and MQA / GQA shrink it by the ratio of
+query heads to KV heads (Shazeer 2019; Ainslie et al. 2023). Symbols as in napkin.specs.model:
+L layers, a query heads, k KV heads, d head dim.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from napkin.errors import InputError
+from napkin.results import Derivation, Result, g
+from napkin.specs.dtypes import DType, bytes_per_element, parse_dtype
+from napkin.specs.model import TransformerSpec
+from napkin.validation import Inputs, PositiveInt, validated
+
+SRC_KV = ("Pope et al. 2022, Efficiently Scaling Transformer Inference, §2 (memory costs: the KV cache) and "
+          "§3.3 (multiquery attention): 2·L·k·d elements per token")
+SRC_MQA = "Shazeer 2019, Fast Transformer Decoding: One Write-Head is All You Need, §2 (MQA: k = 1)"
+SRC_GQA = "Ainslie et al. 2023, GQA: Training Generalized Multi-Query Transformer Models, §2 (k groups)"
+SRC_MLA = ("DeepSeek-V2 §2.1.2 (MLA caches the compressed latent c_KV and the decoupled RoPE key: "
+           "(d_c + d_h^R)·L elements per token); DeepSeek-V3 §2.1.1")
+SRC_TP_KV = ("Shoeybi et al. 2019, Megatron-LM §3 (attention heads split across TP ranks); vLLM / Megatron-LM "
+             "replicate a KV head on tp/k ranks when tp > k (MQA: on every rank)")
+
+Attention = Literal["MHA", "GQA", "MQA", "MLA"]
+
+
+def attention_kind(spec: TransformerSpec) -> Attention:
+    if spec.mla is not None:
+        return "MLA"
+    k = spec.n_kv_heads
+    return "MHA" if k == spec.heads else ("MQA" if k == 1 else "GQA")
+
+
+def kv_elements_per_token(spec: TransformerSpec) -> int:
+    """Cached elements per token over all layers: 2·L·k·d (K and V), or (d_c + d_h^R)·L for MLA."""
+    if spec.mla is not None:
+        return spec.layers * (spec.mla.kv_lora_rank + spec.mla.qk_rope_head_dim)
+    return 2 * spec.layers * spec.n_kv_heads * spec.d_head
+
+
+def kv_bytes_per_token(spec: TransformerSpec, kv_dtype: str | DType = DType.bf16) -> float:
+    """Bytes of KV cache one token adds to one sequence (all layers, all KV heads, one GPU holding all)."""
+    return kv_elements_per_token(spec) * bytes_per_element(kv_dtype)
+
+
+class KVShard(Result):
+    """How tensor parallelism splits the KV heads (and so the cache) across GPUs."""
+
+    tp: int
+    kv_heads: int
+    kv_heads_per_gpu: int = Field(description="KV heads (MLA: latents) each GPU stores")
+    replicas: int = Field(description="GPUs holding a copy of each KV head (1 = no replication)")
+    fraction_per_gpu: float = Field(description="share of one sequence's KV cache one GPU stores")
+    how: str
+
+
+def shard_kv(spec: TransformerSpec, tp: int) -> KVShard:
+    """Split the KV heads over ``tp`` GPUs; replicate when there are fewer KV heads than GPUs.
+
+    - k divisible by tp: each GPU holds k/tp heads (Megatron-LM's head split).
+    - tp divisible by k (MQA k = 1 is the common case): each GPU holds 1 head; every head is
+      replicated on tp/k GPUs, so per-GPU KV bytes stop falling with tp.
+    - otherwise: refused, since heads cannot be split evenly.
+    MLA: the latent is shared by all heads and cannot be split by head, so every GPU holds all of it.
+    """
+    if tp < 1:
+        raise InputError(f"tensor-parallel degree must be at least 1, got {tp}")
+    if spec.heads % tp:
+        raise InputError(f"{spec.name}: {tp} GPUs do not divide its {spec.heads} query heads; tensor parallelism "
+                         f"splits heads evenly (try a divisor of {spec.heads}, e.g. {_divisors(spec.heads)})")
+    if spec.mla is not None:
+        return KVShard(tp=tp, kv_heads=1, kv_heads_per_gpu=1, replicas=tp, fraction_per_gpu=1.0,
+                       how="MLA latent replicated on every GPU (it is shared by all heads)")
+    k = spec.n_kv_heads
+    if k % tp == 0:
+        return KVShard(tp=tp, kv_heads=k, kv_heads_per_gpu=k // tp, replicas=1, fraction_per_gpu=1 / tp,
+                       how=f"{k} KV heads split {k // tp} per GPU" if tp > 1 else "single GPU")
+    if tp % k == 0:
+        what = "MQA: the single KV head is" if k == 1 else f"each of the {k} KV heads is"
+        return KVShard(tp=tp, kv_heads=k, kv_heads_per_gpu=1, replicas=tp // k, fraction_per_gpu=1 / k,
+                       how=f"{what} replicated on {tp // k} GPUs (fewer KV heads than GPUs)")
+    raise InputError(f"{spec.name}: {tp} GPUs cannot split its {k} KV heads evenly (tensor parallelism needs tp "
+                     f"to divide the KV heads, or a multiple of them to replicate each; try one of "
+                     f"{_divisors(k)} or a multiple of {k})")
+
+
+def _divisors(n: int) -> str:
+    return ", ".join(str(i) for i in range(1, n + 1) if n % i == 0 and i <= 16)
+
+
+class KVCacheInputs(Inputs):
+    model: str
+    batch: PositiveInt = 1
+    context: PositiveInt = Field(description="tokens per sequence held in the cache")
+    kv_dtype: DType = DType.bf16
+    tp: PositiveInt = 1
+
+
+class KVCacheResult(Result):
+    inputs: KVCacheInputs
+    attention: Attention
+    layers: int
+    heads: int
+    kv_heads: int = Field(description="k; MLA: 1 (one shared latent)")
+    head_dim: int
+    elements_per_token: int
+    bytes_per_token: float = Field(description="one sequence, all layers")
+    bytes_per_token_mha: float = Field(description="the same model with a KV head per query head")
+    saving_vs_mha: float = Field(description="MHA bytes / these bytes (GQA/MQA: heads / kv_heads)")
+    bytes_per_sequence: float
+    total_bytes: float = Field(description="whole batch, before tensor parallelism")
+    shard: KVShard
+    bytes_per_gpu: float = Field(description="what one GPU stores under tensor parallelism")
+
+
+def kv_cache(spec: TransformerSpec, context: int, batch: int = 1, *, kv_dtype: str | DType = DType.bf16,
+             tp: int = 1, d: Derivation | None = None) -> KVCacheResult:
+    """KV cache bytes for ``batch`` sequences of ``context`` tokens, with the derivation.
+
+    Llama 2 7B, bf16: 2·32·32·128·2 = 524,288 B per token (0.5 MiB); Llama 3 70B (GQA 8): 327,680 B.
+    Pass ``d`` to append the steps to a caller's derivation.
+    """
+    i = validated(KVCacheInputs, model=spec.name, batch=batch, context=context, kv_dtype=parse_dtype(kv_dtype), tp=tp)
+    d = d if d is not None else Derivation()
+    kind = attention_kind(spec)
+    L, a, b = spec.layers, spec.heads, bytes_per_element(i.kv_dtype)
+    src = {"MHA": SRC_KV, "GQA": f"{SRC_KV}; {SRC_GQA}", "MQA": f"{SRC_KV}; {SRC_MQA}", "MLA": SRC_MLA}[kind]
+    if spec.mla is not None:
+        m = spec.mla
+        k, dh = 1, m.qk_nope_head_dim + m.qk_rope_head_dim
+        per_tok = d.add(f"KV cache per token ({kind}, {i.kv_dtype.value})", "(d_c + d_h^R) · L · bytes",
+                        f"({m.kv_lora_rank} + {m.qk_rope_head_dim}) × {L} × {g(b)}",
+                        kv_bytes_per_token(spec, i.kv_dtype), "B", src)
+        # DeepSeek-V2 Table 1 compares with MHA of per-head dim d_h (= qk_nope_head_dim): 2·n_h·d_h·l.
+        mha = 2 * L * a * m.qk_nope_head_dim * b
+        d.add("the same heads without compression (MHA)", "2 · L · a · d_h · bytes",
+              f"2 × {L} × {a} × {m.qk_nope_head_dim} × {g(b)}", mha, "B", "DeepSeek-V2 §2.1, Table 1")
+    else:
+        k, dh = spec.n_kv_heads, spec.d_head
+        per_tok = d.add(f"KV cache per token ({kind}, {i.kv_dtype.value})", "2 · L · k · d · bytes  (K and V)",
+                        f"2 × {L} × {k} × {dh} × {g(b)}", kv_bytes_per_token(spec, i.kv_dtype), "B", src)
+        mha = 2 * L * a * dh * b
+        if kind != "MHA":
+            d.add("the same model with MHA (k = a)", "2 · L · a · d · bytes", f"2 × {L} × {a} × {dh} × {g(b)}",
+                  mha, "B", SRC_KV)
+    saving = mha / per_tok
+    if kind != "MHA":
+        d.add(f"{kind} saving vs MHA", "a / k" if kind != "MLA" else "MHA bytes / MLA bytes",
+              f"{a} / {k}" if kind != "MLA" else f"{g(mha)} / {g(per_tok)}", saving, "ratio",
+              {"GQA": SRC_GQA, "MQA": SRC_MQA, "MLA": SRC_MLA}[kind])
+    per_seq = d.add("KV cache per sequence", "bytes/token · s", f"{g(per_tok)} × {i.context}", per_tok * i.context,
+                    "B", SRC_KV)
+    total = d.add("KV cache, whole batch", "bytes/sequence · B", f"{g(per_seq)} × {i.batch}", per_seq * i.batch, "B",
+                  SRC_KV)
+    shard = shard_kv(spec, i.tp)
+    per_gpu = total
+    if i.tp > 1:
+        per_gpu = d.add(f"KV cache per GPU (TP {i.tp}: {shard.how})", "total · (KV heads per GPU) / k",
+                        f"{g(total)} × {shard.kv_heads_per_gpu} / {shard.kv_heads}",
+                        total * shard.fraction_per_gpu, "B", SRC_TP_KV)
+    return KVCacheResult(inputs=i, attention=kind, layers=L, heads=a, kv_heads=k, head_dim=dh,
+                         elements_per_token=kv_elements_per_token(spec), bytes_per_token=per_tok,
+                         bytes_per_token_mha=mha, saving_vs_mha=saving, bytes_per_sequence=per_seq, total_bytes=total,
+                         shard=shard, bytes_per_gpu=per_gpu, steps=d.steps)

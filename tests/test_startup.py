@@ -1,0 +1,41 @@
+"""Calculator commands never import torch, and never read specs at import time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+CALCULATOR_COMMANDS = [
+    ["train-time", "--params", "70e9", "--tokens", "15e12", "--gpus", "1024"],
+    ["max-model", "--gpus", "8", "--optimizer", "adamw"],
+    ["budget", "--gpus", "8", "--days", "7"],
+    ["hardware", "list"],
+    ["hardware", "show", "h100", "--explain"],
+]
+
+PROBE = r"""
+import json, sys
+from napkin.cli import app
+seen = {}
+for args in json.loads(sys.argv[1]):
+    code = app(args, standalone_mode=False)
+    seen[" ".join(args)] = [code, "torch" in sys.modules]
+print(json.dumps(seen))
+"""
+
+
+def test_calculator_commands_do_not_import_torch():
+    out = subprocess.run([sys.executable, "-c", PROBE, json.dumps(CALCULATOR_COMMANDS)], capture_output=True,
+                         text=True, check=True)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    for cmd, (code, torch_loaded) in seen.items():
+        assert code in (0, None), cmd
+        assert not torch_loaded, f"'napkin {cmd}' imported torch"
+
+
+def test_import_is_lazy():
+    code = ("import sys, napkin, napkin.cli; "
+            "print(int('torch' in sys.modules), int('yaml' in sys.modules), int('napkin.accounting.training' in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "0", "0"]
