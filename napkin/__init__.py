@@ -38,6 +38,12 @@ _EXPORTS: dict[str, str] = {
     "UnknownNameError": "napkin.errors",
     "parse_count": "napkin.units",
     "parse_bytes": "napkin.units",
+    "inference": "napkin.accounting.inference",
+    "InferenceResult": "napkin.accounting.inference",
+    "kv_cache": "napkin.accounting.kv_cache",
+    "KVCacheResult": "napkin.accounting.kv_cache",
+    "roofline": "napkin.accounting.roofline",
+    "RooflineResult": "napkin.accounting.roofline",
 }
 
 __all__ = ["__version__", *_EXPORTS]

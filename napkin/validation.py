@@ -46,7 +46,7 @@ def _describe(e: dict[str, Any]) -> str:
     return f"{field}: {e['msg'].lower()} (got {value!r})"
 
 
-def validated(model: type[M], **values: Any) -> M:
+def validated(model: type[M], /, **values: Any) -> M:
     """Build an input model; the first problem becomes an InputError with a one-line message."""
     try:
         return model(**values)

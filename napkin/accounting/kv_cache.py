@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from napkin.errors import InputError
 from napkin.results import Derivation, Result, g
@@ -49,8 +49,10 @@ def kv_bytes_per_token(spec: TransformerSpec, kv_dtype: str | DType = DType.bf16
     return kv_elements_per_token(spec) * bytes_per_element(kv_dtype)
 
 
-class KVShard(Result):
+class KVShard(BaseModel):
     """How tensor parallelism splits the KV heads (and so the cache) across GPUs."""
+
+    model_config = ConfigDict(frozen=True)
 
     tp: int
     kv_heads: int
@@ -95,7 +97,7 @@ def _divisors(n: int) -> str:
 
 
 class KVCacheInputs(Inputs):
-    model: str
+    architecture: str = Field(description="model catalog name")
     batch: PositiveInt = 1
     context: PositiveInt = Field(description="tokens per sequence held in the cache")
     kv_dtype: DType = DType.bf16
@@ -126,8 +128,10 @@ def kv_cache(spec: TransformerSpec, context: int, batch: int = 1, *, kv_dtype: s
     Llama 2 7B, bf16: 2·32·32·128·2 = 524,288 B per token (0.5 MiB); Llama 3 70B (GQA 8): 327,680 B.
     Pass ``d`` to append the steps to a caller's derivation.
     """
-    i = validated(KVCacheInputs, model=spec.name, batch=batch, context=context, kv_dtype=parse_dtype(kv_dtype), tp=tp)
+    i = validated(KVCacheInputs, architecture=spec.name, batch=batch, context=context,
+                  kv_dtype=parse_dtype(kv_dtype), tp=tp)
     d = d if d is not None else Derivation()
+    first = len(d.steps)  # this result carries only its own steps, also when appending to a caller's
     kind = attention_kind(spec)
     L, a, b = spec.layers, spec.heads, bytes_per_element(i.kv_dtype)
     src = {"MHA": SRC_KV, "GQA": f"{SRC_KV}; {SRC_GQA}", "MQA": f"{SRC_KV}; {SRC_MQA}", "MLA": SRC_MLA}[kind]
@@ -167,4 +171,4 @@ def kv_cache(spec: TransformerSpec, context: int, batch: int = 1, *, kv_dtype: s
     return KVCacheResult(inputs=i, attention=kind, layers=L, heads=a, kv_heads=k, head_dim=dh,
                          elements_per_token=kv_elements_per_token(spec), bytes_per_token=per_tok,
                          bytes_per_token_mha=mha, saving_vs_mha=saving, bytes_per_sequence=per_seq, total_bytes=total,
-                         shard=shard, bytes_per_gpu=per_gpu, steps=d.steps)
+                         shard=shard, bytes_per_gpu=per_gpu, steps=d.steps[first:])

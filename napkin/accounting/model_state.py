@@ -28,7 +28,9 @@ class Precision(BaseModel):
     master: DType | None = Field(description="separate high-precision copy of the weights, if any")
     states: DType = Field(description="dtype of optimizer states (an optimizer may override)")
     compute: DType = Field(description="dtype of the matmuls, i.e. which peak FLOP/s applies")
-    weight_cache: DType | None = Field(default=None, description="extra low-precision weight copy kept across micro-batches")
+    weight_cache: DType | None = Field(default=None,
+                                       description="extra low-precision weight copy kept across micro-batches")
+    activations: DType = Field(description="dtype of the activations saved for backward")
     description: str
     source: str
 
@@ -37,23 +39,27 @@ PRECISIONS: dict[str, Precision] = {
     p.name: p
     for p in [
         Precision(name="fp32", params=DType.fp32, grads=DType.fp32, master=None, states=DType.fp32, compute=DType.fp32,
-                  description="everything in fp32 (the lecture's accounting)", source=LECTURE),
+                  activations=DType.fp32, description="everything in fp32 (the lecture's accounting)", source=LECTURE),
         Precision(name="fp16-mixed", params=DType.fp16, grads=DType.fp16, master=DType.fp32, states=DType.fp32,
-                  compute=DType.fp16, description="fp16 weights and grads, fp32 master weights and states",
+                  compute=DType.fp16, activations=DType.fp16,
+                  description="fp16 weights and grads, fp32 master weights and states",
                   source="Micikevicius et al. 2018, Mixed Precision Training, §3; " + ZERO),
         Precision(name="bf16-mixed", params=DType.bf16, grads=DType.bf16, master=DType.fp32, states=DType.fp32,
-                  compute=DType.bf16, description="bf16 weights and grads, fp32 master weights and states",
+                  compute=DType.bf16, activations=DType.bf16,
+                  description="bf16 weights and grads, fp32 master weights and states",
                   source=ZERO),
         Precision(name="bf16-mixed-fp32-grads", params=DType.bf16, grads=DType.fp32, master=DType.fp32,
-                  states=DType.fp32, compute=DType.bf16,
+                  states=DType.fp32, compute=DType.bf16, activations=DType.bf16,
                   description="Megatron-LM style: gradients accumulated in fp32 (18 B/param with Adam)",
                   source="Megatron-LM distributed optimizer docs (--accumulate-allreduce-grads-in-fp32): 18 B/param"),
         Precision(name="bf16", params=DType.bf16, grads=DType.bf16, master=None, states=DType.bf16, compute=DType.bf16,
-                  description="pure bf16: no master copy, states in bf16", source="definition"),
+                  activations=DType.bf16, description="pure bf16: no master copy, states in bf16", source="definition"),
         Precision(name="fp8-mixed", params=DType.bf16, grads=DType.bf16, master=DType.fp32, states=DType.fp32,
-                  compute=DType.fp8, weight_cache=DType.fp8,
+                  # TE saves fp8 copies of GEMM inputs; napkin counts every saved activation in bf16 (upper bound)
+                  compute=DType.fp8, weight_cache=DType.fp8, activations=DType.bf16,
                   description="fp8 matmuls (Transformer Engine): bf16-mixed state plus a cached fp8 weight copy",
-                  source="NVIDIA Transformer Engine, FP8 primer (weights kept in higher precision, cast to fp8 per GEMM)"),
+                  source="NVIDIA Transformer Engine, FP8 primer (weights kept in higher precision, cast to fp8 "
+                         "per GEMM)"),
     ]
 }
 
@@ -139,11 +145,13 @@ def state_parts(precision: Precision, optimizer: Optimizer, zero: int) -> list[S
     parts.append(StatePart(part="grads", label=f"gradients ({precision.grads.value})", dtype=precision.grads,
                            bytes_per_param=BYTES_PER_ELEMENT[precision.grads], sharded="grads" in sharded))
     if precision.master is not None:
-        parts.append(StatePart(part="master", label=f"master weights ({precision.master.value})", dtype=precision.master,
+        parts.append(StatePart(part="master", label=f"master weights ({precision.master.value})",
+                               dtype=precision.master,
                                bytes_per_param=BYTES_PER_ELEMENT[precision.master], sharded="master" in sharded))
     state_dtype = optimizer.state_dtype or precision.states
     if optimizer.states:
-        parts.append(StatePart(part="optimizer", label=f"{optimizer.name} states ({optimizer.states} × {state_dtype.value})",
+        parts.append(StatePart(part="optimizer",
+                               label=f"{optimizer.name} states ({optimizer.states} × {state_dtype.value})",
                                dtype=state_dtype, bytes_per_param=optimizer.states * BYTES_PER_ELEMENT[state_dtype],
                                sharded="optimizer" in sharded))
     return parts

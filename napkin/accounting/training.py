@@ -6,9 +6,11 @@ import math
 
 from pydantic import Field
 
+from napkin.accounting.flops import Recompute
 from napkin.results import CHINCHILLA, DEFINITION, KAPLAN, LECTURE, Derivation, Result, g
 from napkin.specs.dtypes import DType, parse_dtype
 from napkin.specs.hardware import HardwareSpec
+from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.validation import AtLeastOne, Fraction, Inputs, NonNegative, Positive, PositiveInt, validated
 
 SECONDS_PER_DAY = 86_400  # 24 h x 3600 s
@@ -23,16 +25,17 @@ class ClusterInputs(Inputs):
     sparse: bool = False
 
 
-def _cluster_flops_per_s(d: Derivation, hw: HardwareSpec, c: ClusterInputs) -> float:
-    """Shared by train-time and budget: dense (or sparse) peak x GPUs x MFU."""
+def _cluster_flops_per_s(d: Derivation, hw: HardwareSpec, c: ClusterInputs, hfu: float | None = None) -> float:
+    """Shared by train-time and budget: dense (or sparse) peak x GPUs x MFU (or HFU, in hardware FLOP/s)."""
     peak = hw.peak(c.dtype, c.sparse)
     kind = "sparse" if c.sparse else "dense"
     d.given(f"{hw.display_name} {kind} {c.dtype.value} peak", "P", peak, "FLOP/s", f"{hw.name}: {hw.sources[0]}")
+    u, name = (c.mfu, "MFU") if hfu is None else (hfu, "HFU")
     return d.add(
-        "cluster throughput",
-        "G · P · MFU",
-        f"{c.gpus} × {g(peak)} × {g(c.mfu)}",
-        c.gpus * peak * c.mfu,
+        "cluster throughput" + (" (hardware FLOP/s)" if hfu is not None else ""),
+        f"G · P · {name}",
+        f"{c.gpus} × {g(peak)} × {g(u)}",
+        c.gpus * peak * u,
         "FLOP/s",
         "definition of MFU (Chowdhery et al. 2022, PaLM, App. B): achieved = MFU × peak",
     )
@@ -44,6 +47,10 @@ class TrainTimeInputs(ClusterInputs):
     flops: Positive | None = None
     price_per_gpu_hour: NonNegative | None = None
     pue: AtLeastOne = 1.0
+    architecture: str | None = Field(default=None, description="model whose exact FLOPs are counted (--model)")
+    seq: PositiveInt | None = None
+    recompute: Recompute = "none"
+    hfu: Fraction | None = Field(default=None, description="throughput quoted in hardware FLOPs, in place of MFU")
 
 
 class TrainTimeResult(Result):
@@ -57,6 +64,8 @@ class TrainTimeResult(Result):
     gpu_hours: float
     cost: float | None = None
     energy_kwh: float | None = None
+    hardware_flops: float | None = Field(default=None, description="with --model: model FLOPs + recomputation")
+    six_nd: float | None = Field(default=None, description="with --model: 6ND, beside the exact count")
 
 
 def train_time(
@@ -67,33 +76,48 @@ def train_time(
     *,
     flops: float | None = None,
     dtype: str | DType = DType.bf16,
-    mfu: float = 0.5,
+    mfu: float | None = None,
     sparse: bool = False,
     price_per_gpu_hour: float | None = None,
     pue: float = 1.0,
+    model: TransformerSpec | LinearSpec | None = None,
+    seq: int | None = None,
+    recompute: Recompute = "none",
+    hfu: float | None = None,
 ) -> TrainTimeResult:
     """Wall-clock days to train: C / (G · P · MFU), with C = 6ND unless the FLOPs are given.
 
+    With `model`, C is its exact count (napkin flops) at sequence length `seq` (default: its max context);
+    `recompute` adds hardware FLOPs, and `hfu` in place of `mfu` divides those by G · P · HFU.
     Defaults reproduce CS336 lecture 2: 70B params, 15T tokens, 1024 H100s, bf16, MFU 0.5 → 143.93 days.
     """
     from napkin.errors import InputError
 
+    if hfu is not None and mfu is not None:
+        raise InputError("give --mfu (model FLOPs) or --hfu (hardware FLOPs), not both")
     i = validated(
-        TrainTimeInputs, gpus=gpus, gpu=hardware.name, dtype=parse_dtype(dtype), mfu=mfu, sparse=sparse,
-        params=params, tokens=tokens, flops=flops, price_per_gpu_hour=price_per_gpu_hour, pue=pue,
+        TrainTimeInputs, gpus=gpus, gpu=hardware.name, dtype=parse_dtype(dtype), mfu=0.5 if mfu is None else mfu,
+        sparse=sparse, params=params, tokens=tokens, flops=flops, price_per_gpu_hour=price_per_gpu_hour, pue=pue,
+        architecture=None if model is None else model.name, seq=seq, recompute=recompute, hfu=hfu,
     )
     d = Derivation()
-    if i.flops is not None:
+    hw_total = six = None
+    if model is not None:
+        total, hw_total, six, note = _model_flops(d, model, i)
+    elif i.recompute != "none":
+        raise InputError("--recompute needs --model: what is recomputed depends on the architecture")
+    elif i.flops is not None:
         total = d.given("training FLOPs (given)", "C", i.flops, "FLOP")
     elif i.params is not None and i.tokens is not None:
         N, D = i.params, i.tokens
         total = d.add("training FLOPs", "C = 6·N·D", f"6 × {g(N)} × {g(D)}", 6 * N * D, "FLOP", KAPLAN)
     else:
         raise InputError("give --params and --tokens (C = 6ND), or --flops for the total directly")
-    cluster = _cluster_flops_per_s(d, hardware, i)
-    per_day = d.add("FLOPs per day", "G · P · MFU · 86400 s", f"{g(cluster)} × 86400", cluster * SECONDS_PER_DAY,
-                    "FLOP/day", LECTURE)
-    days = d.add("training time", "C / (FLOPs per day)", f"{g(total)} / {g(per_day)}", total / per_day, "days", LECTURE)
+    cluster = _cluster_flops_per_s(d, hardware, i, i.hfu)
+    per_day = d.add("FLOPs per day", f"G · P · {'HFU' if i.hfu else 'MFU'} · 86400 s", f"{g(cluster)} × 86400",
+                    cluster * SECONDS_PER_DAY, "FLOP/day", LECTURE)
+    work = total if i.hfu is None else (hw_total or total)  # HFU is quoted in hardware FLOPs: divide those
+    days = d.add("training time", "C / (FLOPs per day)", f"{g(work)} / {g(per_day)}", work / per_day, "days", LECTURE)
     gpu_hours = d.add("GPU-hours", "days · 24 · G", f"{g(days)} × 24 × {i.gpus}", days * HOURS_PER_DAY * i.gpus,
                       "GPU·h", DEFINITION)
     cost = energy = None
@@ -103,22 +127,50 @@ def train_time(
     # Energy at board power for the whole run: an upper-bound napkin (GPUs rarely sit at TDP).
     energy = d.add("energy", "TDP · GPU-hours · PUE / 1000", f"{g(hardware.tdp_w)} W × {g(gpu_hours)} × {g(i.pue)} / 1000",
                    hardware.tdp_w * gpu_hours * i.pue / 1000, "kWh", f"{hardware.name} TDP (datasheet); PUE as given")
-    notes = []
-    if i.flops is None:
+    notes = [note] if model is not None and note else []
+    if i.flops is None and model is None:
         notes.append("6ND counts the matmul FLOPs of a dense model (2ND forward + 4ND backward); "
                      "it leaves out attention's sequence-length term.")
     notes.append("energy assumes every GPU draws its full TDP for the whole run: an upper bound.")
     return TrainTimeResult(
         inputs=i, total_flops=total, peak_flops_per_s=hardware.peak(i.dtype, i.sparse), cluster_flops_per_s=cluster,
         flops_per_day=per_day, time_s=days * SECONDS_PER_DAY, days=days, gpu_hours=gpu_hours, cost=cost,
-        energy_kwh=energy, steps=d.steps, notes=notes,
+        energy_kwh=energy, hardware_flops=hw_total, six_nd=six, steps=d.steps, notes=notes,
     )
+
+
+def _model_flops(d: Derivation, model: TransformerSpec | LinearSpec,
+                 i: TrainTimeInputs) -> tuple[float, float, float, str | None]:
+    """Exact model and hardware FLOPs of `model` on i.tokens (napkin flops), and 6ND beside them."""
+    from napkin.accounting.flops import count_flops
+    from napkin.errors import InputError
+
+    if i.params is not None or i.flops is not None:
+        raise InputError("--model counts the FLOPs itself: leave out --params and --flops")
+    if i.tokens is None:
+        raise InputError("--model needs --tokens (D, the training tokens)")
+    note = None
+    seq = i.seq
+    if seq is None and isinstance(model, TransformerSpec):
+        seq, note = model.max_context, f"seq defaults to {model.name}'s max context ({model.max_context}); pass --seq."
+    fc = count_flops(model, i.tokens, seq or 1, recompute=i.recompute)
+    src = f"napkin flops --model {model.name} (exact matmul count; Korthikanti et al. 2022 App. A)"
+    total = d.add("training FLOPs (exact)", "forward + backward, per component", f"{fc.model_flops:.6g}",
+                  fc.model_flops, "FLOP", src)
+    hw = d.add("hardware FLOPs", f"model FLOPs + recompute ({i.recompute})", f"{g(total)} + {g(fc.recompute_flops)}",
+               fc.hardware_flops, "FLOP", src)
+    six = d.add("6ND, for comparison", "6 · N · D", f"6 × {g(fc.params)} × {g(i.tokens)}", fc.six_nd, "FLOP", KAPLAN)
+    return total, hw, six, note
 
 
 class BudgetInputs(ClusterInputs):
     days: Positive
     mfu: Fraction = 1.0
     tokens_per_param: Positive = 20.0
+    architecture: str | None = Field(default=None, description="model whose tokens the budget buys (--model)")
+    seq: PositiveInt | None = None
+    recompute: Recompute = "none"
+    hfu: Fraction | None = None
 
 
 class BudgetResult(Result):
@@ -127,6 +179,8 @@ class BudgetResult(Result):
     total_flops: float
     optimal_params: float = Field(description="compute-optimal N for the budget (Chinchilla)")
     optimal_tokens: float = Field(description="compute-optimal D = tokens_per_param · N")
+    model_flops_per_token: float | None = Field(default=None, description="with --model: exact, per token")
+    model_tokens: float | None = Field(default=None, description="with --model: tokens the budget trains it on")
 
 
 def budget(
@@ -135,19 +189,31 @@ def budget(
     days: float,
     *,
     dtype: str | DType = DType.bf16,
-    mfu: float = 1.0,
+    mfu: float | None = None,
     sparse: bool = False,
     tokens_per_param: float = 20.0,
+    model: TransformerSpec | LinearSpec | None = None,
+    seq: int | None = None,
+    recompute: Recompute = "none",
+    hfu: float | None = None,
 ) -> BudgetResult:
     """FLOPs a cluster delivers in some days, and the compute-optimal N and D for that budget.
 
+    With `model`: the tokens that budget trains it on, at its exact FLOPs per token (hardware FLOPs with `hfu`).
     CS336 lecture 2: 8 H100 for a week at dense bf16 peak (MFU 1) deliver 4.7875968e21 FLOPs.
     """
-    i = validated(BudgetInputs, gpus=gpus, gpu=hardware.name, dtype=parse_dtype(dtype), mfu=mfu, sparse=sparse,
-                  days=days, tokens_per_param=tokens_per_param)
+    from napkin.errors import InputError
+
+    if hfu is not None and mfu is not None:
+        raise InputError("give --mfu (model FLOPs) or --hfu (hardware FLOPs), not both")
+    if model is None and (recompute != "none" or hfu is not None):
+        raise InputError("--recompute and --hfu need --model: what is recomputed depends on the architecture")
+    i = validated(BudgetInputs, gpus=gpus, gpu=hardware.name, dtype=parse_dtype(dtype),
+                  mfu=1.0 if mfu is None else mfu, sparse=sparse, days=days, tokens_per_param=tokens_per_param,
+                  architecture=None if model is None else model.name, seq=seq, recompute=recompute, hfu=hfu)
     d = Derivation()
-    cluster = _cluster_flops_per_s(d, hardware, i)
-    C = d.add("compute budget", "C = G · P · MFU · T", f"{g(cluster)} × {g(i.days)} × 86400",
+    cluster = _cluster_flops_per_s(d, hardware, i, i.hfu)
+    C = d.add("compute budget", f"C = G · P · {'HFU' if i.hfu else 'MFU'} · T", f"{g(cluster)} × {g(i.days)} × 86400",
               cluster * i.days * SECONDS_PER_DAY, "FLOP", LECTURE)
     r = i.tokens_per_param
     N = d.add("compute-optimal parameters", "N = sqrt(C / (6·r)), from C = 6ND and D = r·N",
@@ -155,7 +221,20 @@ def budget(
     D = d.add("compute-optimal tokens", "D = r·N", f"{g(r)} × {g(N)}", r * N, "tokens", CHINCHILLA)
     notes = ["Chinchilla's ~20 tokens/param is compute-optimal for training alone; models meant for heavy "
              "inference are often trained far longer (Llama 3 8B: ~1900 tokens/param)."]
-    if i.mfu == 1.0:
+    if (i.hfu or i.mfu) == 1.0:
         notes.append("MFU 1 is the datasheet ceiling; real runs reach 0.3-0.6 (pass --mfu).")
+    per_tok = tokens = None
+    if model is not None:
+        from napkin.accounting.flops import count_flops
+
+        s = i.seq or (model.max_context if isinstance(model, TransformerSpec) else 1)
+        fc = count_flops(model, 1.0, s, recompute=i.recompute)
+        kind = "hardware" if i.hfu else "model"
+        per_tok = d.add(f"{model.name} {kind} FLOPs per token (s = {s})", "exact forward + backward"
+                        + (f" + recompute ({i.recompute})" if i.hfu else ""), g(fc.hardware_flops if i.hfu else
+                        fc.model_flops), fc.hardware_flops if i.hfu else fc.model_flops, "FLOP",
+                        f"napkin flops --model {model.name}")
+        tokens = d.add(f"tokens the budget trains {model.name} on", "C / FLOPs per token", f"{g(C)} / {g(per_tok)}",
+                       C / per_tok, "tokens", LECTURE)
     return BudgetResult(inputs=i, cluster_flops_per_s=cluster, total_flops=C, optimal_params=N, optimal_tokens=D,
-                        steps=d.steps, notes=notes)
+                        model_flops_per_token=per_tok, model_tokens=tokens, steps=d.steps, notes=notes)

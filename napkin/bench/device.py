@@ -49,7 +49,8 @@ def resolve_device(requested: str, cuda_available: bool, cuda_count: int, *, cur
         raise DeviceError(f"CUDA requested (--device {requested}) but torch.cuda.is_available() is False: {why}")
     index = int(m.group(1)) if m.group(1) is not None else current
     if index >= cuda_count:
-        raise DeviceError(f"--device {requested}: only {cuda_count} CUDA device(s) visible (cuda:0..cuda:{cuda_count - 1})")
+        raise DeviceError(f"--device {requested}: only {cuda_count} CUDA device(s) visible "
+                          f"(cuda:0..cuda:{cuda_count - 1})")
     return f"cuda:{index}"
 
 

@@ -85,7 +85,7 @@ def read_clocks(torch: Any, device: Any) -> GpuClocks | None:
     props = torch.cuda.get_device_properties(device)
     # torch's index and nvidia-smi's differ under CUDA_VISIBLE_DEVICES: select by UUID where torch gives one.
     uuid = str(getattr(props, "uuid", "") or "")
-    select = (uuid if uuid.startswith("GPU-") else f"GPU-{uuid}") if uuid else str(device.index or 0)
+    select = (uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}") if uuid else str(device.index or 0)
     exe = shutil.which("nvidia-smi")
     if exe and torch.version.hip is None:
         try:

@@ -86,7 +86,7 @@ def _time_cuda(torch: Any, fn: Callable[[], Any], n: int, between: Callable[[], 
         fn()
         ends[i].record()
     sync()
-    return [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)]  # elapsed_time is in ms
+    return [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends, strict=True)]  # elapsed_time is in ms
 
 
 def _time_host(fn: Callable[[], Any], n: int, between: Callable[[], Any] | None,

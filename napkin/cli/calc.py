@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -9,6 +10,9 @@ import typer
 from napkin.cli.app import app
 from napkin.cli.context import hardware
 from napkin.cli.options import DTypeOpt, Explain, Gpu, Gpus, Json, Mfu, Sparse, count, nbytes, number, opt
+from napkin.cli import memory_cmds as mem
+from napkin.cli import model_cmds as mdl
+from napkin.cli.options import whole
 
 
 @app.command("train-time")
@@ -29,6 +33,17 @@ def train_time_cmd(
                                        help="Price of one GPU-hour, to print the cost.")] = None,
     pue: Annotated[float, opt("--pue", parser=number("PUE"), metavar="X",
                               help="Datacenter power usage effectiveness (>= 1) for the energy estimate.")] = 1.0,
+    mfu_from: Annotated[Path | None, opt("--mfu-from", metavar="FILE", help="Plan at the MFU measured by `napkin "
+                                         "bench-matmul --save FILE` × --mfu-fraction, in place of --mfu.")] = None,
+    mfu_fraction: Annotated[float | None, opt("--mfu-fraction", parser=number("MFU fraction"), metavar="F",
+                                              help="With --mfu-from: the share of the measured matmul MFU a "
+                                              "training step reaches (default 0.6, see --explain).")] = None,
+    model: Annotated[str | None, opt("--model", "-m", metavar="NAME|FILE", panel=mdl.MODEL, help="Count this "
+                                     "architecture's exact FLOPs (catalog name or config.json) in place of 6ND; "
+                                     "needs --tokens.")] = None,
+    seq: mdl.Seq = None,
+    recompute: mdl.Recompute = "none",
+    hfu: mdl.Hfu = None,
     json: Json = False,
     explain: Explain = False,
 ) -> None:
@@ -39,8 +54,22 @@ def train_time_cmd(
     from napkin import render
     from napkin.accounting.training import train_time
 
-    result = train_time(hardware(ctx, gpu), gpus, params, tokens, flops=flops, dtype=dtype, mfu=mfu, sparse=sparse,
-                        price_per_gpu_hour=price, pue=pue)
+    hw, measured = hardware(ctx, gpu), None
+    if mfu_from is not None:
+        from napkin.bench.saved import measured_mfu
+
+        if ctx.get_parameter_source("mfu").name == "COMMANDLINE":
+            raise typer.BadParameter("give --mfu or --mfu-from, not both")
+        measured = measured_mfu(mfu_from, mfu_fraction, hardware=hw.name, dtype=dtype)
+        mfu = measured.mfu
+    if hfu is not None and ctx.get_parameter_source("mfu").name != "COMMANDLINE":
+        mfu = None  # type: ignore[assignment]  # --hfu replaces the default MFU
+    spec = mdl.resolve_model(ctx, model) if model is not None else None
+    result = train_time(hw, gpus, params, tokens, flops=flops, dtype=dtype, mfu=mfu, sparse=sparse,
+                        price_per_gpu_hour=price, pue=pue, model=spec, seq=seq, recompute=recompute,  # type: ignore[arg-type]
+                        hfu=hfu)
+    if measured is not None:
+        result = measured.apply(result)  # the measured MFU's derivation goes in front of train-time's
     render.show(result, as_json=json, explain=explain)
 
 
@@ -60,15 +89,38 @@ def max_model_cmd(
                                         help="Memory per GPU in place of the datasheet's (80GB, 80GiB).")] = None,
     reserve: Annotated[float, opt("--reserve", parser=nbytes("reserve"), metavar="BYTES",
                                   help="Memory per GPU held back (CUDA context, fragmentation), e.g. 2GiB.")] = 0.0,
+    seq: mem.Seq = None,
+    batch: Annotated[int | None, opt("--batch", "-b", parser=whole("micro-batch size"), metavar="B", panel=mem.ACTS,
+                                     help="Micro-batch size; with --seq, counts activations too.")] = None,
+    like: Annotated[str | None, opt("--like", metavar="MODEL", panel=mem.ACTS, help="Model family to scale at a "
+                                    "fixed d_model/layers (default llama3-8b when --seq/--batch is given).")] = None,
+    aspect: Annotated[float | None, opt("--aspect", parser=number("aspect ratio"), metavar="R", panel=mem.ACTS,
+                                        help="d_model / layers of the scaled family (default: the --like model's).")
+                      ] = None,
+    recompute: mem.Recompute = "none",
+    flash: mem.Flash = True,
+    tp: mem.Tp = 1,
+    pp: mem.Pp = 1,
     json: Json = False,
     explain: Explain = False,
 ) -> None:
-    """Largest model whose parameters, gradients and optimizer state fit G GPUs (activations not counted)."""
+    """Largest model whose parameters, gradients and optimizer state fit G GPUs (activations not counted).
+
+    With --seq/--batch (and --like MODEL, --aspect R) it scales a model family and counts activations too.
+    """
     from napkin import render
     from napkin.accounting.model_state import max_model
 
-    result = max_model(hardware(ctx, gpu), gpus, optimizer, precision, zero, memory_bytes=memory,
-                       reserve_bytes=reserve)
+    if seq is None and batch is None and like is None and aspect is None:
+        result = max_model(hardware(ctx, gpu), gpus, optimizer, precision, zero, memory_bytes=memory,
+                           reserve_bytes=reserve)
+    else:
+        from napkin.accounting.memory_solvers import max_model_fit
+
+        result = max_model_fit(hardware(ctx, gpu), mem.model_spec(ctx, like or "llama3-8b"), aspect=aspect,
+                               batch=batch or 1, seq=seq, gpus=gpus, optimizer=optimizer, precision=precision,
+                               zero=zero, recompute=recompute, flash=flash, tp=tp, pp=pp, memory_bytes=memory,
+                               reserve_bytes=reserve)
     render.show(result, as_json=json, explain=explain)
 
 
@@ -83,6 +135,12 @@ def budget_cmd(
     sparse: Sparse = False,
     tokens_per_param: Annotated[float, opt("--tokens-per-param", parser=number("tokens per parameter"), metavar="R",
                                            help="D/N ratio for the compute-optimal split (Chinchilla: 20).")] = 20.0,
+    model: Annotated[str | None, opt("--model", "-m", metavar="NAME|FILE", panel=mdl.MODEL, help="Also print the "
+                                     "tokens the budget trains this architecture on, at its exact FLOPs per token."
+                                     )] = None,
+    seq: mdl.Seq = None,
+    recompute: mdl.Recompute = "none",
+    hfu: mdl.Hfu = None,
     json: Json = False,
     explain: Explain = False,
 ) -> None:
@@ -93,6 +151,10 @@ def budget_cmd(
     from napkin import render
     from napkin.accounting.training import budget
 
+    if hfu is not None and ctx.get_parameter_source("mfu").name != "COMMANDLINE":
+        mfu = None  # type: ignore[assignment]  # --hfu replaces the default MFU
+    spec = mdl.resolve_model(ctx, model) if model is not None else None
     result = budget(hardware(ctx, gpu), gpus, days, dtype=dtype, mfu=mfu, sparse=sparse,
-                    tokens_per_param=tokens_per_param)
+                    tokens_per_param=tokens_per_param, model=spec, seq=seq, recompute=recompute,  # type: ignore[arg-type]
+                    hfu=hfu)
     render.show(result, as_json=json, explain=explain)

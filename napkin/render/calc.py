@@ -15,10 +15,16 @@ def train_time(r: Any) -> list[Any]:
     rows = []
     if i.params is not None and i.flops is None:
         rows += [("parameters N", format_count(i.params, "params")), ("tokens D", format_count(i.tokens, "tokens"))]
+    if getattr(i, "architecture", None):  # --model: exact FLOPs of the architecture (napkin flops)
+        rows += [("model", i.architecture), ("tokens D", format_count(i.tokens, "tokens")),
+                 ("training FLOPs", fmt(r.total_flops, "FLOP") + f"  (exact; 6ND = {fmt(r.six_nd, 'FLOP')})")]
+        if i.recompute != "none":
+            rows.append((f"hardware FLOPs (recompute {i.recompute})", fmt(r.hardware_flops, "FLOP")))
+    else:
+        rows.append(("training FLOPs", fmt(r.total_flops, "FLOP") + ("" if i.flops else "  (6ND)")))
     rows += [
-        ("training FLOPs", fmt(r.total_flops, "FLOP") + ("" if i.flops else "  (6ND)")),
         ("hardware", f"{i.gpus} × {i.gpu}, {i.dtype.value} {kind} peak {fmt(r.peak_flops_per_s, 'FLOP/s')}"),
-        ("MFU", f"{i.mfu:g}"),
+        ("HFU", f"{i.hfu:g}") if getattr(i, "hfu", None) else ("MFU", f"{i.mfu:g}"),
         ("cluster throughput", fmt(r.cluster_flops_per_s, "FLOP/s")),
         ("FLOPs per day", fmt(r.flops_per_day, "FLOP/day")),
         ("training time", fmt(r.days, "days")),
@@ -35,13 +41,17 @@ def train_time(r: Any) -> list[Any]:
 def budget(r: Any) -> list[Any]:
     i = r.inputs
     rows = [
-        ("hardware", f"{i.gpus} × {i.gpu}, {i.dtype.value}{' sparse' if i.sparse else ''}, MFU {i.mfu:g}"),
+        ("hardware", f"{i.gpus} × {i.gpu}, {i.dtype.value}{' sparse' if i.sparse else ''}, "
+                     + (f"HFU {i.hfu:g}" if getattr(i, "hfu", None) else f"MFU {i.mfu:g}")),
         ("cluster throughput", fmt(r.cluster_flops_per_s, "FLOP/s")),
         ("time", fmt(i.days, "days")),
         ("compute budget C", fmt(r.total_flops, "FLOP")),
         (f"compute-optimal N ({i.tokens_per_param:g} tokens/param)", format_count(r.optimal_params, "params")),
         ("compute-optimal D", format_count(r.optimal_tokens, "tokens")),
     ]
+    if getattr(r, "model_tokens", None) is not None:
+        rows += [(f"{i.architecture}: FLOPs per token", fmt(r.model_flops_per_token, "FLOP")),
+                 (f"{i.architecture}: tokens the budget buys", format_count(r.model_tokens, "tokens"))]
     return [kv_table("napkin budget", rows)]
 
 

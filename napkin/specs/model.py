@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, field_validator,
+                      model_validator)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 PositiveInt = Annotated[int, Field(gt=0)]
+
+
+def _bad(model: str, field: str, value: object, message: str) -> ValidationError:
+    """A cross-field check's failure, located at the field to fix (so errors read `file: field: message`)."""
+    detail = InitErrorDetails(type=PydanticCustomError("shape", message), loc=(field,), input=value)
+    return ValidationError.from_exception_data(model, [detail])
 
 
 class _Spec(BaseModel):
@@ -33,7 +41,7 @@ class MoESpec(_Spec):
     @model_validator(mode="after")
     def _k(self) -> MoESpec:
         if self.top_k > self.experts:
-            raise ValueError(f"top_k ({self.top_k}) cannot exceed experts ({self.experts})")
+            raise _bad("MoESpec", "top_k", self.top_k, f"top_k ({self.top_k}) cannot exceed experts ({self.experts})")
         return self
 
 
@@ -90,9 +98,11 @@ class TransformerSpec(_Spec):
     def _shapes(self) -> TransformerSpec:
         if self.mla is None:
             if self.head_dim is None and self.d_model % self.heads:
-                raise ValueError(f"heads ({self.heads}) must divide d_model ({self.d_model}), or give head_dim")
+                raise _bad("TransformerSpec", "heads", self.heads,
+                           f"heads ({self.heads}) must divide d_model ({self.d_model}), or give head_dim")
             if self.heads % self.n_kv_heads:
-                raise ValueError(f"kv_heads ({self.n_kv_heads}) must divide heads ({self.heads})")
+                raise _bad("TransformerSpec", "kv_heads", self.n_kv_heads,
+                           f"kv_heads ({self.n_kv_heads}) must divide heads ({self.heads})")
         return self
 
     # Derived shapes, one place each.
@@ -150,3 +160,27 @@ ModelSpec = Annotated[
     Discriminator(_kind, custom_error_type="unknown_kind", custom_error_message="kind must be transformer or linear"),
 ]
 MODEL_ADAPTER: TypeAdapter[TransformerSpec | LinearSpec] = TypeAdapter(ModelSpec)
+
+
+def resize_linear(spec: TransformerSpec | LinearSpec, width: int | None = None, depth: int | None = None,
+                  out: int | None = None) -> TransformerSpec | LinearSpec:
+    """A linear net with its width D, depth L or head width K changed (the lecture's examples by flags)."""
+    if width is None and depth is None and out is None:
+        return spec
+    if not isinstance(spec, LinearSpec):
+        from napkin.errors import InputError
+
+        raise InputError(f"--width/--depth/--out resize a linear net (e.g. cruncher); '{spec.name}' is a "
+                         f"{spec.kind}: use a config file or a spec YAML to change its shape")
+    update = {k: v for k, v in (("d_model", width), ("layers", depth), ("out_dim", out)) if v is not None}
+    tag = ",".join(f"{k[0].upper()}={v}" for k, v in (("D", width), ("L", depth), ("K", out)) if v is not None)
+    from pydantic import ValidationError
+
+    try:
+        return LinearSpec.model_validate({**spec.model_dump(), **update, "name": f"{spec.name}[{tag}]"})
+    except ValidationError as e:
+        from napkin.errors import InputError
+
+        err = e.errors()[0]
+        flag = {"d_model": "--width", "layers": "--depth", "out_dim": "--out"}.get(str(err["loc"][0]), "input")
+        raise InputError(f"{flag}: {err['msg'].lower()} (got {err.get('input')!r})") from None

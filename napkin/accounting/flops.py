@@ -1,0 +1,276 @@
+"""Exact matmul FLOPs of an architecture, per component, forward and backward; 6ND beside them.
+
+Every matrix shape comes from napkin.accounting.params (attention_linears, ffn_linears, router_linear,
+attention_head_dims): the same helpers that count the parameters. What is counted is what
+``torch.utils.flop_counter.FlopCounterMode`` counts: matmuls at 2 FLOPs per multiply-add. Embedding
+lookups, norms, activations, softmax, RoPE, residual adds and bias adds are left out (O(h) per token
+against O(h²) for the matmuls).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from napkin.accounting.params import (
+    attention_head_dims,
+    attention_linears,
+    count_params,
+    ffn_linears,
+    router_linear,
+)
+from napkin.errors import InputError
+from napkin.results import KAPLAN, LECTURE, Derivation, Result, g
+from napkin.specs.model import LinearSpec, TransformerSpec
+
+Recompute = Literal["none", "selective", "full"]
+RECOMPUTE_CHOICES = ("none", "selective", "full")
+
+SRC_MATMUL = f"{LECTURE}: (m×k)@(k×n) costs 2·m·k·n FLOPs (one multiply and one add per term)"
+SRC_ATTN = "Korthikanti et al. 2022, App. A: QKᵀ 2·b·s²·h and attention over V 2·b·s²·h per layer"
+SRC_CAUSAL = "causal mask: token i attends to i+1 positions, mean (s+1)/2 (what FlashAttention-style kernels skip)"
+SRC_BWD = f"{KAPLAN}; backward = 2 × forward for matmuls (gradients w.r.t. inputs and weights)"
+SRC_SELECTIVE = "Korthikanti et al. 2022, §4.1: selective recomputation redoes QKᵀ, softmax and attention over V"
+SRC_FULL = ("Narayanan et al. 2021 (Megatron-LM), eq. 3: full recomputation adds one forward of every layer "
+            "(not the LM head): 96·B·s·l·h²·(1 + s/6h + V/16lh)")
+SRC_PALM = "Chowdhery et al. 2022 (PaLM), App. B: 6N + 12·L·H·Q·T FLOPs per token (attention not halved)"
+SRC_LINEAR = f"{LECTURE}: deep linear network, forward 2·B·(D²·L + D·K), backward 2 × forward"
+
+ATTENTION_CORE = ("attention.scores", "attention.values")
+
+
+class Term(NamedTuple):
+    """One component's forward FLOPs for one token, with its formula."""
+
+    name: str
+    flops: float
+    formula: str
+    substituted: str
+    source: str
+
+
+class ComponentFlops(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    forward: float
+    backward: float
+    recompute: float = Field(description="forward work done again in the backward pass (hardware FLOPs only)")
+
+    @property
+    def model(self) -> float:
+        return self.forward + self.backward
+
+    @property
+    def hardware(self) -> float:
+        return self.forward + self.backward + self.recompute
+
+
+class FlopCount(Result):
+    model: str
+    tokens: float = Field(description="D: tokens (linear net: examples B)")
+    seq: int = Field(description="s: sequence length (1 for a linear net)")
+    causal: bool
+    recompute: Recompute
+    params: int
+    active_params: int
+    components: dict[str, ComponentFlops]
+    forward_flops: float
+    backward_flops: float
+    recompute_flops: float
+    model_flops: float = Field(description="forward + backward (what MFU counts)")
+    hardware_flops: float = Field(description="model FLOPs + recomputation (what HFU counts)")
+    forward_flops_per_token: float
+    model_flops_per_token: float
+    hardware_flops_per_token: float
+    attention_flops: float = Field(description="model FLOPs of QKᵀ and attention over V")
+    attention_share: float = Field(description="attention_flops / model_flops")
+    six_nd: float = Field(description="6·N·D with N the total parameters (Kaplan 2020; the lecture's napkin)")
+    six_n_active_d: float = Field(description="6·N_active·D (MoE: parameters a token touches)")
+    palm_flops: float = Field(description="(6·N_active + 12·L·H·Q·s)·D, PaLM's MFU numerator (attention not halved)")
+
+
+def _ffn_weights(spec: TransformerSpec, width: int) -> int:
+    return sum(lin.weights for lin in ffn_linears(spec, width))
+
+
+_SYMBOLS = {  # formula symbols for each projection's (fan_in, fan_out), by component name
+    "q": ("h", "a·d"), "k": ("h", "k·d"), "v": ("h", "k·d"), "o": ("a·d", "h"),
+    "q_a": ("h", "r_q"), "q_b": ("r_q", "a·d_qk"), "kv_a": ("h", "r_kv + d_rope"), "kv_b": ("r_kv", "a·(d_nope + d_v)"),
+}
+
+
+def _terms(spec: TransformerSpec, context: float) -> list[Term]:
+    """Forward FLOPs of one token per component when it attends over `context` positions."""
+    L, h, V = spec.layers, spec.d_model, spec.vocab
+    terms = []
+    for name, lin in attention_linears(spec).items():
+        i, o = _SYMBOLS.get(name, ("in", "out"))
+        if spec.mla is not None and name in ("q", "o"):
+            i, o = ("h", "a·d_qk") if name == "q" else ("a·d_v", "h")
+        terms.append(Term(f"attention.{name}", 2 * L * lin.weights, f"2·L·{i}·{o}",
+                          f"2 × {L} × {lin.fan_in} × {lin.fan_out}", SRC_MATMUL))
+    a, d_qk, d_v = attention_head_dims(spec)
+    c = g(context)
+    terms.append(Term("attention.scores", 2 * L * a * d_qk * context, "2·L·a·d_qk·c (q·kᵀ over c positions)",
+                      f"2 × {L} × {a} × {d_qk} × {c}", SRC_ATTN))
+    terms.append(Term("attention.values", 2 * L * a * d_v * context, "2·L·a·d_v·c (softmax · v)",
+                      f"2 × {L} × {a} × {d_v} × {c}", SRC_ATTN))
+    n_moe = spec.moe_layers
+    n_dense = L - n_moe
+    m = spec.ffn_matrices
+    if n_dense:
+        terms.append(Term("ffn.dense", 2 * n_dense * _ffn_weights(spec, spec.ffn_dim), f"2·L_dense·{m}·h·f",
+                          f"2 × {n_dense} × {m} × {h} × {spec.ffn_dim}", SRC_MATMUL))
+    if n_moe and spec.moe is not None:
+        e = spec.moe
+        src = "Fedus et al. 2022 (Switch) §2: each token runs top_k experts; DeepSeek-V3 §2.1.2 (shared experts)"
+        terms.append(Term("ffn.router", 2 * n_moe * router_linear(spec).weights, "2·L_moe·h·E",
+                          f"2 × {n_moe} × {h} × {e.experts}", src))
+        terms.append(Term("ffn.experts", 2 * n_moe * e.top_k * _ffn_weights(spec, e.expert_ffn_dim),
+                          f"2·L_moe·top_k·{m}·h·f_e", f"2 × {n_moe} × {e.top_k} × {m} × {h} × {e.expert_ffn_dim}", src))
+        if e.shared_experts:
+            f_s = e.shared_ffn_dim or e.expert_ffn_dim
+            terms.append(Term("ffn.shared_experts", 2 * n_moe * e.shared_experts * _ffn_weights(spec, f_s),
+                              f"2·L_moe·n_shared·{m}·h·f_s",
+                              f"2 × {n_moe} × {e.shared_experts} × {m} × {h} × {f_s}", src))
+    terms.append(Term("head", 2 * h * V, "2·h·V (LM head, tied or not)", f"2 × {h} × {V}", SRC_MATMUL))
+    return terms
+
+
+def mean_context(seq: float, causal: bool) -> float:
+    """Positions the average token attends to in a sequence of `seq`: (s + 1)/2 under a causal mask, else s."""
+    return (seq + 1) / 2 if causal else float(seq)
+
+
+def forward_flops_per_token(spec: TransformerSpec, context: float, *, causal: bool = True) -> dict[str, float]:
+    """Forward FLOPs of one token per component, in a sequence of `context` positions. Sum for the total.
+
+    causal=False: the token attends to all `context` positions: decoding with a KV cache of `context`
+    entries (this token included) costs 2·2·a·d·context per layer in attention.
+    causal=True: the mean token of a causal sequence of length `context`, which attends to (context + 1)/2
+    positions; `context` tokens × this = the sequence's forward FLOPs (prefill, training).
+    """
+    if not isinstance(spec, TransformerSpec):
+        raise InputError(f"forward_flops_per_token needs a transformer spec, got kind '{spec.kind}'")
+    if context < 0:
+        raise InputError(f"context must be at least 0 positions, got {context}")
+    return {t.name: t.flops for t in _terms(spec, mean_context(context, causal))}
+
+
+def _check(tokens: float, seq: int, recompute: str) -> None:
+    if not tokens > 0 or tokens == float("inf"):
+        raise InputError(f"tokens must be a positive number, got {tokens}")
+    if seq < 1:
+        raise InputError(f"seq must be a positive whole number of positions, got {seq}")
+    if recompute not in RECOMPUTE_CHOICES:
+        raise InputError(f"recompute must be one of {', '.join(RECOMPUTE_CHOICES)}, got '{recompute}'")
+
+
+def count_flops(spec: TransformerSpec | LinearSpec, tokens: float, seq: int = 1, *, causal: bool = True,
+                recompute: Recompute = "none") -> FlopCount:
+    """Training FLOPs of `tokens` tokens in sequences of `seq`: exact per component, beside 6ND.
+
+    Model FLOPs = forward + backward (backward = 2 × forward). Hardware FLOPs add recomputation:
+    'selective' redoes the attention core's forward, 'full' every layer's forward (not the LM head).
+    A linear net (the Cruncher) takes `tokens` = examples B; `seq` is ignored.
+    """
+    _check(tokens, seq, recompute)
+    d = Derivation()
+    pc = count_params(spec)
+    if isinstance(spec, LinearSpec):
+        terms = _linear_terms(spec)
+        seq, causal = 1, False
+    else:
+        ctx = mean_context(seq, causal)
+        if causal:
+            d.add("mean attended positions", "c = (s + 1) / 2", f"({seq} + 1) / 2", ctx, "positions", SRC_CAUSAL)
+        else:
+            d.add("attended positions", "c = s (no causal halving)", str(seq), ctx, "positions", "Korthikanti 2022 App. A")
+        terms = _terms(spec, ctx)
+    D = tokens
+    per = "example" if isinstance(spec, LinearSpec) else "token"
+    comps: dict[str, ComponentFlops] = {}
+    for t in terms:
+        fwd = t.flops * D
+        rec = 0.0
+        if recompute == "selective" and t.name in ATTENTION_CORE or recompute == "full" and t.name != "head":
+            rec = fwd
+        comps[t.name] = ComponentFlops(forward=fwd, backward=2 * fwd, recompute=rec)
+        d.add(f"{t.name} forward per {per}", t.formula, t.substituted, t.flops, "FLOP", t.source)
+    per_tok = sum(t.flops for t in terms)
+    d.add(f"forward per {per}", "Σ components", " + ".join(g(t.flops) for t in terms), per_tok, "FLOP", "sum")
+    sym = "B" if per == "example" else "D"
+    fwd = d.add("forward", f"{sym} · forward per {per}", f"{g(D)} × {g(per_tok)}", D * per_tok, "FLOP", "definition")
+    bwd = d.add("backward", "2 · forward", f"2 × {g(fwd)}", 2 * fwd, "FLOP", SRC_BWD)
+    rec = sum(c.recompute for c in comps.values())
+    if recompute == "selective":
+        core = sum(comps[n].forward for n in ATTENTION_CORE if n in comps)
+        d.add("recompute (selective)", "forward of QKᵀ and attention over V", g(core), rec, "FLOP", SRC_SELECTIVE)
+    elif recompute == "full":
+        d.add("recompute (full)", "forward − LM head forward", f"{g(fwd)} − {g(comps['head'].forward)}", rec, "FLOP",
+              SRC_FULL)
+    model = d.add("model FLOPs", "forward + backward = 3 · forward", f"{g(fwd)} + {g(bwd)}", fwd + bwd, "FLOP", SRC_BWD)
+    hw = d.add("hardware FLOPs", "model FLOPs + recompute", f"{g(model)} + {g(rec)}", model + rec, "FLOP",
+               SRC_FULL if recompute != "none" else "definition (no recomputation)")
+    attn = sum(comps[n].model for n in ATTENTION_CORE if n in comps)
+    share = d.add("attention share", "(QKᵀ + attention over V) / model FLOPs", f"{g(attn)} / {g(model)}",
+                  attn / model, "fraction", SRC_ATTN)
+    six = d.add("6ND", "6 · N · D", f"6 × {g(pc.total)} × {g(D)}", 6 * pc.total * D, "FLOP", KAPLAN)
+    six_act = d.add("6·N_active·D", "6 · N_active · D", f"6 × {g(pc.active)} × {g(D)}", 6 * pc.active * D, "FLOP",
+                    KAPLAN + "; active parameters for MoE")
+    palm = six_act
+    if isinstance(spec, TransformerSpec):
+        a, d_qk, d_v = attention_head_dims(spec)
+        L = spec.layers
+        palm = d.add("PaLM model FLOPs", "(6·N_active + 6·L·a·(d_qk + d_v)·s) · D  (= 12·L·H·Q·T)",
+                     f"(6 × {g(pc.active)} + 6 × {L} × {a} × ({d_qk} + {d_v}) × {seq}) × {g(D)}",
+                     (6 * pc.active + 6 * L * a * (d_qk + d_v) * seq) * D, "FLOP", SRC_PALM)
+    d.add("exact / 6ND", "model FLOPs / 6ND", f"{g(model)} / {g(six)}", model / six, "ratio", "definition")
+    notes = []
+    if isinstance(spec, TransformerSpec):
+        if seq > spec.max_context:
+            notes.append(f"seq {seq} is longer than the model's max context ({spec.max_context}).")
+        notes.append("exact = matmuls only (as FlopCounterMode counts): embedding lookups, norms, softmax and "
+                     "activations are left out; 6ND also counts the embedding matrix as if it were a matmul.")
+    return FlopCount(
+        model=spec.name, tokens=D, seq=seq, causal=causal, recompute=recompute, params=pc.total,
+        active_params=pc.active, components=comps, forward_flops=fwd, backward_flops=bwd, recompute_flops=rec,
+        model_flops=model, hardware_flops=hw, forward_flops_per_token=per_tok, model_flops_per_token=model / D,
+        hardware_flops_per_token=hw / D, attention_flops=attn, attention_share=share, six_nd=six,
+        six_n_active_d=six_act, palm_flops=palm, steps=d.steps, notes=notes,
+    )
+
+
+def _linear_terms(spec: LinearSpec) -> list[Term]:
+    D, L, K = spec.d_model, spec.layers, spec.out_dim
+    out = []
+    if L:
+        out.append(Term("layers", 2 * L * D * D, "2·L·D² (per example)", f"2 × {L} × {D}²", SRC_LINEAR))
+    out.append(Term("head", 2 * D * K, "2·D·K (per example)", f"2 × {D} × {K}", SRC_LINEAR))
+    return out
+
+
+def training_flops(spec: TransformerSpec | LinearSpec, *, tokens: float | None = None, batch: int | None = None,
+                   seq: int | None = None, causal: bool = True, recompute: Recompute = "none") -> FlopCount:
+    """`napkin flops`: tokens given directly, or as batch × seq; seq defaults to the model's max context.
+
+    A linear net takes the batch B (examples) as --tokens or --batch; it has no sequence.
+    """
+    if (tokens is None) == (batch is None):
+        raise InputError("give --tokens D (training tokens; linear net: examples B), or --batch with --seq")
+    if batch is not None and batch < 1:
+        raise InputError(f"--batch must be a positive whole number, got {batch}")
+    note = None
+    if isinstance(spec, LinearSpec):
+        s = 1
+    elif seq is None:
+        s = spec.max_context
+        note = f"seq defaults to the model's max context ({s}); pass --seq for the length trained at."
+    else:
+        s = seq
+    D = tokens if tokens is not None else float(batch or 0) * s  # linear net: s = 1, so D = B
+    out = count_flops(spec, D, s, causal=causal, recompute=recompute)
+    if note:
+        out = out.model_copy(update={"notes": [note, *out.notes]})
+    return out

@@ -1,0 +1,385 @@
+"""Serving one model: memory (weights, KV cache, workspace), prefill and decode time, TTFT, tokens/s.
+
+Prefill processes the B·P prompt tokens at once and is compute-bound; each decode step processes
+one token per sequence and must read every weight once (shared by the batch) plus each sequence's
+KV cache, which makes it memory-bound until the batch is large (Pope et al. 2022 §2; CS336 lecture 3).
+Every phase is timed on the roofline: max(FLOPs / (peak · MFU), bytes / (bandwidth · MBU)), plus the
+tensor-parallel all-reduces, and the bound that sets the time is named.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from napkin.accounting.kv_cache import KVCacheResult, kv_cache
+from napkin.accounting.params import count_params
+from napkin.accounting.roofline import (
+    SRC_MOE,
+    SRC_ROOFLINE,
+    PhaseCost,
+    phase_cost,
+    ridge_point,
+    sum_max_affine,
+    weights_read_params,
+)
+from napkin.errors import InputError
+from napkin.results import DEFINITION, Derivation, Result, g
+from napkin.specs.dtypes import DType, bytes_per_element, parse_dtype
+from napkin.specs.hardware import HardwareSpec
+from napkin.specs.model import TransformerSpec
+from napkin.validation import Fraction, Inputs, NonNegative, Positive, PositiveInt, validated
+
+SRC_DECODE = ("Pope et al. 2022, Efficiently Scaling Transformer Inference, §2: a forward pass reads every weight "
+              "once (shared by its tokens) and each sequence's KV cache")
+SRC_MBU = "Databricks 2023, LLM Inference Performance Engineering: Best Practices (MBU = achieved / peak bandwidth)"
+SRC_TP = "Shoeybi et al. 2019, Megatron-LM §3, Fig. 3: 2 all-reduces per layer in the forward pass (attention, MLP)"
+SRC_RING = ("Patarasuk & Yuan 2009, Bandwidth Optimal All-reduce Algorithms; nccl-tests PERFORMANCE.md: a ring "
+            "all-reduce sends and receives 2(N-1)/N · S bytes per GPU")
+SRC_FLOPS = "napkin.accounting.flops.forward_flops_per_token (Kaplan et al. 2020 §2.1; Korthikanti et al. 2022 App. A)"
+SRC_WS = ("napkin estimate: one layer's live activations per token in flight (residual h, block input h, FFN "
+          "inner m·f/TP) in the compute dtype, plus fp32 logits of each sequence's last position (V/TP)")
+
+WEIGHT_DTYPES = {DType.fp32, DType.bf16, DType.fp16, DType.fp8, DType.int8, DType.int4, DType.fp4}
+KV_DTYPES = {DType.fp32, DType.bf16, DType.fp16, DType.fp8, DType.int8}
+ACT_BYTES = 2  # activations and all-reduce payloads in bf16/fp16 (also with fp8 matmuls: outputs are bf16)
+
+
+class InferenceInputs(Inputs):
+    architecture: str = Field(description="model catalog name")
+    gpu: str
+    batch: PositiveInt
+    prompt: PositiveInt = Field(description="P, prompt tokens per sequence")
+    generate: PositiveInt = Field(description="G, generated tokens per sequence")
+    gpus: PositiveInt = Field(default=1, description="tensor-parallel degree N")
+    weights_dtype: DType = DType.bf16
+    kv_dtype: DType = DType.bf16
+    compute_dtype: DType = Field(description="dtype of the matmuls, whose dense peak is used")
+    mfu: Fraction = Field(default=1.0, description="fraction of peak FLOP/s reached (1 = ideal lower bound)")
+    mbu: Fraction = Field(default=1.0, description="fraction of memory bandwidth reached (1 = ideal)")
+    prefill_chunk: PositiveInt | None = Field(default=None, description="tokens per prefill pass (None: B·P at once)")
+    memory_bytes: Positive
+    reserve_bytes: NonNegative = 0.0
+    link_bytes_per_s: Positive | None = Field(default=None, description="scale-up link bandwidth per GPU, "
+                                              "both directions")
+    allreduce_latency_s: NonNegative = 0.0
+    allow_longer: bool = False
+
+
+class InferenceResult(Result):
+    inputs: InferenceInputs
+    params_total: int
+    params_active: int
+    kv: KVCacheResult
+    weights_bytes: float = Field(description="per GPU")
+    kv_cache_bytes: float = Field(description="per GPU, at the full context P + G")
+    workspace_bytes: float = Field(description="per GPU, transient activations and logits")
+    total_bytes: float
+    usable_bytes: float
+    fits: bool
+    headroom_bytes: float = Field(description="usable - total (negative: the shortfall)")
+    max_batch: int = Field(description="largest batch that fits at this P + G (0: the weights alone do not fit)")
+    max_context: int = Field(description="largest P + G that fits at this batch, capped by the model unless "
+                             "allow_longer")
+    max_context_limit: str = Field(description="what sets max_context: memory or the model's max_context")
+    peak_flops_per_s: float
+    bandwidth_bytes_per_s: float
+    ridge_flops_per_byte: float = Field(description="datasheet ridge: peak / bandwidth")
+    effective_ridge_flops_per_byte: float = Field(description="(peak · MFU) / (bandwidth · MBU)")
+    prefill: PhaseCost
+    decode_first: PhaseCost
+    decode_last: PhaseCost
+    decode_mean: PhaseCost = Field(description="decode step at the mean context (time averages to this when one "
+                                   "bound holds throughout)")
+    decode_steps: int
+    decode_time_s: float
+    ttft_s: float = Field(description="time to first token: the prefill")
+    tpot_s: float = Field(description="mean time per output token in decode")
+    tokens_per_s_per_sequence: float
+    tokens_per_s_total: float = Field(description="decode tokens/s over the batch")
+    end_to_end_s: float
+    critical_batch: float | None = Field(description="batch above which decode is compute-bound at the mean "
+                                         "context; None: never (KV reads alone are below the ridge)")
+    kv_asymptotic_intensity: float = Field(description="FLOPs per KV byte per sequence: decode's intensity as "
+                                           "B grows without bound")
+
+
+class DecodeFlops(BaseModel):
+    """Forward FLOPs of one new token attending over c positions: F(c) = F0 + F1·c (attention is linear in c)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    f0: float = Field(description="context-independent FLOPs per token (weight matmuls, LM head)")
+    f1: float = Field(description="FLOPs per token per attended position (QKᵀ and AV)")
+
+    def at(self, c: float) -> float:
+        return self.f0 + self.f1 * c
+
+
+def decode_flops(spec: TransformerSpec, d: Derivation) -> DecodeFlops:
+    """F0 = F(0) and F1 = F(1) − F(0) from forward_flops_per_token: attention is linear in the context.
+
+    causal=False: the new token's one query attends to every cached position (KV cache of c entries).
+    """
+    from napkin.accounting.flops import forward_flops_per_token
+
+    F0, F1 = (sum(forward_flops_per_token(spec, c, causal=False).values()) for c in (0, 1))
+    f0 = d.add("decode FLOPs per token, context-independent (matmuls, LM head)", "F0 = F(c = 0)", g(F0), F0, "FLOP",
+               SRC_FLOPS)
+    f1 = d.add("decode FLOPs per token per attended position (QKᵀ, AV)", "F1 = F(1) − F(0)", f"{g(F1)} − {g(F0)}",
+               F1 - F0, "FLOP", SRC_FLOPS)
+    return DecodeFlops(f0=f0, f1=f1)
+
+
+def prefill_flops_per_sequence(spec: TransformerSpec, P: int, d: Derivation) -> float:
+    """P tokens under the causal mask (mean (P + 1)/2 positions); the LM head on the last position only."""
+    from napkin.accounting.flops import forward_flops_per_token
+
+    comps = forward_flops_per_token(spec, P, causal=True)  # the mean token of a causal sequence of P
+    per_tok, head = sum(comps.values()), comps["head"]
+    return d.add("prefill FLOPs per sequence", "P · F_causal(P) − (P − 1) · F_head",
+                 f"{P} × {g(per_tok)} − {P - 1} × {g(head)}", P * per_tok - (P - 1) * head, "FLOP",
+                 f"{SRC_FLOPS}; causal mean (P + 1)/2; logits of the last prompt position only (vLLM, TensorRT-LLM)")
+
+
+def _resolve_compute(w: DType, hw: HardwareSpec, compute: str | DType | None) -> DType:
+    if compute is not None:
+        return parse_dtype(compute)
+    # fp8 weights run fp8 matmuls (W8A8) where the GPU has an fp8 peak; int8/int4 are weight-only
+    # (W8A16/W4A16: dequantized in the kernel, bf16 matmuls), as gpt-fast / AWQ / Marlin kernels do.
+    # Half precision is bf16 where the GPU has it, else fp16 (V100 has no bf16).
+    half = DType.bf16 if DType.bf16 in hw.peak_flops_per_s and w != DType.fp16 else DType.fp16
+    if w == DType.fp8 and DType.fp8 in hw.peak_flops_per_s:
+        return DType.fp8
+    return DType.fp32 if w == DType.fp32 else half
+
+
+def inference(
+    spec: TransformerSpec, hardware: HardwareSpec, batch: int, prompt: int, generate: int, *, gpus: int = 1,
+    weights_dtype: str | DType = DType.bf16, kv_dtype: str | DType = DType.bf16,
+    compute_dtype: str | DType | None = None, mfu: float = 1.0, mbu: float = 1.0, prefill_chunk: int | None = None,
+    memory_bytes: float | None = None, reserve_bytes: float = 0.0, link_bytes_per_s: float | None = None,
+    allreduce_latency_s: float = 0.0, allow_longer: bool = False,
+) -> InferenceResult:
+    """Serving napkin for B sequences of P prompt + G generated tokens on N tensor-parallel GPUs.
+
+    The defaults (MFU = MBU = 1, no all-reduce latency) give the ideal lower bound on every time.
+    """
+    if not isinstance(spec, TransformerSpec):
+        raise InputError(f"{getattr(spec, 'name', spec)} is not a transformer; serving needs attention and a KV cache")
+    w_dt = parse_dtype(weights_dtype)
+    i = validated(
+        InferenceInputs, architecture=spec.name, gpu=hardware.name, batch=batch, prompt=prompt, generate=generate,
+        gpus=gpus, weights_dtype=w_dt, kv_dtype=parse_dtype(kv_dtype),
+        compute_dtype=_resolve_compute(w_dt, hardware, compute_dtype), mfu=mfu, mbu=mbu,
+        prefill_chunk=prefill_chunk, memory_bytes=memory_bytes if memory_bytes is not None else hardware.memory_bytes,
+        reserve_bytes=reserve_bytes,
+        link_bytes_per_s=hardware.interconnect_bandwidth_bytes_per_s if link_bytes_per_s is None else link_bytes_per_s,
+        allreduce_latency_s=allreduce_latency_s, allow_longer=allow_longer)
+    _check(spec, hardware, i)
+    d = Derivation()
+    N, B, P, G = i.gpus, i.batch, i.prompt, i.generate
+    S = P + G
+    # --- memory ---------------------------------------------------------------------------------
+    pc = count_params(spec)
+    bw_ = bytes_per_element(i.weights_dtype)
+    W_all = d.add(f"weights ({i.weights_dtype.value})", "N_params · bytes", f"{g(pc.total)} × {g(bw_)}",
+                  pc.total * bw_, "B", "count_params (napkin.accounting.params); dtype sizes (DESIGN.md)")
+    W = W_all if N == 1 else d.add(f"weights per GPU (TP {N})", "weights / N", f"{g(W_all)} / {N}", W_all / N, "B",
+                                   SRC_TP)
+    kv = kv_cache(spec, S, B, kv_dtype=i.kv_dtype, tp=N, d=d)
+    kv_tok = kv.bytes_per_token * kv.shard.fraction_per_gpu  # per sequence, per GPU
+    ws_tok = _workspace_per_token(spec, N)
+    logits_seq = spec.vocab / N * 4  # fp32 logits of the last position, vocab-parallel head
+    in_flight = B * P if i.prefill_chunk is None else min(B * P, i.prefill_chunk)
+    ws = d.add("workspace per GPU (prefill, flash attention)", "tokens in flight · (2h + m·f/N) · 2 B + B · V/N · 4 B",
+               f"{in_flight} × {g(ws_tok)} + {B} × {g(logits_seq)}", in_flight * ws_tok + B * logits_seq, "B", SRC_WS)
+    total = d.add("memory per GPU", "weights + KV cache + workspace", f"{g(W)} + {g(kv.bytes_per_gpu)} + {g(ws)}",
+                  W + kv.bytes_per_gpu + ws, "B", DEFINITION)
+    usable = i.memory_bytes - i.reserve_bytes
+    # Largest batch: memory is affine in B (KV, prompt workspace and logits per sequence).
+    per_seq = kv_tok * S + logits_seq + (P * ws_tok if i.prefill_chunk is None else 0)
+    fixed = W + (0 if i.prefill_chunk is None else i.prefill_chunk * ws_tok)
+    max_b = max(0, math.floor((usable - fixed) / per_seq))
+    d.add("largest batch that fits", "⌊(M − weights − fixed workspace) / bytes per sequence⌋",
+          f"⌊({g(usable)} − {g(fixed)}) / {g(per_seq)}⌋", max_b, "sequences", DEFINITION)
+    ctx_mem = max(0, math.floor((usable - W - ws) / (B * kv_tok)))
+    max_ctx, limit = (ctx_mem, "memory")
+    if not i.allow_longer and spec.max_context < ctx_mem:
+        max_ctx, limit = spec.max_context, "model"
+    d.add("largest context that fits at this batch (workspace held at this prompt)",
+          "⌊(M − weights − workspace) / (B · KV bytes per token per GPU)⌋",
+          f"⌊({g(usable)} − {g(W)} − {g(ws)}) / ({B} × {g(kv_tok)})⌋", ctx_mem, "tokens", DEFINITION)
+    # --- the roofline ---------------------------------------------------------------------------
+    peak = d.given(f"{hardware.display_name} dense {i.compute_dtype.value} peak", "P_peak",
+                   hardware.peak(i.compute_dtype), "FLOP/s", f"{hardware.name}: {hardware.sources[0]}")
+    BW = d.given("memory bandwidth", "BW", hardware.memory_bandwidth_bytes_per_s, "B/s",
+                 f"{hardware.name}: {hardware.sources[0]}")
+    ridge = d.add("ridge point", "I* = P_peak / BW", f"{g(peak)} / {g(BW)}", ridge_point(peak, BW), "FLOP/B",
+                  SRC_ROOFLINE)
+    eff_peak, eff_bw = peak * i.mfu, BW * i.mbu
+    eff_ridge = ridge * i.mfu / i.mbu
+    if i.mfu != 1 or i.mbu != 1:
+        d.add("effective ridge point", "I* · MFU / MBU", f"{g(ridge)} × {g(i.mfu)} / {g(i.mbu)}", eff_ridge, "FLOP/B",
+              SRC_MBU)
+    ar_prefill = _allreduce(d, spec, i, in_flight, "prefill") * math.ceil(B * P / in_flight)
+    ar_decode = _allreduce(d, spec, i, B, "decode step")
+    # --- prefill ----------------------------------------------------------------------------------
+    f_seq = prefill_flops_per_sequence(spec, P, d)
+    f_pre = f_seq * B / N
+    passes = math.ceil(B * P / in_flight)
+    w_pre = weights_read_params(spec, in_flight) * bw_
+    b_pre = passes * w_pre / N + B * P * kv_tok
+    prefill = phase_cost(d, "prefill", P, B * P, f_pre, b_pre, eff_peak, eff_bw, ar_prefill,
+                         flops_formula="B · prefill FLOPs per sequence / N", flops_numbers=f"{B} × {g(f_seq)} / {N}",
+                         flops_source=SRC_FLOPS, bytes_formula="passes · weights read / N + B · P · KV bytes/token",
+                         bytes_numbers=f"{passes} × {g(w_pre)} / {N} + {B} × {P} × {g(kv_tok)}",
+                         bytes_source=SRC_DECODE)
+    # --- decode -----------------------------------------------------------------------------------
+    fl = decode_flops(spec, d)
+    w_dec = d.add("weights read per decode step, per GPU", "(params − embedding table" + (" − idle experts"
+                  if spec.moe else "") + ") · bytes / N", f"{g(weights_read_params(spec, B))} × {g(bw_)} / {N}",
+                  weights_read_params(spec, B) * bw_ / N, "B",
+                  f"{SRC_DECODE}; the embedding lookup reads one row per token" + (f"; {SRC_MOE}" if spec.moe else ""))
+
+    def step(c: float, label: str) -> PhaseCost:
+        return phase_cost(d, label, c, B, B * fl.at(c) / N, w_dec + B * c * kv_tok, eff_peak, eff_bw, ar_decode,
+                          flops_formula="B · (F0 + F1·c) / N", flops_numbers=f"{B} × ({g(fl.f0)} + {g(fl.f1)} × "
+                          f"{g(c)}) / {N}", flops_source=SRC_FLOPS,
+                          bytes_formula="weights read + B · c · KV bytes/token per GPU",
+                          bytes_numbers=f"{g(w_dec)} + {B} × {g(c)} × {g(kv_tok)}", bytes_source=SRC_DECODE)
+
+    c_first, c_last = P + 1, P + max(G - 1, 1)
+    first, last = step(c_first, "decode step (first)"), step(c_last, "decode step (last)")
+    mean = step(P + max(G, 2) / 2, "decode step (mean context)")
+    n_steps = G - 1  # the prefill emits token 1; G - 1 decode steps emit the rest
+    # Both compute and memory time are affine in the context c, so the sum over steps is exact in closed form.
+    a = (B * fl.f0 / N / eff_peak, B * fl.f1 / N / eff_peak)
+    m = (w_dec / eff_bw, B * kv_tok / eff_bw)
+    t_dec = sum_max_affine(a, m, c_first, P + G - 1) + n_steps * ar_decode
+    d.add("decode time (all steps)", "Σ_{c=P+1}^{P+G−1} max(compute(c), memory(c)) + (G−1) · all-reduce",
+          f"{n_steps} steps, c = {c_first}..{P + G - 1}", t_dec, "s", SRC_DECODE)
+    tpot = t_dec / n_steps if n_steps else first.time_s
+    d.add("time per output token", "decode time / (G − 1)", f"{g(t_dec)} / {n_steps}" if n_steps else
+          "one step at c = P + 1 (G = 1)", tpot, "s", DEFINITION)
+    per_seq_rate = d.add("tokens/s per sequence", "1 / TPOT", f"1 / {g(tpot)}", 1 / tpot, "tokens/s", DEFINITION)
+    total_rate = d.add("tokens/s, whole batch", "B / TPOT", f"{B} / {g(tpot)}", B / tpot, "tokens/s", DEFINITION)
+    e2e = d.add("end-to-end latency", "TTFT + decode time", f"{g(prefill.time_s)} + {g(t_dec)}",
+                prefill.time_s + t_dec, "s", DEFINITION)
+    # Batch where decode turns compute-bound: B·F/peak = (W + B·K)/BW → B* = (W/BW) / (F/peak − K/BW).
+    F_seq, K_seq = fl.at(mean.context) / N, mean.context * kv_tok
+    asym = d.add("decode intensity as B → ∞ (KV reads only)", "F per sequence / KV bytes per sequence",
+                 f"{g(F_seq)} / {g(K_seq)}", F_seq / K_seq, "FLOP/B", SRC_DECODE)
+    crit = None
+    if asym > eff_ridge:
+        w_all = weights_read_params(spec, 1e9) * bw_ / N  # a large batch reads every weight (MoE: every expert)
+        crit = d.add("critical batch (decode turns compute-bound)", "B* = (W/BW) / (F/peak − K/BW)",
+                     f"({g(w_all)} / {g(eff_bw)}) / ({g(F_seq)} / {g(eff_peak)} − {g(K_seq)} / {g(eff_bw)})",
+                     (w_all / eff_bw) / (F_seq / eff_peak - K_seq / eff_bw), "sequences",
+                     f"{SRC_DECODE}; {SRC_ROOFLINE}")
+    _asymptotics(d, spec, B, mean.context)
+    notes = _notes(spec, i, kv, first, last, crit, asym, eff_ridge, max_b, total <= usable)
+    return InferenceResult(
+        inputs=i, params_total=pc.total, params_active=pc.active, kv=kv, weights_bytes=W,
+        kv_cache_bytes=kv.bytes_per_gpu, workspace_bytes=ws, total_bytes=total, usable_bytes=usable,
+        fits=total <= usable, headroom_bytes=usable - total, max_batch=max_b, max_context=max_ctx,
+        max_context_limit=limit, peak_flops_per_s=peak, bandwidth_bytes_per_s=BW, ridge_flops_per_byte=ridge,
+        effective_ridge_flops_per_byte=eff_ridge, prefill=prefill, decode_first=first, decode_last=last,
+        decode_mean=mean, decode_steps=n_steps, decode_time_s=t_dec, ttft_s=prefill.time_s, tpot_s=tpot,
+        tokens_per_s_per_sequence=per_seq_rate, tokens_per_s_total=total_rate, end_to_end_s=e2e,
+        critical_batch=crit, kv_asymptotic_intensity=asym, steps=d.steps, notes=notes)
+
+
+def _asymptotics(d: Derivation, spec: TransformerSpec, b: int, n: float) -> None:
+    """CS336 lecture 3 (after Shazeer 2019): memory accesses per arithmetic operation of incremental attention.
+
+    Θ(n/d + 1/b) with a K and V per head: long contexts keep decoding memory-bound whatever the batch;
+    with k KV heads (MQA k = 1) the n-term shrinks by h/k. Inverse of these = arithmetic intensity (elements).
+    """
+    if spec.mla is not None:
+        return
+    dm, h, k = spec.d_model, spec.heads, spec.n_kv_heads
+    d.add("incremental MHA: memory / arithmetic", "n/d + 1/b", f"{g(n)}/{dm} + 1/{b}", n / dm + 1 / b, "ratio",
+          "Shazeer 2019 §2.4.1 (Θ(n/d + 1/b)); CS336 lecture 3, KV caching")
+    if k != h:
+        d.add(f"incremental {'MQA' if k == 1 else 'GQA'}: memory / arithmetic", "1/d + n·k/(d·h) + 1/b",
+              f"1/{dm} + {g(n)}×{k}/({dm}×{h}) + 1/{b}", 1 / dm + n * k / (dm * h) + 1 / b, "ratio",
+              "Shazeer 2019 §3.1 (MQA: Θ(1/d + n/(dh) + 1/b)); k KV heads: Ainslie et al. 2023; CS336 lecture 3")
+
+
+def _check(spec: TransformerSpec, hw: HardwareSpec, i: InferenceInputs) -> None:
+    if i.weights_dtype not in WEIGHT_DTYPES:
+        raise InputError(f"weights dtype {i.weights_dtype.value} is not a serving format; use one of "
+                         f"{', '.join(sorted(x.value for x in WEIGHT_DTYPES))}")
+    if i.kv_dtype not in KV_DTYPES:
+        raise InputError(f"KV cache dtype {i.kv_dtype.value} is not supported; use one of "
+                         f"{', '.join(sorted(x.value for x in KV_DTYPES))}")
+    S = i.prompt + i.generate
+    if S > spec.max_context and not i.allow_longer:
+        raise InputError(f"prompt + generate = {i.prompt} + {i.generate} = {S} tokens exceeds {spec.name}'s maximum "
+                         f"context of {spec.max_context}; shorten them or pass --allow-longer to extrapolate")
+    if i.reserve_bytes >= i.memory_bytes:
+        raise InputError(f"reserve ({g(i.reserve_bytes)} B) leaves no memory on a {g(i.memory_bytes)} B GPU")
+    if i.gpus > 1 and i.link_bytes_per_s is None:
+        raise InputError(f"{hw.name} has no interconnect bandwidth in its profile; pass --link-bandwidth for "
+                         f"tensor parallelism over {i.gpus} GPUs")
+    hw.peak(i.compute_dtype)  # refuses a dtype the datasheet has no peak for, with the ones it has
+
+
+def _workspace_per_token(spec: TransformerSpec, N: int) -> float:
+    f = spec.ffn_dim
+    if spec.moe is not None:
+        e = spec.moe
+        routed = e.top_k * e.expert_ffn_dim + e.shared_experts * (e.shared_ffn_dim or e.expert_ffn_dim)
+        f = max(f if spec.moe_layers < spec.layers else 0, routed)
+    return (2 * spec.d_model + spec.ffn_matrices * f / N) * ACT_BYTES
+
+
+def _allreduce(d: Derivation, spec: TransformerSpec, i: InferenceInputs, tokens: int, what: str) -> float:
+    """Time of the 2·L all-reduces of one forward pass over ``tokens`` tokens (0 on one GPU)."""
+    N = i.gpus
+    if N == 1:
+        return 0.0
+    assert i.link_bytes_per_s is not None
+    size = d.add(f"all-reduce payload ({what})", "tokens · h · 2 B", f"{tokens} × {spec.d_model} × {ACT_BYTES}",
+                 tokens * spec.d_model * ACT_BYTES, "B", SRC_TP)
+    one = d.add(f"one ring all-reduce ({what})", "α + 2(N−1)/N · S / (link / 2)",
+                f"{g(i.allreduce_latency_s)} + 2 × {N - 1}/{N} × {g(size)} / ({g(i.link_bytes_per_s)} / 2)",
+                i.allreduce_latency_s + 2 * (N - 1) / N * size / (i.link_bytes_per_s / 2), "s",
+                f"{SRC_RING}; link per direction = datasheet total / 2")
+    return d.add(f"all-reduces per forward pass ({what})", "2 · L · one", f"2 × {spec.layers} × {g(one)}",
+                 2 * spec.layers * one, "s", SRC_TP)
+
+
+def _notes(spec: TransformerSpec, i: InferenceInputs, kv: KVCacheResult, first: PhaseCost, last: PhaseCost,
+           crit: float | None, asym: float, ridge: float, max_b: int, fits: bool) -> list[str]:
+    n = []
+    if i.mfu == 1 and i.mbu == 1:
+        n.append("MFU = MBU = 1: every time is the ideal lower bound; real servers reach roughly 0.5-0.8 of peak "
+                 "bandwidth in decode (pass --mbu, --mfu).")
+    if first.bound != last.bound:
+        n.append(f"decode turns from {first.bound}-bound to {last.bound}-bound as the KV cache grows.")
+    if crit is None:
+        n.append(f"no batch makes decode compute-bound at this context: even as B grows, the KV reads alone give "
+                 f"{asym:.3g} FLOP/B, below the ridge {ridge:.3g} (GQA/MQA, a shorter context or an fp8 cache help).")
+    elif crit > max_b:
+        n.append(f"decode would turn compute-bound above batch {crit:.0f}, but only {max_b} sequences fit.")
+    if i.gpus > 1:
+        n.append(f"tensor parallelism over {i.gpus} GPUs: {kv.shard.how}; all-reduces are not overlapped with "
+                 f"compute; norms (replicated) are counted as if split.")
+        if i.allreduce_latency_s == 0:
+            n.append("all-reduce latency α = 0 (bandwidth term only); small decode all-reduces are latency-bound "
+                     "in practice (~5-20 µs each on NVLink): pass --allreduce-latency.")
+    if i.weights_dtype in (DType.int4, DType.int8, DType.fp4):
+        n.append(f"{i.weights_dtype.value} weights are weight-only quantized (matmuls in {i.compute_dtype.value}); "
+                 f"group scales (~3% for int4 at group size 128) and bf16 embeddings are not counted.")
+    if spec.mla is not None:
+        n.append("MLA: the cache holds the compressed latent (DeepSeek-V2 §2.1.2); attention FLOPs are counted per "
+                 "head (d_qk, d_v) as if K and V were up-projected; the absorbed kernels that attend in the latent "
+                 "do ~3× more attention FLOPs per cached position.")
+    if not fits:
+        n.append("does NOT fit: the times are what the GPU would take if memory allowed.")
+    if i.prompt + i.generate > spec.max_context:
+        n.append(f"context beyond the model's maximum ({spec.max_context}), allowed by --allow-longer.")
+    return n

@@ -1,0 +1,280 @@
+"""The per-GPU memory ledger: parameters, gradients, master weights, optimizer states, activations.
+
+Model state per parameter comes from model_state.py (precision and optimizer as data), who holds
+which parameters from sharding.py (TP, PP, ZeRO), activations from activations.py (tensor by
+tensor). This module adds them up for the GPU that holds the most, and compares with its memory.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from napkin.accounting import activations as act
+from napkin.accounting.model_state import get_optimizer, get_precision, state_parts
+from napkin.accounting.params import count_params
+from napkin.accounting.sharding import ONE_F_ONE_B, Parallelism, Stage, check_parallelism, stage_params, stages
+from napkin.errors import InputError
+from napkin.results import LECTURE, ZERO, Derivation, Result, g
+from napkin.specs.dtypes import BYTES_PER_ELEMENT
+from napkin.specs.hardware import HardwareSpec
+from napkin.specs.model import LinearSpec, TransformerSpec
+from napkin.validation import Inputs, NonNegative, Positive, PositiveInt, validated
+
+Part = Literal["params", "grads", "master", "optimizer", "activations", "embedding", "output", "recompute"]
+ModelArg = TransformerSpec | LinearSpec | None
+
+
+class MemoryInputs(Inputs):
+    architecture: str | None = Field(default=None, description="model name (None: --params alone)")
+    params: Positive | None = Field(default=None, description="parameter count when no architecture is given")
+    batch: PositiveInt = Field(default=1, description="micro-batch size b (sequences per GPU per micro-batch)")
+    seq: PositiveInt | None = Field(default=None, description="sequence length s")
+    gpu: str
+    optimizer: str = "adamw"
+    precision: str = "bf16-mixed"
+    recompute: act.Recompute = "none"
+    flash: bool = True
+    dropout: bool = False
+    fused_norm: bool = True
+    parallel: Parallelism = Field(default_factory=Parallelism)
+    memory_bytes: Positive
+    reserve_bytes: NonNegative = 0.0
+
+
+class LedgerRow(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    part: Part
+    label: str
+    bytes: float
+    sharded_over_dp: bool = Field(description="divided by the data-parallel degree (ZeRO)")
+
+
+class ActivationLedger(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    per_layer: list[act.ActTerm] = Field(description="what one layer keeps for one micro-batch, on this GPU")
+    per_layer_bytes: float
+    per_layer_bytes_no_recompute: float
+    layers_on_gpu: int
+    in_flight: int = Field(description="micro-batches whose activations this GPU holds at once (1F1B)")
+    layers_bytes: float
+    outside: list[act.ActTerm] = Field(description="embedding / output-layer tensors this stage keeps")
+    outside_bytes: float
+    working_set_bytes: float = Field(description="one layer rebuilt during backward (recompute only)")
+    total_bytes: float = Field(description="all activations on this GPU: layers + outside + working set")
+
+
+class MemoryResult(Result):
+    inputs: MemoryInputs
+    stage: Stage = Field(description="the pipeline stage this ledger is for (the fuller one)")
+    seq: int | None = Field(description="sequence length used (the model's max context when not given)")
+    data_parallel: int
+    params_total: float
+    params_on_gpu: float = Field(description="parameters this GPU's stage holds after TP, before ZeRO")
+    rows: list[LedgerRow] = Field(description="the ledger; adds up to total_bytes")
+    total_bytes: float
+    usable_bytes: float
+    headroom_bytes: float = Field(description="usable - total; negative is the shortfall")
+    fits: bool
+    activations: ActivationLedger | None = None
+    other_stage_total_bytes: float | None = Field(default=None, description="the other pipeline stage's total")
+
+
+def _layers_of(spec: TransformerSpec, par: Parallelism, stage: Stage) -> range:
+    per = spec.layers // par.pp
+    return range(0, spec.layers) if stage == "only" else (range(0, per) if stage == "first"
+                                                           else range(spec.layers - per, spec.layers))
+
+
+def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: int, p: float,
+                      stage: Stage) -> ActivationLedger:
+    par, b = i.parallel, i.batch
+    kw = dict(bytes_per_element=p, tp=par.tp, sp=par.sp)
+    layers = _layers_of(spec, par, stage)
+    n_moe = sum(spec.is_moe_layer(j) for j in layers)
+    kinds = [(True, n_moe), (False, len(layers) - n_moe)] if spec.moe is not None else [(False, len(layers))]
+    per_layer_full: dict[bool, list[act.ActTerm]] = {}
+    per_layer_kept: dict[bool, list[act.ActTerm]] = {}
+    for moe, n in kinds:
+        if n:
+            full = act.layer_terms(spec, s, b, flash=i.flash, dropout=i.dropout, fused_norm=i.fused_norm,
+                                   moe_layer=moe, **kw)
+            per_layer_full[moe] = full
+            per_layer_kept[moe] = act.stored(full, i.recompute, spec, s, b, **kw)
+    shown = True if True in per_layer_kept else False
+    terms = per_layer_kept[shown]
+    for moe, n in kinds:
+        if not n:
+            continue
+        kept = per_layer_kept[moe]
+        label = ("MoE " if moe else "dense " if spec.moe is not None else "") + "layer"
+        d.add(f"activations per {label} (s={s}, b={b}, {i.recompute} recompute{', flash' if i.flash else ''})",
+              "Σ s·b·width·bytes / t", " + ".join(g(x.bytes) for x in kept), act.total(kept), "B",
+              act.KORTHIKANTI if i.recompute == "none" else act.KORT_TP + "; §5 (recompute)")
+    F = par.in_flight(stage)
+    layers_bytes = F * sum(n * act.total(per_layer_kept[moe]) for moe, n in kinds if n)
+    per_stage = len(layers)
+    d.add("activations of the layers on this GPU", "micro-batches in flight · Σ layers",
+          f"{F} × ({' + '.join(f'{n} × {g(act.total(per_layer_kept[m]))}' for m, n in kinds if n)})", layers_bytes,
+          "B", ONE_F_ONE_B if par.pp > 1 else act.KORTHIKANTI)
+    parts = act.outside_terms(spec, s, b, dropout=i.dropout, fused_norm=i.fused_norm, **kw)
+    outside: list[act.ActTerm] = []
+    if stage in ("only", "first"):
+        outside += parts["embedding"]
+    outside_bytes = F * act.total(outside)
+    if stage in ("only", "last"):
+        outside += parts["output"]
+        outside_bytes += act.total(parts["output"])  # the last stage holds one micro-batch in flight
+    d.add("embedding and output-layer activations", "Σ (token ids, final norm, head input, fp32 log-probs 4sbV/t)",
+          " + ".join(g(x.bytes) for x in outside), outside_bytes, "B", act.KORT_OUT)
+    work = 0.0
+    if i.recompute != "none":
+        full = per_layer_full[shown]
+        work = d.add("recompute working set (one layer rebuilt in backward)", "layer_full − layer_kept",
+                     f"{g(act.total(full))} − {g(act.total(terms))}", act.total(full) - act.total(terms), "B",
+                     "Korthikanti et al. 2022 §5 (recomputation rebuilds one layer at a time)")
+    return ActivationLedger(per_layer=terms, per_layer_bytes=act.total(terms),
+                            per_layer_bytes_no_recompute=act.total(per_layer_full[shown]), layers_on_gpu=per_stage,
+                            in_flight=F, layers_bytes=layers_bytes, outside=outside, outside_bytes=outside_bytes,
+                            working_set_bytes=work, total_bytes=layers_bytes + outside_bytes + work)
+
+
+def _linear_acts(d: Derivation, spec: LinearSpec, i: MemoryInputs, p: float) -> ActivationLedger:
+    B, D, L = i.batch, spec.d_model, spec.layers
+    n = d.add("activations (layer outputs)", "B·D·L elements", f"{B} × {D} × {L}", B * D * L, "elements", LECTURE)
+    per_layer = B * D * p
+    total = d.add("activation bytes", "B·D·L · bytes", f"{g(n)} × {g(p)}", n * p, "B", LECTURE)
+    term = act.ActTerm(block="layer", name="layer output", stores="B×D output of each layer (the lecture's count)",
+                       width="D", elements_per_token=D, bytes_per_element=p, split="none", source=LECTURE,
+                       bytes=per_layer)
+    return ActivationLedger(per_layer=[term], per_layer_bytes=per_layer, per_layer_bytes_no_recompute=per_layer,
+                            layers_on_gpu=L, in_flight=1, layers_bytes=total, outside=[], outside_bytes=0.0,
+                            working_set_bytes=0.0, total_bytes=total)
+
+
+def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None) -> MemoryResult:
+    d = Derivation()
+    par, prec, opt = i.parallel, get_precision(i.precision), get_optimizer(i.optimizer)
+    if spec is None:
+        assert i.params is not None
+        N = d.given("parameters", "N", i.params, "params")
+        N_gpu, what = N, "all parameters"
+    else:
+        pc = count_params(spec)
+        N = d.given(f"parameters of {spec.name}", "N", pc.total, "params", "napkin.accounting.params (count_params)")
+        tied = isinstance(spec, TransformerSpec) and spec.tied_embeddings
+        N_gpu, what = stage_params(pc.components, spec.layers, par, stage, tied)
+    if N_gpu != N:
+        d.add(f"parameters held by this GPU ({what})", "N_stage / t", what, N_gpu, "params",
+              "Shoeybi et al. 2019, Megatron-LM §3 (TP); Narayanan et al. 2021 §2.2 (PP stages)")
+    dp = par.dp
+    rows: list[LedgerRow] = []
+    for part in state_parts(prec, opt, par.zero):
+        div = dp if part.sharded else 1
+        src = opt.source if part.part == "optimizer" else prec.source
+        v = d.add(f"{part.label} per GPU", "N_gpu · bytes/param" + (" / DP" if div > 1 else ""),
+                  f"{g(N_gpu)} × {g(part.bytes_per_param)}" + (f" / {div}" if div > 1 else ""),
+                  N_gpu * part.bytes_per_param / div, "B", f"{ZERO}; {src}" if div > 1 else src)
+        rows.append(LedgerRow(part=part.part, label=part.label, bytes=v, sharded_over_dp=div > 1))
+    ledger: ActivationLedger | None = None
+    if spec is not None:
+        p = BYTES_PER_ELEMENT[prec.activations]
+        if isinstance(spec, LinearSpec):
+            ledger = _linear_acts(d, spec, i, p)
+        else:
+            assert s is not None
+            ledger = _transformer_acts(d, spec, i, s, p, stage)
+        a = ledger
+        rows.append(LedgerRow(part="activations", label=f"activations, {a.layers_on_gpu} layers × {a.in_flight} "
+                              f"in flight ({prec.activations.value})",
+                              bytes=a.layers_bytes, sharded_over_dp=False))
+        emb = sum(x.bytes for x in a.outside if x.block == "embedding") * a.in_flight
+        if emb:
+            rows.append(LedgerRow(part="embedding", label="embedding (token ids)", bytes=emb,
+                                  sharded_over_dp=False))
+        if a.outside_bytes - emb:
+            rows.append(LedgerRow(part="output", label="output layer + logits/loss (fp32)",
+                                  bytes=a.outside_bytes - emb, sharded_over_dp=False))
+        if a.working_set_bytes:
+            rows.append(LedgerRow(part="recompute", label=f"recompute working set ({i.recompute})",
+                                  bytes=a.working_set_bytes, sharded_over_dp=False))
+    total = d.add("total per GPU", "Σ ledger rows", " + ".join(g(r.bytes) for r in rows), sum(r.bytes for r in rows),
+                  "B", "sum")
+    M = d.given(f"memory per GPU ({i.gpu})", "M", i.memory_bytes, "B", "datasheet (nominal)")
+    usable = M - i.reserve_bytes
+    if i.reserve_bytes:
+        usable = d.add("usable memory", "M − reserve", f"{g(M)} − {g(i.reserve_bytes)}", usable, "B", "input")
+    head = d.add("headroom (negative: shortfall)", "usable − total", f"{g(usable)} − {g(total)}", usable - total,
+                 "B", "definition")
+    return MemoryResult(inputs=i, stage=stage, seq=s if isinstance(spec, TransformerSpec) else None, data_parallel=dp,
+                        params_total=N, params_on_gpu=N_gpu, rows=rows,
+                        total_bytes=total, usable_bytes=usable, headroom_bytes=head, fits=head >= 0,
+                        activations=ledger, steps=d.steps)
+
+
+def memory_ledger(
+    hardware: HardwareSpec,
+    model: ModelArg = None,
+    *,
+    params: float | None = None,
+    batch: int = 1,
+    seq: int | None = None,
+    gpus: int = 1,
+    optimizer: str = "adamw",
+    precision: str = "bf16-mixed",
+    recompute: str = "none",
+    flash: bool = True,
+    zero: int = 0,
+    tp: int = 1,
+    pp: int = 1,
+    sp: bool = False,
+    micro_batches: int = 1,
+    dropout: bool = False,
+    fused_norm: bool = True,
+    memory_bytes: float | None = None,
+    reserve_bytes: float = 0.0,
+) -> MemoryResult:
+    """Per-GPU memory of training ``model`` (or ``params`` parameters, model state only) on ``hardware``.
+
+    With pipeline parallelism the ledger is for the fuller of the first and last stages.
+    """
+    if (model is None) == (params is None):
+        raise InputError("give either a model (--model, for the full ledger) or a parameter count (--params, "
+                         "model state only)")
+    prec, opt = get_precision(precision), get_optimizer(optimizer)
+    par = validated(Parallelism, gpus=gpus, tp=tp, pp=pp, sp=sp, zero=zero, micro_batches=micro_batches)
+    i = validated(MemoryInputs, architecture=None if model is None else model.name, params=params, batch=batch, seq=seq,
+                  gpu=hardware.name, optimizer=opt.name, precision=prec.name, recompute=recompute, flash=flash,
+                  dropout=dropout, fused_norm=fused_norm, parallel=par,
+                  memory_bytes=memory_bytes if memory_bytes is not None else hardware.memory_bytes,
+                  reserve_bytes=reserve_bytes)
+    check_parallelism(par, model)
+    if i.reserve_bytes >= i.memory_bytes:
+        raise InputError(f"reserve ({g(i.reserve_bytes)} B) leaves no memory on a {g(i.memory_bytes)} B GPU")
+    notes: list[str] = []
+    s = i.seq
+    if isinstance(model, TransformerSpec) and s is None:
+        s = model.max_context
+        notes.append(f"--seq not given: using {model.name}'s maximum context, {s} tokens.")
+    if model is None:
+        notes.append("Model state only: activations need an architecture (give --model).")
+    elif isinstance(model, LinearSpec):
+        notes.append("Deep linear network: activations are the lecture's B·D·L layer outputs (torch also keeps "
+                     "the B×D input for the first layer's weight gradient).")
+    results = [_stage(i, model, st, s) for st in stages(par)]
+    worst = max(results, key=lambda r: r.total_bytes)
+    if len(results) > 1:
+        other = next(r for r in results if r is not worst)
+        notes.append(f"Pipeline: this is the {worst.stage} stage; the {other.stage} stage needs "
+                     f"{g(other.total_bytes / 1e9)} GB.")
+        worst = worst.model_copy(update={"other_stage_total_bytes": other.total_bytes})
+    if par.sp and par.tp == 1:
+        notes.append("--sp has no effect with --tp 1.")
+    if par.zero == 3:
+        notes.append("ZeRO-3/FSDP also gathers one layer's full parameters at a time (not counted).")
+    notes.append("Not counted: the CUDA context (~0.5-1 GB), allocator fragmentation, communication buffers and "
+                 "transient tensors of one op (e.g. the bf16 logits before the fp32 loss).")
+    return worst.model_copy(update={"notes": notes})

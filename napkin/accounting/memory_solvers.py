@@ -1,0 +1,203 @@
+"""Questions answered by inverting the memory ledger: the largest micro-batch, the fewest GPUs,
+the largest model that fits with its activations, and which catalog GPU fits at all.
+
+Each solver uses the ledger's structure rather than a blind search: per GPU,
+
+    total(b, DP) = R + S / DP + b · A
+
+with R the replicated model state, S the ZeRO-sharded part and A the activations of one sequence
+(every activation term is proportional to the micro-batch b). The closed-form answer is then
+checked against the ledger itself at the answer and one step beyond.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from napkin.accounting.memory import MemoryResult, ModelArg, memory_ledger
+from napkin.accounting.params import count_params
+from napkin.errors import InputError
+from napkin.results import Derivation, Result, g
+from napkin.specs.hardware import HardwareSpec
+from napkin.specs.model import TransformerSpec
+
+SOLVE = "the ledger is linear in b and in 1/DP (napkin.accounting.memory)"
+
+
+class MaxBatchResult(Result):
+    max_batch: int = Field(description="largest micro-batch that fits (0: not even one sequence)")
+    per_sequence_bytes: float = Field(description="activations of one more sequence in the micro-batch")
+    fixed_bytes: float = Field(description="model state: what the ledger holds at b = 0")
+    ledger: MemoryResult = Field(description="the ledger at the answer (at b = 1 when nothing fits)")
+
+
+def max_micro_batch(hardware: HardwareSpec, model: ModelArg, **setup: Any) -> MaxBatchResult:
+    """Largest micro-batch b whose ledger fits: b = ⌊(usable − fixed) / per-sequence⌋."""
+    if model is None:
+        raise InputError("the largest micro-batch needs an architecture (--model), not --params")
+    setup.pop("batch", None)
+    r1 = memory_ledger(hardware, model, batch=1, **setup)
+    r2 = memory_ledger(hardware, model, batch=2, **setup)
+    d = Derivation()
+    A = d.add("activations per sequence", "total(b=2) − total(b=1)", f"{g(r2.total_bytes)} − {g(r1.total_bytes)}",
+              r2.total_bytes - r1.total_bytes, "B", SOLVE)
+    F = d.add("fixed part (model state)", "total(b=1) − A", f"{g(r1.total_bytes)} − {g(A)}", r1.total_bytes - A,
+              "B", SOLVE)
+    M = r1.usable_bytes
+    b = max(0, math.floor((M - F) / A)) if A > 0 else 0
+    # the closed form in floats can be off by one at an exact boundary: settle it on the ledger itself
+    while b > 0 and not memory_ledger(hardware, model, batch=b, **setup).fits:
+        b -= 1
+    while memory_ledger(hardware, model, batch=b + 1, **setup).fits:
+        b += 1
+    d.add("largest micro-batch", "b = ⌊(M − fixed) / A⌋", f"⌊({g(M)} − {g(F)}) / {g(A)}⌋", b, "sequences",
+          SOLVE)
+    ledger = memory_ledger(hardware, model, batch=max(b, 1), **setup)
+    notes = [] if b else ["Not even one sequence fits: shorten --seq, recompute, shard more (--zero, --tp, --pp)."]
+    return MaxBatchResult(max_batch=b, per_sequence_bytes=A, fixed_bytes=F, ledger=ledger, steps=d.steps + ledger.steps,
+                          notes=notes + ledger.notes)
+
+
+class MinGpusResult(Result):
+    gpus: int | None = Field(description="fewest GPUs (None: no data-parallel degree fits with this setup)")
+    data_parallel: int | None
+    replicated_bytes: float = Field(description="per GPU, not divided by DP")
+    sharded_bytes: float = Field(description="per GPU at DP = 1, divided by DP under ZeRO")
+    ledger: MemoryResult = Field(description="the ledger at the answer (or at the smallest layout tried)")
+
+
+def min_gpus(hardware: HardwareSpec, model: ModelArg, **setup: Any) -> MinGpusResult:
+    """Fewest GPUs G = TP·PP·DP for which the ledger fits: DP = ⌈S / (M − R)⌉ under ZeRO."""
+    setup.pop("gpus", None)
+    unit = setup.get("tp", 1) * setup.get("pp", 1)
+    zero = setup.get("zero", 0)
+    probe = memory_ledger(hardware, model, gpus=unit * (2 if zero else 1), **setup)
+    d = Derivation()
+    dp0 = probe.data_parallel
+    R = d.add("replicated bytes per GPU", "Σ rows not sharded by ZeRO",
+              " + ".join(g(r.bytes) for r in probe.rows if not r.sharded_over_dp),
+              sum(r.bytes for r in probe.rows if not r.sharded_over_dp), "B", SOLVE)
+    S = d.add("ZeRO-sharded bytes at DP = 1", "DP · Σ sharded rows",
+              f"{dp0} × ({' + '.join(g(r.bytes) for r in probe.rows if r.sharded_over_dp) or '0'})",
+              dp0 * sum(r.bytes for r in probe.rows if r.sharded_over_dp), "B", SOLVE)
+    M = probe.usable_bytes
+    one = {**setup, "zero": 0}  # one data-parallel rank: ZeRO has nothing to shard
+    if R + S <= M:
+        ledger = memory_ledger(hardware, model, gpus=unit, **one)
+        d.add("data-parallel degree", "DP = 1 (R + S ≤ M)", f"{g(R + S)} ≤ {g(M)}", 1, "", SOLVE)
+        notes = [] if not zero else ["Fits on one data-parallel rank: ZeRO is not needed (ledger shown at ZeRO-0)."]
+        return MinGpusResult(gpus=unit, data_parallel=1, replicated_bytes=R, sharded_bytes=S, ledger=ledger,
+                             steps=d.steps, notes=notes + ledger.notes)
+    if not zero or M <= R:
+        why = ("without ZeRO every GPU holds the full model state" if not zero else
+               f"the replicated part alone ({g(R / 1e9)} GB) exceeds the memory ({g(M / 1e9)} GB)")
+        return MinGpusResult(gpus=None, data_parallel=None, replicated_bytes=R, sharded_bytes=S, ledger=probe,
+                             steps=d.steps, notes=[f"No GPU count fits: {why}; try --zero, --tp/--pp, --recompute or "
+                                                   "a smaller --batch/--seq."] + probe.notes)
+    dp = max(2, math.ceil(S / (M - R)))
+    while dp > 2 and memory_ledger(hardware, model, gpus=unit * (dp - 1), **setup).fits:
+        dp -= 1
+    while not memory_ledger(hardware, model, gpus=unit * dp, **setup).fits:
+        dp += 1
+    d.add("data-parallel degree", "DP = ⌈S / (M − R)⌉", f"⌈{g(S)} / ({g(M)} − {g(R)})⌉", dp, "", SOLVE)
+    G = d.add("fewest GPUs", "G = TP · PP · DP", f"{unit} × {dp}", unit * dp, "GPUs", SOLVE)
+    ledger = memory_ledger(hardware, model, gpus=int(G), **setup)
+    return MinGpusResult(gpus=int(G), data_parallel=dp, replicated_bytes=R, sharded_bytes=S, ledger=ledger,
+                         steps=d.steps + ledger.steps, notes=ledger.notes)
+
+
+class GpuFit(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    gpu: str
+    display_name: str
+    memory_bytes: float
+    total_bytes: float
+    headroom_bytes: float
+    fits: bool
+
+
+class GpuCompareResult(Result):
+    rows: list[GpuFit] = Field(description="every catalog GPU, largest memory first")
+    ledger: MemoryResult = Field(description="the ledger on the first GPU (the total is the same on every GPU)")
+
+
+def compare_gpus(hardware: list[HardwareSpec], model: ModelArg, **setup: Any) -> GpuCompareResult:
+    """The same training setup on every GPU of the catalog: fits or not, and by how much."""
+    if not hardware:
+        raise InputError("the hardware catalog is empty")
+    setup.pop("memory_bytes", None)
+    ledgers = [(h, memory_ledger(h, model, **setup)) for h in hardware]
+    rows = sorted((GpuFit(gpu=h.name, display_name=h.display_name, memory_bytes=r.usable_bytes,
+                          total_bytes=r.total_bytes, headroom_bytes=r.headroom_bytes, fits=r.fits)
+                   for h, r in ledgers), key=lambda x: (-x.memory_bytes, x.gpu))
+    first = ledgers[0][1]
+    return GpuCompareResult(rows=rows, ledger=first, steps=first.steps, notes=first.notes)
+
+
+class MaxModelFitResult(Result):
+    template: str
+    aspect: float = Field(description="d_model / layers used to scale the template")
+    spec: TransformerSpec | None = Field(description="the largest scaled model that fits (None: not even the smallest)")
+    params: float
+    ledger: MemoryResult | None
+
+
+def scaled_spec(template: TransformerSpec, layers: int, aspect: float, tp: int = 1) -> TransformerSpec:
+    """The template's family at depth L: width h ≈ aspect·L in whole heads (head_dim and GQA group kept,
+    heads a multiple of tp·group), FFN width at the template's f/h ratio rounded to 64."""
+    d, group = template.d_head, template.heads // template.n_kv_heads
+    unit = tp * group
+    heads = max(unit, round(aspect * layers / (d * unit)) * unit)
+    h = heads * d
+    ffn = max(64, round(template.ffn_dim / template.d_model * h / 64) * 64)
+    data = template.model_dump()
+    data.update(name=f"{template.name}-scaled", display_name=f"{template.display_name} family, {layers} layers",
+                aliases=[], layers=layers, d_model=h, heads=heads, kv_heads=heads // group, ffn_dim=ffn,
+                head_dim=template.head_dim)
+    return TransformerSpec.model_validate(data)
+
+
+def max_model_fit(hardware: HardwareSpec, template: TransformerSpec, *, aspect: float | None = None,
+                  **setup: Any) -> MaxModelFitResult:
+    """Largest model of the template's family (scaled at a fixed aspect ratio h/L) whose full ledger,
+    activations included, fits each GPU. Memory grows with L, so a doubling then a bisection finds it."""
+    if not isinstance(template, TransformerSpec):
+        raise InputError(f"--like {template.name}: scaling needs a transformer family (e.g. llama3-8b)")
+    if template.moe is not None or template.mla is not None:
+        raise InputError(f"--like {template.name}: scaling needs a dense model without MLA (e.g. llama3-8b)")
+    r = aspect if aspect is not None else template.d_model / template.layers
+    if not r > 0 or not math.isfinite(r):
+        raise InputError(f"aspect ratio must be a positive number (d_model / layers, e.g. 128), got {r}")
+    notes: list[str] = []
+    gpus, tp, pp = setup.get("gpus", 1), setup.get("tp", 1), setup.get("pp", 1)
+    if setup.get("zero") and gpus // max(1, tp * pp) == 1:
+        setup = {**setup, "zero": 0}
+        notes.append("One data-parallel rank: ZeRO has nothing to shard, so ZeRO-0 is used.")
+
+    def ledger(L: int) -> MemoryResult:
+        return memory_ledger(hardware, scaled_spec(template, L, r, tp), **setup)
+
+    d = Derivation()
+    d.given("aspect ratio d_model / layers", "r", r, "", f"{template.name}: {template.d_model} / {template.layers}"
+            if aspect is None else "input")
+    if not ledger(pp).fits:
+        return MaxModelFitResult(template=template.name, aspect=r, spec=None, params=0.0, ledger=ledger(pp),
+                                 steps=d.steps, notes=notes + ["Not even one layer per pipeline stage fits."])
+    lo, hi = pp, 2 * pp
+    while ledger(hi).fits and hi < 1 << 14:  # 16k layers: beyond any real model
+        lo, hi = hi, 2 * hi
+    while hi - lo > pp:
+        mid = (lo + hi) // 2 // pp * pp
+        lo, hi = (mid, hi) if ledger(mid).fits else (lo, mid)
+    spec = scaled_spec(template, lo, r, tp)
+    best = ledger(lo)
+    n = count_params(spec).total
+    d.add("largest depth that fits (bisection on L, multiples of pp)", "max L : total(L) ≤ M", f"L = {lo}, h = "
+          f"{spec.d_model}, heads = {spec.heads}, f = {spec.ffn_dim}", lo, "layers", SOLVE)
+    d.add("parameters of that model", "count_params", g(n), n, "params", "napkin.accounting.params")
+    return MaxModelFitResult(template=template.name, aspect=r, spec=spec, params=n, ledger=best,
+                             steps=d.steps + best.steps, notes=notes + best.notes)

@@ -1,0 +1,107 @@
+"""Saved measurements: ``--save FILE`` writes one; ``train-time --mfu-from FILE`` turns one into an MFU.
+
+Reading a measurement never imports torch: a laptop without it plans with numbers taken on the cluster.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from napkin.bench.models import AllreduceBenchResult, MatmulBenchResult, MatmulSweepResult
+from napkin.errors import InputError
+from napkin.results import Derivation, Result, g
+from napkin.specs.dtypes import DType, parse_dtype
+from napkin.validation import Fraction, Inputs, validated
+
+R = TypeVar("R", bound=Result)
+Measurement = Annotated[MatmulBenchResult | MatmulSweepResult | AllreduceBenchResult, Field(discriminator="kind")]
+_ADAPTER: TypeAdapter[MatmulBenchResult | MatmulSweepResult | AllreduceBenchResult] = TypeAdapter(Measurement)
+
+DEFAULT_MFU_FRACTION = 0.6  # a training step reaches roughly 0.5-0.65 of the best matmul's throughput (sources below)
+FRACTION_SOURCE = (
+    "napkin's default, from published runs against measured matmul ceilings: Llama 3 (Dubey et al. 2024, Table 4) "
+    "trained at 38-43% bf16 MFU on H100s, whose best bf16 matmul reaches ~80% (0.38/0.80 to 0.43/0.80 = 0.48-0.54); "
+    "MegaScale (Jiang et al. 2024) reached 55.2% MFU on A100s, whose best bf16 matmul reaches ~87% (0.55/0.87 = 0.63)"
+)
+
+
+def save_result(result: Result, path: str | Path) -> None:
+    """Write the result model as JSON (what --json prints), for --mfu-from and for later comparison."""
+    try:
+        Path(path).write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot write '{path}': {e.strerror or e}") from None
+
+
+def load_measurement(path: str | Path) -> MatmulBenchResult | MatmulSweepResult | AllreduceBenchResult:
+    """A measurement saved by `napkin bench-matmul --save` or `napkin bench-allreduce --save`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot read '{path}': {e.strerror or e}") from None
+    try:
+        return _ADAPTER.validate_json(text)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise InputError(f"'{path}' is not a napkin measurement (the JSON of `napkin bench-matmul --save`): "
+                         f"{where}: {first['msg']}") from None
+
+
+class MeasuredMfuInputs(Inputs):
+    file: str
+    fraction: Fraction = DEFAULT_MFU_FRACTION
+
+
+class MeasuredMfu(Result):
+    """The MFU a training run is planned at: the measured matmul MFU × a realistic fraction."""
+
+    inputs: MeasuredMfuInputs
+    measured_mfu: float
+    mfu: float
+    hardware: str | None
+    dtype: DType
+
+    def apply(self, result: R) -> R:
+        """``result`` with these steps in front of its own and these notes after them."""
+        return result.model_copy(update={"steps": self.steps + result.steps, "notes": result.notes + self.notes})
+
+
+def measured_mfu(path: str | Path, fraction: float | None = None, *, hardware: str | None = None,
+                 dtype: str | DType | None = None) -> MeasuredMfu:
+    """MFU to plan with, from a saved bench-matmul measurement (a sweep gives its best shape).
+
+    ``fraction`` defaults to DEFAULT_MFU_FRACTION. ``hardware`` (catalog name) and ``dtype`` are what the plan
+    uses; a measurement of another part or dtype is still used, with a note.
+    """
+    given = fraction is not None
+    i = validated(MeasuredMfuInputs, file=str(path), fraction=fraction if given else DEFAULT_MFU_FRACTION)
+    m = load_measurement(path)
+    if isinstance(m, AllreduceBenchResult):
+        raise InputError(f"'{path}' holds a bench-allreduce measurement; --mfu-from needs `napkin bench-matmul --save`")
+    row = m.best if isinstance(m, MatmulSweepResult) else m
+    if row is None or row.mfu is None:
+        why = m.peak.note or "no peak FLOP/s was known"
+        raise InputError(f"'{path}' has no MFU ({why}); measure again with --gpu NAME or --peak FLOP/s")
+    timing = row.timing
+    env = m.environment
+    d = Derivation()
+    what = f"{timing.shape} {timing.dtype.value} on {env.device_name}" + (f" ({m.peak.hardware})" if m.peak.hardware
+                                                                          else "")
+    measured = d.given("measured matmul MFU", "MFU_matmul", row.mfu, "fraction",
+                       f"{path}: napkin bench-matmul, {what}, {timing.flops_per_s / 1e12:.4g} TFLOP/s")
+    f = d.given("realistic fraction of the matmul ceiling", "f", i.fraction, "fraction",
+                "--mfu-fraction (given)" if given else FRACTION_SOURCE)
+    mfu = d.add("MFU for the training run", "MFU_matmul · f", f"{g(measured)} × {g(f)}", measured * f, "fraction",
+                "napkin: a training step also runs attention, norms, communication and stalls below matmul speed")
+    notes = []
+    if hardware is not None and m.peak.hardware is not None and hardware != m.peak.hardware:
+        notes.append(f"the MFU was measured on {m.peak.hardware}; the plan uses {hardware}: MFU transfers between "
+                     "parts only roughly")
+    if dtype is not None and parse_dtype(dtype) != timing.dtype:
+        notes.append(f"the MFU was measured in {timing.dtype.value}; the plan uses {parse_dtype(dtype).value}")
+    return MeasuredMfu(inputs=i, measured_mfu=measured, mfu=mfu, hardware=m.peak.hardware, dtype=timing.dtype,
+                       steps=d.steps, notes=notes)

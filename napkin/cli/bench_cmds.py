@@ -1,0 +1,180 @@
+"""Measured mode: bench-matmul, bench-allreduce. Parse, call one napkin.bench function, render.
+
+Nothing here imports torch: the napkin.bench functions import it when a measurement starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import typer
+
+from napkin.cli.app import app
+from napkin.cli.context import state
+from napkin.cli.options import Explain, Json, count, nbytes, number, opt, whole
+
+MEASURE = "Measurement"
+PEAK = "Peak for MFU"
+
+Device = Annotated[str, opt("--device", metavar="DEV", help="auto (a GPU if torch sees one, else the CPU), cpu, "
+                            "cuda or cuda:N.", panel=MEASURE)]
+Save = Annotated[Path | None, opt("--save", metavar="FILE", help="Write the result as JSON to FILE (for "
+                                  "`napkin train-time --mfu-from FILE`).", panel="Output")]
+
+
+def _list(parse: Any) -> Any:
+    """Comma-separated values, each parsed like the single option (1023,1024,8k or 1MiB,64MiB), into a list.
+
+    The option is declared ``str`` (typer would make a ``list`` option repeatable) and arrives as a list.
+    """
+
+    def parser(text: Any) -> Any:
+        if not isinstance(text, str):
+            return text
+        return [parse(part.strip()) for part in text.split(",") if part.strip()]
+
+    return parser
+
+
+@app.command("bench-matmul")
+def bench_matmul_cmd(
+    ctx: typer.Context,
+    dtype: Annotated[str | None, opt("--dtype", metavar="DTYPE", help="bf16, fp16, fp32 (true fp32: TF32 off), "
+                                     "tf32 or fp8 (torch._scaled_mm). Default: bf16 on a GPU, fp32 on the CPU.",
+                                     panel=MEASURE)] = None,
+    device: Device = "auto",
+    size: Annotated[int | None, opt("--size", parser=whole("size"), metavar="S", help="Square GEMM S×S @ S×S. "
+                                    "Default: 8192 on a GPU, 1024 on the CPU.", panel=MEASURE)] = None,
+    m: Annotated[int | None, opt("--m", parser=whole("M"), metavar="M", help="Rows of A and C (default: --size).",
+                                 panel=MEASURE)] = None,
+    n: Annotated[int | None, opt("--n", parser=whole("N"), metavar="N", help="Columns of B and C (default: --size).",
+                                 panel=MEASURE)] = None,
+    k: Annotated[int | None, opt("--k", parser=whole("K"), metavar="K", help="The reduced dimension (default: "
+                                 "--size).", panel=MEASURE)] = None,
+    sweep: Annotated[bool, opt("--sweep", help="Time square GEMMs over powers of two, their neighbours (p±1) and "
+                               "3p/2: 256..8192 on a GPU, 128..1024 on the CPU.", panel=MEASURE)] = False,
+    sizes: Annotated[str | None, opt("--sizes", parser=_list(whole("size")), metavar="S1,S2,..",
+                                           help="The sizes to sweep (implies --sweep).", panel=MEASURE)] = None,
+    warmup_ms: Annotated[float, opt("--warmup-ms", parser=number("warm-up"), metavar="MS", help="Warm-up time "
+                                    "before timing each shape.", panel=MEASURE)] = 250.0,
+    iters: Annotated[int | None, opt("--iters", parser=whole("iterations"), metavar="N", help="Timed calls per "
+                                     "shape (default: enough for ~1 s, at least 10).", panel=MEASURE)] = None,
+    gpu: Annotated[str | None, opt("--gpu", metavar="NAME", help="Catalog entry whose dense peak MFU is measured "
+                                   "against, in place of the detected device.", panel=PEAK)] = None,
+    peak: Annotated[float | None, opt("--peak", parser=count("peak FLOP/s"), metavar="FLOP/S", help="Dense peak "
+                                      "FLOP/s to measure MFU against (e.g. 67e12, 1.2T); needed on a CPU.",
+                                      panel=PEAK)] = None,
+    plot: Annotated[Path | None, opt("--plot", metavar="FILE.png", help="With --sweep: draw TFLOP/s against size "
+                                     "(needs matplotlib, the `plot` extra).", panel="Output")] = None,
+    save: Save = None,
+    json: Json = False,
+    explain: Explain = False,
+) -> None:
+    """Measured matmul TFLOP/s on this device and the MFU it achieves against the dtype's dense peak.
+
+    torch.mm into a preallocated output, timed call by call after a warm-up (CUDA events or perf_counter).
+
+    Reports min / median / max time, 2MNK / t and MFU; the report states the method.
+    """
+    from napkin import render
+    from napkin.bench.saved import save_result
+
+    if sizes or plot:
+        sweep = True
+    if sweep and (size or m or n or k):
+        raise typer.BadParameter("--sweep times square sizes; give --sizes instead of --size/--m/--n/--k")
+    if plot:
+        from napkin.bench.plot import require_matplotlib
+
+        require_matplotlib()  # before the sweep, not after it
+    common: dict[str, Any] = {"dtype": dtype, "device": device, "warmup_s": warmup_ms / 1e3, "iters": iters,
+                              "gpu": gpu, "peak": peak, "specs_dirs": state(ctx).specs_dirs}
+    if not sweep:
+        from napkin.bench.matmul import bench_matmul
+
+        result: Any = bench_matmul(m, n, k, size=size, **common)
+    else:
+        from napkin.bench.matmul import sweep_matmul
+
+        with _progress(enabled=not json) as progress:
+            result = sweep_matmul(cast(list[int] | None, sizes), progress=progress, **common)
+    if save:
+        save_result(result, save)
+    if plot:
+        from napkin.bench.plot import plot_sweep
+
+        plot_sweep(result, plot)
+    render.show(result, as_json=json, explain=explain)
+    if getattr(result, "interrupted", False):
+        raise typer.Exit(130)  # the conventional status after Ctrl-C, once the best so far is printed
+
+
+class _progress:
+    """A rich progress bar on stderr while a sweep runs (nothing when stderr is not a terminal).
+
+    Redrawn only between shapes: rich's refresh thread would compete with the timed calls for the CPU and the GIL.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        import sys
+
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        console = Console(stderr=True)
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), console=console, transient=True, auto_refresh=False,
+                             disable=not (enabled and sys.stderr.isatty()))
+        self._task: Any = None
+
+    def __enter__(self) -> Any:
+        self._bar.start()
+        return self.update
+
+    def update(self, done: int, total: int, shape: Any) -> None:
+        what = f"timing {shape}" if shape is not None else "done"
+        if self._task is None:
+            self._task = self._bar.add_task(what, total=total)
+        self._bar.update(self._task, completed=done, description=what, refresh=True)
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+
+@app.command("bench-allreduce")
+def bench_allreduce_cmd(
+    sizes: Annotated[str | None, opt("--sizes", parser=_list(nbytes("size")), metavar="B1,B2,..",
+                                             help="Bytes per rank (1MiB,64MiB,1GiB). Default: 1 MiB..1 GiB ×4 on "
+                                             "GPUs, 64 KiB..16 MiB ×4 on the CPU.", panel=MEASURE)] = None,
+    dtype: Annotated[str, opt("--dtype", metavar="DTYPE", help="fp32, bf16 or fp16.", panel=MEASURE)] = "fp32",
+    backend: Annotated[str, opt("--backend", metavar="NAME", help="auto (nccl on GPUs, gloo on the CPU), nccl, "
+                                "gloo.", panel=MEASURE)] = "auto",
+    device: Device = "auto",
+    iters: Annotated[int, opt("--iters", parser=whole("iterations"), metavar="N", help="Timed calls per size "
+                              "(nccl-tests' -n).", panel=MEASURE)] = 20,
+    warmup_iters: Annotated[int, opt("--warmup-iters", min=0, metavar="N", help="Untimed calls per size first "
+                                     "(nccl-tests' -w).", panel=MEASURE)] = 5,
+    nproc: Annotated[int | None, opt("--nproc", parser=whole("process count"), metavar="N", help="Spawn N local "
+                                     "processes (127.0.0.1) instead of running under torchrun.",
+                                     panel=MEASURE)] = None,
+    save: Save = None,
+    json: Json = False,
+    explain: Explain = False,
+) -> None:
+    """All-reduce bus bandwidth with torch.distributed: algbw = S/t, busbw = algbw·2(n−1)/n (nccl-tests).
+
+    Launch one process per GPU: `torchrun --nproc-per-node 8 -m napkin bench-allreduce`, or `--nproc N` to let
+    napkin spawn N local processes. Rank 0 prints; the others stay silent.
+    """
+    from napkin import render
+    from napkin.bench.allreduce import bench_allreduce
+    from napkin.bench.saved import save_result
+
+    result = bench_allreduce(cast(list[float] | None, sizes), dtype=dtype, backend=backend, device=device, iters=iters,
+                             warmup_iters=warmup_iters, nproc=nproc)
+    if result is None:  # not rank 0
+        return
+    if save:
+        save_result(result, save)
+    render.show(result, as_json=json, explain=explain)

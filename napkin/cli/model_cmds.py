@@ -1,0 +1,147 @@
+"""`napkin models list|show`, `napkin flops`, `napkin mfu`: architectures, their exact FLOPs, MFU/HFU."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from napkin.cli.app import app
+from napkin.cli.context import hardware, state
+from napkin.cli.options import DTypeOpt, Explain, Gpu, Gpus, Json, count, number, opt, whole
+
+MODEL = "Model"
+LINEAR = "Linear net (cruncher) shape"
+
+ModelOpt = Annotated[str, opt("--model", "-m", metavar="NAME|FILE", panel=MODEL,
+                              help="Catalog model (`napkin models list`), a Hugging Face config.json, or a model "
+                                   "YAML.")]
+Seq = Annotated[int | None, opt("--seq", "-s", parser=whole("sequence length"), metavar="S", panel=MODEL,
+                                help="Sequence length: attention grows with it. Default: the model's max context.")]
+Recompute = Annotated[str, opt("--recompute", metavar="none|selective|full", panel=MODEL,
+                               help="Activation recomputation, counted in hardware FLOPs (HFU): selective redoes "
+                                    "the attention core (Korthikanti 2022 §4.1), full every layer's forward.")]
+Causal = Annotated[bool, opt("--causal/--no-causal", panel=MODEL,
+                             help="Halve attention for the causal mask ((s+1)/2 positions per token); --no-causal "
+                                  "counts the full s×s, as FlopCounterMode and PaLM/Megatron formulas do.")]
+Hfu = Annotated[float | None, opt("--hfu", parser=number("HFU"), metavar="F",
+                                help="Hardware FLOPs utilization, in place of --mfu: a throughput quoted in hardware "
+                                     "FLOPs (recomputation included), as Megatron-LM, OPT and BLOOM report.")]
+Width = Annotated[int | None, opt("--width", parser=whole("width"), metavar="D", panel=LINEAR,
+                                  help="Linear net only: width D of the D×D layers (the matmul's inner dim).")]
+Depth = Annotated[int | None, opt("--depth", min=0, metavar="L", panel=LINEAR,
+                                  help="Linear net only: number of D×D layers; 0 leaves the head alone: one "
+                                       "(B,D)@(D,K) matmul, 2BDK FLOPs.")]
+Out = Annotated[int | None, opt("--out", parser=whole("head width"), metavar="K", panel=LINEAR,
+                                help="Linear net only: the head's output width K.")]
+
+models_app = typer.Typer(help="The architecture catalog: shapes, sources, parameters per component.",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+def resolve_model(ctx: typer.Context, name: str, width: int | None = None, depth: int | None = None,
+           out: int | None = None) -> Any:
+    from napkin.specs.catalog import get_model
+    from napkin.specs.model import resize_linear
+
+    return resize_linear(get_model(name, state(ctx).specs_dirs), width, depth, out)
+
+
+@models_app.command("list")
+def models_list(ctx: typer.Context, json: Json = False) -> None:
+    """List every model: shape, total and active parameters."""
+    from napkin import render
+    from napkin.specs.model_query import list_models
+
+    render.show(list_models(state(ctx).specs_dirs), as_json=json)
+
+
+@models_app.command("show")
+def models_show(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Catalog name or alias (llama3-8b, gpt2), or a config.json / YAML path.")],
+    json: Json = False,
+    explain: Explain = False,
+) -> None:
+    """One model's shape and its parameters per component: total, active (MoE), non-embedding."""
+    from napkin import render
+    from napkin.specs.model_query import show_model
+
+    render.show(show_model(name, state(ctx).specs_dirs), as_json=json, explain=explain)
+
+
+@app.command("flops")
+def flops_cmd(
+    ctx: typer.Context,
+    model: ModelOpt,
+    tokens: Annotated[float | None, opt("--tokens", "-D", parser=count("token count"), metavar="D",
+                                        help="Training tokens (15T, 1e12). Linear net: the batch B of examples.")] = None,
+    batch: Annotated[int | None, opt("--batch", "-B", parser=whole("batch"), metavar="B",
+                                     help="Sequences, in place of --tokens: D = B·S. Linear net: examples.")] = None,
+    seq: Seq = None,
+    recompute: Recompute = "none",
+    causal: Causal = True,
+    width: Width = None,
+    depth: Depth = None,
+    out: Out = None,
+    json: Json = False,
+    explain: Explain = False,
+) -> None:
+    """Exact training FLOPs per component (forward, backward = 2 × forward, recompute) beside 6ND.
+
+    Counts every matmul from the architecture's shapes: QKV/out projections (GQA, MLA), attention scores
+    and values (causal-halved unless --no-causal), MLP (2 or 3 matrices), MoE router, top-k and shared
+    experts, LM head. Model FLOPs (MFU) vs hardware FLOPs (HFU, with --recompute).
+
+    The lecture's examples run through the linear net ("cruncher": L D×D layers and a D→K head, B examples):
+
+      napkin flops -m cruncher --tokens 2                                → 432 (6·B·params)
+
+      napkin flops -m cruncher --width 32768 --depth 1 --out 8192 -D 16384  → fwd 2BD²+2BDK = 4.398e13
+
+      napkin flops -m cruncher --width 32768 --depth 0 --out 8192 -D 16384  → one matmul: 2BDK = 8.796e12
+    """
+    from napkin import render
+    from napkin.accounting.flops import training_flops
+
+    spec = resolve_model(ctx, model, width, depth, out)
+    result = training_flops(spec, tokens=tokens, batch=batch, seq=seq, causal=causal, recompute=recompute)  # type: ignore[arg-type]
+    render.show(result, as_json=json, explain=explain)
+
+
+@app.command("mfu")
+def mfu_cmd(
+    ctx: typer.Context,
+    model: ModelOpt,
+    gpus: Gpus,
+    tokens_per_s: Annotated[float | None, opt("--tokens-per-s", parser=count("tokens per second"), metavar="X",
+                                              help="Observed training throughput, whole cluster (tokens/s).")] = None,
+    step_time: Annotated[float | None, opt("--step-time", parser=number("step time"), metavar="SECONDS",
+                                           help="Seconds per optimizer step, in place of --tokens-per-s "
+                                                "(needs --batch and --seq).")] = None,
+    batch: Annotated[int | None, opt("--batch", "-B", parser=whole("batch"), metavar="B",
+                                     help="Sequences per step, whole cluster (with --step-time).")] = None,
+    seq: Seq = None,
+    gpu: Gpu = "h100",
+    dtype: DTypeOpt = "bf16",
+    recompute: Recompute = "none",
+    causal: Causal = True,
+    width: Width = None,
+    depth: Depth = None,
+    out: Out = None,
+    json: Json = False,
+    explain: Explain = False,
+) -> None:
+    """MFU and HFU from an observed throughput, against the dtype's dense peak; 6N vs 6N + attention beside.
+
+    MFU counts model FLOPs (forward + backward, exact); HFU adds recomputation (--recompute), as
+    Megatron-LM, OPT and BLOOM report.
+    """
+    from napkin import render
+    from napkin.accounting.mfu import mfu
+
+    spec = resolve_model(ctx, model, width, depth, out)
+    result = mfu(spec, hardware(ctx, gpu), gpus, tokens_per_s=tokens_per_s, step_time_s=step_time, batch=batch,
+                 seq=seq, dtype=dtype, recompute=recompute, causal=causal)  # type: ignore[arg-type]
+    render.show(result, as_json=json, explain=explain)

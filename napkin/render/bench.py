@@ -1,0 +1,128 @@
+"""Tables for the measured mode: bench-matmul (one shape or a sweep) and bench-allreduce."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from napkin.render import fmt, kv_table, renders
+from napkin.units import format_bytes, format_duration, format_rate
+
+
+def _environment(env: Any, title: str) -> Any:
+    device = f"{env.device_name} ({env.device})" + (f" → {env.hardware}" if env.hardware else "")
+    versions = [f"torch {env.torch_version}"]
+    if env.cuda_version:
+        versions.append(f"CUDA {env.cuda_version}")
+    if env.hip_version:
+        versions.append(f"HIP {env.hip_version}")
+    rows = [("device", device)]
+    if env.compute_capability:
+        extras = [f"capability {env.compute_capability}"]
+        if env.multiprocessors:
+            extras.append(f"{env.multiprocessors} SMs")
+        if env.l2_cache_bytes:
+            extras.append(f"L2 {format_bytes(env.l2_cache_bytes, binary=False)}")
+        if env.device_memory_bytes:
+            extras.append(f"memory {format_bytes(env.device_memory_bytes, binary=False)}")
+        rows.append(("device properties", ", ".join(extras)))
+    else:
+        rows.append(("CPU threads", str(env.cpu_threads)))
+    c = env.clocks
+    if c is not None:
+        if c.driver_version:
+            versions.append(f"driver {c.driver_version}")
+        rows.append(("clocks after timing", _clocks(c)))
+    rows.append(("software", ", ".join(versions) + f", Python {env.python_version}, {env.platform}"))
+    if env.dtype is not None:
+        rows.append(("dtype", env.dtype.value))
+    return kv_table(title, rows)
+
+
+def _clocks(c: Any) -> str:
+    parts = []
+    if c.sm_mhz is not None:
+        parts.append(f"SM {c.sm_mhz:g}" + (f" / {c.max_sm_mhz:g} max" if c.max_sm_mhz else "") + " MHz")
+    if c.memory_mhz is not None:
+        parts.append(f"memory {c.memory_mhz:g} MHz")
+    if c.power_w is not None:
+        parts.append(f"{c.power_w:.0f} W" + (f" of {c.power_limit_w:.0f} W" if c.power_limit_w else ""))
+    if c.temperature_c is not None:
+        parts.append(f"{c.temperature_c:g} °C")
+    return ", ".join(parts) + f" ({c.source})" if parts else f"unreadable ({c.source})"
+
+
+def _method(lines: list[str]) -> str:
+    return "[bold]method[/bold]\n" + "\n".join(f"[dim]• {ln}[/dim]" for ln in lines)
+
+
+def _mfu(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+@renders("MatmulBenchResult")
+def matmul(r: Any) -> list[Any]:
+    t, s = r.timing, r.timing.stats
+    peak = r.peak
+    rows = [
+        ("shape", f"{t.shape}  (A+B+C {format_bytes(t.operand_bytes, binary=False)})"),
+        ("time per call", f"min {format_duration(s.min_s)} · median {format_duration(s.median_s)} · "
+                          f"max {format_duration(s.max_s)}  ({s.iters} calls)"),
+        ("achieved (median)",
+         f"[bold]{format_rate(t.flops_per_s)}[/bold]  (fastest call {format_rate(t.best_flops_per_s)})"),
+    ]
+    if peak.peak_flops_per_s is not None:
+        where = peak.hardware or peak.source
+        rows.append((f"dense {t.dtype.value} peak", f"{fmt(peak.peak_flops_per_s, 'FLOP/s')}  ({where})"))
+        rows.append(("MFU", f"[bold]{_mfu(r.mfu)}[/bold]"))
+    else:
+        rows.append(("MFU", "— (no peak: see the note)"))
+    return [_environment(r.environment, "napkin bench-matmul"), kv_table("", rows), _method(r.method)]
+
+
+@renders("MatmulSweepResult")
+def sweep(r: Any) -> list[Any]:
+    from rich import box
+    from rich.table import Table
+
+    best = r.best.timing.shape if r.best else None
+    t = Table(title="sweep: square GEMMs (median of the timed calls)", title_justify="left", box=box.SIMPLE_HEAD,
+              pad_edge=False)
+    for name in ("M=N=K", "median", "min", "TFLOP/s", "MFU", "L2 flush"):
+        t.add_column(name, justify="left" if name == "M=N=K" else "right")
+    for row in r.rows:
+        g, st = row.timing, row.timing.stats
+        style = "bold green" if g.shape == best else None
+        t.add_row(str(g.shape.m), format_duration(st.median_s), format_duration(st.min_s),
+                  f"{g.flops_per_s / 1e12:.4g}", _mfu(row.mfu), "yes" if g.l2_flush else "no", style=style)
+    summary = []
+    if r.best is not None:
+        b = r.best.timing
+        summary.append(("best shape", f"{b.shape}: {format_rate(b.flops_per_s)}"
+                        + (f", MFU {_mfu(r.best.mfu)}" if r.best.mfu is not None else "")))
+        summary.append(("spread (best / worst)", f"{r.spread:.3g}×"))
+    if r.peak.peak_flops_per_s is not None:
+        summary.append((f"dense peak ({r.peak.hardware or r.peak.source})", fmt(r.peak.peak_flops_per_s, "FLOP/s")))
+    summary.append(("shapes", f"{len(r.rows)} timed, {len(r.skipped)} skipped"
+                    + (" (interrupted)" if r.interrupted else "")))
+    return [_environment(r.environment, "napkin bench-matmul --sweep"), t, kv_table("", summary), _method(r.method)]
+
+
+@renders("AllreduceBenchResult")
+def allreduce(r: Any) -> list[Any]:
+    from rich import box
+    from rich.table import Table
+
+    e = r.environment
+    head = [("backend", f"{e.backend}, {e.world_size} ranks ({e.launcher})"),
+            ("device", f"{e.device_name} ({e.device} on rank 0)"),
+            ("software", ", ".join(x for x in (f"torch {e.torch_version}", e.cuda_version and f"CUDA {e.cuda_version}",
+                                                  e.nccl_version and f"NCCL {e.nccl_version}") if x))]
+    t = Table(title=f"all-reduce (sum, in place), {r.iters} timed calls per size", title_justify="left",
+              box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("size (B)", "count", "dtype", "time", "slowest rank", "algbw GB/s", "busbw GB/s"):
+        t.add_column(name, justify="right")
+    for row in r.rows:
+        t.add_row(f"{row.size_bytes:,.0f}", f"{row.count:,}", row.dtype.value, format_duration(row.time_s),
+                  format_duration(row.max_time_s), f"{row.algbw_bytes_per_s / 1e9:.3f}",
+                  f"[bold]{row.busbw_bytes_per_s / 1e9:.3f}[/bold]")
+    return [kv_table("napkin bench-allreduce", head), t, _method(r.method)]

@@ -1,0 +1,158 @@
+"""Tables for `napkin memory` (the ledger, its solvers, --gpu all) and the activation-aware max-model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from napkin.render import fmt, kv_table, renders
+from napkin.units import format_bytes, format_count
+
+BAR_WIDTH = 60  # characters of the stacked bar for the GPU's whole memory
+COLORS = {"params": "blue", "grads": "magenta", "master": "cyan", "optimizer": "yellow", "activations": "green",
+          "embedding": "green", "output": "red", "recompute": "bright_green"}
+SHORT = {"params": "params", "grads": "grads", "master": "master", "optimizer": "optimizer",
+         "activations": "activations", "embedding": "embedding", "output": "logits/loss", "recompute": "recompute"}
+
+
+def _gb(x: float) -> str:
+    return format_bytes(x)
+
+
+def _count(n: float) -> str:
+    return format_count(n, "params") if n >= 1000 else f"{n:g} params"
+
+
+def _setup(r: Any) -> str:
+    i, p = r.inputs, r.inputs.parallel
+    parts = [i.architecture or _count(i.params)]
+    if r.seq:
+        parts.append(f"b={i.batch} × s={r.seq}")
+    elif i.architecture:
+        parts.append(f"B={i.batch}")
+    layout = f"{p.gpus} × {i.gpu}"
+    if p.gpus > 1 or p.tp > 1 or p.pp > 1:
+        layout += f" (DP {r.data_parallel} · TP {p.tp}{' + SP' if p.sp and p.tp > 1 else ''} · PP {p.pp})"
+    parts += [layout, i.precision, i.optimizer, f"ZeRO-{p.zero}"]
+    if r.seq:
+        parts.append(("flash" if i.flash else "no flash") + f", recompute {i.recompute}")
+    return ", ".join(parts)
+
+
+def bar(r: Any) -> Any:
+    """A stacked bar of the ledger's shares of the GPU's usable memory (or of the total, when it overflows)."""
+    from rich.text import Text
+
+    scale = max(r.usable_bytes, r.total_bytes)
+    out = Text()
+    used = 0
+    for row in r.rows:
+        n = round(BAR_WIDTH * row.bytes / scale)
+        out.append("█" * n, style=COLORS[row.part])
+        used += n
+    if r.fits:
+        out.append("░" * max(0, BAR_WIDTH - used), style="dim")
+        out.append(f"  {r.total_bytes / r.usable_bytes:.0%} of {fmt(r.usable_bytes, 'B')}")
+    else:
+        cut = round(BAR_WIDTH * r.usable_bytes / scale)
+        out = out[:cut] + Text("▌", style="bold red") + out[cut:]
+        out.append(f"  {r.total_bytes / r.usable_bytes:.0%}: over by {_gb(-r.headroom_bytes)}", style="bold red")
+    legend = Text()
+    for row in r.rows:
+        if row.bytes / r.total_bytes >= 0.005:
+            legend.append("█ ", style=COLORS[row.part])
+            legend.append(f"{SHORT[row.part]} {row.bytes / r.total_bytes:.0%}   ")
+    return Text.assemble(out, "\n", legend)
+
+
+@renders("MemoryResult")
+def memory(r: Any) -> list[Any]:
+    from rich.table import Table
+
+    p = r.inputs.parallel
+    title = "napkin memory: " + _setup(r) + (f" — {r.stage} pipeline stage" if r.stage != "only" else "")
+    t = Table(title=title, title_justify="left")
+    t.add_column("per GPU")
+    t.add_column("bytes", justify="right")
+    t.add_column("share", justify="right")
+    t.add_column("ZeRO", justify="center")
+    for row in r.rows:
+        t.add_row(f"[{COLORS[row.part]}]■[/] {row.label}", _gb(row.bytes), f"{row.bytes / r.total_bytes:.1%}",
+                  f"/ {p.gpus // (p.tp * p.pp)}" if row.sharded_over_dp else "")
+    t.add_row("[bold]total[/bold]", f"[bold]{_gb(r.total_bytes)}[/bold]", "100%", "")
+    verdict = (f"[green]fits[/green], headroom {_gb(r.headroom_bytes)}" if r.fits
+               else f"[bold red]does not fit[/bold red]: short by {_gb(-r.headroom_bytes)}")
+    summary = [("parameters", _count(r.params_total)
+                + (f" ({_count(r.params_on_gpu)} on this GPU before ZeRO)"
+                   if r.params_on_gpu != r.params_total else "")),
+               (f"memory of one {r.inputs.gpu}", _gb(r.usable_bytes)), ("verdict", verdict)]
+    out: list[Any] = [t, kv_table("", summary), bar(r)]
+    if r.activations is not None:
+        out.append(activation_table(r))
+    return out
+
+
+def activation_table(r: Any) -> Any:
+    from rich.table import Table
+
+    a = r.activations
+    t = Table(title=f"activations: {a.layers_on_gpu} layers × {a.in_flight} micro-batch in flight × one layer below "
+              f"= {_gb(a.layers_bytes)}", title_justify="left", box=None, pad_edge=False)
+    t.add_column("kept for backward", style="bold")
+    t.add_column("per token", justify="right")
+    t.add_column("B/elt", justify="right")
+    t.add_column("split", justify="center")
+    t.add_column("bytes", justify="right")
+    split = {"tp": "/t", "sp": "/t if SP", "none": "—"}
+    for x in a.per_layer:
+        t.add_row(x.name, x.width, f"{x.bytes_per_element:g}", split[x.split], format_bytes(x.bytes, binary=False))
+    t.add_row("[bold]one layer[/bold]", "", "", "", f"[bold]{format_bytes(a.per_layer_bytes, binary=False)}[/bold]")
+    if a.outside:
+        t.add_row("[dim]outside the layers[/dim]", "", "", "", "")
+        for x in a.outside:
+            t.add_row(x.name, x.width, f"{x.bytes_per_element:g}", split[x.split], format_bytes(x.bytes, binary=False))
+    if a.working_set_bytes:
+        t.add_row("recompute working set", "", "", "", format_bytes(a.working_set_bytes, binary=False))
+    return t
+
+
+@renders("MaxBatchResult")
+def max_batch(r: Any) -> list[Any]:
+    rows = [("activations per sequence", _gb(r.per_sequence_bytes)), ("fixed (model state)", _gb(r.fixed_bytes)),
+            ("largest micro-batch", f"[bold]{r.max_batch}[/bold] sequences")]
+    return [kv_table("napkin memory --max-batch", rows)] + (memory(r.ledger) if r.max_batch else [bar(r.ledger)])
+
+
+@renders("MinGpusResult")
+def min_gpus(r: Any) -> list[Any]:
+    rows = [("replicated per GPU", _gb(r.replicated_bytes)), ("ZeRO-sharded at DP = 1", _gb(r.sharded_bytes)),
+            ("fewest GPUs", f"[bold]{r.gpus}[/bold] (DP {r.data_parallel})" if r.gpus else "[red]none fits[/red]")]
+    return [kv_table("napkin memory --min-gpus", rows)] + (memory(r.ledger) if r.gpus else [])
+
+
+@renders("GpuCompareResult")
+def compare(r: Any) -> list[Any]:
+    from rich.table import Table
+
+    t = Table(title="which GPU? " + _setup(r.ledger).replace(f" × {r.ledger.inputs.gpu}", " × GPU"),
+              title_justify="left")
+    t.add_column("GPU")
+    t.add_column("memory", justify="right")
+    t.add_column("fits", justify="center")
+    t.add_column("headroom / shortfall", justify="right")
+    for x in r.rows:
+        t.add_row(f"{x.display_name} [dim]({x.gpu})[/dim]", format_bytes(x.memory_bytes, binary=False),
+                  "[green]yes[/green]" if x.fits else "[red]no[/red]",
+                  _gb(x.headroom_bytes) if x.fits else f"[red]−{_gb(-x.headroom_bytes)}[/red]")
+    need = r.rows[0].total_bytes if r.rows else 0.0
+    return [t, kv_table("", [("needs per GPU", _gb(need))])]
+
+
+@renders("MaxModelFitResult")
+def max_model_fit(r: Any) -> list[Any]:
+    if r.spec is None:
+        return [kv_table("napkin max-model (with activations)", [("largest model", "[red]none fits[/red]")])]
+    s = r.spec
+    rows = [("family scaled", f"{r.template}, d_model / layers = {r.aspect:g}"),
+            ("largest model", f"[bold]{format_count(r.params, 'params')}[/bold]  ({r.params:.3e})"),
+            ("shape", f"{s.layers} layers, d_model {s.d_model}, {s.heads} heads ({s.n_kv_heads} kv), ffn {s.ffn_dim}")]
+    return [kv_table("napkin max-model (activations included)", rows)] + memory(r.ledger)

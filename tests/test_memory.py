@@ -1,0 +1,248 @@
+"""The per-GPU ledger: the lecture's Cruncher, the parallel layouts, the CLI and its errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import napkin
+from napkin.accounting.memory import MemoryResult, memory_ledger
+from napkin.accounting.memory_solvers import (GpuCompareResult, compare_gpus, max_micro_batch, max_model_fit,
+                                              min_gpus, scaled_spec)
+from napkin.specs.catalog import get_model, hardware_catalog
+
+
+@pytest.fixture(scope="module")
+def h100():
+    return napkin.get_hardware("h100")
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return get_model("llama3-8b")
+
+
+# --- the lecture's Cruncher: B=2, D=4, L=2, AdaGrad, fp32 -> 496 bytes -----------------------------------------
+
+
+def test_cruncher_496_bytes(h100):
+    r = memory_ledger(h100, get_model("cruncher"), batch=2, optimizer="adagrad", precision="fp32")
+    by = {row.part: row.bytes for row in r.rows}
+    # params D²·L + D = 36; activations B·D·L = 16; one AdaGrad state; all fp32 (4 B)
+    assert by == {"params": 36 * 4, "grads": 36 * 4, "optimizer": 36 * 4, "activations": 16 * 4}
+    assert r.total_bytes == 496
+    assert r.params_total == 36
+
+
+def test_cruncher_through_the_cli(cli, h100):
+    args = ["memory", "--model", "cruncher", "--batch", "2", "--optimizer", "adagrad", "--precision", "fp32"]
+    out = cli(*args, "--json")
+    assert out.exit_code == 0, out.stderr
+    api = memory_ledger(h100, get_model("cruncher"), batch=2, optimizer="adagrad", precision="fp32")
+    assert MemoryResult.model_validate(out.json()) == api
+    human = cli(*args)
+    assert human.exit_code == 0, human.stderr
+    assert "496 B" in human.stdout and "144 B" in human.stdout and "64 B" in human.stdout
+
+
+# --- the ledger --------------------------------------------------------------------------------------------------
+
+
+def test_parts_add_to_total_and_headroom(h100, llama):
+    r = memory_ledger(h100, llama, batch=2, seq=2048, gpus=8, zero=2, tp=2, sp=True)
+    assert sum(row.bytes for row in r.rows) == pytest.approx(r.total_bytes, rel=1e-12)
+    assert r.headroom_bytes == pytest.approx(80e9 - r.total_bytes)
+    assert r.fits == (r.headroom_bytes >= 0)
+    a = r.activations
+    assert a.total_bytes == pytest.approx(a.layers_bytes + a.outside_bytes + a.working_set_bytes)
+    assert a.layers_bytes == pytest.approx(llama.layers * a.per_layer_bytes)
+
+
+def test_params_alone_gives_model_state_only(h100):
+    r = memory_ledger(h100, params=7e9, precision="bf16-mixed", optimizer="adamw")
+    assert r.activations is None
+    assert r.total_bytes == pytest.approx(16 * 7e9)
+    assert any("activations need an architecture" in n for n in r.notes)
+
+
+def test_seq_defaults_to_max_context(h100, llama):
+    r = memory_ledger(h100, llama, batch=1)
+    assert r.seq == llama.max_context
+    assert any("--seq not given" in n for n in r.notes)
+
+
+def test_tensor_parallel_divides_weights(h100, llama):
+    one = memory_ledger(h100, llama, seq=1024, gpus=4, tp=1, zero=0)
+    four = memory_ledger(h100, llama, seq=1024, gpus=4, tp=4, zero=0)
+    assert four.params_on_gpu == pytest.approx(one.params_on_gpu / 4)
+    assert four.activations.per_layer_bytes < one.activations.per_layer_bytes
+
+
+def test_pipeline_first_stage_holds_in_flight_micro_batches(h100, llama):
+    # 1F1B: the first of p stages keeps min(p, m) micro-batches; the last stage keeps one (and the logits)
+    r = memory_ledger(h100, llama, seq=2048, gpus=4, pp=4, micro_batches=16)
+    first = r if r.stage == "first" else None
+    assert r.stage in ("first", "last") and r.other_stage_total_bytes is not None
+    assert r.total_bytes >= r.other_stage_total_bytes
+    if first is not None:
+        assert first.activations.in_flight == 4
+        assert first.activations.layers_on_gpu == llama.layers // 4
+    few = memory_ledger(h100, llama, seq=2048, gpus=4, pp=4, micro_batches=2)
+    assert max(few.total_bytes, few.other_stage_total_bytes) <= max(r.total_bytes, r.other_stage_total_bytes)
+
+
+def test_recompute_adds_a_working_set_row(h100, llama):
+    r = memory_ledger(h100, llama, seq=2048, recompute="full")
+    work = next(row for row in r.rows if row.part == "recompute")
+    a = r.activations
+    assert work.bytes == pytest.approx(a.per_layer_bytes_no_recompute - a.per_layer_bytes)
+
+
+def test_fp8_mixed_counts_a_cached_fp8_weight_copy(h100):
+    r = memory_ledger(h100, params=1e9, precision="fp8-mixed", optimizer="adamw")
+    assert r.total_bytes == pytest.approx((2 + 1 + 2 + 4 + 8) * 1e9)
+
+
+# --- solvers -----------------------------------------------------------------------------------------------------
+
+
+def test_max_micro_batch_is_the_boundary(h100, llama):
+    setup = dict(seq=4096, gpus=8, zero=3, precision="bf16-mixed")
+    r = max_micro_batch(h100, llama, **setup)
+    assert r.max_batch >= 1
+    assert memory_ledger(h100, llama, batch=r.max_batch, **setup).fits
+    assert not memory_ledger(h100, llama, batch=r.max_batch + 1, **setup).fits
+    assert r.ledger.inputs.batch == r.max_batch
+
+
+def test_max_micro_batch_zero_when_nothing_fits(h100):
+    r = max_micro_batch(h100, get_model("llama3-8b"), seq=8192, gpus=1, precision="fp32")
+    assert r.max_batch == 0 and not r.ledger.fits
+
+
+def test_min_gpus_is_the_boundary(h100, llama):
+    setup = dict(batch=1, seq=4096, zero=3, tp=2, precision="fp32")  # 8B · 16 B / 2 + activations > 80 GB
+    r = min_gpus(h100, llama, **setup)
+    assert r.gpus is not None and r.data_parallel >= 2 and r.gpus == 2 * r.data_parallel
+    assert memory_ledger(h100, llama, gpus=r.gpus, **setup).fits
+    fewer = r.gpus - 2
+    smaller = setup if fewer // 2 > 1 else {**setup, "zero": 0}  # one data-parallel rank: nothing to shard
+    assert not memory_ledger(h100, llama, gpus=fewer, **smaller).fits
+
+
+def test_min_gpus_needs_no_zero_when_one_replica_fits(h100, llama):
+    r = min_gpus(h100, llama, batch=1, seq=1024, zero=3, tp=4)
+    assert r.gpus == 4 and r.data_parallel == 1 and r.ledger.inputs.parallel.zero == 0
+    assert "ZeRO is not needed" in r.notes[0]
+
+
+def test_min_gpus_without_zero_cannot_shard(h100, llama):
+    r = min_gpus(h100, llama, batch=1, seq=4096, zero=0, precision="fp32")
+    assert r.gpus is None and "without ZeRO" in r.notes[0]
+
+
+def test_max_model_with_activations_is_the_boundary(h100, llama):
+    setup = dict(seq=4096, batch=1, gpus=8, zero=3, precision="bf16-mixed")
+    r = max_model_fit(h100, llama, **setup)
+    assert r.spec is not None and r.ledger.fits
+    bigger = scaled_spec(llama, r.spec.layers + 1, r.aspect)
+    assert not memory_ledger(h100, bigger, **setup).fits
+    assert r.spec.d_model % r.spec.heads == 0 and r.spec.heads % r.spec.n_kv_heads == 0
+    # activations only ever lower the answer against the model-state-only napkin
+    state_only = napkin.max_model(h100, 8, "adamw", "bf16-mixed", zero=3)
+    assert r.params < state_only.max_params
+
+
+def test_compare_gpus_lists_the_catalog(h100, llama):
+    hw = list(hardware_catalog())
+    r = compare_gpus(hw, llama, batch=1, seq=4096, gpus=8, zero=3)
+    assert isinstance(r, GpuCompareResult)
+    assert {x.gpu for x in r.rows} == {h.name for h in hw}
+    for x in r.rows:
+        assert x.fits == (x.headroom_bytes >= 0)
+        assert x.headroom_bytes == pytest.approx(x.memory_bytes - x.total_bytes)
+    assert len({round(x.total_bytes) for x in r.rows}) == 1  # the setup's needs do not depend on the GPU
+
+
+# --- CLI ---------------------------------------------------------------------------------------------------------
+
+
+def test_memory_json_equals_api(cli, h100, llama):
+    out = cli("memory", "--model", "llama3-8b", "--batch", "2", "--seq", "2048", "--gpus", "8", "--zero", "3",
+              "--tp", "2", "--sp", "--recompute", "selective", "--json")
+    assert out.exit_code == 0, out.stderr
+    api = memory_ledger(h100, llama, batch=2, seq=2048, gpus=8, zero=3, tp=2, sp=True, recompute="selective")
+    assert MemoryResult.model_validate(out.json()) == api
+
+
+def test_memory_human_output_has_gb_and_gib(cli):
+    out = cli("memory", "--model", "llama3-8b", "--batch", "1", "--seq", "4096", "--gpus", "8", "--zero", "3")
+    assert out.exit_code == 0, out.stderr
+    assert "GB (" in out.stdout and "GiB)" in out.stdout and "fits" in out.stdout and "█" in out.stdout
+
+
+def test_gpu_all_and_solvers_through_the_cli(cli):
+    base = ["memory", "--model", "llama3-8b", "--batch", "1", "--seq", "4096", "--gpus", "8", "--zero", "3"]
+    out = cli(*base, "--gpu", "all")
+    assert out.exit_code == 0, out.stderr
+    assert "H100" in out.stdout and "yes" in out.stdout and "no" in out.stdout
+    assert cli(*base, "--max-batch", "--json").json()["max_batch"] >= 1
+    assert cli(*base, "--min-gpus", "--json").json()["gpus"] >= 1
+    fit = cli("max-model", "--gpus", "8", "--seq", "4096", "--batch", "1", "--precision", "bf16-mixed", "--json")
+    assert fit.exit_code == 0, fit.stderr and fit.json()["params"] > 1e9
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "llama3-8b", "--gpus", "8", "--tp", "3"], "tp·pp = 3·1 = 3 must divide gpus (8)"),
+    (["--model", "llama3-8b", "--gpus", "6", "--tp", "6"], "tp (6) must divide the attention heads"),
+    (["--model", "llama3-8b", "--gpus", "16", "--tp", "16"], "tp (16) must divide the kv heads of llama3-8b (8)"),
+    (["--model", "llama3-8b", "--gpus", "8", "--tp", "4", "--pp", "4"], "must divide gpus"),
+    (["--model", "llama3-8b", "--gpus", "3", "--pp", "3"], "pp (3) must divide the layers"),
+    (["--model", "llama3-8b", "--gpus", "8", "--tp", "8", "--zero", "1"], "ZeRO-1 shards over data-parallel ranks"),
+    (["--model", "llama3-8b", "--zero", "3"], "DP = gpus / (tp·pp) = 1 / 1 = 1"),
+    (["--model", "llama3-8b", "--batch", "0"], "micro-batch size must be greater than 0"),
+    (["--model", "cruncher", "--gpus", "2", "--tp", "2"], "deep linear network"),
+    (["--params", "7e9", "--gpus", "2", "--tp", "2"], "need an architecture"),
+    (["--model", "llama3-8b", "--recompute", "some"], "recompute"),
+    (["--model", "llama3-8b", "--precision", "bf17"], "unknown precision"),
+    (["--model", "llama3-8b", "--params", "7e9"], "either a model"),
+    ([], "either a model"),
+])
+def test_invalid_combinations_are_one_line_exit_2(cli, args, message):
+    out = cli("memory", *args)
+    assert out.exit_code == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert message in lines[0] and lines[0].startswith("napkin: error:")
+
+
+PROBE = r"""
+import json, sys
+from napkin.cli import app
+for args in json.loads(sys.argv[1]):
+    app(args, standalone_mode=False)
+print(int("torch" in sys.modules))
+"""
+
+
+def test_memory_commands_do_not_import_torch():
+    cmds = [["memory", "--model", "llama3-8b", "--seq", "1024"], ["memory", "--model", "cruncher", "--batch", "2"],
+            ["memory", "--params", "7e9", "--gpus", "8", "--zero", "3", "--gpu", "all"],
+            ["max-model", "--gpus", "8", "--seq", "1024"]]
+    out = subprocess.run([sys.executable, "-c", PROBE, json.dumps(cmds)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "0"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--like", "cruncher"], "needs a transformer family"),
+    (["--seq", "100", "--aspect", "0"], "aspect ratio must be a positive number"),
+    (["--seq", "4096", "--tp", "3"], "must divide gpus (8)"),
+    (["--seq", "0"], "sequence length must be greater than 0"),
+])
+def test_max_model_with_activations_errors(cli, args, message):
+    out = cli("max-model", "--gpus", "8", *args)
+    assert out.exit_code == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and message in out.stderr
