@@ -46,8 +46,7 @@ class MissingExtraError(NapkinError):
     """An optional dependency (torch, matplotlib) is needed for this command but not installed."""
 
     def __init__(self, package: str, extra: str, purpose: str) -> None:
-        super().__init__(
-            f"{purpose} needs {package}, which is not installed; "
-            f"install it with: pip install 'napkin[{extra}]' (GPU users: install torch for "
-            f"their CUDA version first, see README)"
-        )
+        self.package, self.extra = package, extra
+        hint = " (GPU users: install torch for their CUDA version first, see README)" if package == "torch" else ""
+        super().__init__(f"{purpose} needs {package}, which is not installed; "
+                         f"install it with: pip install 'napkin[{extra}]'{hint}")

@@ -13,9 +13,9 @@ same spec, micro-batch and sequence, in fp32:
 
 The reference's RMSNorm is torch's eager composite (x · rsqrt(mean(x²) + ε) · w), which also keeps
 x·rsqrt: napkin is asked for that (fused_norm=False). What napkin does not count: the RoPE cos/sin tables
-the reference rebuilds in every layer (4·s·d fp32 per layer), the s×s bool causal mask each eager layer
-builds (s² bytes), the loss scalar; and with flash + GQA the reference expands K and V to all heads before
-the kernel, where napkin assumes a GQA-native kernel. None of these but the last grows with the micro-batch.
+the reference builds once per forward (2·s·d fp32, shared by every layer), the s×s bool causal mask each
+eager layer builds (s² bytes), the loss scalar. None of these grows with the micro-batch. With flash and GQA
+the reference hands the kernel the k KV heads as they are (``enable_gqa=True``, torch >= 2.5), as napkin assumes.
 The reference's MoE combine (index_add) also keeps its source, the weighted expert outputs (top_k·h per
 token), only for its shape; a production dispatcher does not, and napkin does not count it.
 """
@@ -26,11 +26,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import torch.nn.functional as F  # noqa: E402
-from torch.utils.checkpoint import checkpoint  # noqa: E402
-
-from napkin.accounting import activations as act  # noqa: E402
-from napkin.bench.reference import build_linear, build_model, tiny_spec  # noqa: E402
+from napkin.bench.measure import SavedTensors, predicted_activation_bytes, reference_saved_bytes  # noqa: E402
+from napkin.bench.reference import build_linear, tiny_spec  # noqa: E402
 from napkin.specs.catalog import get_model  # noqa: E402
 
 TOLERANCE = 0.10  # the issue's bar: within 10%
@@ -55,52 +52,6 @@ MORE_ARCHS = {
 }
 
 
-def _checkpointed(fn):
-    return lambda *args: checkpoint(fn, *args, use_reentrant=True)
-
-
-def measured_bytes(spec, b: int, s: int, *, flash: bool, recompute: str) -> int:
-    """Unique storage bytes saved for backward by forward + cross-entropy (parameters excluded)."""
-    torch.manual_seed(0)
-    model = build_model(spec, "cpu", torch.float32, flash=flash)
-    if recompute == "full":
-        for layer in model.layers:
-            layer.forward = _checkpointed(layer.forward)
-    elif recompute == "selective":
-        for layer in model.layers:
-            attn = layer.attention
-            attn._explicit = _checkpointed(attn._explicit)
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved: dict[int, int] = {}
-    keep = []  # hold every packed tensor so no storage address is freed and reused during the forward
-
-    def pack(t):
-        keep.append(t)
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    ids = torch.randint(0, spec.vocab, (b, s))
-    targets = torch.randint(0, spec.vocab, (b, s))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        logits = model(ids)
-        loss = F.cross_entropy(logits.reshape(-1, spec.vocab).float(), targets.reshape(-1))
-    assert loss.requires_grad
-    return sum(saved.values())
-
-
-def napkin_bytes(spec, b: int, s: int, *, flash: bool, recompute: str) -> float:
-    kw = dict(bytes_per_element=4)  # fp32, as the CPU reference runs
-    fused = spec.norm != "rmsnorm"  # the reference's RMSNorm is the eager composite
-    layers = 0.0
-    for i in range(spec.layers):  # MoE models may start with dense layers
-        layer = act.layer_terms(spec, s, b, flash=flash, fused_norm=fused, moe_layer=spec.is_moe_layer(i), **kw)
-        layers += act.total(act.stored(layer, recompute, spec, s, b, **kw))
-    outside = act.outside_terms(spec, s, b, fused_norm=fused, **kw)
-    return layers + act.total(outside["embedding"]) + act.total(outside["output"])
-
-
 CASES = [(arch, b, s, h, flash, rc) for arch in ARCHS for (b, s, h) in POINTS for flash in (False, True)
          for rc in ("none", "selective", "full") if not (flash and rc == "selective")]
 
@@ -109,8 +60,8 @@ CASES = [(arch, b, s, h, flash, rc) for arch in ARCHS for (b, s, h) in POINTS fo
 @pytest.mark.parametrize("arch, b, s, h, flash, recompute", CASES)
 def test_estimate_within_ten_percent_of_torch(arch, b, s, h, flash, recompute):
     spec = tiny_spec(d_model=h, max_context=max(s, 128), **ARCHS[arch])
-    got = measured_bytes(spec, b, s, flash=flash, recompute=recompute)
-    est = napkin_bytes(spec, b, s, flash=flash, recompute=recompute)
+    got = reference_saved_bytes(spec, b, s, flash=flash, recompute=recompute)
+    est = predicted_activation_bytes(spec, b, s, flash=flash, recompute=recompute)
     assert abs(est - got) / got <= TOLERANCE, f"napkin {est:.0f} B vs torch {got} B ({est / got - 1:+.1%})"
 
 
@@ -119,24 +70,29 @@ def test_estimate_within_ten_percent_of_torch(arch, b, s, h, flash, recompute):
 @pytest.mark.parametrize("b, s, recompute", [(2, 64, "none"), (4, 128, "none"), (2, 64, "full")])
 def test_more_architectures_within_ten_percent(arch, b, s, recompute):
     spec = tiny_spec(**MORE_ARCHS[arch])
-    got = measured_bytes(spec, b, s, flash=False, recompute=recompute)
-    est = napkin_bytes(spec, b, s, flash=False, recompute=recompute)
+    got = reference_saved_bytes(spec, b, s, flash=False, recompute=recompute)
+    est = predicted_activation_bytes(spec, b, s, flash=False, recompute=recompute)
     assert abs(est - got) / got <= TOLERANCE, f"napkin {est:.0f} B vs torch {got} B ({est / got - 1:+.1%})"
 
 
 @pytest.mark.torch
+@pytest.mark.parametrize("flash", [False, True])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_every_byte_accounted_for_in_eager_attention(arch):
+def test_every_byte_accounted_for(arch, flash):
     # torch − napkin is exactly what napkin leaves out on purpose (none of it grows with the micro-batch):
-    # per layer the s×s bool causal mask and, with RoPE, cos and sin rebuilt for q and for k (4 · s·d fp32);
-    # the learned-position ids (s int64); the loss scalar (4 B)
+    # per eager layer the s×s bool causal mask (the flash kernel masks inside); with RoPE, the cos and sin
+    # tables built once per forward (2 · s·d fp32, shared by every layer's q and k); the learned-position ids
+    # (s int64); the loss scalar (4 B). With flash + GQA nothing else: K and V reach the kernel unexpanded.
+    if flash and ARCHS[arch].get("kv_heads", 2) < 4 and torch.__version__ < (2, 5):
+        pytest.skip("enable_gqa needs torch >= 2.5; older torch expands K and V before the kernel")
     spec = tiny_spec(**ARCHS[arch])
     b, s = 2, 64
-    got = measured_bytes(spec, b, s, flash=False, recompute="none")
-    est = napkin_bytes(spec, b, s, flash=False, recompute="none")
-    rope = 4 * s * spec.d_head * 4 if spec.positions == "rope" else 0
+    got = reference_saved_bytes(spec, b, s, flash=flash, recompute="none")
+    est = predicted_activation_bytes(spec, b, s, flash=flash, recompute="none")
+    masks = 0 if flash else spec.layers * s * s
+    rope = 2 * s * spec.d_head * 4 if spec.positions == "rope" else 0
     positions = s * 8 if spec.positions == "learned" else 0
-    assert got - est == spec.layers * (s * s + rope) + positions + 4
+    assert got - est == masks + rope + positions + 4
 
 
 @pytest.mark.torch
@@ -144,8 +100,8 @@ def test_full_recompute_keeps_exactly_the_layer_inputs():
     # with every layer checkpointed, only the layer inputs, the embedding's ids and the output layer remain
     spec = tiny_spec(**ARCHS["gpt-like"])
     b, s = 2, 64
-    got = measured_bytes(spec, b, s, flash=False, recompute="full")
-    est = napkin_bytes(spec, b, s, flash=False, recompute="full")
+    got = reference_saved_bytes(spec, b, s, flash=False, recompute="full")
+    est = predicted_activation_bytes(spec, b, s, flash=False, recompute="full")
     # what napkin leaves out here: the learned-position ids (s int64) and the loss scalar (4 B)
     assert got - est == s * 8 + 4
 
@@ -156,15 +112,7 @@ def test_cruncher_torch_keeps_the_lecture_count_plus_the_input():
     spec = get_model("cruncher")
     B, D, L = 2, spec.d_model, spec.layers
     model = build_linear(spec, "cpu", torch.float32)
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in params:
-            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    x = torch.randn(B, D)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x).sum()
-    assert sum(saved.values()) == (B * D * L + B * D) * 4
+    with SavedTensors(model.parameters()) as saved:
+        model(torch.randn(B, D)).sum()
+    assert saved.bytes == (B * D * L + B * D) * 4
+    assert predicted_activation_bytes(spec, B) == B * D * L * 4

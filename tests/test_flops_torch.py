@@ -77,9 +77,10 @@ def test_lecture_matmul_shape_on_meta():
     assert counter.get_total_flops() == count_flops(spec, 16384).forward_flops == 43_980_465_111_040
 
 
-def test_flash_path_computes_the_same_function():
+@pytest.mark.parametrize("positions", ["rope", "alibi"])
+def test_flash_path_computes_the_same_function(positions):
     torch.manual_seed(0)
-    spec = tiny_spec(positions="alibi", kv_heads=1)
+    spec = tiny_spec(positions=positions, kv_heads=1)
     model = build_model(spec, device="cpu")
     ids = torch.randint(0, spec.vocab, (2, 16))
     explicit = model(ids)

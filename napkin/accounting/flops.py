@@ -69,6 +69,7 @@ class ComponentFlops(BaseModel):
 class FlopCount(Result):
     model: str
     tokens: float = Field(description="D: tokens (linear net: examples B)")
+    per: Literal["token", "example"] = Field(default="token", description="what `tokens` counts")
     seq: int = Field(description="s: sequence length (1 for a linear net)")
     causal: bool
     recompute: Recompute
@@ -186,7 +187,8 @@ def count_flops(spec: TransformerSpec | LinearSpec, tokens: float, seq: int = 1,
         if causal:
             d.add("mean attended positions", "c = (s + 1) / 2", f"({seq} + 1) / 2", ctx, "positions", SRC_CAUSAL)
         else:
-            d.add("attended positions", "c = s (no causal halving)", str(seq), ctx, "positions", "Korthikanti 2022 App. A")
+            d.add("attended positions", "c = s (no causal halving)", str(seq), ctx, "positions",
+                  "Korthikanti et al. 2022, App. A")
         terms = _terms(spec, ctx)
     D = tokens
     per = "example" if isinstance(spec, LinearSpec) else "token"
@@ -214,15 +216,20 @@ def count_flops(spec: TransformerSpec | LinearSpec, tokens: float, seq: int = 1,
     hw = d.add("hardware FLOPs", "model FLOPs + recompute", f"{g(model)} + {g(rec)}", model + rec, "FLOP",
                SRC_FULL if recompute != "none" else "definition (no recomputation)")
     attn = sum(comps[n].model for n in ATTENTION_CORE if n in comps)
-    share = d.add("attention share", "(QKᵀ + attention over V) / model FLOPs", f"{g(attn)} / {g(model)}",
-                  attn / model, "fraction", SRC_ATTN)
-    six = d.add("6ND", "6 · N · D", f"6 × {g(pc.total)} × {g(D)}", 6 * pc.total * D, "FLOP", KAPLAN)
-    six_act = d.add("6·N_active·D", "6 · N_active · D", f"6 × {g(pc.active)} × {g(D)}", 6 * pc.active * D, "FLOP",
-                    KAPLAN + "; active parameters for MoE")
-    palm = six_act
-    if isinstance(spec, TransformerSpec):
+    if isinstance(spec, LinearSpec):
+        share = 0.0
+        six = six_act = palm = d.add("6·B·params", "6 · params · B", f"6 × {g(pc.total)} × {g(D)}", 6 * pc.total * D,
+                                     "FLOP", SRC_LINEAR)
+    else:
+        share = d.add("attention share", "(QKᵀ + attention over V) / model FLOPs", f"{g(attn)} / {g(model)}",
+                      attn / model, "fraction", SRC_ATTN)
+        six = d.add("6ND", "6 · N · D", f"6 × {g(pc.total)} × {g(D)}", 6 * pc.total * D, "FLOP", KAPLAN)
+        six_act = six
+        if pc.active != pc.total:
+            six_act = d.add("6·N_active·D", "6 · N_active · D", f"6 × {g(pc.active)} × {g(D)}", 6 * pc.active * D,
+                            "FLOP", KAPLAN + "; active parameters for MoE")
         a, d_qk, d_v = attention_head_dims(spec)
-        L = spec.layers
+        L = spec.layers  # PaLM App. B: attention 12·L·H·Q·T per token (H·Q = a·d; d_qk + d_v = 2Q)
         palm = d.add("PaLM model FLOPs", "(6·N_active + 6·L·a·(d_qk + d_v)·s) · D  (= 12·L·H·Q·T)",
                      f"(6 × {g(pc.active)} + 6 × {L} × {a} × ({d_qk} + {d_v}) × {seq}) × {g(D)}",
                      (6 * pc.active + 6 * L * a * (d_qk + d_v) * seq) * D, "FLOP", SRC_PALM)
@@ -234,7 +241,7 @@ def count_flops(spec: TransformerSpec | LinearSpec, tokens: float, seq: int = 1,
         notes.append("exact = matmuls only (as FlopCounterMode counts): embedding lookups, norms, softmax and "
                      "activations are left out; 6ND also counts the embedding matrix as if it were a matmul.")
     return FlopCount(
-        model=spec.name, tokens=D, seq=seq, causal=causal, recompute=recompute, params=pc.total,
+        model=spec.name, tokens=D, per=per, seq=seq, causal=causal, recompute=recompute, params=pc.total,
         active_params=pc.active, components=comps, forward_flops=fwd, backward_flops=bwd, recompute_flops=rec,
         model_flops=model, hardware_flops=hw, forward_flops_per_token=per_tok, model_flops_per_token=model / D,
         hardware_flops_per_token=hw / D, attention_flops=attn, attention_share=share, six_nd=six,

@@ -111,7 +111,7 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
             continue
         kept = per_layer_kept[moe]
         label = ("MoE " if moe else "dense " if spec.moe is not None else "") + "layer"
-        d.add(f"activations per {label} (s={s}, b={b}, {i.recompute} recompute{', flash' if i.flash else ''})",
+        d.add(f"activations per {label} (s={s}, b={b}, recompute {i.recompute}{', flash' if i.flash else ''})",
               "Σ s·b·width·bytes / t", " + ".join(g(x.bytes) for x in kept), act.total(kept), "B",
               act.KORTHIKANTI if i.recompute == "none" else act.KORT_TP + "; §5 (recompute)")
     F = par.in_flight(stage)
@@ -128,8 +128,12 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
     if stage in ("only", "last"):
         outside += parts["output"]
         outside_bytes += act.total(parts["output"])  # the last stage holds one micro-batch in flight
-    d.add("embedding and output-layer activations", "Σ (token ids, final norm, head input, fp32 log-probs 4sbV/t)",
-          " + ".join(g(x.bytes) for x in outside), outside_bytes, "B", act.KORT_OUT)
+    emb_s = " + ".join(g(x.bytes) for x in outside if x.block == "embedding")
+    out_s = " + ".join(g(x.bytes) for x in outside if x.block == "output")
+    d.add("embedding and output-layer activations", "Σ " + ", ".join(x.name for x in outside)
+          + (f" (embedding × {F} in flight)" if F > 1 else ""),
+          " + ".join(v for v in ((f"{F} × ({emb_s})" if F > 1 and emb_s else emb_s), out_s) if v), outside_bytes,
+          "B", act.KORT_OUT)
     work = 0.0
     if i.recompute != "none":
         full = per_layer_full[shown]
@@ -168,8 +172,8 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None) -> Memo
         tied = isinstance(spec, TransformerSpec) and spec.tied_embeddings
         N_gpu, what = stage_params(pc.components, spec.layers, par, stage, tied)
     if N_gpu != N:
-        d.add(f"parameters held by this GPU ({what})", "N_stage / t", what, N_gpu, "params",
-              "Shoeybi et al. 2019, Megatron-LM §3 (TP); Narayanan et al. 2021 §2.2 (PP stages)")
+        d.add(f"parameters held by this GPU ({what})", "N_stage / t", f"{g(N_gpu * par.tp)} / {par.tp}", N_gpu,
+              "params", "Shoeybi et al. 2019, Megatron-LM §3 (TP); Narayanan et al. 2021 §2.2 (PP stages)")
     dp = par.dp
     rows: list[LedgerRow] = []
     for part in state_parts(prec, opt, par.zero):
@@ -177,7 +181,7 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None) -> Memo
         src = opt.source if part.part == "optimizer" else prec.source
         v = d.add(f"{part.label} per GPU", "N_gpu · bytes/param" + (" / DP" if div > 1 else ""),
                   f"{g(N_gpu)} × {g(part.bytes_per_param)}" + (f" / {div}" if div > 1 else ""),
-                  N_gpu * part.bytes_per_param / div, "B", f"{ZERO}; {src}" if div > 1 else src)
+                  N_gpu * part.bytes_per_param / div, "B", f"{ZERO}; {src}" if div > 1 and src != ZERO else src)
         rows.append(LedgerRow(part=part.part, label=part.label, bytes=v, sharded_over_dp=div > 1))
     ledger: ActivationLedger | None = None
     if spec is not None:
@@ -269,7 +273,7 @@ def memory_ledger(
     if len(results) > 1:
         other = next(r for r in results if r is not worst)
         notes.append(f"Pipeline: this is the {worst.stage} stage; the {other.stage} stage needs "
-                     f"{g(other.total_bytes / 1e9)} GB.")
+                     f"{other.total_bytes / 1e9:.2f} GB.")
         worst = worst.model_copy(update={"other_stage_total_bytes": other.total_bytes})
     if par.sp and par.tp == 1:
         notes.append("--sp has no effect with --tp 1.")

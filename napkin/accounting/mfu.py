@@ -34,6 +34,7 @@ class MfuResult(Result):
     model: str
     inputs: MfuInputs
     seq: int
+    per: str = Field(default="token", description="token, or example for a linear net")
     tokens_per_s: float
     tokens_per_s_per_gpu: float
     peak_flops_per_s: float = Field(description="dense peak of the dtype, one GPU")
@@ -102,7 +103,8 @@ def mfu(spec: TransformerSpec | LinearSpec, hardware: HardwareSpec, gpus: int, *
     if h > 1:
         notes.append("utilization above 1: the throughput cannot be reached at this dtype's dense peak; "
                      "check --tokens-per-s, --gpus and --dtype.")
-    return MfuResult(model=spec.name, inputs=i, seq=s, tokens_per_s=tps, tokens_per_s_per_gpu=tps / i.gpus, peak_flops_per_s=peak,
+    return MfuResult(model=spec.name, inputs=i, seq=s, per=per.per,
+                     tokens_per_s=tps, tokens_per_s_per_gpu=tps / i.gpus, peak_flops_per_s=peak,
                      model_flops_per_token=model_tok, hardware_flops_per_token=hw_tok, six_n_flops_per_token=six_tok,
                      palm_flops_per_token=palm_tok, achieved_flops_per_s=achieved, mfu=m, hfu=h, mfu_6n=m6,
                      mfu_palm=mp, steps=d.steps, notes=notes)

@@ -206,8 +206,8 @@ def budget(
 
     if hfu is not None and mfu is not None:
         raise InputError("give --mfu (model FLOPs) or --hfu (hardware FLOPs), not both")
-    if model is None and (recompute != "none" or hfu is not None):
-        raise InputError("--recompute and --hfu need --model: what is recomputed depends on the architecture")
+    if model is None and recompute != "none":
+        raise InputError("--recompute needs --model: what is recomputed depends on the architecture")
     i = validated(BudgetInputs, gpus=gpus, gpu=hardware.name, dtype=parse_dtype(dtype),
                   mfu=1.0 if mfu is None else mfu, sparse=sparse, days=days, tokens_per_param=tokens_per_param,
                   architecture=None if model is None else model.name, seq=seq, recompute=recompute, hfu=hfu)

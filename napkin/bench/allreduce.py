@@ -97,14 +97,23 @@ def _spawn(nproc: int, opts: dict[str, Any]) -> AllreduceBenchResult:
     import_torch("napkin bench-allreduce")
     import torch.multiprocessing as mp
 
-    with tempfile.TemporaryDirectory(prefix="napkin-allreduce-") as tmp:
-        out = Path(tmp) / "rank0.json"
-        try:
-            mp.start_processes(_spawned_rank, args=(nproc, free_port(), str(out), opts), nprocs=nproc, join=True,
-                               start_method="spawn")
-        except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:  # a rank raised or died: say why
-            raise BenchError(f"a bench-allreduce process failed: {_last_line(str(e))}") from None
-        return AllreduceBenchResult.model_validate_json(out.read_text(encoding="utf-8"))
+    warnings_before = os.environ.get("PYTHONWARNINGS")
+    # The children import torch before napkin runs: keep torch's warning about a missing numpy out of their stderr.
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [warnings_before, "ignore:Failed to initialize NumPy"]))
+    try:
+        with tempfile.TemporaryDirectory(prefix="napkin-allreduce-") as tmp:
+            out = Path(tmp) / "rank0.json"
+            try:
+                mp.start_processes(_spawned_rank, args=(nproc, free_port(), str(out), opts), nprocs=nproc,
+                                   join=True, start_method="spawn")
+            except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:  # a rank raised or died: say why
+                raise BenchError(f"a bench-allreduce process failed: {_last_line(str(e))}") from None
+            return AllreduceBenchResult.model_validate_json(out.read_text(encoding="utf-8"))
+    finally:
+        if warnings_before is None:
+            os.environ.pop("PYTHONWARNINGS", None)
+        else:
+            os.environ["PYTHONWARNINGS"] = warnings_before
 
 
 def _last_line(text: str) -> str:

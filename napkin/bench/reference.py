@@ -8,7 +8,9 @@
 
 Written from the specs' fields, independently of napkin.accounting (it is what that module is checked
 against). Attention is explicit matmuls (q @ kᵀ, softmax, @ v) so FlopCounterMode sees every FLOP;
-``model.flash = True`` switches to ``F.scaled_dot_product_attention``. ``model.causal`` toggles the mask.
+``model.flash = True`` switches to ``F.scaled_dot_product_attention`` (on CPU FlopCounterMode does not count
+its attention FLOPs: count with flash=False), GQA-native (``enable_gqa``) on torch >= 2.5. ``model.causal``
+toggles the mask (the counter never halves). RoPE's cos/sin tables are built once per forward, for all layers.
 Parameter names follow count_params' component keys; ``param_breakdown(model)`` sums numel() per key.
 
 This module imports torch at the top: only tests and napkin.bench code import it, never the calculators.
@@ -23,10 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napkin.bench.reference_specs import component_of, param_breakdown, tiny_spec  # noqa: F401 (re-exported)
 from napkin.specs.model import LinearSpec, TransformerSpec
 
 ROPE_THETA = 10_000.0  # Su et al. 2021 (RoFormer) base; napkin specs do not carry per-model theta
 INIT_STD = 0.02  # GPT-2 / nanoGPT initialisation, keeps CPU forward passes finite
+SDPA_GQA = torch.__version__ >= (2, 5)  # scaled_dot_product_attention(enable_gqa=True) arrived in torch 2.5
 
 
 class RMSNorm(nn.Module):
@@ -58,12 +62,21 @@ def _act(spec: TransformerSpec) -> Any:
     return lambda x: F.gelu(x, approximate="tanh")
 
 
-def _rope(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding (Su et al. 2021) on the last dim of x[b, heads, s, d], HF's rotate-half layout."""
+Rope = tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin), each [s, d_rot]: built once per forward
+
+
+def rope_tables(s: int, d: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotary angles (Su et al. 2021) for positions 0..s-1, HF's rotate-half layout [s, d]."""
+    inv = 1.0 / ROPE_THETA ** (torch.arange(0, d, 2, device=device, dtype=torch.float32) / d)
+    ang = torch.arange(s, device=device, dtype=torch.float32)[:, None] * inv[None, :]
+    ang = torch.cat([ang, ang], -1)
+    return ang.cos().to(dtype), ang.sin().to(dtype)
+
+
+def _rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotary embedding (Su et al. 2021) on the last dim of x[b, heads, s, d] with precomputed (cos, sin)."""
+    cos, sin = rope
     d = x.shape[-1]
-    inv = 1.0 / ROPE_THETA ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
-    ang = positions.to(x.device, torch.float32)[:, None] * inv[None, :]
-    cos, sin = torch.cat([ang, ang], -1).cos().to(x.dtype), torch.cat([ang, ang], -1).sin().to(x.dtype)
     x1, x2 = x[..., : d // 2], x[..., d // 2:]
     return x * cos + torch.cat([-x2, x1], -1) * sin
 
@@ -112,7 +125,8 @@ class Attention(nn.Module):
         elif spec.qk_norm == "full":
             self.qk_norm = nn.ModuleDict({"q": _norm(spec, a * d, fk), "k": _norm(spec, k * d, fk)})
 
-    def _qkv(self, x: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _qkv(self, x: torch.Tensor, rope: Rope) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q [b, a, s, d]; k and v with their own k heads (the caller expands them where it must)."""
         b, s, _ = x.shape
         q, k, v = self.q(x), self.k(x), self.v(x)
         if self.qk_norm_kind == "full":
@@ -122,12 +136,11 @@ class Attention(nn.Module):
         v = v.view(b, s, self.kv_heads, self.d).transpose(1, 2)
         if self.qk_norm_kind == "per_head":
             q, k = self.qk_norm["q"](q), self.qk_norm["k"](k)
-        if self.positions == "rope":
-            q, k = _rope(q, pos), _rope(k, pos)
-        group = self.heads // self.kv_heads  # GQA: each kv head serves `group` query heads
-        return q, k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        if rope is not None:
+            q, k = _rope(q, rope), _rope(k, rope)
+        return q, k, v
 
-    def _qkv_mla(self, x: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _qkv_mla(self, x: torch.Tensor, rope: Rope) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, s, _ = x.shape
         a = self.heads
         q = self.q_b(self.q_a["norm"](self.q_a["proj"](x))) if hasattr(self, "q_b") else self.q(x)
@@ -136,18 +149,36 @@ class Attention(nn.Module):
         latent, k_rope = self.kv_a["proj"](x).split([self.kv_lora, self.d_rope], dim=-1)
         kv = self.kv_b(self.kv_a["norm"](latent)).view(b, s, a, self.d_nope + self.d_v).transpose(1, 2)
         k_nope, v = kv.split([self.d_nope, self.d_v], dim=-1)
-        k_rope = _rope(k_rope.view(b, 1, s, self.d_rope), pos).expand(b, a, s, self.d_rope)
-        q = torch.cat([q_nope, _rope(q_rope, pos)], -1)
+        assert rope is not None  # MLA's decoupled key is always rotary (DeepSeek-V2 §2.1.3)
+        k_rope = _rope(k_rope.view(b, 1, s, self.d_rope), rope).expand(b, a, s, self.d_rope)
+        q = torch.cat([q_nope, _rope(q_rope, rope)], -1)
         k = torch.cat([k_nope, k_rope], -1)
         return q, k, v
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def rope_dim(self) -> int | None:
+        """Width of the rotated part of q and k, or None without RoPE."""
+        if self.mla is not None:
+            return self.d_rope
+        return self.d if self.positions == "rope" else None
+
+    def forward(self, x: torch.Tensor, rope: Rope = None) -> torch.Tensor:
         b, s, _ = x.shape
-        pos = torch.arange(s, device="cpu")
-        q, k, v = self._qkv_mla(x, pos) if self.mla is not None else self._qkv(x, pos)
+        if rope is None and self.rope_dim is not None:  # called on its own: build the tables here
+            rope = rope_tables(s, self.rope_dim, x.device, x.dtype)
+        q, k, v = self._qkv_mla(x, rope) if self.mla is not None else self._qkv(x, rope)
         bias = _alibi(self.heads, s, x.device, q.dtype) if self.positions == "alibi" else None
-        out = self._flash(q, k, v, bias) if self.flash else self._explicit(q, k, v, bias)
+        if self.flash:
+            out = self._flash(q, k, v, bias)
+        else:
+            k, v = self._expand_kv(k), self._expand_kv(v)
+            out = self._explicit(q, k, v, bias)
         return self.o(out.transpose(1, 2).reshape(b, s, -1))
+
+    def _expand_kv(self, t: torch.Tensor) -> torch.Tensor:
+        """GQA/MQA: each of the k kv heads serves a/k query heads; eager matmuls need them copied (HF repeat_kv)."""
+        group = self.heads // t.shape[1]
+        return t if group == 1 else t.repeat_interleave(group, dim=1)
 
     def _explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         # Vaswani et al. 2017 eq. 1: softmax(q·kᵀ / sqrt(d)) · v, as two matmuls FlopCounterMode counts.
@@ -165,7 +196,12 @@ class Attention(nn.Module):
         if bias is not None and self.causal:
             s = q.shape[-2]
             bias = bias.masked_fill(torch.ones(s, s, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=self.causal and bias is None)
+        gqa: dict[str, Any] = {}
+        if k.shape[1] != q.shape[1] and SDPA_GQA:  # the kernel reads the k KV heads as they are: no copies saved
+            gqa["enable_gqa"] = True
+        elif k.shape[1] != q.shape[1]:
+            k, v = self._expand_kv(k), self._expand_kv(v)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=self.causal and bias is None, **gqa)
 
 
 class FFN(nn.Module):
@@ -261,11 +297,11 @@ class Block(nn.Module):
         self.norm_ffn = _norm(spec, spec.d_model, fk)
         self.ffn: nn.Module = MoE(spec, fk) if spec.is_moe_layer(i) else FFN(spec, spec.ffn_dim, fk)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: Rope = None) -> torch.Tensor:
         if self.pre:
-            x = x + self.attention(self.norm_attn(x))
+            x = x + self.attention(self.norm_attn(x), rope)
             return x + self.ffn(self.norm_ffn(x))
-        x = x + self.norm_attn(self.attention(x))  # OLMo 2's reordered norm
+        x = x + self.norm_attn(self.attention(x, rope))  # OLMo 2's reordered norm
         return x + self.norm_ffn(self.ffn(x))
 
 
@@ -307,8 +343,12 @@ class Transformer(nn.Module):
         x = self.embedding["tokens"](input_ids)
         if "positions" in self.embedding:
             x = x + self.embedding["positions"](torch.arange(input_ids.shape[1], device=input_ids.device))
+        rope = None
+        d_rot = self.layers[0].attention.rope_dim if len(self.layers) else None
+        if d_rot is not None:  # one cos/sin table for every layer, as HF's rotary_emb does once per forward
+            rope = rope_tables(input_ids.shape[1], d_rot, x.device, x.dtype)
         for layer in self.layers:
-            x = layer(x)
+            x = layer(x, rope)
         x = self.norm_final(x)
         return self.head(x) if self.head is not None else F.linear(x, self.embedding["tokens"].weight)
 
@@ -357,40 +397,3 @@ def build_linear(spec: LinearSpec, device: str | torch.device = "cpu", dtype: to
     if not isinstance(spec, LinearSpec):
         raise TypeError(f"build_linear needs a LinearSpec, got {type(spec).__name__} (use build_model)")
     return LinearNet(spec, {"device": device, "dtype": dtype})
-
-
-def component_of(name: str) -> str:
-    """count_params' component key for a parameter name of the reference models."""
-    parts = name.split(".")
-    if parts[0] == "layers" and len(parts) > 2 and parts[1].isdigit():
-        if len(parts) == 3:  # LinearNet: layers.<i>.weight
-            return "layers"
-        parts = parts[2:]
-    if parts[0] in ("norm_attn", "norm_ffn"):
-        return "norms.layers"
-    if parts[0] == "norm_final":
-        return "norms.final"
-    if parts[0] == "ffn" and parts[1] in ("w1", "w2", "w3"):
-        return "ffn.dense"
-    if parts[0] in ("embedding", "attention", "ffn"):
-        return f"{parts[0]}.{parts[1]}"
-    return parts[0]
-
-
-def param_breakdown(model: nn.Module) -> dict[str, int]:
-    """numel() summed per count_params component (shared tensors, e.g. a tied head, counted once)."""
-    out: dict[str, int] = {}
-    for name, p in model.named_parameters():
-        key = component_of(name)
-        out[key] = out.get(key, 0) + p.numel()
-    return out
-
-
-def tiny_spec(**overrides: Any) -> TransformerSpec:
-    """A small valid spec (2 layers, d_model 64, GQA 4/2 heads, SwiGLU, RoPE) for CPU tests; fields overridable."""
-    base: dict[str, Any] = dict(
-        name="tiny", display_name="tiny test transformer", layers=2, d_model=64, heads=4, kv_heads=2, ffn_dim=160,
-        ffn_kind="swiglu", vocab=256, max_context=128, tied_embeddings=False, positions="rope", norm="rmsnorm",
-        sources=["napkin.bench.reference.tiny_spec"],
-    )
-    return TransformerSpec.model_validate({**base, **overrides})

@@ -90,11 +90,13 @@ def root(
 def _register() -> None:
     # NOTE TO PARALLEL HELPERS: read /tmp/rules.md and /tmp/issue5.md first; do not run git commands.
     # Each module adds its commands to `app`; importing them must stay cheap (no torch, no specs).
-    from napkin.cli import calc, catalog_cmds  # noqa: F401
-    from napkin.cli import bench_cmds  # noqa: F401
-    from napkin.cli import memory_cmds  # noqa: F401
+    # The order here is the order of `napkin --help`: planning, architecture, memory, serving, measuring, catalogs.
+    from napkin.cli import calc  # noqa: F401
     from napkin.cli import model_cmds  # noqa: F401
+    from napkin.cli import memory_cmds  # noqa: F401
     from napkin.cli import serve_cmds  # noqa: F401
+    from napkin.cli import bench_cmds  # noqa: F401
+    from napkin.cli import catalog_cmds  # noqa: F401
 
 
 _register()

@@ -65,8 +65,8 @@ def bench_matmul_cmd(
     peak: Annotated[float | None, opt("--peak", parser=count("peak FLOP/s"), metavar="FLOP/S", help="Dense peak "
                                       "FLOP/s to measure MFU against (e.g. 67e12, 1.2T); needed on a CPU.",
                                       panel=PEAK)] = None,
-    plot: Annotated[Path | None, opt("--plot", metavar="FILE.png", help="With --sweep: draw TFLOP/s against size "
-                                     "(needs matplotlib, the `plot` extra).", panel="Output")] = None,
+    plot: Annotated[Path | None, opt("--plot", metavar="FILE.png", help="Draw the sweep's TFLOP/s against size "
+                                     "(implies --sweep; needs matplotlib, the `plot` extra).", panel="Output")] = None,
     save: Save = None,
     json: Json = False,
     explain: Explain = False,

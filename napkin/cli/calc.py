@@ -9,10 +9,9 @@ import typer
 
 from napkin.cli.app import app
 from napkin.cli.context import hardware
-from napkin.cli.options import DTypeOpt, Explain, Gpu, Gpus, Json, Mfu, Sparse, count, nbytes, number, opt
-from napkin.cli import memory_cmds as mem
-from napkin.cli import model_cmds as mdl
-from napkin.cli.options import whole
+from napkin.cli.context import model as model_of
+from napkin.cli.options import (ACTS, MODEL, DTypeOpt, Flash, Hfu, Pp, Tp, Explain, Gpu, Gpus, Json, Memory, Mfu, Optimizer, Precision,
+                                Recompute, Reserve, Seq, Sparse, Zero, count, number, opt, whole)
 
 
 @app.command("train-time")
@@ -38,12 +37,12 @@ def train_time_cmd(
     mfu_fraction: Annotated[float | None, opt("--mfu-fraction", parser=number("MFU fraction"), metavar="F",
                                               help="With --mfu-from: the share of the measured matmul MFU a "
                                               "training step reaches (default 0.6, see --explain).")] = None,
-    model: Annotated[str | None, opt("--model", "-m", metavar="NAME|FILE", panel=mdl.MODEL, help="Count this "
+    model: Annotated[str | None, opt("--model", "-m", metavar="NAME|FILE", panel=MODEL, help="Count this "
                                      "architecture's exact FLOPs (catalog name or config.json) in place of 6ND; "
                                      "needs --tokens.")] = None,
-    seq: mdl.Seq = None,
-    recompute: mdl.Recompute = "none",
-    hfu: mdl.Hfu = None,
+    seq: Seq = None,
+    recompute: Recompute = "none",
+    hfu: Hfu = None,
     json: Json = False,
     explain: Explain = False,
 ) -> None:
@@ -64,10 +63,10 @@ def train_time_cmd(
         mfu = measured.mfu
     if hfu is not None and ctx.get_parameter_source("mfu").name != "COMMANDLINE":
         mfu = None  # type: ignore[assignment]  # --hfu replaces the default MFU
-    spec = mdl.resolve_model(ctx, model) if model is not None else None
+    spec = model_of(ctx, model) if model is not None else None
     result = train_time(hw, gpus, params, tokens, flops=flops, dtype=dtype, mfu=mfu, sparse=sparse,
-                        price_per_gpu_hour=price, pue=pue, model=spec, seq=seq, recompute=recompute,  # type: ignore[arg-type]
-                        hfu=hfu)
+                        price_per_gpu_hour=price, pue=pue, model=spec, seq=seq,
+                        recompute=recompute, hfu=hfu)  # type: ignore[arg-type]
     if measured is not None:
         result = measured.apply(result)  # the measured MFU's derivation goes in front of train-time's
     render.show(result, as_json=json, explain=explain)
@@ -77,35 +76,30 @@ def train_time_cmd(
 def max_model_cmd(
     ctx: typer.Context,
     gpus: Gpus,
-    optimizer: Annotated[str, opt("--optimizer", metavar="NAME", help="sgd, sgd-momentum, adagrad, rmsprop, adam, "
-                                  "adamw, lion, adam-8bit, adafactor.")] = "adamw",
-    precision: Annotated[str, opt("--precision", metavar="NAME", help="fp32, fp16-mixed, bf16-mixed, "
-                                  "bf16-mixed-fp32-grads, bf16, fp8-mixed.")] = "fp32",
-    zero: Annotated[int, opt("--zero", min=0, max=3, metavar="0-3", help="ZeRO stage: 1 shards optimizer state, "
-                             "2 also gradients, 3 (= FSDP) also parameters. 3 gives the lecture's total-memory "
-                             "napkin.")] = 3,
+    optimizer: Optimizer = "adamw",
+    precision: Precision = "fp32",
+    zero: Zero = 3,
     gpu: Gpu = "h100",
-    memory: Annotated[float | None, opt("--memory", parser=nbytes("memory per GPU"), metavar="BYTES",
-                                        help="Memory per GPU in place of the datasheet's (80GB, 80GiB).")] = None,
-    reserve: Annotated[float, opt("--reserve", parser=nbytes("reserve"), metavar="BYTES",
-                                  help="Memory per GPU held back (CUDA context, fragmentation), e.g. 2GiB.")] = 0.0,
-    seq: mem.Seq = None,
-    batch: Annotated[int | None, opt("--batch", "-b", parser=whole("micro-batch size"), metavar="B", panel=mem.ACTS,
+    memory: Memory = None,
+    reserve: Reserve = 0.0,
+    seq: Seq = None,
+    batch: Annotated[int | None, opt("--batch", "-b", parser=whole("micro-batch size"), metavar="B", panel=ACTS,
                                      help="Micro-batch size; with --seq, counts activations too.")] = None,
-    like: Annotated[str | None, opt("--like", metavar="MODEL", panel=mem.ACTS, help="Model family to scale at a "
+    like: Annotated[str | None, opt("--like", metavar="MODEL", panel=ACTS, help="Model family to scale at a "
                                     "fixed d_model/layers (default llama3-8b when --seq/--batch is given).")] = None,
-    aspect: Annotated[float | None, opt("--aspect", parser=number("aspect ratio"), metavar="R", panel=mem.ACTS,
+    aspect: Annotated[float | None, opt("--aspect", parser=number("aspect ratio"), metavar="R", panel=ACTS,
                                         help="d_model / layers of the scaled family (default: the --like model's).")
                       ] = None,
-    recompute: mem.Recompute = "none",
-    flash: mem.Flash = True,
-    tp: mem.Tp = 1,
-    pp: mem.Pp = 1,
+    recompute: Recompute = "none",
+    flash: Flash = True,
+    tp: Tp = 1,
+    pp: Pp = 1,
     json: Json = False,
     explain: Explain = False,
 ) -> None:
-    """Largest model whose parameters, gradients and optimizer state fit G GPUs (activations not counted).
+    """Largest model that fits G GPUs: model state only (the lecture's napkin), or with activations.
 
+    Without --seq/--batch it counts parameters, gradients, master weights and optimizer state only.
     With --seq/--batch (and --like MODEL, --aspect R) it scales a model family and counts activations too.
     """
     from napkin import render
@@ -117,7 +111,7 @@ def max_model_cmd(
     else:
         from napkin.accounting.memory_solvers import max_model_fit
 
-        result = max_model_fit(hardware(ctx, gpu), mem.model_spec(ctx, like or "llama3-8b"), aspect=aspect,
+        result = max_model_fit(hardware(ctx, gpu), model_of(ctx, like or "llama3-8b"), aspect=aspect,
                                batch=batch or 1, seq=seq, gpus=gpus, optimizer=optimizer, precision=precision,
                                zero=zero, recompute=recompute, flash=flash, tp=tp, pp=pp, memory_bytes=memory,
                                reserve_bytes=reserve)
@@ -135,12 +129,12 @@ def budget_cmd(
     sparse: Sparse = False,
     tokens_per_param: Annotated[float, opt("--tokens-per-param", parser=number("tokens per parameter"), metavar="R",
                                            help="D/N ratio for the compute-optimal split (Chinchilla: 20).")] = 20.0,
-    model: Annotated[str | None, opt("--model", "-m", metavar="NAME|FILE", panel=mdl.MODEL, help="Also print the "
+    model: Annotated[str | None, opt("--model", "-m", metavar="NAME|FILE", panel=MODEL, help="Also print the "
                                      "tokens the budget trains this architecture on, at its exact FLOPs per token."
                                      )] = None,
-    seq: mdl.Seq = None,
-    recompute: mdl.Recompute = "none",
-    hfu: mdl.Hfu = None,
+    seq: Seq = None,
+    recompute: Recompute = "none",
+    hfu: Hfu = None,
     json: Json = False,
     explain: Explain = False,
 ) -> None:
@@ -153,8 +147,8 @@ def budget_cmd(
 
     if hfu is not None and ctx.get_parameter_source("mfu").name != "COMMANDLINE":
         mfu = None  # type: ignore[assignment]  # --hfu replaces the default MFU
-    spec = mdl.resolve_model(ctx, model) if model is not None else None
+    spec = model_of(ctx, model) if model is not None else None
     result = budget(hardware(ctx, gpu), gpus, days, dtype=dtype, mfu=mfu, sparse=sparse,
-                    tokens_per_param=tokens_per_param, model=spec, seq=seq, recompute=recompute,  # type: ignore[arg-type]
-                    hfu=hfu)
+                    tokens_per_param=tokens_per_param, model=spec, seq=seq,
+                    recompute=recompute, hfu=hfu)  # type: ignore[arg-type]
     render.show(result, as_json=json, explain=explain)

@@ -23,3 +23,10 @@ def hardware(ctx: typer.Context, name: str):  # -> HardwareSpec
     from napkin.specs.catalog import get_hardware
 
     return get_hardware(name, state(ctx).specs_dirs)
+
+
+def model(ctx: typer.Context, name: str):  # -> TransformerSpec | LinearSpec
+    """A catalog model, a config.json or a model YAML, with the user's spec directories."""
+    from napkin.specs.catalog import get_model
+
+    return get_model(name, state(ctx).specs_dirs)

@@ -8,45 +8,18 @@ import typer
 
 from napkin.cli.app import app
 from napkin.cli.context import hardware, state
-from napkin.cli.options import Explain, Json, count, nbytes, opt, whole
+from napkin.cli.context import model as model_of
+from napkin.cli.options import (ACTS, PARALLEL, Explain, Flash, Pp, Tp, Json, Memory, Optimizer, Precision, Recompute, Reserve, Seq, Zero,
+                                count, opt, whole)
 
-PARALLEL = "Parallelism"
-ACTS = "Activations"
 
 Batch = Annotated[int, opt("--batch", "-b", parser=whole("micro-batch size"), metavar="B", panel=ACTS,
                            help="Micro-batch size: sequences per GPU per micro-batch.")]
-Seq = Annotated[int | None, opt("--seq", "-s", parser=whole("sequence length"), metavar="S", panel=ACTS,
-                                help="Sequence length in tokens (default: the model's max context).")]
-Recompute = Annotated[str, opt("--recompute", metavar="none|selective|full", panel=ACTS,
-                               help="Activation recomputation (Korthikanti 2022): selective drops the attention "
-                               "core, full keeps only each layer's input.")]
-Flash = Annotated[bool, opt("--flash-attention/--no-flash-attention", panel=ACTS,
-                            help="FlashAttention stores no s×s matrix (removes the 5as/h term).")]
-Tp = Annotated[int, opt("--tp", parser=whole("tensor-parallel degree"), metavar="T", panel=PARALLEL,
-                        help="Tensor-parallel degree (must divide the heads and the GPUs).")]
-Pp = Annotated[int, opt("--pp", parser=whole("pipeline-parallel degree"), metavar="P", panel=PARALLEL,
-                        help="Pipeline stages (tp·pp must divide --gpus; pp must divide the layers).")]
 Sp = Annotated[bool, opt("--sp", panel=PARALLEL, help="Megatron sequence parallelism: split norms and "
                          "block inputs over the TP ranks too.")]
 MicroBatches = Annotated[int, opt("--micro-batches", parser=whole("micro-batch count"), metavar="M", panel=PARALLEL,
                                   help="Micro-batches per step; with --pp the first stage holds min(pp, M) of them.")]
-Zero = Annotated[int, opt("--zero", min=0, max=3, metavar="0-3", panel=PARALLEL,
-                          help="ZeRO stage over the data-parallel ranks G/(tp·pp): 1 optimizer state, "
-                          "2 + gradients, 3 (= FSDP) + parameters.")]
-Optimizer = Annotated[str, opt("--optimizer", metavar="NAME", help="sgd, sgd-momentum, adagrad, rmsprop, adam, "
-                               "adamw, lion, adam-8bit, adafactor.")]
-Precision = Annotated[str, opt("--precision", metavar="NAME", help="fp32, fp16-mixed, bf16-mixed, "
-                               "bf16-mixed-fp32-grads, bf16, fp8-mixed.")]
-Memory = Annotated[float | None, opt("--memory", parser=nbytes("memory per GPU"), metavar="BYTES",
-                                     help="Memory per GPU in place of the datasheet's (80GB, 80GiB).")]
-Reserve = Annotated[float, opt("--reserve", parser=nbytes("reserve"), metavar="BYTES",
-                               help="Memory per GPU held back (CUDA context, fragmentation), e.g. 2GiB.")]
 
-
-def model_spec(ctx: typer.Context, name: str) -> Any:
-    from napkin.specs.catalog import get_model
-
-    return get_model(name, state(ctx).specs_dirs)
 
 
 @app.command("memory")
@@ -92,7 +65,7 @@ def memory_cmd(
     from napkin.accounting.memory import memory_ledger
     from napkin.errors import InputError
 
-    spec = model_spec(ctx, model) if model is not None else None
+    spec = model_of(ctx, model) if model is not None else None
     setup: dict[str, Any] = dict(batch=batch, seq=seq, gpus=gpus, optimizer=optimizer, precision=precision,
                                  recompute=recompute, flash=flash, zero=zero, tp=tp, pp=pp, sp=sp,
                                  micro_batches=micro_batches, dropout=dropout, fused_norm=fused_norm,

@@ -8,25 +8,15 @@ import typer
 
 from napkin.cli.app import app
 from napkin.cli.context import hardware, state
-from napkin.cli.options import DTypeOpt, Explain, Gpu, Gpus, Json, count, number, opt, whole
+from napkin.cli.context import model as model_of
+from napkin.cli.options import (MODEL, DTypeOpt, Explain, Gpu, Gpus, Json, ModelOpt, Recompute, Seq, count, number,
+                                opt, whole)
 
-MODEL = "Model"
 LINEAR = "Linear net (cruncher) shape"
 
-ModelOpt = Annotated[str, opt("--model", "-m", metavar="NAME|FILE", panel=MODEL,
-                              help="Catalog model (`napkin models list`), a Hugging Face config.json, or a model "
-                                   "YAML.")]
-Seq = Annotated[int | None, opt("--seq", "-s", parser=whole("sequence length"), metavar="S", panel=MODEL,
-                                help="Sequence length: attention grows with it. Default: the model's max context.")]
-Recompute = Annotated[str, opt("--recompute", metavar="none|selective|full", panel=MODEL,
-                               help="Activation recomputation, counted in hardware FLOPs (HFU): selective redoes "
-                                    "the attention core (Korthikanti 2022 §4.1), full every layer's forward.")]
 Causal = Annotated[bool, opt("--causal/--no-causal", panel=MODEL,
                              help="Halve attention for the causal mask ((s+1)/2 positions per token); --no-causal "
                                   "counts the full s×s, as FlopCounterMode and PaLM/Megatron formulas do.")]
-Hfu = Annotated[float | None, opt("--hfu", parser=number("HFU"), metavar="F",
-                                help="Hardware FLOPs utilization, in place of --mfu: a throughput quoted in hardware "
-                                     "FLOPs (recomputation included), as Megatron-LM, OPT and BLOOM report.")]
 Width = Annotated[int | None, opt("--width", parser=whole("width"), metavar="D", panel=LINEAR,
                                   help="Linear net only: width D of the D×D layers (the matmul's inner dim).")]
 Depth = Annotated[int | None, opt("--depth", min=0, metavar="L", panel=LINEAR,
@@ -42,10 +32,9 @@ app.add_typer(models_app, name="models")
 
 def resolve_model(ctx: typer.Context, name: str, width: int | None = None, depth: int | None = None,
            out: int | None = None) -> Any:
-    from napkin.specs.catalog import get_model
     from napkin.specs.model import resize_linear
 
-    return resize_linear(get_model(name, state(ctx).specs_dirs), width, depth, out)
+    return resize_linear(model_of(ctx, name), width, depth, out)
 
 
 @models_app.command("list")
@@ -76,7 +65,8 @@ def flops_cmd(
     ctx: typer.Context,
     model: ModelOpt,
     tokens: Annotated[float | None, opt("--tokens", "-D", parser=count("token count"), metavar="D",
-                                        help="Training tokens (15T, 1e12). Linear net: the batch B of examples.")] = None,
+                                        help="Training tokens (15T, 1e12). Linear net: the batch B of examples.")
+                      ] = None,
     batch: Annotated[int | None, opt("--batch", "-B", parser=whole("batch"), metavar="B",
                                      help="Sequences, in place of --tokens: D = B·S. Linear net: examples.")] = None,
     seq: Seq = None,
@@ -106,7 +96,8 @@ def flops_cmd(
     from napkin.accounting.flops import training_flops
 
     spec = resolve_model(ctx, model, width, depth, out)
-    result = training_flops(spec, tokens=tokens, batch=batch, seq=seq, causal=causal, recompute=recompute)  # type: ignore[arg-type]
+    result = training_flops(spec, tokens=tokens, batch=batch, seq=seq, causal=causal,
+                            recompute=recompute)  # type: ignore[arg-type]
     render.show(result, as_json=json, explain=explain)
 
 

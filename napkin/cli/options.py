@@ -69,3 +69,44 @@ Mfu = Annotated[float, opt("--mfu", parser=number("MFU"), metavar="F",
 SpecsDir = Annotated[list[str] | None, typer.Option("--specs-dir", metavar="DIR", help="Extra specs directory "
                      "with hardware_specs/ and/or model_specs/ inside; overrides built-ins of the same name. "
                      "Also read from $NAPKIN_SPECS_DIR (':'-separated).", rich_help_panel=CATALOG)]
+
+
+def positive_bytes(what: str) -> Callable[[str], float]:
+    """Byte sizes or rates that must be greater than 0 (900GB, 450e9)."""
+    return _parser(units.parse_positive_bytes, what)
+
+
+MODEL = "Model"
+MEMORY = "Memory"
+MODEL_HELP = "Catalog model (`napkin models list`), a Hugging Face config.json, or a model YAML."
+
+ModelOpt = Annotated[str, opt("--model", "-m", metavar="NAME|FILE", panel=MODEL, help=MODEL_HELP)]
+Seq = Annotated[int | None, opt("--seq", "-s", parser=whole("sequence length"), metavar="S", panel=MODEL,
+                                help="Sequence length in tokens; attention grows with it. Default: the model's "
+                                     "max context.")]
+Recompute = Annotated[str, opt("--recompute", metavar="none|selective|full", panel=MODEL,
+                               help="Activation recomputation (Korthikanti et al. 2022 §4): selective redoes the "
+                                    "attention core, full each layer's forward from its input.")]
+Optimizer = Annotated[str, opt("--optimizer", metavar="NAME", panel=MEMORY, help="sgd, sgd-momentum, adagrad, "
+                               "rmsprop, adam, adamw, lion, adam-8bit, adafactor.")]
+Precision = Annotated[str, opt("--precision", metavar="NAME", panel=MEMORY, help="fp32, fp16-mixed, bf16-mixed, "
+                               "bf16-mixed-fp32-grads, bf16, fp8-mixed.")]
+Zero = Annotated[int, opt("--zero", min=0, max=3, metavar="0-3", panel=MEMORY,
+                          help="ZeRO stage over the data-parallel ranks: 1 shards optimizer state, 2 also "
+                               "gradients, 3 (= FSDP) also parameters.")]
+Memory = Annotated[float | None, opt("--memory", parser=nbytes("memory per GPU"), metavar="BYTES", panel=MEMORY,
+                                     help="Memory per GPU in place of the datasheet's (80GB, 80GiB).")]
+Reserve = Annotated[float, opt("--reserve", parser=nbytes("reserve"), metavar="BYTES", panel=MEMORY,
+                               help="Memory per GPU held back (CUDA context, fragmentation), e.g. 2GiB.")]
+
+PARALLEL = "Parallelism"
+ACTS = "Activations"
+Flash = Annotated[bool, opt("--flash-attention/--no-flash-attention", panel=ACTS,
+                            help="FlashAttention stores no s×s matrix (removes the 5as/h term).")]
+Tp = Annotated[int, opt("--tp", parser=whole("tensor-parallel degree"), metavar="T", panel=PARALLEL,
+                        help="Tensor-parallel degree (must divide the heads and the GPUs).")]
+Pp = Annotated[int, opt("--pp", parser=whole("pipeline-parallel degree"), metavar="P", panel=PARALLEL,
+                        help="Pipeline stages (tp·pp must divide --gpus; pp must divide the layers).")]
+Hfu = Annotated[float | None, opt("--hfu", parser=number("HFU"), metavar="F",
+                                help="Hardware FLOPs utilization, in place of --mfu: a throughput quoted in hardware "
+                                     "FLOPs (recomputation included), as Megatron-LM, OPT and BLOOM report.")]

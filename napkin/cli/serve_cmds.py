@@ -8,24 +8,15 @@ import typer
 
 from napkin import units
 from napkin.cli.app import app
-from napkin.cli.context import hardware, state
-from napkin.cli.options import Explain, Gpu, Json, nbytes, number, opt, whole
+from napkin.cli.context import hardware
+from napkin.cli.context import model as model_of
+from napkin.cli.options import Explain, Gpu, Json, Memory, ModelOpt, Reserve, number, opt, positive_bytes, whole
 from napkin.errors import InputError
 
 WORKLOAD = "Workload"
 PRECISION = "Precision and efficiency"
 PARALLEL = "Tensor parallelism"
 LIMITS = "Memory"
-
-
-def _positive_bytes(text: Any) -> Any:
-    """A link bandwidth: 900GB, 450e9 (bytes per second), greater than 0."""
-    if not isinstance(text, str):
-        return text
-    try:
-        return units.parse_positive_bytes(text, "link bandwidth")
-    except InputError as e:
-        raise typer.BadParameter(str(e)) from None
 
 
 def _seconds(text: Any) -> Any:
@@ -41,9 +32,6 @@ def _seconds(text: Any) -> Any:
     return value
 
 
-ModelOpt = Annotated[str, opt("--model", "-m", metavar="NAME|FILE", panel=WORKLOAD,
-                              help="Catalog model (`napkin models list`), a Hugging Face config.json, or a "
-                                   "model YAML.")]
 Batch = Annotated[int, opt("--batch", "-b", parser=whole("batch size"), metavar="B", panel=WORKLOAD,
                            help="Sequences decoded together.")]
 Prompt = Annotated[int, opt("--prompt", "-p", parser=whole("prompt length"), metavar="P", panel=WORKLOAD,
@@ -65,7 +53,7 @@ Mbu = Annotated[float, opt("--mbu", parser=number("MBU"), metavar="F", panel=PRE
 TpGpus = Annotated[int, opt("--gpus", "-g", parser=whole("GPU count"), metavar="N", panel=PARALLEL,
                             help="Tensor-parallel GPUs: weights and KV heads split N ways (KV heads replicated "
                                  "when N exceeds them, e.g. MQA).")]
-Link = Annotated[float | None, opt("--link-bandwidth", parser=_positive_bytes, metavar="BYTES/S",
+Link = Annotated[float | None, opt("--link-bandwidth", parser=positive_bytes("link bandwidth"), metavar="BYTES/S",
                                    panel=PARALLEL, help="Scale-up link bandwidth per GPU, both directions "
                                                         "(default: the GPU profile's, e.g. 900GB for NVLink4).")]
 Latency = Annotated[float, opt("--allreduce-latency", parser=_seconds, metavar="SECONDS",
@@ -73,18 +61,9 @@ Latency = Annotated[float, opt("--allreduce-latency", parser=_seconds, metavar="
                                                     "bandwidth term only).")]
 Chunk = Annotated[int | None, opt("--prefill-chunk", parser=whole("prefill chunk"), metavar="TOKENS", panel=LIMITS,
                                   help="Tokens per prefill pass (chunked prefill); default: the whole batch at once.")]
-Memory = Annotated[float | None, opt("--memory", parser=nbytes("memory per GPU"), metavar="BYTES", panel=LIMITS,
-                                     help="Memory per GPU in place of the datasheet's (80GB, 80GiB).")]
-Reserve = Annotated[float, opt("--reserve", parser=nbytes("reserve"), metavar="BYTES", panel=LIMITS,
-                               help="Memory per GPU held back (CUDA context, fragmentation), e.g. 2GiB.")]
 AllowLonger = Annotated[bool, opt("--allow-longer", panel=WORKLOAD,
                                   help="Allow prompt + generate beyond the model's maximum context.")]
 
-
-def _model(ctx: typer.Context, name: str) -> Any:
-    from napkin.specs.catalog import get_model
-
-    return get_model(name, state(ctx).specs_dirs)
 
 
 @app.command("inference")
@@ -118,7 +97,7 @@ def inference_cmd(
     from napkin import render
     from napkin.accounting.inference import inference
 
-    result = inference(_model(ctx, model), hardware(ctx, gpu), batch, prompt, generate, gpus=gpus,
+    result = inference(model_of(ctx, model), hardware(ctx, gpu), batch, prompt, generate, gpus=gpus,
                        weights_dtype=weights_dtype, kv_dtype=kv_dtype, compute_dtype=compute_dtype, mfu=mfu, mbu=mbu,
                        prefill_chunk=prefill_chunk, memory_bytes=memory, reserve_bytes=reserve,
                        link_bytes_per_s=link_bandwidth, allreduce_latency_s=allreduce_latency,
@@ -149,7 +128,7 @@ def roofline_cmd(
     from napkin import render
     from napkin.accounting.roofline import roofline
 
-    result = roofline(hardware(ctx, gpu), dtype, _model(ctx, model) if model else None, batch=batch, prompt=prompt,
+    result = roofline(hardware(ctx, gpu), dtype, model_of(ctx, model) if model else None, batch=batch, prompt=prompt,
                       context=context, weights_dtype=weights_dtype, kv_dtype=kv_dtype)
     if plot:
         from napkin.render.serve import plot_roofline

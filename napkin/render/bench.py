@@ -55,6 +55,10 @@ def _method(lines: list[str]) -> str:
     return "[bold]method[/bold]\n" + "\n".join(f"[dim]• {ln}[/dim]" for ln in lines)
 
 
+def _peak_from(peak: Any) -> str:
+    return peak.hardware or ("--peak" if peak.source == "--peak (given)" else peak.source)
+
+
 def _mfu(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
@@ -71,8 +75,7 @@ def matmul(r: Any) -> list[Any]:
          f"[bold]{format_rate(t.flops_per_s)}[/bold]  (fastest call {format_rate(t.best_flops_per_s)})"),
     ]
     if peak.peak_flops_per_s is not None:
-        where = peak.hardware or peak.source
-        rows.append((f"dense {t.dtype.value} peak", f"{fmt(peak.peak_flops_per_s, 'FLOP/s')}  ({where})"))
+        rows.append((f"dense {t.dtype.value} peak", f"{fmt(peak.peak_flops_per_s, 'FLOP/s')}  ({_peak_from(peak)})"))
         rows.append(("MFU", f"[bold]{_mfu(r.mfu)}[/bold]"))
     else:
         rows.append(("MFU", "— (no peak: see the note)"))
@@ -101,7 +104,7 @@ def sweep(r: Any) -> list[Any]:
                         + (f", MFU {_mfu(r.best.mfu)}" if r.best.mfu is not None else "")))
         summary.append(("spread (best / worst)", f"{r.spread:.3g}×"))
     if r.peak.peak_flops_per_s is not None:
-        summary.append((f"dense peak ({r.peak.hardware or r.peak.source})", fmt(r.peak.peak_flops_per_s, "FLOP/s")))
+        summary.append((f"dense peak ({_peak_from(r.peak)})", fmt(r.peak.peak_flops_per_s, "FLOP/s")))
     summary.append(("shapes", f"{len(r.rows)} timed, {len(r.skipped)} skipped"
                     + (" (interrupted)" if r.interrupted else "")))
     return [_environment(r.environment, "napkin bench-matmul --sweep"), t, kv_table("", summary), _method(r.method)]

@@ -12,6 +12,10 @@ def _p(n: float) -> str:
     return format_count(n, "") if n >= 1000 else f"{n:g}"
 
 
+def _rate(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
 def _shape(s: Any) -> str:
     if s.kind == "linear":
         return f"L={s.layers} D={s.d_model} K={s.out_dim}"
@@ -64,7 +68,7 @@ def model_show(r: Any) -> list[Any]:
             ("layers × width", f"{s.layers} × {s.d_model}"),
             ("attention", attn + (f", qk-norm {s.qk_norm}" if s.qk_norm != "none" else "")
              + (f", bias {s.attention_bias}" if s.attention_bias != "none" else "")),
-            ("ffn", _ffn(s) + (f" (dense layers: {s.ffn_dim})" if s.moe is not None and s.moe_layers < s.layers else "")),
+            ("ffn", _ffn(s) + (f" (dense layers: {s.ffn_dim})" if s.moe and s.moe_layers < s.layers else "")),
             ("vocab / context", f"{s.vocab} / {s.max_context}"),
             ("positions / norm", f"{s.positions} / {s.norm}" + (" (+bias)" if s.has_norm_bias else "")
              + (f", {s.norm_placement}" if s.norm_placement != "pre" else "")),
@@ -91,10 +95,9 @@ def flop_count(r: Any) -> list[Any]:
     from rich.table import Table
 
     recompute = r.recompute != "none"
-    t = Table(title=f"training FLOPs of {r.model}: D = {_p(r.tokens)} "
-                    f"{'examples' if r.seq == 1 and not r.causal else 'tokens'}"
-                    + (f", s = {r.seq}, {'causal' if r.causal else 'no causal halving'}" if r.seq > 1 else ""),
-              title_justify="left")
+    what = f"B = {_p(r.tokens)} examples" if r.per == "example" else (
+        f"D = {_p(r.tokens)} tokens, s = {r.seq}, {'causal' if r.causal else 'no causal halving'}")
+    t = Table(title=f"training FLOPs of {r.model}: {what}", title_justify="left")
     t.add_column("component")
     for col in ("forward", "backward", *(["recompute"] if recompute else []), "model FLOPs", "share"):
         t.add_column(col, justify="right")
@@ -110,7 +113,7 @@ def flop_count(r: Any) -> list[Any]:
     rows = [
         ("model FLOPs (exact, fwd + bwd)", fmt(r.model_flops, "FLOP")),
         ("hardware FLOPs" + (f" (recompute {r.recompute})" if recompute else ""), fmt(r.hardware_flops, "FLOP")),
-        ("per token: forward / model / hardware",
+        (f"per {r.per}: forward / model / hardware",
          f"{fmt(r.forward_flops_per_token, 'FLOP')} / {fmt(r.model_flops_per_token, 'FLOP')} / "
          f"{fmt(r.hardware_flops_per_token, 'FLOP')}"),
         (f"6ND (N = {_p(r.params)})", f"{fmt(r.six_nd, 'FLOP')}   exact/6ND = {r.model_flops / r.six_nd:.4f}"),
@@ -118,7 +121,7 @@ def flop_count(r: Any) -> list[Any]:
     if r.active_params != r.params:
         rows.append((f"6·N_active·D (N_active = {_p(r.active_params)})",
                      f"{fmt(r.six_n_active_d, 'FLOP')}   exact/6N_active·D = {r.model_flops / r.six_n_active_d:.4f}"))
-    if r.seq > 1:
+    if r.per == "token":
         rows.append(("6N + 12·L·H·Q·s (PaLM, not halved)", fmt(r.palm_flops, "FLOP")))
         rows.append(("attention (QKᵀ, AV) share", f"{r.attention_share:.1%}"))
     return [t, kv_table("", rows)]
@@ -127,20 +130,20 @@ def flop_count(r: Any) -> list[Any]:
 @renders("MfuResult")
 def mfu_result(r: Any) -> list[Any]:
     i = r.inputs
-    unit = "tokens" if r.seq > 1 else "examples"
+    unit = f"{r.per}s"
     rows = [
         ("model", f"{r.model}, s = {r.seq}" + ("" if i.causal else ", no causal halving")),
         ("hardware", f"{i.gpus} × {i.gpu}, {i.dtype.value} dense peak {fmt(r.peak_flops_per_s, 'FLOP/s')}"),
-        ("throughput", f"{r.tokens_per_s:,.6g} {unit}/s  ({r.tokens_per_s_per_gpu:,.6g} per GPU)"),
-        ("model FLOPs per token (exact)", fmt(r.model_flops_per_token, "FLOP")),
+        ("throughput", f"{_rate(r.tokens_per_s)} {unit}/s  ({_rate(r.tokens_per_s_per_gpu)} per GPU)"),
+        (f"model FLOPs per {r.per} (exact)", fmt(r.model_flops_per_token, "FLOP")),
         ("achieved model FLOP/s", fmt(r.achieved_flops_per_s, "FLOP/s")),
         ("[bold]MFU[/bold]", f"[bold]{r.mfu:.2%}[/bold]"),
     ]
     if i.recompute != "none":
         rows += [(f"hardware FLOPs per token (recompute {i.recompute})", fmt(r.hardware_flops_per_token, "FLOP")),
                  ("[bold]HFU[/bold]", f"[bold]{r.hfu:.2%}[/bold]")]
-    rows += [("MFU if counted as 6N", f"{r.mfu_6n:.2%}  ({fmt(r.six_n_flops_per_token, 'FLOP')}/token)")]
-    if r.seq > 1:
+    rows += [("MFU if counted as 6N", f"{r.mfu_6n:.2%}  ({fmt(r.six_n_flops_per_token, 'FLOP')}/{r.per})")]
+    if r.per == "token":
         rows.append(("MFU if counted as 6N + attention (PaLM)",
                      f"{r.mfu_palm:.2%}  ({fmt(r.palm_flops_per_token, 'FLOP')}/token)"))
     return [kv_table("napkin mfu", rows)]

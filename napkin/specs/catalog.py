@@ -53,11 +53,18 @@ def normalize(name: str) -> str:
     return "-".join(str(name).strip().lower().replace("_", " ").replace("-", " ").split())
 
 
+# Tags of discriminated unions (model kinds) that pydantic puts first in an error's location.
+_UNION_TAGS = {"transformer", "linear"}
+
+
 def format_validation_error(path: Path | str, err: ValidationError, prefix: str = "") -> str:
     """pydantic errors as ``file: field: message``, one per line."""
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        parts = list(e["loc"])
+        if len(parts) > 1 and parts[0] in _UNION_TAGS:
+            parts = parts[1:]
+        loc = ".".join(str(p) for p in parts) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; see the shipped specs for the fields)"
