@@ -62,6 +62,21 @@ _EXPORTS: dict[str, str] = {
     "KVCacheResult": "napkin.accounting.kv_cache",
     "roofline": "napkin.accounting.roofline",
     "RooflineResult": "napkin.accounting.roofline",
+    # measured mode (napkin.bench): torch is imported when a measurement starts, never by these names
+    "bench_matmul": "napkin.bench.matmul",
+    "sweep_matmul": "napkin.bench.matmul",
+    "time_gemm": "napkin.bench.matmul",
+    "GemmBench": "napkin.bench.matmul",
+    "bench_model_gemms": "napkin.bench.model_gemms",
+    "bench_allreduce": "napkin.bench.allreduce",
+    "measured_mfu": "napkin.bench.saved",
+    "load_measurement": "napkin.bench.saved",
+    "validate_step": "napkin.bench.validate",
+    "MatmulBenchResult": "napkin.bench.models",
+    "MatmulSweepResult": "napkin.bench.models",
+    "AllreduceBenchResult": "napkin.bench.models",
+    "ModelGemmsResult": "napkin.bench.model_gemms",
+    "ValidateResult": "napkin.bench.validate",
 }
 
 __all__ = ["__version__", *_EXPORTS]

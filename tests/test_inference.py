@@ -12,6 +12,7 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from serving_specs import LLAMA2_7B, LLAMA3_70B, STARCODER, spec
 
 from napkin.accounting.inference import inference
 from napkin.accounting.roofline import experts_touched, sum_max_affine
@@ -19,19 +20,6 @@ from napkin.errors import InputError
 from napkin.specs.catalog import get_hardware
 from napkin.specs.model import MoESpec, TransformerSpec
 
-
-def spec(name: str, **kw: object) -> TransformerSpec:
-    base: dict[str, object] = dict(display_name=name, ffn_kind="swiglu", tied_embeddings=False, positions="rope",
-                                   norm="rmsnorm", sources=["test fixture"])
-    return TransformerSpec(name=name, **{**base, **kw})
-
-
-LLAMA2_7B = spec("llama2-7b", layers=32, d_model=4096, heads=32, kv_heads=32, ffn_dim=11008, vocab=32000,
-                 max_context=4096)
-LLAMA3_70B = spec("llama3-70b", layers=80, d_model=8192, heads=64, kv_heads=8, ffn_dim=28672, vocab=128256,
-                  max_context=8192)
-STARCODER = spec("starcoder", layers=40, d_model=6144, heads=48, kv_heads=1, ffn_dim=24576, ffn_kind="mlp",
-                 vocab=49152, max_context=8192, positions="learned", norm="layernorm")
 # Mixtral 8x7B (Jiang et al. 2024 §2; config.json): 8 experts, top-2, GQA 8.
 MIXTRAL = spec("mixtral-8x7b", layers=32, d_model=4096, heads=32, kv_heads=8, ffn_dim=14336, vocab=32000,
                max_context=32768, moe=MoESpec(experts=8, top_k=2, expert_ffn_dim=14336))

@@ -10,27 +10,12 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from serving_specs import LLAMA2_7B, LLAMA3_70B, STARCODER, spec
 
 from napkin.accounting.kv_cache import attention_kind, kv_bytes_per_token, kv_cache, shard_kv
 from napkin.errors import InputError
-from napkin.specs.model import MLASpec, TransformerSpec
+from napkin.specs.model import MLASpec
 
-
-def spec(name: str, **kw: object) -> TransformerSpec:
-    base: dict[str, object] = dict(display_name=name, ffn_kind="swiglu", tied_embeddings=False, positions="rope",
-                                   norm="rmsnorm", sources=["test fixture"])
-    return TransformerSpec(name=name, **{**base, **kw})
-
-
-# Llama 2 7B (Touvron et al. 2023, Table 1; HF config.json): MHA, 32 layers, 32 heads of 128.
-LLAMA2_7B = spec("llama2-7b", layers=32, d_model=4096, heads=32, kv_heads=32, ffn_dim=11008, vocab=32000,
-                 max_context=4096)
-# Llama 3 70B (HF config.json): GQA with 8 KV heads, 80 layers, 64 heads of 128.
-LLAMA3_70B = spec("llama3-70b", layers=80, d_model=8192, heads=64, kv_heads=8, ffn_dim=28672, vocab=128256,
-                  max_context=8192)
-# StarCoder 15.5B (Li et al. 2023, §5.1; bigcode/starcoder config.json): MQA, 40 layers, 48 heads of 128.
-STARCODER = spec("starcoder", layers=40, d_model=6144, heads=48, kv_heads=1, ffn_dim=24576, ffn_kind="mlp",
-                 vocab=49152, max_context=8192, positions="learned", norm="layernorm", tied_embeddings=False)
 # DeepSeek-V3 (§2.1.1, config.json): MLA caches the 512-wide latent plus the 64-wide RoPE key per layer.
 DEEPSEEK_V3 = spec("deepseek-v3", layers=61, d_model=7168, heads=128, ffn_dim=18432, vocab=129280,
                    max_context=163840, mla=MLASpec(q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128,

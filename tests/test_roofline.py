@@ -11,24 +11,12 @@ import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
+from serving_specs import LLAMA2_7B, LLAMA3_70B, STARCODER
 
 from napkin.accounting.roofline import attainable, ridge_point, roofline
 from napkin.specs.catalog import get_hardware
 from napkin.specs.model import TransformerSpec
 
-
-def spec(name: str, **kw: object) -> TransformerSpec:
-    base: dict[str, object] = dict(display_name=name, ffn_kind="swiglu", tied_embeddings=False, positions="rope",
-                                   norm="rmsnorm", sources=["test fixture"])
-    return TransformerSpec(name=name, **{**base, **kw})
-
-
-LLAMA2_7B = spec("llama2-7b", layers=32, d_model=4096, heads=32, kv_heads=32, ffn_dim=11008, vocab=32000,
-                 max_context=4096)
-LLAMA3_70B = spec("llama3-70b", layers=80, d_model=8192, heads=64, kv_heads=8, ffn_dim=28672, vocab=128256,
-                  max_context=8192)
-STARCODER = spec("starcoder", layers=40, d_model=6144, heads=48, kv_heads=1, ffn_dim=24576, ffn_kind="mlp",
-                 vocab=49152, max_context=8192, positions="learned", norm="layernorm")
 H100 = get_hardware("h100")
 
 

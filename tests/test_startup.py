@@ -12,6 +12,15 @@ CALCULATOR_COMMANDS = [
     ["budget", "--gpus", "8", "--days", "7"],
     ["hardware", "list"],
     ["hardware", "show", "h100", "--explain"],
+    ["train-time", "--model", "llama3-8b", "--tokens", "15T", "--gpus", "64", "--recompute", "full"],
+    ["flops", "--model", "llama3-8b", "--tokens", "1T", "--seq", "8192"],
+    ["mfu", "--model", "llama3-8b", "--tokens-per-s", "9000", "--gpus", "8"],
+    ["memory", "--model", "llama2-7b", "--batch", "4", "--seq", "4096", "--zero", "3", "--gpus", "8"],
+    ["memory", "--model", "cruncher", "--batch", "2", "--optimizer", "adagrad", "--precision", "fp32"],
+    ["inference", "--model", "llama3-70b", "--gpus", "8", "--batch", "8"],
+    ["roofline", "--gpu", "h100", "--model", "llama3-8b"],
+    ["models", "list"],
+    ["models", "show", "deepseek-v3"],
 ]
 
 PROBE = r"""

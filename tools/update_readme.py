@@ -1,6 +1,7 @@
 """Re-run every ```console block of README.md and paste the real output in.
 
-A block is a sequence of `$ command` lines, each followed by its output. The commands run through
+A block is a sequence of `$ command` lines, each followed by its output. A block with a line that
+is just "…" was shortened by hand and is left alone. The commands run through
 bash in the repository root with COLUMNS=100 and the current environment's `napkin` on PATH.
 
     python tools/update_readme.py            # rewrite README.md in place
@@ -29,6 +30,8 @@ def run(cmd: str) -> str:
 
 
 def render(block: str) -> str:
+    if any(line.strip() == "…" for line in block.splitlines()):
+        return block  # elided by hand: keep as written
     parts = []
     for line in block.splitlines():
         if line.startswith("$ "):

@@ -60,7 +60,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from napkin.specs.model import TransformerSpec
+from napkin.specs.model import LinearSpec, TransformerSpec
 
 KORTHIKANTI = "Korthikanti et al. 2022, Reducing Activation Recomputation, §4.1 (sbh(34 + 5as/h))"
 KORT_TP = "Korthikanti et al. 2022 §4.2 (tensor and sequence parallelism)"
@@ -262,3 +262,8 @@ def outside_terms(spec: TransformerSpec, s: int, b: int, *, bytes_per_element: f
 
 def total(terms: list[ActTerm]) -> float:
     return sum(x.bytes for x in terms)
+
+
+def linear_net_activation_elements(spec: LinearSpec, batch: int) -> int:
+    """The lecture's Cruncher: the B×D output of each of its L layers, B·D·L elements (CS336 lecture 2)."""
+    return batch * spec.d_model * spec.layers

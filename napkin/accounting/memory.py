@@ -148,7 +148,8 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
 
 def _linear_acts(d: Derivation, spec: LinearSpec, i: MemoryInputs, p: float) -> ActivationLedger:
     B, D, L = i.batch, spec.d_model, spec.layers
-    n = d.add("activations (layer outputs)", "B·D·L elements", f"{B} × {D} × {L}", B * D * L, "elements", LECTURE)
+    n = d.add("activations (layer outputs)", "B·D·L elements", f"{B} × {D} × {L}",
+              act.linear_net_activation_elements(spec, B), "elements", LECTURE)
     per_layer = B * D * p
     total = d.add("activation bytes", "B·D·L · bytes", f"{g(n)} × {g(p)}", n * p, "B", LECTURE)
     term = act.ActTerm(block="layer", name="layer output", stores="B×D output of each layer (the lecture's count)",

@@ -32,6 +32,10 @@ _EXPORTS: dict[str, str] = {
     "MatmulBenchResult": "napkin.bench.models",
     "MatmulSweepResult": "napkin.bench.models",
     "AllreduceBenchResult": "napkin.bench.models",
+    "bench_model_gemms": "napkin.bench.model_gemms",
+    "ModelGemmsResult": "napkin.bench.model_gemms",
+    "validate_step": "napkin.bench.validate",
+    "ValidateResult": "napkin.bench.validate",
 }
 
 __all__ = list(_EXPORTS)

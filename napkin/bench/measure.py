@@ -105,8 +105,7 @@ def predicted_activation_bytes(spec: TransformerSpec | LinearSpec, b: int, s: in
     """
     kw = dict(bytes_per_element=bytes_per_element)
     if isinstance(spec, LinearSpec):
-        # CS336 lecture 2 (the Cruncher): the B×D output of each of the L layers, as napkin memory counts it
-        return float(b * spec.d_model * spec.layers * bytes_per_element)
+        return float(act.linear_net_activation_elements(spec, b) * bytes_per_element)
     fused = spec.norm != "rmsnorm"
     layers = 0.0
     for i in range(spec.layers):  # MoE models may start with dense layers

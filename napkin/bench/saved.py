@@ -10,6 +10,7 @@ from typing import Annotated, TypeVar
 
 from pydantic import Field, TypeAdapter, ValidationError
 
+from napkin.bench.model_gemms import ModelGemmsResult
 from napkin.bench.models import AllreduceBenchResult, MatmulBenchResult, MatmulSweepResult
 from napkin.errors import InputError
 from napkin.results import Derivation, Result, g
@@ -17,8 +18,9 @@ from napkin.specs.dtypes import DType, parse_dtype
 from napkin.validation import Fraction, Inputs, validated
 
 R = TypeVar("R", bound=Result)
-Measurement = Annotated[MatmulBenchResult | MatmulSweepResult | AllreduceBenchResult, Field(discriminator="kind")]
-_ADAPTER: TypeAdapter[MatmulBenchResult | MatmulSweepResult | AllreduceBenchResult] = TypeAdapter(Measurement)
+_Kinds = MatmulBenchResult | MatmulSweepResult | ModelGemmsResult | AllreduceBenchResult
+Measurement = Annotated[_Kinds, Field(discriminator="kind")]
+_ADAPTER: TypeAdapter[_Kinds] = TypeAdapter(Measurement)
 
 DEFAULT_MFU_FRACTION = 0.6  # a training step reaches roughly 0.5-0.65 of the best matmul's throughput (sources below)
 FRACTION_SOURCE = (
@@ -82,17 +84,22 @@ def measured_mfu(path: str | Path, fraction: float | None = None, *, hardware: s
     m = load_measurement(path)
     if isinstance(m, AllreduceBenchResult):
         raise InputError(f"'{path}' holds a bench-allreduce measurement; --mfu-from needs `napkin bench-matmul --save`")
-    row = m.best if isinstance(m, MatmulSweepResult) else m
-    if row is None or row.mfu is None:
+    on = f" on {m.environment.device_name}" + (f" ({m.peak.hardware})" if m.peak.hardware else "")
+    if isinstance(m, ModelGemmsResult):  # --shapes-from: the FLOP-weighted MFU of the model's own GEMMs
+        row_mfu, rate, measured_dtype = m.mfu, m.flops_per_s, m.inputs.dtype
+        what = f"the GEMMs of {m.inputs.model} at T = {m.tokens} tokens, {measured_dtype.value}{on}"
+    else:
+        row = m.best if isinstance(m, MatmulSweepResult) else m
+        row_mfu = row.mfu if row is not None else None
+        rate = row.timing.flops_per_s if row is not None else 0.0
+        measured_dtype = row.timing.dtype if row is not None else DType.fp32
+        what = f"{row.timing.shape if row is not None else '?'} {measured_dtype.value}{on}"
+    if row_mfu is None:
         why = m.peak.note or "no peak FLOP/s was known"
         raise InputError(f"'{path}' has no MFU ({why}); measure again with --gpu NAME or --peak FLOP/s")
-    timing = row.timing
-    env = m.environment
     d = Derivation()
-    what = f"{timing.shape} {timing.dtype.value} on {env.device_name}" + (f" ({m.peak.hardware})" if m.peak.hardware
-                                                                          else "")
-    measured = d.given("measured matmul MFU", "MFU_matmul", row.mfu, "fraction",
-                       f"{path}: napkin bench-matmul, {what}, {timing.flops_per_s / 1e12:.4g} TFLOP/s")
+    measured = d.given("measured matmul MFU", "MFU_matmul", row_mfu, "fraction",
+                       f"{path}: napkin bench-matmul, {what}, {rate / 1e12:.4g} TFLOP/s")
     f = d.given("realistic fraction of the matmul ceiling", "f", i.fraction, "fraction",
                 "--mfu-fraction (given)" if given else FRACTION_SOURCE)
     mfu = d.add("MFU for the training run", "MFU_matmul · f", f"{g(measured)} × {g(f)}", measured * f, "fraction",
@@ -101,7 +108,7 @@ def measured_mfu(path: str | Path, fraction: float | None = None, *, hardware: s
     if hardware is not None and m.peak.hardware is not None and hardware != m.peak.hardware:
         notes.append(f"the MFU was measured on {m.peak.hardware}; the plan uses {hardware}: MFU transfers between "
                      "parts only roughly")
-    if dtype is not None and parse_dtype(dtype) != timing.dtype:
-        notes.append(f"the MFU was measured in {timing.dtype.value}; the plan uses {parse_dtype(dtype).value}")
-    return MeasuredMfu(inputs=i, measured_mfu=measured, mfu=mfu, hardware=m.peak.hardware, dtype=timing.dtype,
+    if dtype is not None and parse_dtype(dtype) != measured_dtype:
+        notes.append(f"the MFU was measured in {measured_dtype.value}; the plan uses {parse_dtype(dtype).value}")
+    return MeasuredMfu(inputs=i, measured_mfu=measured, mfu=mfu, hardware=m.peak.hardware, dtype=measured_dtype,
                        steps=d.steps, notes=notes)

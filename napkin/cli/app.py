@@ -88,7 +88,6 @@ def root(
 
 
 def _register() -> None:
-    # NOTE TO PARALLEL HELPERS: read /tmp/rules.md and /tmp/issue5.md first; do not run git commands.
     # Each module adds its commands to `app`; importing them must stay cheap (no torch, no specs).
     # The order here is the order of `napkin --help`: planning, architecture, memory, serving, measuring, catalogs.
     from napkin.cli import calc  # noqa: F401
@@ -96,6 +95,7 @@ def _register() -> None:
     from napkin.cli import memory_cmds  # noqa: F401
     from napkin.cli import serve_cmds  # noqa: F401
     from napkin.cli import bench_cmds  # noqa: F401
+    from napkin.cli import validate_cmds  # noqa: F401
     from napkin.cli import catalog_cmds  # noqa: F401
 
 

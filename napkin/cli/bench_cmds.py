@@ -11,8 +11,9 @@ from typing import Annotated, Any, cast
 import typer
 
 from napkin.cli.app import app
+from napkin.cli.context import model as resolve_model
 from napkin.cli.context import state
-from napkin.cli.options import Explain, Json, count, nbytes, number, opt, whole
+from napkin.cli.options import MODEL, MODEL_HELP, Explain, Json, Seq, count, nbytes, number, opt, whole
 
 MEASURE = "Measurement"
 PEAK = "Peak for MFU"
@@ -65,6 +66,13 @@ def bench_matmul_cmd(
     peak: Annotated[float | None, opt("--peak", parser=count("peak FLOP/s"), metavar="FLOP/S", help="Dense peak "
                                       "FLOP/s to measure MFU against (e.g. 67e12, 1.2T); needed on a CPU.",
                                       panel=PEAK)] = None,
+    shapes_from: Annotated[str | None, opt("--shapes-from", metavar="NAME|FILE", help="Time this model's own GEMMs "
+                                           "(QKV, out proj, MLP up/gate/down, LM head; forward and both backward "
+                                           "GEMMs) at --batch × --seq tokens and report its FLOP-weighted MFU. "
+                                           + MODEL_HELP, panel=MODEL)] = None,
+    batch: Annotated[int, opt("--batch", "-b", parser=whole("batch"), metavar="B", help="Sequences per step for "
+                              "--shapes-from.", panel=MODEL)] = 1,
+    seq: Seq = None,
     plot: Annotated[Path | None, opt("--plot", metavar="FILE.png", help="Draw the sweep's TFLOP/s against size "
                                      "(implies --sweep; needs matplotlib, the `plot` extra).", panel="Output")] = None,
     save: Save = None,
@@ -75,11 +83,15 @@ def bench_matmul_cmd(
 
     torch.mm into a preallocated output, timed call by call after a warm-up (CUDA events or perf_counter).
 
-    Reports min / median / max time, 2MNK / t and MFU; the report states the method.
+    Reports min / median / max time, 2MNK / t and MFU; the report states the method. --shapes-from MODEL times
+    that model's own GEMMs and weights their rates by FLOPs: the MFU its matmuls can reach.
     """
     from napkin import render
     from napkin.bench.saved import save_result
 
+    if shapes_from and (sweep or sizes or plot or size or m or n or k):
+        raise typer.BadParameter("--shapes-from times the model's own shapes; drop --sweep/--sizes/--plot/--size/"
+                                 "--m/--n/--k")
     if sizes or plot:
         sweep = True
     if sweep and (size or m or n or k):
@@ -90,10 +102,17 @@ def bench_matmul_cmd(
         require_matplotlib()  # before the sweep, not after it
     common: dict[str, Any] = {"dtype": dtype, "device": device, "warmup_s": warmup_ms / 1e3, "iters": iters,
                               "gpu": gpu, "peak": peak, "specs_dirs": state(ctx).specs_dirs}
-    if not sweep:
+    result: Any
+    if shapes_from:
+        from napkin.bench.model_gemms import bench_model_gemms
+
+        with _progress(enabled=not json) as progress:
+            result = bench_model_gemms(resolve_model(ctx, shapes_from), batch=batch, seq=seq, progress=progress,
+                                       **common)
+    elif not sweep:
         from napkin.bench.matmul import bench_matmul
 
-        result: Any = bench_matmul(m, n, k, size=size, **common)
+        result = bench_matmul(m, n, k, size=size, **common)
     else:
         from napkin.bench.matmul import sweep_matmul
 

@@ -67,7 +67,7 @@ def flops_cmd(
     tokens: Annotated[float | None, opt("--tokens", "-D", parser=count("token count"), metavar="D",
                                         help="Training tokens (15T, 1e12). Linear net: the batch B of examples.")
                       ] = None,
-    batch: Annotated[int | None, opt("--batch", "-B", parser=whole("batch"), metavar="B",
+    batch: Annotated[int | None, opt("--batch", "-b", parser=whole("batch"), metavar="B",
                                      help="Sequences, in place of --tokens: D = B·S. Linear net: examples.")] = None,
     seq: Seq = None,
     recompute: Recompute = "none",
@@ -111,7 +111,7 @@ def mfu_cmd(
     step_time: Annotated[float | None, opt("--step-time", parser=number("step time"), metavar="SECONDS",
                                            help="Seconds per optimizer step, in place of --tokens-per-s "
                                                 "(needs --batch and --seq).")] = None,
-    batch: Annotated[int | None, opt("--batch", "-B", parser=whole("batch"), metavar="B",
+    batch: Annotated[int | None, opt("--batch", "-b", parser=whole("batch"), metavar="B",
                                      help="Sequences per step, whole cluster (with --step-time).")] = None,
     seq: Seq = None,
     gpu: Gpu = "h100",

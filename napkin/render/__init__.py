@@ -15,7 +15,8 @@ from napkin.results import Result, Step
 Renderer = Callable[[Any], list[Any]]  # returns rich renderables
 _RENDERERS: dict[str, Renderer] = {}
 _MODULES = ["napkin.render.calc", "napkin.render.catalog", "napkin.render.memory", "napkin.render.models",
-            "napkin.render.bench", "napkin.render.serve"]
+            "napkin.render.bench", "napkin.render.serve",
+            "napkin.render.validate"]
 
 
 def renders(*names: str) -> Callable[[Renderer], Renderer]:

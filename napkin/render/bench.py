@@ -129,3 +129,57 @@ def allreduce(r: Any) -> list[Any]:
                   format_duration(row.max_time_s), f"{row.algbw_bytes_per_s / 1e9:.3f}",
                   f"[bold]{row.busbw_bytes_per_s / 1e9:.3f}[/bold]")
     return [kv_table("napkin bench-allreduce", head), t, _method(r.method)]
+
+
+@renders("ModelGemmsResult")
+def model_gemms(r: Any) -> list[Any]:
+    from rich import box
+    from rich.table import Table
+
+    i = r.inputs
+    t = Table(title=f"{i.model}: its GEMMs at T = {i.batch} × {i.seq} = {r.tokens:,} tokens ({i.dtype.value}, median "
+                    "of the timed calls)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    has_mfu = r.peak.peak_flops_per_s is not None
+    for name in ("GEMM", "pass", "M×N×K", "×/step", "median", "TFLOP/s", "MFU", "FLOPs"):
+        if name != "MFU" or has_mfu:
+            t.add_column(name, justify="left" if name in ("GEMM", "pass") else "right", no_wrap=name != "GEMM",
+                         overflow="fold")
+    short = {"forward": "fwd", "input grad": "dX", "weight grad": "dW"}
+    for labels, rows in _same_gemms(r.rows):
+        row, s = rows[0], rows[0].shape
+        cells = [labels, short[row.phase], f"{s.m}×{s.n}×{s.k}", str(sum(x.count for x in rows)),
+                 format_duration(row.timing.stats.median_s), f"{row.timing.flops_per_s / 1e12:.4g}"]
+        if has_mfu:
+            cells.append(_mfu(row.mfu))
+        t.add_row(*cells, f"{sum(x.flops for x in rows) / r.gemm_flops:.1%}")
+    summary = [("GEMM FLOPs per step", f"{fmt(r.gemm_flops, 'FLOP')}, {r.coverage:.1%} of the model's (the rest: "
+                                       "QKᵀ and ·V)"),
+               ("GEMM time per step", format_duration(r.gemm_time_s)),
+               ("achieved (FLOP-weighted)", f"[bold]{format_rate(r.flops_per_s)}[/bold]")]
+    if has_mfu:
+        summary.append((f"dense {i.dtype.value} peak", f"{fmt(r.peak.peak_flops_per_s, 'FLOP/s')}  "
+                                                       f"({_peak_from(r.peak)})"))
+        summary.append(("achievable MFU for this model", f"[bold]{_mfu(r.mfu)}[/bold]"))
+    else:
+        summary.append(("achievable MFU for this model", "— (no peak: see the note)"))
+    return [_environment(r.environment, "napkin bench-matmul --shapes-from"), t, kv_table("", summary),
+            _method(r.method)]
+
+
+def _same_gemms(rows: list[Any]) -> list[tuple[str, list[Any]]]:
+    """Rows of one pass and one shape merged (attention.q and .o of an MHA layer: 'attention.q/o'), in order."""
+    groups: dict[tuple[Any, ...], list[Any]] = {}
+    for row in rows:
+        groups.setdefault((row.phase, row.shape.m, row.shape.n, row.shape.k), []).append(row)
+    out = []
+    for members in groups.values():
+        labels = [m.label for m in members]
+        prefix = labels[0].rsplit(".", 1)[0]
+        if len(labels) > 1 and all(x.rsplit(".", 1)[0] == prefix for x in labels):
+            name = prefix + "." + "/".join(x.rsplit(".", 1)[1] for x in labels)
+        else:
+            name = ", ".join(labels)
+        out.append((name, members))
+    order = {id(m): n for n, m in enumerate(rows)}
+    out.sort(key=lambda item: (order[id(item[1][0])]))
+    return out

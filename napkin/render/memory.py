@@ -142,7 +142,7 @@ def compare(r: Any) -> list[Any]:
     for x in r.rows:
         t.add_row(f"{x.display_name} [dim]({x.gpu})[/dim]", format_bytes(x.memory_bytes, binary=False),
                   "[green]yes[/green]" if x.fits else "[red]no[/red]",
-                  _gb(x.headroom_bytes) if x.fits else f"[red]−{_gb(-x.headroom_bytes)}[/red]")
+                  _gb(x.headroom_bytes) if x.fits else f"[red]short by {_gb(-x.headroom_bytes)}[/red]")
     need = r.rows[0].total_bytes if r.rows else 0.0
     return [t, kv_table("", [("needs per GPU", _gb(need))])]
 
