@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -16,6 +16,8 @@ NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False, description="in (0, 1]")]
 AtLeastOne = Annotated[float, Field(ge=1, allow_inf_nan=False)]
+# Activation recomputation (Korthikanti et al. 2022 §4): shared by FLOP, MFU, training and memory inputs.
+Recompute = Literal["none", "selective", "full"]
 
 
 class Inputs(BaseModel):

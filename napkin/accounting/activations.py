@@ -61,6 +61,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from napkin.specs.model import LinearSpec, TransformerSpec
+from napkin.validation import Recompute
 
 KORTHIKANTI = "Korthikanti et al. 2022, Reducing Activation Recomputation, §4.1 (sbh(34 + 5as/h))"
 KORT_TP = "Korthikanti et al. 2022 §4.2 (tensor and sequence parallelism)"
@@ -73,7 +74,6 @@ GQA = "Ainslie et al. 2023, GQA §2 (k KV heads); HF transformers repeat_kv in e
 MOE = "Fedus et al. 2022, Switch Transformer §2.1 (router probabilities, dispatched token copies)"
 MLA = "DeepSeek-V2 §2.1 (MLA: latent c_Q, c_KV and their norms; decoupled RoPE key shared by heads)"
 
-Recompute = Literal["none", "selective", "full"]
 Split = Literal["tp", "sp", "none"]  # divided by t always / only under sequence parallelism / never
 
 

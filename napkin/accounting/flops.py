@@ -23,8 +23,8 @@ from napkin.accounting.params import (
 from napkin.errors import InputError
 from napkin.results import KAPLAN, LECTURE, Derivation, Result, g
 from napkin.specs.model import LinearSpec, TransformerSpec
+from napkin.validation import Recompute
 
-Recompute = Literal["none", "selective", "full"]
 RECOMPUTE_CHOICES = ("none", "selective", "full")
 
 SRC_MATMUL = f"{LECTURE}: (m×k)@(k×n) costs 2·m·k·n FLOPs (one multiply and one add per term)"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from napkin.accounting.flops import Recompute, count_flops
+from napkin.accounting.flops import count_flops
 from napkin.errors import InputError
 from napkin.results import DEFINITION, KAPLAN, Derivation, Result, g
 from napkin.specs.dtypes import DType, parse_dtype
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import LinearSpec, TransformerSpec
-from napkin.validation import Inputs, Positive, PositiveInt, validated
+from napkin.validation import Inputs, Positive, PositiveInt, Recompute, validated
 
 SRC_MFU = ("Chowdhery et al. 2022 (PaLM), App. B: MFU = observed tokens/s × model FLOPs per token / "
            "peak FLOP/s (dense peak; recomputation not counted)")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from napkin.accounting.flops import Recompute
 from napkin.results import CHINCHILLA, DEFINITION, KAPLAN, LECTURE, Derivation, Result, g
 from napkin.specs.dtypes import DType, parse_dtype
 from napkin.specs.hardware import HardwareSpec
-from napkin.specs.model import LinearSpec, TransformerSpec
-from napkin.validation import AtLeastOne, Fraction, Inputs, NonNegative, Positive, PositiveInt, validated
+from napkin.validation import AtLeastOne, Fraction, Inputs, NonNegative, Positive, PositiveInt, Recompute, validated
+
+if TYPE_CHECKING:  # the architecture side loads only when a model is given (keeps 6ND commands fast)
+    from napkin.specs.model import LinearSpec, TransformerSpec
 
 SECONDS_PER_DAY = 86_400  # 24 h x 3600 s
 HOURS_PER_DAY = 24
@@ -144,6 +146,7 @@ def _model_flops(d: Derivation, model: TransformerSpec | LinearSpec,
     """Exact model and hardware FLOPs of `model` on i.tokens (napkin flops), and 6ND beside them."""
     from napkin.accounting.flops import count_flops
     from napkin.errors import InputError
+    from napkin.specs.model import TransformerSpec
 
     if i.params is not None or i.flops is not None:
         raise InputError("--model counts the FLOPs itself: leave out --params and --flops")
@@ -226,6 +229,7 @@ def budget(
     per_tok = tokens = None
     if model is not None:
         from napkin.accounting.flops import count_flops
+        from napkin.specs.model import TransformerSpec
 
         s = i.seq or (model.max_context if isinstance(model, TransformerSpec) else 1)
         fc = count_flops(model, 1.0, s, recompute=i.recompute)
