@@ -48,3 +48,42 @@ def test_import_is_lazy():
             "print(int('torch' in sys.modules), int('yaml' in sys.modules), int('napkin.accounting.training' in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0", "0", "0"]
+
+
+LAZY_PROBE = r"""
+import sys
+from napkin.cli.root import main
+sys.argv = ["napkin", "--specs-dir", sys.argv[1], "train-time", "--params", "7e9", "--tokens", "1e12", "--gpus", "8",
+            "--json"]
+try:
+    main()
+except SystemExit as e:
+    assert not e.code, e.code
+others = [m for m in ("model_cmds", "memory_cmds", "serve_cmds", "bench_cmds", "validate_cmds", "catalog_cmds")
+          if f"napkin.cli.{m}" in sys.modules]
+print("OTHERS", others)
+"""
+
+
+def test_main_registers_only_the_command_it_runs(tmp_path):
+    out = subprocess.run([sys.executable, "-c", LAZY_PROBE, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert '"days"' in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "OTHERS []"
+
+
+def test_command_module_map_covers_every_command():
+    import importlib
+
+    from napkin.cli import app
+    from napkin.cli.root import COMMAND_MODULES
+
+    names = {c.name or c.callback.__name__ for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    assert names == set(COMMAND_MODULES)
+    for cmd in app.registered_commands:
+        module = importlib.import_module(f"napkin.cli.{COMMAND_MODULES[cmd.name]}")
+        assert cmd.callback.__module__ == module.__name__, cmd.name
+
+
+def test_unknown_command_still_suggests(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "napkin", "train-tme"], capture_output=True, text=True)
+    assert out.returncode == 2 and "train-time" in out.stderr

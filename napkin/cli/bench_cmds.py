@@ -10,7 +10,7 @@ from typing import Annotated, Any, cast
 
 import typer
 
-from napkin.cli.app import app
+from napkin.cli.root import app
 from napkin.cli.context import model as resolve_model
 from napkin.cli.context import state
 from napkin.cli.options import MODEL, MODEL_HELP, Explain, Json, Seq, count, nbytes, number, opt, whole

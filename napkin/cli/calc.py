@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from napkin.cli.app import app
+from napkin.cli.root import app
 from napkin.cli.context import hardware
 from napkin.cli.context import model as model_of
 from napkin.cli.options import (ACTS, MODEL, DTypeOpt, Flash, Hfu, Pp, Tp, Explain, Gpu, Gpus, Json, Memory, Mfu, Optimizer, Precision,

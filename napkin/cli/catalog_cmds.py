@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from napkin.cli.app import app
+from napkin.cli.root import app
 from napkin.cli.context import state
 from napkin.cli.options import Explain, Json
 

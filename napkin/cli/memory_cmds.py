@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from napkin.cli.app import app
+from napkin.cli.root import app
 from napkin.cli.context import hardware, state
 from napkin.cli.context import model as model_of
 from napkin.cli.options import (ACTS, PARALLEL, Explain, Flash, Pp, Tp, Json, Memory, Optimizer, Precision, Recompute, Reserve, Seq, Zero,

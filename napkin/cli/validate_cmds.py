@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from napkin.cli.app import app
+from napkin.cli.root import app
 from napkin.cli.bench_cmds import MEASURE, PEAK, Device
 from napkin.cli.context import model as resolve_model
 from napkin.cli.context import state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Any
 
@@ -87,20 +88,41 @@ def root(
     context.state(ctx).specs_dirs = list(specs_dir or [])
 
 
-def _register() -> None:
-    # Each module adds its commands to `app`; importing them must stay cheap (no torch, no specs).
-    # The order here is the order of `napkin --help`: planning, architecture, memory, serving, measuring, catalogs.
-    from napkin.cli import calc  # noqa: F401
-    from napkin.cli import model_cmds  # noqa: F401
-    from napkin.cli import memory_cmds  # noqa: F401
-    from napkin.cli import serve_cmds  # noqa: F401
-    from napkin.cli import bench_cmds  # noqa: F401
-    from napkin.cli import validate_cmds  # noqa: F401
-    from napkin.cli import catalog_cmds  # noqa: F401
+# Which module registers each top-level command. `main()` imports only the one a command needs: typer
+# builds every registered command's parser before running any, ~5 ms each (a test checks this map).
+COMMAND_MODULES: dict[str, str] = {
+    "train-time": "calc", "max-model": "calc", "budget": "calc",
+    "flops": "model_cmds", "mfu": "model_cmds", "models": "model_cmds",
+    "memory": "memory_cmds",
+    "inference": "serve_cmds", "roofline": "serve_cmds",
+    "bench-matmul": "bench_cmds", "bench-allreduce": "bench_cmds",
+    "validate": "validate_cmds",
+    "hardware": "catalog_cmds",
+}
+# The order of `napkin --help`: planning, architecture, memory, serving, measuring, catalogs.
+_ORDER = ["calc", "model_cmds", "memory_cmds", "serve_cmds", "bench_cmds", "validate_cmds", "catalog_cmds"]
 
 
-_register()
+def register(command: str | None = None) -> None:
+    """Import the command modules (each adds its commands to `app`): all of them, or the one `command` needs."""
+    import importlib
+
+    for module in [COMMAND_MODULES[command]] if command in COMMAND_MODULES else _ORDER:
+        importlib.import_module(f"napkin.cli.{module}")
+
+
+def _command_in(args: list[str]) -> str | None:
+    """The subcommand in argv, skipping the root's options (--specs-dir takes a value)."""
+    it = iter(args)
+    for a in it:
+        if a == "--specs-dir":
+            next(it, None)
+        elif not a.startswith("-"):
+            return a
+    return None
 
 
 def main() -> None:
+    completing = any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ)
+    register(None if completing else _command_in(sys.argv[1:]))
     app()
