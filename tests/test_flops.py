@@ -121,8 +121,12 @@ def test_decode_token_attends_to_the_whole_cache():
 def test_training_flops_batch_times_seq_and_default_seq():
     spec = get_model("llama3-8b")
     assert training_flops(spec, batch=4, seq=2048).tokens == 4 * 2048
-    r = training_flops(spec, tokens=1e9)
-    assert r.seq == spec.max_context and "max context" in r.notes[0]
+    r = training_flops(spec, tokens=1e9)  # Llama 3 pre-trained on 8,192-token sequences (its spec's train_seq)
+    assert r.seq == spec.train_seq == 8192 and "pre-training sequence length" in r.notes[0]
+    # a spec without train_seq falls back to its max context, and says so
+    no_train = spec.model_copy(update={"train_seq": None, "max_context": 4096})
+    r = training_flops(no_train, tokens=1e9)
+    assert r.seq == 4096 and "max context" in r.notes[0]
     assert training_flops(get_model("cruncher"), batch=2).model_flops == 432
 
 

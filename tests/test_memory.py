@@ -68,10 +68,10 @@ def test_params_alone_gives_model_state_only(h100):
     assert any("activations need an architecture" in n for n in r.notes)
 
 
-def test_seq_defaults_to_max_context(h100, llama):
+def test_seq_defaults_to_the_pre_training_length(h100, llama):
     r = memory_ledger(h100, llama, batch=1)
-    assert r.seq == llama.max_context
-    assert any("--seq not given" in n for n in r.notes)
+    assert r.seq == llama.default_seq()[0]
+    assert any(n.startswith("seq defaults to") for n in r.notes)
 
 
 def test_tensor_parallel_divides_weights(h100, llama):

@@ -31,7 +31,7 @@ SRC_MATMUL = f"{LECTURE}: (m×k)@(k×n) costs 2·m·k·n FLOPs (one multiply and
 SRC_ATTN = "Korthikanti et al. 2022, App. A: QKᵀ 2·b·s²·h and attention over V 2·b·s²·h per layer"
 SRC_CAUSAL = "causal mask: token i attends to i+1 positions, mean (s+1)/2 (what FlashAttention-style kernels skip)"
 SRC_BWD = f"{KAPLAN}; backward = 2 × forward for matmuls (gradients w.r.t. inputs and weights)"
-SRC_SELECTIVE = "Korthikanti et al. 2022, §4.1: selective recomputation redoes QKᵀ, softmax and attention over V"
+SRC_SELECTIVE = "Korthikanti et al. 2022, §5: selective recomputation redoes QKᵀ, softmax and attention over V"
 SRC_FULL = ("Narayanan et al. 2021 (Megatron-LM), eq. 3: full recomputation adds one forward of every layer "
             "(not the LM head): 96·B·s·l·h²·(1 + s/6h + V/16lh)")
 SRC_PALM = "Chowdhery et al. 2022 (PaLM), App. B: 6N + 12·L·H·Q·T FLOPs per token (attention not halved)"
@@ -272,8 +272,7 @@ def training_flops(spec: TransformerSpec | LinearSpec, *, tokens: float | None =
     if isinstance(spec, LinearSpec):
         s = 1
     elif seq is None:
-        s = spec.max_context
-        note = f"seq defaults to the model's max context ({s}); pass --seq for the length trained at."
+        s, note = spec.default_seq()
     else:
         s = seq
     D = tokens if tokens is not None else float(batch or 0) * s  # linear net: s = 1, so D = B

@@ -22,7 +22,7 @@ SRC_KV = ("Pope et al. 2022, Efficiently Scaling Transformer Inference, §2 (mem
           "§3.3 (multiquery attention): 2·L·k·d elements per token")
 SRC_MQA = "Shazeer 2019, Fast Transformer Decoding: One Write-Head is All You Need, §2 (MQA: k = 1)"
 SRC_GQA = "Ainslie et al. 2023, GQA: Training Generalized Multi-Query Transformer Models, §2 (k groups)"
-SRC_MLA = ("DeepSeek-V2 §2.1.2 (MLA caches the compressed latent c_KV and the decoupled RoPE key: "
+SRC_MLA = ("DeepSeek-V2 §2.1.2-2.1.4 (MLA caches the compressed latent c_KV and the decoupled RoPE key: "
            "(d_c + d_h^R)·L elements per token); DeepSeek-V3 §2.1.1")
 SRC_TP_KV = ("Shoeybi et al. 2019, Megatron-LM §3 (attention heads split across TP ranks); vLLM / Megatron-LM "
              "replicate a KV head on tp/k ranks when tp > k (MQA: on every rank)")

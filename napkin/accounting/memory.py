@@ -262,8 +262,8 @@ def memory_ledger(
     notes: list[str] = []
     s = i.seq
     if isinstance(model, TransformerSpec) and s is None:
-        s = model.max_context
-        notes.append(f"--seq not given: using {model.name}'s maximum context, {s} tokens.")
+        s, note = model.default_seq()
+        notes.append(note)
     if model is None:
         notes.append("Model state only: activations need an architecture (give --model).")
     elif isinstance(model, LinearSpec):

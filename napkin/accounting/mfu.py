@@ -67,8 +67,8 @@ def mfu(spec: TransformerSpec | LinearSpec, hardware: HardwareSpec, gpus: int, *
     if isinstance(spec, LinearSpec):
         s = 1
     elif s is None:
-        s = spec.max_context
-        notes.append(f"seq defaults to the model's max context ({s}); pass --seq for the length trained at.")
+        s, note = spec.default_seq()
+        notes.append(note)
     d = Derivation()
     if i.tokens_per_s is not None:
         tps = d.given("observed throughput", "tokens/s", i.tokens_per_s, "tokens/s")

@@ -155,14 +155,19 @@ def _model_flops(d: Derivation, model: TransformerSpec | LinearSpec,
     note = None
     seq = i.seq
     if seq is None and isinstance(model, TransformerSpec):
-        seq, note = model.max_context, f"seq defaults to {model.name}'s max context ({model.max_context}); pass --seq."
+        seq, note = model.default_seq()
     fc = count_flops(model, i.tokens, seq or 1, recompute=i.recompute)
     src = f"napkin flops --model {model.name} (exact matmul count; Korthikanti et al. 2022 App. A)"
     total = d.add("training FLOPs (exact)", "forward + backward, per component", f"{fc.model_flops:.6g}",
                   fc.model_flops, "FLOP", src)
     hw = d.add("hardware FLOPs", f"model FLOPs + recompute ({i.recompute})", f"{g(total)} + {g(fc.recompute_flops)}",
                fc.hardware_flops, "FLOP", src)
-    six = d.add("6ND, for comparison", "6 · N · D", f"6 × {g(fc.params)} × {g(i.tokens)}", fc.six_nd, "FLOP", KAPLAN)
+    if fc.active_params != fc.params:  # MoE: a token only touches the active parameters
+        six = d.add("6·N_active·D, for comparison", "6 · N_active · D", f"6 × {g(fc.active_params)} × {g(i.tokens)}",
+                    fc.six_n_active_d, "FLOP", KAPLAN)
+    else:
+        six = d.add("6ND, for comparison", "6 · N · D", f"6 × {g(fc.params)} × {g(i.tokens)}", fc.six_nd, "FLOP",
+                    KAPLAN)
     return total, hw, six, note
 
 
@@ -231,7 +236,7 @@ def budget(
         from napkin.accounting.flops import count_flops
         from napkin.specs.model import TransformerSpec
 
-        s = i.seq or (model.max_context if isinstance(model, TransformerSpec) else 1)
+        s = i.seq or (model.default_seq()[0] if isinstance(model, TransformerSpec) else 1)
         fc = count_flops(model, 1.0, s, recompute=i.recompute)
         kind = "hardware" if i.hfu else "model"
         per_tok = d.add(f"{model.name} {kind} FLOPs per token (s = {s})", "exact forward + backward"

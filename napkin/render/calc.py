@@ -8,6 +8,11 @@ from napkin.render import fmt, kv_table, renders
 from napkin.units import format_count
 
 
+def _six_label(r: Any) -> str:
+    """'6ND', or '6·N_active·D' for a mixture of experts (the derivation says which was computed)."""
+    return "6·N_active·D" if any(s.name.startswith("6·N_active·D") for s in r.steps) else "6ND"
+
+
 @renders("TrainTimeResult")
 def train_time(r: Any) -> list[Any]:
     i = r.inputs
@@ -17,7 +22,7 @@ def train_time(r: Any) -> list[Any]:
         rows += [("parameters N", format_count(i.params, "params")), ("tokens D", format_count(i.tokens, "tokens"))]
     if getattr(i, "architecture", None):  # --model: exact FLOPs of the architecture (napkin flops)
         rows += [("model", i.architecture), ("tokens D", format_count(i.tokens, "tokens")),
-                 ("training FLOPs", fmt(r.total_flops, "FLOP") + f"  (exact; 6ND = {fmt(r.six_nd, 'FLOP')})")]
+                 ("training FLOPs", fmt(r.total_flops, "FLOP") + f"  (exact; {_six_label(r)} = {fmt(r.six_nd, 'FLOP')})")]
         if i.recompute != "none":
             rows.append((f"hardware FLOPs (recompute {i.recompute})", fmt(r.hardware_flops, "FLOP")))
     else:

@@ -73,6 +73,8 @@ class TransformerSpec(_Spec):
     activation: str | None = Field(default=None, description="informative: gelu, silu, relu...")
     vocab: PositiveInt = Field(description="V, vocabulary size (as in the embedding matrix, padded)")
     max_context: PositiveInt = Field(description="maximum sequence length")
+    train_seq: PositiveInt | None = Field(default=None, description="sequence length of (most of) pre-training: "
+                                          "the default --seq of training FLOPs, MFU and memory")
     tied_embeddings: bool = Field(description="LM head shares the token embedding matrix")
     positions: Literal["learned", "rope", "alibi", "none"]
     norm: Literal["layernorm", "rmsnorm"]
@@ -104,6 +106,14 @@ class TransformerSpec(_Spec):
                 raise _bad("TransformerSpec", "kv_heads", self.n_kv_heads,
                            f"kv_heads ({self.n_kv_heads}) must divide heads ({self.heads})")
         return self
+
+    def default_seq(self) -> tuple[int, str]:
+        """The --seq used when none is given, and a note saying so (pre-training length, else max context)."""
+        if self.train_seq is not None:
+            return self.train_seq, (f"seq defaults to {self.name}'s pre-training sequence length ({self.train_seq}, "
+                                    "see its spec's sources); pass --seq for another.")
+        return self.max_context, (f"seq defaults to {self.name}'s max context ({self.max_context}); pass --seq for "
+                                  "the length trained at.")
 
     # Derived shapes, one place each.
     @property
