@@ -200,7 +200,7 @@ def test_gpu_all_and_solvers_through_the_cli(cli):
     (["--model", "llama3-8b", "--gpus", "6", "--tp", "6"], "tp (6) must divide the attention heads"),
     (["--model", "llama3-8b", "--gpus", "16", "--tp", "16"], "tp (16) must divide the kv heads of llama3-8b (8)"),
     (["--model", "llama3-8b", "--gpus", "8", "--tp", "4", "--pp", "4"], "must divide gpus"),
-    (["--model", "llama3-8b", "--gpus", "3", "--pp", "3"], "pp (3) must divide the layers"),
+    (["--model", "gpt2", "--gpus", "16", "--pp", "16"], "pp (16) exceeds the layers of gpt2 (12)"),
     (["--model", "llama3-8b", "--gpus", "8", "--tp", "8", "--zero", "1"], "ZeRO-1 shards over data-parallel ranks"),
     (["--model", "llama3-8b", "--zero", "3"], "DP = gpus / (tp·pp) = 1 / 1 = 1"),
     (["--model", "llama3-8b", "--batch", "0"], "micro-batch size must be greater than 0"),
@@ -246,3 +246,13 @@ def test_max_model_with_activations_errors(cli, args, message):
     out = cli("max-model", "--gpus", "8", *args)
     assert out.exit_code == 2
     assert len(out.stderr.strip().splitlines()) == 1 and message in out.stderr
+
+
+def test_uneven_pipeline_counts_the_fullest_stage(h100):
+    # Llama 3 405B trained with PP16 over 126 layers (Dubey et al. 2024 §3.3.2): allowed, and a stage holds
+    # ⌈126 / 16⌉ = 8 layers (napkin's upper bound for the stages it shows).
+    from napkin.specs.catalog import get_model
+
+    spec = get_model("llama3.1-405b")
+    r = memory_ledger(h100, spec, batch=1, seq=8192, gpus=128, tp=8, pp=16, recompute="full")
+    assert r.activations is not None and r.activations.layers_on_gpu == 8

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from napkin.accounting import activations as act
 from napkin.accounting.model_state import get_optimizer, get_precision, state_parts
 from napkin.accounting.params import count_params
-from napkin.accounting.sharding import ONE_F_ONE_B, Parallelism, Stage, check_parallelism, stage_params, stages
+from napkin.accounting.sharding import (ONE_F_ONE_B, Parallelism, Stage, check_parallelism, layers_per_stage,
+                                        stage_params, stages)
 from napkin.errors import InputError
 from napkin.results import LECTURE, ZERO, Derivation, Result, g
 from napkin.specs.dtypes import BYTES_PER_ELEMENT
@@ -84,7 +85,7 @@ class MemoryResult(Result):
 
 
 def _layers_of(spec: TransformerSpec, par: Parallelism, stage: Stage) -> range:
-    per = spec.layers // par.pp
+    per = layers_per_stage(spec.layers, par.pp)
     return range(0, spec.layers) if stage == "only" else (range(0, per) if stage == "first"
                                                            else range(spec.layers - per, spec.layers))
 
@@ -264,6 +265,9 @@ def memory_ledger(
     if isinstance(model, TransformerSpec) and s is None:
         s, note = model.default_seq()
         notes.append(note)
+    if isinstance(model, TransformerSpec) and model.layers % par.pp:
+        notes.append(f"pp {par.pp} does not divide {model.layers} layers: each stage shown is counted with "
+                     f"⌈{model.layers}/{par.pp}⌉ = {layers_per_stage(model.layers, par.pp)} layers (the fullest).")
     if model is None:
         notes.append("Model state only: activations need an architecture (give --model).")
     elif isinstance(model, LinearSpec):

@@ -76,9 +76,15 @@ def check_parallelism(par: Parallelism, spec: TransformerSpec | LinearSpec | Non
     if spec.mla is None and k % t:
         raise InputError(f"tp ({t}) must divide the kv heads of {spec.name} ({k}), as Megatron-LM requires; "
                          f"use a divisor of {k}")
-    if spec.layers % p:
-        raise InputError(f"pp ({p}) must divide the layers of {spec.name} ({spec.layers}); use a divisor of "
-                         f"{spec.layers}")
+    if p > spec.layers:
+        raise InputError(f"pp ({p}) exceeds the layers of {spec.name} ({spec.layers}); use at most {spec.layers} "
+                         "pipeline stages")
+
+
+def layers_per_stage(layers: int, pp: int) -> int:
+    """Layers on the fullest pipeline stage: ⌈L / pp⌉. When pp does not divide L (Llama 3 405B: 126 layers on
+    16 stages, Dubey et al. 2024 §3.3.2) some stage holds this many; napkin counts it for the stages it shows."""
+    return -(-layers // pp)
 
 
 def stages(par: Parallelism) -> list[Stage]:
@@ -100,11 +106,12 @@ def stage_params(components: dict[str, int], layers: int, par: Parallelism, stag
     if tied and par.pp > 1:
         head += components.get("embedding.tokens", 0)
     body = sum(v for k, v in components.items() if not k.startswith(("embedding.", "head", "norms.final")))
-    per_stage_body = body * (layers // par.pp) / layers if layers else body
+    per = layers_per_stage(layers, par.pp) if layers else 0
+    per_stage_body = body * per / layers if layers else body
     if stage == "only":
         n, what = emb + body + head, "all parameters"
     elif stage == "first":
-        n, what = emb + per_stage_body, f"embeddings + {layers // par.pp} of {layers} layers"
+        n, what = emb + per_stage_body, f"embeddings + {per} of {layers} layers"
     else:
-        n, what = per_stage_body + head, f"{layers // par.pp} of {layers} layers + final norm + LM head"
+        n, what = per_stage_body + head, f"{per} of {layers} layers + final norm + LM head"
     return n / par.tp, what + (f", / tp {par.tp}" if par.tp > 1 else "")
