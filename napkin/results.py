@@ -7,6 +7,8 @@ it, the result with its unit, and where the formula comes from. ``--explain`` pr
 
 from __future__ import annotations
 
+import math
+
 from pydantic import BaseModel, ConfigDict, Field
 
 # Sources cited by more than one module, one spelling each.
@@ -46,6 +48,10 @@ class Derivation:
         self.steps: list[Step] = []
 
     def add(self, name: str, formula: str, substituted: str, value: float, unit: str, source: str) -> float:
+        if not math.isfinite(value):
+            from napkin.errors import InputError
+
+            raise InputError(f"{name} overflows ({formula} is not a finite number): the inputs are too large")
         self.steps.append(
             Step(name=name, formula=formula, substituted=substituted, value=value, unit=unit, source=source)
         )
@@ -58,6 +64,6 @@ class Derivation:
 
 def g(x: float) -> str:
     """Numbers as they appear in substituted formulas: short, exact enough to re-check by hand."""
-    if x == int(x) and abs(x) < 1e6:
+    if math.isfinite(x) and x == int(x) and abs(x) < 1e6:
         return str(int(x))
     return f"{x:.6g}"

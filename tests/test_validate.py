@@ -117,7 +117,7 @@ def test_a_linear_model_can_be_the_main_model():
 def test_bad_requests_are_one_line_errors():
     with pytest.raises(InputError, match="learned position table"):
         validate_step(GPT_LIKE, seq=64, cruncher=False, **QUICK)
-    with pytest.raises(InputError, match="batch must be greater than 0"):
+    with pytest.raises(InputError, match=r"batch \(--batch\) must be greater than 0"):
         validate_step(batch=0, **QUICK)
     with pytest.raises(ShapeDoesNotFit, match="needs .* but only .* is free"):
         validate_step(get_model("llama3-70b"), batch=1, seq=8, cruncher=False, **QUICK)

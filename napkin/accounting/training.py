@@ -109,6 +109,8 @@ def train_time(
     elif i.recompute != "none":
         raise InputError("--recompute needs --model: what is recomputed depends on the architecture")
     elif i.flops is not None:
+        if i.params is not None or i.tokens is not None:
+            raise InputError("give --flops (the total) or --params with --tokens (C = 6ND), not both")
         total = d.given("training FLOPs (given)", "C", i.flops, "FLOP")
     elif i.params is not None and i.tokens is not None:
         N, D = i.params, i.tokens

@@ -44,6 +44,8 @@ def load_measurement(path: str | Path) -> MatmulBenchResult | MatmulSweepResult 
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise InputError(f"cannot read '{path}': {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"'{path}' is not a text file; expected the JSON of `napkin bench-matmul --save`") from None
     try:
         return _ADAPTER.validate_json(text)
     except ValidationError as e:
@@ -105,6 +107,9 @@ def measured_mfu(path: str | Path, fraction: float | None = None, *, hardware: s
     mfu = d.add("MFU for the training run", "MFU_matmul · f", f"{g(measured)} × {g(f)}", measured * f, "fraction",
                 "napkin: a training step also runs attention, norms, communication and stalls below matmul speed")
     notes = []
+    if hardware is not None and m.peak.hardware is None:
+        notes.append(f"the MFU was measured on {m.environment.device_name}, which is not {hardware} (nor any catalog "
+                     "GPU): it says little about the planned run; measure on the target GPU")
     if hardware is not None and m.peak.hardware is not None and hardware != m.peak.hardware:
         notes.append(f"the MFU was measured on {m.peak.hardware}; the plan uses {hardware}: MFU transfers between "
                      "parts only roughly")

@@ -13,15 +13,15 @@ import typer
 from napkin.cli.root import app
 from napkin.cli.context import model as resolve_model
 from napkin.cli.context import state
-from napkin.cli.options import MODEL, MODEL_HELP, Explain, Json, Seq, count, nbytes, number, opt, whole
+from napkin.cli.options import MODEL, MODEL_HELP, Explain, Json, Plot, Seq, count, nbytes, number, opt, whole
 
 MEASURE = "Measurement"
 PEAK = "Peak for MFU"
 
 Device = Annotated[str, opt("--device", metavar="DEV", help="auto (a GPU if torch sees one, else the CPU), cpu, "
                             "cuda or cuda:N.", panel=MEASURE)]
-Save = Annotated[Path | None, opt("--save", metavar="FILE", help="Write the result as JSON to FILE (for "
-                                  "`napkin train-time --mfu-from FILE`).", panel="Output")]
+Save = Annotated[Path | None, opt("--save", metavar="FILE", help="Write the result as JSON to FILE (a bench-matmul "
+                                  "result feeds `napkin train-time --mfu-from FILE`).", panel="Output")]
 
 
 def _list(parse: Any) -> Any:
@@ -73,8 +73,7 @@ def bench_matmul_cmd(
     batch: Annotated[int, opt("--batch", "-b", parser=whole("batch"), metavar="B", help="Sequences per step for "
                               "--shapes-from.", panel=MODEL)] = 1,
     seq: Seq = None,
-    plot: Annotated[Path | None, opt("--plot", metavar="FILE.png", help="Draw the sweep's TFLOP/s against size "
-                                     "(implies --sweep; needs matplotlib, the `plot` extra).", panel="Output")] = None,
+    plot: Plot = None,
     save: Save = None,
     json: Json = False,
     explain: Explain = False,

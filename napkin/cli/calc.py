@@ -99,8 +99,9 @@ def max_model_cmd(
 ) -> None:
     """Largest model that fits G GPUs: model state only (the lecture's napkin), or with activations.
 
-    Without --seq/--batch it counts parameters, gradients, master weights and optimizer state only.
-    With --seq/--batch (and --like MODEL, --aspect R) it scales a model family and counts activations too.
+    Without --seq, --batch, --like or --aspect it counts parameters, gradients, master weights and optimizer
+    state only. With any of them it scales a model family (--like, default llama3-8b; --seq defaults to its
+    pre-training length) and counts activations too.
     """
     from napkin import render
     from napkin.accounting.model_state import max_model

@@ -94,7 +94,16 @@ Precision = Annotated[str, opt("--precision", metavar="NAME", panel=MEMORY, help
 Zero = Annotated[int, opt("--zero", min=0, max=3, metavar="0-3", panel=MEMORY,
                           help="ZeRO stage over the data-parallel ranks: 1 shards optimizer state, 2 also "
                                "gradients, 3 (= FSDP) also parameters.")]
-Memory = Annotated[float | None, opt("--memory", parser=nbytes("memory per GPU"), metavar="BYTES", panel=MEMORY,
+def _memory_size(text: str) -> float:
+    """A GPU's memory: a unit is required below 1 MB, where a bare number is surely GB meant as bytes."""
+    value = nbytes("memory per GPU")(text)
+    if isinstance(text, str) and value < 1e6 and not any(c.isalpha() for c in text):
+        raise typer.BadParameter(f"{text} bytes of GPU memory is surely not meant; give a unit, e.g. {text}GB or "
+                                 f"{text}GiB")
+    return value
+
+
+Memory = Annotated[float | None, opt("--memory", parser=_memory_size, metavar="BYTES", panel=MEMORY,
                                      help="Memory per GPU in place of the datasheet's (80GB, 80GiB).")]
 Reserve = Annotated[float, opt("--reserve", parser=nbytes("reserve"), metavar="BYTES", panel=MEMORY,
                                help="Memory per GPU held back (CUDA context, fragmentation), e.g. 2GiB.")]
@@ -110,3 +119,20 @@ Pp = Annotated[int, opt("--pp", parser=whole("pipeline-parallel degree"), metava
 Hfu = Annotated[float | None, opt("--hfu", parser=number("HFU"), metavar="F",
                                 help="Hardware FLOPs utilization, in place of --mfu: a throughput quoted in hardware "
                                      "FLOPs (recomputation included), as Megatron-LM, OPT and BLOOM report.")]
+
+
+IMAGE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")  # what matplotlib's Agg backend writes
+
+
+def _image_path(text: str) -> str:
+    if not isinstance(text, str):
+        return text
+    suffix = "." + text.rsplit(".", 1)[-1].lower() if "." in text.rsplit("/", 1)[-1] else ""
+    if suffix not in IMAGE_SUFFIXES:
+        raise typer.BadParameter(f"'{text}' is not an image file name; end it in {', '.join(IMAGE_SUFFIXES)}")
+    return text
+
+
+Plot = Annotated[str | None, opt("--plot", parser=_image_path, metavar="FILE.png", panel=OUTPUT,
+                                 help="Also draw it to an image (.png, .svg, .pdf; needs matplotlib: "
+                                      "pip install 'napkin\\[plot]').")]

@@ -20,7 +20,7 @@ EPILOG = (
     "  napkin max-model --gpus 8 --optimizer adamw\n\n"
     "  napkin budget --gpus 8 --days 7\n\n"
     "  napkin hardware show h100 --explain\n\n"
-    "Every command takes --json (for scripts) and --explain (the worked derivation)."
+    "Every command takes --json (for scripts); every calculation also takes --explain (the worked derivation)."
 )
 
 

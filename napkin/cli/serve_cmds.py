@@ -10,7 +10,7 @@ from napkin import units
 from napkin.cli.root import app
 from napkin.cli.context import hardware
 from napkin.cli.context import model as model_of
-from napkin.cli.options import Explain, Gpu, Json, Memory, ModelOpt, Reserve, number, opt, positive_bytes, whole
+from napkin.cli.options import Explain, Gpu, Json, Memory, ModelOpt, Plot, Reserve, number, opt, positive_bytes, whole
 from napkin.errors import InputError
 
 WORKLOAD = "Workload"
@@ -39,10 +39,10 @@ Prompt = Annotated[int, opt("--prompt", "-p", parser=whole("prompt length"), met
 Generate = Annotated[int, opt("--generate", "-n", parser=whole("tokens to generate"), metavar="G", panel=WORKLOAD,
                               help="Tokens generated per sequence (the prefill emits the first).")]
 WeightsDType = Annotated[str, opt("--weights-dtype", metavar="DTYPE", panel=PRECISION,
-                                  help="bf16, fp16, fp8 (W8A8: fp8 matmuls where the GPU has them), int8 or int4 "
-                                       "(weight-only: bf16 matmuls).")]
-KVDType = Annotated[str, opt("--kv-dtype", metavar="DTYPE", panel=PRECISION, help="KV cache dtype: bf16, fp16, fp8.")]
-KVDTypeR = Annotated[str, opt("--kv-dtype", metavar="DTYPE", help="KV cache dtype: bf16, fp16, fp8.")]
+                                  help="bf16, fp16, fp32, fp8 (W8A8: fp8 matmuls where the GPU has them, else "
+                                       "bf16), fp4, int8 or int4 (weight-only: bf16 matmuls).")]
+KVDType = Annotated[str, opt("--kv-dtype", metavar="DTYPE", panel=PRECISION,
+                             help="KV cache dtype: bf16, fp16, fp32, fp8, int8.")]
 ComputeDType = Annotated[str | None, opt("--compute-dtype", metavar="DTYPE", panel=PRECISION,
                                          help="Matmul dtype whose dense peak is used (default: from the weights).")]
 Mfu = Annotated[float, opt("--mfu", parser=number("MFU"), metavar="F", panel=PRECISION,
@@ -117,10 +117,9 @@ def roofline_cmd(
                                help="Prompt tokens per sequence (prefill).")] = 1024,
     context: Annotated[int, opt("--context", "-c", parser=whole("context"), metavar="C",
                                 help="Positions in the KV cache at the decode step.")] = 1024,
-    weights_dtype: Annotated[str, opt("--weights-dtype", metavar="DTYPE", help="bf16, fp8, int8, int4.")] = "bf16",
-    kv_dtype: KVDTypeR = "bf16",
-    plot: Annotated[str | None, opt("--plot", metavar="FILE.png", help="Also write the roofline as a PNG "
-                                    "(needs: pip install 'napkin[plot]').")] = None,
+    weights_dtype: WeightsDType = "bf16",
+    kv_dtype: KVDType = "bf16",
+    plot: Plot = None,
     json: Json = False,
     explain: Explain = False,
 ) -> None:

@@ -63,13 +63,24 @@ def show(result: Result, *, as_json: bool = False, explain: bool = False) -> Non
     if fn is None:
         raise LookupError(f"no renderer for {type(result).__name__}")
     for part in fn(result):
-        out.print(part)
+        out.print(_never_cut(part))
     if explain:
         out.print(explain_table(result.steps))
     for note in result.notes:
         out.print(f"[dim]note: {note}[/dim]")
     if not explain and result.steps:
         out.print("[dim](--explain shows the derivation)[/dim]")
+
+
+def _never_cut(part: Any) -> Any:
+    """A narrow terminal wraps a table's cells onto more lines; it never cuts a number to '12…'."""
+    from rich.table import Table
+
+    if isinstance(part, Table):
+        for column in part.columns:
+            column.overflow = "fold"
+            column.no_wrap = False
+    return part
 
 
 def explain_table(steps: list[Step]) -> Any:

@@ -44,7 +44,9 @@ def user_dirs(explicit: Sequence[str | Path] | None = None) -> tuple[Path, ...]:
     dirs += [Path(p) for p in env.split(os.pathsep) if p.strip()]
     for d in dirs:
         if not d.is_dir():
-            raise SpecError(f"specs directory '{d}' does not exist (from --specs-dir or ${ENV_VAR})")
+            what = "is not a directory" if d.exists() else "does not exist"
+            raise SpecError(f"specs directory '{d}' {what} (from --specs-dir or ${ENV_VAR}); give a directory holding "
+                            "hardware_specs/ and/or model_specs/")
     return tuple(d.resolve() for d in dirs)
 
 
@@ -85,6 +87,8 @@ def read_yaml(path: Path) -> Any:
         raise SpecError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
     except OSError as e:
         raise SpecError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a text file (not UTF-8); expected a YAML spec") from None
 
 
 def _documents(path: Path, data: Any) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -171,8 +175,10 @@ def load_catalog(kind: str, folder: str, model: Any, extra_dirs: Sequence[Path] 
                 for alias in [name, *getattr(spec, "aliases", [])]:
                     key = normalize(alias)
                     owner = aliases.get(key)
-                    if builtin and owner is not None and owner != name:
-                        raise SpecError(f"{path}: aliases: '{alias}' already names {owner} ({files[owner]})")
+                    if owner is not None and owner != name:
+                        hint = "" if builtin else (f"; to replace {owner}, keep its name '{owner}' in your file, or "
+                                                   "drop this alias")
+                        raise SpecError(f"{path}: aliases: '{alias}' already names {owner} ({files[owner]}){hint}")
                     aliases[key] = name
     return Catalog(kind, specs, files, aliases)
 

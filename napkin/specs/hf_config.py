@@ -156,6 +156,8 @@ def spec_from_hf_config(path: str | Path) -> Any:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise SpecError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a text file (not UTF-8); expected a Hugging Face config.json") from None
     except OSError as e:
         raise SpecError(f"{path}: cannot read: {e.strerror}") from None
     if not isinstance(cfg, dict):
