@@ -13,6 +13,7 @@ import math
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from napkin.accounting.collectives import ring_allreduce_factor
 from napkin.accounting.kv_cache import KVCacheResult, kv_cache
 from napkin.accounting.params import count_params
 from napkin.accounting.roofline import (
@@ -346,7 +347,7 @@ def _allreduce(d: Derivation, spec: TransformerSpec, i: InferenceInputs, tokens:
                  tokens * spec.d_model * ACT_BYTES, "B", SRC_TP)
     one = d.add(f"one ring all-reduce ({what})", "α + 2(N−1)/N · S / (link / 2)",
                 f"{g(i.allreduce_latency_s)} + 2 × {N - 1}/{N} × {g(size)} / ({g(i.link_bytes_per_s)} / 2)",
-                i.allreduce_latency_s + 2 * (N - 1) / N * size / (i.link_bytes_per_s / 2), "s",
+                i.allreduce_latency_s + ring_allreduce_factor(N) * size / (i.link_bytes_per_s / 2), "s",
                 f"{SRC_RING}; link per direction = datasheet total / 2")
     return d.add(f"all-reduces per forward pass ({what})", "2 · L · one", f"2 × {spec.layers} × {g(one)}",
                  2 * spec.layers * one, "s", SRC_TP)

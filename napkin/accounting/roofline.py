@@ -205,7 +205,7 @@ def weights_read_params(spec: TransformerSpec, tokens: float, *, blocks_only: bo
 
 def _ops(spec: TransformerSpec, i: RooflineInputs) -> list[tuple[str, str, float, float, str, str, str]]:
     """(name, phase, FLOPs, bytes, formula, substituted, source) for one (average) layer."""
-    from napkin.accounting.flops import ATTENTION_CORE, forward_flops_per_token
+    from napkin.accounting.flops import ATTENTION_CORE, forward_flops_per_token, mean_context
     from napkin.accounting.kv_cache import kv_elements_per_token
     from napkin.accounting.params import attention_head_dims, attention_linears, ffn_linears, router_linear
 
@@ -234,7 +234,7 @@ def _ops(spec: TransformerSpec, i: RooflineInputs) -> list[tuple[str, str, float
                     SRC_MATMUL))
     kv_layer = kv_elements_per_token(spec) / L
     # Prefill attention (causal, flash): mean (P + 1)/2 positions per query; read Q, K, V once, write O.
-    ctx = (Pn + 1) / 2
+    ctx = mean_context(Pn, causal=True)
     f_pre = B * Pn * f_pos * ctx
     b_pre = B * Pn * (a * d_qk + kv_layer + a * d_v) * ba
     out.append(("attention (prefill)", "prefill", f_pre, b_pre, "B·P·F_pos·(P+1)/2 / (B·P·(a·d_qk + kv + a·d_v)·b_a)",

@@ -10,6 +10,8 @@ gloo on the CPU. Rank 0 reports; the other ranks print nothing.
 
 from __future__ import annotations
 
+from napkin.accounting.collectives import ring_allreduce_factor
+
 import datetime
 import os
 import socket
@@ -45,7 +47,7 @@ def algorithm_bandwidth(size_bytes: float, time_s: float) -> float:
 
 def bus_bandwidth(algbw: float, n: int) -> float:
     # nccl-tests doc/PERFORMANCE.md, AllReduce: 2(n-1) transfers per element over n links → busbw = algbw · 2(n-1)/n
-    return algbw * 2 * (n - 1) / n
+    return algbw * ring_allreduce_factor(n)
 
 
 def launched_by_torchrun(env: Mapping[str, str]) -> bool:
