@@ -369,6 +369,9 @@ def _notes(spec: TransformerSpec, i: InferenceInputs, kv: KVCacheResult, first: 
     if i.gpus > 1:
         n.append(f"tensor parallelism over {i.gpus} GPUs: {kv.shard.how}; all-reduces are not overlapped with "
                  f"compute; norms (replicated) are counted as if split.")
+        n.append("the link is the GPU's total scale-up bandwidth: NVSwitch gives all of it to any peer, but a "
+                 "point-to-point mesh (AMD Infinity Fabric: 7 links) gives one pair 1/7 of it, and TP past one node "
+                 "crosses the slower scale-out network: pass --link-bandwidth for those.")
         if i.allreduce_latency_s == 0:
             n.append("all-reduce latency α = 0 (bandwidth term only); small decode all-reduces are latency-bound "
                      "in practice (~5-20 µs each on NVLink): pass --allreduce-latency.")
