@@ -149,3 +149,16 @@ def test_hardware_list_and_show(cli):
     show = cli("hardware", "show", "h100", "--json").json()
     bf16 = next(p for p in show["peaks"] if p["dtype"] == "bf16")
     assert bf16["sparse_flops_per_s"] == 2 * bf16["dense_flops_per_s"]
+
+
+def test_help_paragraphs_are_reflowed():
+    from napkin.cli.root import reflow
+
+    doc = """First line.
+
+    A paragraph written
+    over two lines.
+
+      napkin example --kept as is
+    """
+    assert reflow(doc) == "First line.\n\nA paragraph written over two lines.\n\n  napkin example --kept as is"

@@ -109,6 +109,28 @@ def register(command: str | None = None) -> None:
 
     for module in [COMMAND_MODULES[command]] if command in COMMAND_MODULES else _ORDER:
         importlib.import_module(f"napkin.cli.{module}")
+    _reflow_help(app)
+
+
+def reflow(doc: str) -> str:
+    """A docstring's paragraphs as single lines (the terminal wraps them); indented example lines stay as they are.
+
+    typer prints a docstring's line breaks as they are, which reads ragged at any width but the source's.
+    """
+    import inspect
+
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(p if any(line.startswith(" ") for line in p.splitlines()) else " ".join(p.split())
+                       for p in paragraphs)
+
+
+def _reflow_help(group: typer.Typer) -> None:
+    for info in group.registered_commands:
+        if info.help is None and info.callback is not None and info.callback.__doc__:
+            info.help = reflow(info.callback.__doc__)
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _reflow_help(sub.typer_instance)
 
 
 def _command_in(args: list[str]) -> str | None:
