@@ -260,11 +260,13 @@ def _linear_terms(spec: LinearSpec) -> list[Term]:
 
 def training_flops(spec: TransformerSpec | LinearSpec, *, tokens: float | None = None, batch: int | None = None,
                    seq: int | None = None, causal: bool = True, recompute: Recompute = "none") -> FlopCount:
-    """`napkin flops`: tokens given directly, or as batch × seq; seq defaults to the model's max context.
+    """`napkin flops`: tokens given directly, or as batch × seq; seq defaults to the model's pre-training length.
 
     A linear net takes the batch B (examples) as --tokens or --batch; it has no sequence.
     """
-    if (tokens is None) == (batch is None):
+    if tokens is not None and batch is not None:
+        raise InputError("give --tokens D or --batch B (D = B·seq), not both")
+    if tokens is None and batch is None:
         raise InputError("give --tokens D (training tokens; linear net: examples B), or --batch with --seq")
     if batch is not None and batch < 1:
         raise InputError(f"--batch must be a positive whole number, got {batch}")

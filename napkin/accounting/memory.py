@@ -265,6 +265,8 @@ def memory_ledger(
     if isinstance(model, TransformerSpec) and s is None:
         s, note = model.default_seq()
         notes.append(note)
+    if isinstance(model, TransformerSpec) and s is not None and s > model.max_context:
+        notes.append(f"seq {s} is longer than {model.name}'s max context ({model.max_context}).")
     if isinstance(model, TransformerSpec) and model.layers % par.pp:
         notes.append(f"pp {par.pp} does not divide {model.layers} layers: each stage shown is counted with "
                      f"⌈{model.layers}/{par.pp}⌉ = {layers_per_stage(model.layers, par.pp)} layers (the fullest).")
