@@ -6,31 +6,18 @@ import re
 from pathlib import Path
 
 import pytest
-import typer
+from cli_tree import leaf_commands
 
 import napkin
 from napkin.accounting.model_state import MaxModelResult
 from napkin.accounting.training import BudgetResult, TrainTimeResult
-from napkin.cli import app
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def all_commands():
     """Every leaf command path, e.g. ['train-time'], ['hardware', 'show']."""
-    group = typer.main.get_command(app)
-    out = []
-
-    def walk(cmd, path):
-        subs = getattr(cmd, "commands", None)
-        if subs:
-            for name, sub in subs.items():
-                walk(sub, [*path, name])
-        else:
-            out.append(path)
-
-    walk(group, [])
-    return out
+    return [path for path, _ in leaf_commands()]
 
 
 def test_json_equals_api(cli):

@@ -6,11 +6,9 @@ The measuring commands (bench-*, validate) run torch kernels, so they are fuzzed
 
 from __future__ import annotations
 
-import typer
+from cli_tree import leaf_commands
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from napkin.cli import app
 
 MEASURING = {"bench-matmul", "bench-allreduce", "validate"}
 VALUES = ["0", "-1", "nan", "inf", "1e999", "", "abc", "1", "2", "8", "3.5", "70B", "1T", "80GiB", "h100", "a100",
@@ -19,18 +17,7 @@ VALUES = ["0", "-1", "nan", "inf", "1e999", "", "abc", "1", "2", "8", "3.5", "70
 
 
 def _commands():
-    out = []
-
-    def walk(cmd, path):
-        subs = getattr(cmd, "commands", None)
-        if subs:
-            for name, sub in subs.items():
-                walk(sub, [*path, name])
-        elif path[0] not in MEASURING:
-            out.append((path, cmd))
-
-    walk(typer.main.get_command(app), [])
-    return out
+    return [(path, cmd) for path, cmd in leaf_commands() if path[0] not in MEASURING]
 
 
 COMMANDS = _commands()

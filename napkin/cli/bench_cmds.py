@@ -10,10 +10,10 @@ from typing import Annotated, Any, cast
 
 import typer
 
-from napkin.cli.root import app
 from napkin.cli.context import model as resolve_model
 from napkin.cli.context import state
 from napkin.cli.options import MODEL, MODEL_HELP, Explain, Json, Plot, Seq, count, nbytes, number, opt, whole
+from napkin.cli.root import app
 
 MEASURE = "Measurement"
 PEAK = "Peak for MFU"

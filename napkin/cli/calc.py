@@ -7,11 +7,35 @@ from typing import Annotated
 
 import typer
 
-from napkin.cli.root import app
 from napkin.cli.context import hardware
 from napkin.cli.context import model as model_of
-from napkin.cli.options import (ACTS, MODEL, DTypeOpt, Flash, Hfu, Pp, Tp, Explain, Gpu, Gpus, Json, Memory, Mfu, Optimizer, Precision,
-                                Recompute, Reserve, Seq, Sparse, Zero, count, number, opt, whole)
+from napkin.cli.options import (
+    ACTS,
+    MODEL,
+    DTypeOpt,
+    Explain,
+    Flash,
+    Gpu,
+    Gpus,
+    Hfu,
+    Json,
+    Memory,
+    Mfu,
+    Optimizer,
+    Pp,
+    Precision,
+    Recompute,
+    Reserve,
+    Seq,
+    Sparse,
+    Tp,
+    Zero,
+    count,
+    number,
+    opt,
+    whole,
+)
+from napkin.cli.root import app
 
 
 @app.command("train-time")
@@ -26,7 +50,7 @@ def train_time_cmd(
                                        help="Total training FLOPs, in place of 6ND.")] = None,
     gpu: Gpu = "h100",
     dtype: DTypeOpt = "bf16",
-    mfu: Mfu = 0.5,
+    mfu: Mfu = None,
     sparse: Sparse = False,
     price: Annotated[float | None, opt("--price-per-gpu-hour", parser=number("price per GPU-hour"), metavar="$",
                                        help="Price of one GPU-hour, to print the cost.")] = None,
@@ -57,12 +81,10 @@ def train_time_cmd(
     if mfu_from is not None:
         from napkin.bench.saved import measured_mfu
 
-        if ctx.get_parameter_source("mfu").name == "COMMANDLINE":
+        if mfu is not None:
             raise typer.BadParameter("give --mfu or --mfu-from, not both")
         measured = measured_mfu(mfu_from, mfu_fraction, hardware=hw.name, dtype=dtype)
         mfu = measured.mfu
-    if hfu is not None and ctx.get_parameter_source("mfu").name != "COMMANDLINE":
-        mfu = None  # type: ignore[assignment]  # --hfu replaces the default MFU
     spec = model_of(ctx, model) if model is not None else None
     result = train_time(hw, gpus, params, tokens, flops=flops, dtype=dtype, mfu=mfu, sparse=sparse,
                         price_per_gpu_hour=price, pue=pue, model=spec, seq=seq,
@@ -126,7 +148,7 @@ def budget_cmd(
     days: Annotated[float, opt("--days", parser=number("days"), metavar="T", help="Wall-clock days.")],
     gpu: Gpu = "h100",
     dtype: DTypeOpt = "bf16",
-    mfu: Mfu = 1.0,
+    mfu: Mfu = None,
     sparse: Sparse = False,
     tokens_per_param: Annotated[float, opt("--tokens-per-param", parser=number("tokens per parameter"), metavar="R",
                                            help="D/N ratio for the compute-optimal split (Chinchilla: 20).")] = 20.0,
@@ -146,8 +168,6 @@ def budget_cmd(
     from napkin import render
     from napkin.accounting.training import budget
 
-    if hfu is not None and ctx.get_parameter_source("mfu").name != "COMMANDLINE":
-        mfu = None  # type: ignore[assignment]  # --hfu replaces the default MFU
     spec = model_of(ctx, model) if model is not None else None
     result = budget(hardware(ctx, gpu), gpus, days, dtype=dtype, mfu=mfu, sparse=sparse,
                     tokens_per_param=tokens_per_param, model=spec, seq=seq,

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from napkin.cli.root import app
 from napkin.cli.context import state
 from napkin.cli.options import Explain, Json
+from napkin.cli.root import app
 
 hardware_app = typer.Typer(help="The hardware catalog: peak FLOP/s per dtype (dense and sparse), memory, "
                                 "bandwidth, links, power, with sources.", no_args_is_help=True)

@@ -6,12 +6,28 @@ from typing import Annotated, Any
 
 import typer
 
-from napkin.cli.root import app
 from napkin.cli.context import hardware, state
 from napkin.cli.context import model as model_of
-from napkin.cli.options import (ACTS, PARALLEL, Explain, Flash, Pp, Tp, Json, Memory, Optimizer, Precision, Recompute, Reserve, Seq, Zero,
-                                count, opt, whole)
-
+from napkin.cli.options import (
+    ACTS,
+    PARALLEL,
+    Explain,
+    Flash,
+    Json,
+    Memory,
+    Optimizer,
+    Pp,
+    Precision,
+    Recompute,
+    Reserve,
+    Seq,
+    Tp,
+    Zero,
+    count,
+    opt,
+    whole,
+)
+from napkin.cli.root import app
 
 Batch = Annotated[int, opt("--batch", "-b", parser=whole("micro-batch size"), metavar="B", panel=ACTS,
                            help="Micro-batch size: sequences per GPU per micro-batch.")]

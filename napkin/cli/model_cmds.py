@@ -6,11 +6,24 @@ from typing import Annotated, Any
 
 import typer
 
-from napkin.cli.root import app
 from napkin.cli.context import hardware, state
 from napkin.cli.context import model as model_of
-from napkin.cli.options import (MODEL, DTypeOpt, Explain, Gpu, Gpus, Json, ModelOpt, Recompute, Seq, count, number,
-                                opt, whole)
+from napkin.cli.options import (
+    MODEL,
+    DTypeOpt,
+    Explain,
+    Gpu,
+    Gpus,
+    Json,
+    ModelOpt,
+    Recompute,
+    Seq,
+    count,
+    number,
+    opt,
+    whole,
+)
+from napkin.cli.root import app
 
 LINEAR = "Linear net (cruncher) shape"
 

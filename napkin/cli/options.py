@@ -64,8 +64,9 @@ DTypeOpt = Annotated[str, opt("--dtype", metavar="DTYPE", help="Compute dtype wh
                               "(fp64, fp32, tf32, bf16, fp16, fp8, int8, fp4).")]
 Sparse = Annotated[bool, opt("--sparse", help="Use the 2:4-sparsity peak (2x dense on NVIDIA); MFU is "
                              "normally quoted against the dense peak.")]
-Mfu = Annotated[float, opt("--mfu", parser=number("MFU"), metavar="F",
-                           help="Model FLOPs utilization, in (0, 1]: achieved / peak FLOP/s.")]
+Mfu = Annotated[float | None, opt("--mfu", parser=number("MFU"), metavar="F",
+                                  help="Model FLOPs utilization, in (0, 1]: achieved / peak FLOP/s. Default: 0.5 "
+                                       "for train-time (the lecture's), 1 for budget (the datasheet ceiling).")]
 SpecsDir = Annotated[list[str] | None, typer.Option("--specs-dir", metavar="DIR", help="Extra specs directory "
                      "with hardware_specs/ and/or model_specs/ inside; overrides built-ins of the same name. "
                      "Also read from $NAPKIN_SPECS_DIR (':'-separated).", rich_help_panel=CATALOG)]

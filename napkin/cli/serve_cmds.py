@@ -7,10 +7,10 @@ from typing import Annotated, Any
 import typer
 
 from napkin import units
-from napkin.cli.root import app
 from napkin.cli.context import hardware
 from napkin.cli.context import model as model_of
 from napkin.cli.options import Explain, Gpu, Json, Memory, ModelOpt, Plot, Reserve, number, opt, positive_bytes, whole
+from napkin.cli.root import app
 from napkin.errors import InputError
 
 WORKLOAD = "Workload"

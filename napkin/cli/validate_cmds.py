@@ -9,11 +9,11 @@ from typing import Annotated
 
 import typer
 
-from napkin.cli.root import app
 from napkin.cli.bench_cmds import MEASURE, PEAK, Device
 from napkin.cli.context import model as resolve_model
 from napkin.cli.context import state
 from napkin.cli.options import MODEL, Explain, Json, count, number, opt, whole
+from napkin.cli.root import app
 
 
 @app.command("validate")
