@@ -13,13 +13,8 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from napkin.accounting.params import (
-    attention_head_dims,
-    attention_linears,
-    count_params,
-    ffn_linears,
-    router_linear,
-)
+from napkin.accounting.layers import attention_head_dims, attention_linears, layer_plan
+from napkin.accounting.params import count_params
 from napkin.errors import InputError
 from napkin.results import KAPLAN, LECTURE, Derivation, Result, g
 from napkin.specs.model import LinearSpec, TransformerSpec
@@ -91,10 +86,6 @@ class FlopCount(Result):
     palm_flops: float = Field(description="(6·N_active + 12·L·H·Q·s)·D, PaLM's MFU numerator (attention not halved)")
 
 
-def _ffn_weights(spec: TransformerSpec, width: int) -> int:
-    return sum(lin.weights for lin in ffn_linears(spec, width))
-
-
 _SYMBOLS = {  # formula symbols for each projection's (fan_in, fan_out), by component name
     "q": ("h", "a·d"), "k": ("h", "k·d"), "v": ("h", "k·d"), "o": ("a·d", "h"),
     "q_a": ("h", "r_q"), "q_b": ("r_q", "a·d_qk"), "kv_a": ("h", "r_kv + d_rope"), "kv_b": ("r_kv", "a·(d_nope + d_v)"),
@@ -104,12 +95,14 @@ _SYMBOLS = {  # formula symbols for each projection's (fan_in, fan_out), by comp
 def _terms(spec: TransformerSpec, context: float) -> list[Term]:
     """Forward FLOPs of one token per component when it attends over `context` positions."""
     L, h, V = spec.layers, spec.d_model, spec.vocab
+    plan = layer_plan(spec)
+    F = plan.weight_flops_per_token()  # the values; the formulas below say them in symbols
     terms = []
     for name, lin in attention_linears(spec).items():
         i, o = _SYMBOLS.get(name, ("in", "out"))
         if spec.mla is not None and name in ("q", "o"):
             i, o = ("h", "a·d_qk") if name == "q" else ("a·d_v", "h")
-        terms.append(Term(f"attention.{name}", 2 * L * lin.weights, f"2·L·{i}·{o}",
+        terms.append(Term(f"attention.{name}", F[f"attention.{name}"], f"2·L·{i}·{o}",
                           f"2 × {L} × {lin.fan_in} × {lin.fan_out}", SRC_MATMUL))
     a, d_qk, d_v = attention_head_dims(spec)
     c = g(context)
@@ -117,22 +110,22 @@ def _terms(spec: TransformerSpec, context: float) -> list[Term]:
                       f"2 × {L} × {a} × {d_qk} × {c}", SRC_ATTN))
     terms.append(Term("attention.values", 2 * L * a * d_v * context, "2·L·a·d_v·c (softmax · v)",
                       f"2 × {L} × {a} × {d_v} × {c}", SRC_ATTN))
-    n_moe = spec.moe_layers
+    n_moe = sum(k.count for k in plan.kinds if k.moe)
     n_dense = L - n_moe
     m = spec.ffn_matrices
     if n_dense:
-        terms.append(Term("ffn.dense", 2 * n_dense * _ffn_weights(spec, spec.ffn_dim), f"2·L_dense·{m}·h·f",
+        terms.append(Term("ffn.dense", F["ffn.dense"], f"2·L_dense·{m}·h·f",
                           f"2 × {n_dense} × {m} × {h} × {spec.ffn_dim}", SRC_MATMUL))
     if n_moe and spec.moe is not None:
         e = spec.moe
         src = "Fedus et al. 2022 (Switch) §2: each token runs top_k experts; DeepSeek-V3 §2.1.2 (shared experts)"
-        terms.append(Term("ffn.router", 2 * n_moe * router_linear(spec).weights, "2·L_moe·h·E",
+        terms.append(Term("ffn.router", F["ffn.router"], "2·L_moe·h·E",
                           f"2 × {n_moe} × {h} × {e.experts}", src))
-        terms.append(Term("ffn.experts", 2 * n_moe * e.top_k * _ffn_weights(spec, e.expert_ffn_dim),
+        terms.append(Term("ffn.experts", F["ffn.experts"],
                           f"2·L_moe·top_k·{m}·h·f_e", f"2 × {n_moe} × {e.top_k} × {m} × {h} × {e.expert_ffn_dim}", src))
         if e.shared_experts:
             f_s = e.shared_ffn_dim or e.expert_ffn_dim
-            terms.append(Term("ffn.shared_experts", 2 * n_moe * e.shared_experts * _ffn_weights(spec, f_s),
+            terms.append(Term("ffn.shared_experts", F["ffn.shared_experts"],
                               f"2·L_moe·n_shared·{m}·h·f_s",
                               f"2 × {n_moe} × {e.shared_experts} × {m} × {h} × {f_s}", src))
     terms.append(Term("head", 2 * h * V, "2·h·V (LM head, tied or not)", f"2 × {h} × {V}", SRC_MATMUL))

@@ -207,7 +207,7 @@ def _ops(spec: TransformerSpec, i: RooflineInputs) -> list[tuple[str, str, float
     """(name, phase, FLOPs, bytes, formula, substituted, source) for one (average) layer."""
     from napkin.accounting.flops import ATTENTION_CORE, forward_flops_per_token, mean_context
     from napkin.accounting.kv_cache import kv_elements_per_token
-    from napkin.accounting.params import attention_head_dims, attention_linears, ffn_linears, router_linear
+    from napkin.accounting.layers import attention_head_dims, layer_plan
 
     L, h = spec.layers, spec.d_model
     a, d_qk, d_v = attention_head_dims(spec)
@@ -216,15 +216,11 @@ def _ops(spec: TransformerSpec, i: RooflineInputs) -> list[tuple[str, str, float
     f_lin = sum(v for k, v in f0.items() if k not in ATTENTION_CORE and k != "head") / L  # per token, per layer
     f1 = forward_flops_per_token(spec, 1, causal=False)  # one query over one position: QKᵀ and AV per position
     f_pos = sum(f1[k] - f0[k] for k in ATTENTION_CORE) / L
-    # Activations each matmul reads and writes, per token: Σ (fan_in + fan_out) over the layer's projections.
-    lins = list(attention_linears(spec).values())
-    if spec.moe is not None:
-        e = spec.moe
-        lins += ffn_linears(spec, e.expert_ffn_dim) * e.top_k + [router_linear(spec)]
-        lins += ffn_linears(spec, e.shared_ffn_dim or e.expert_ffn_dim) * e.shared_experts
-    else:
-        lins += ffn_linears(spec, spec.ffn_dim)
-    io = sum(lin.fan_in + lin.fan_out for lin in lins)
+    # Activations each matmul reads and writes, per token: Σ (fan_in + fan_out) over the projections a token
+    # runs through in one layer (an MoE model's MoE layer: top_k routed + shared experts + router).
+    plan = layer_plan(spec)
+    kind = plan.kind(True) or plan.kinds[0]
+    io = sum(gm.active * (gm.linear.fan_in + gm.linear.fan_out) for gm in kind.gemms)
     B, Pn, c = i.batch, i.prompt, i.context
     out = []
     for phase, n in (("prefill", B * Pn), ("decode", B)):

@@ -107,10 +107,12 @@ def predicted_activation_bytes(spec: TransformerSpec | LinearSpec, b: int, s: in
     if isinstance(spec, LinearSpec):
         return float(act.linear_net_activation_elements(spec, b) * bytes_per_element)
     fused = spec.norm != "rmsnorm"
+    from napkin.accounting.layers import layer_plan
+
     layers = 0.0
-    for i in range(spec.layers):  # MoE models may start with dense layers
-        layer = act.layer_terms(spec, s, b, flash=flash, fused_norm=fused, moe_layer=spec.is_moe_layer(i), **kw)
-        layers += act.total(act.stored(layer, recompute, spec, s, b, **kw))  # type: ignore[arg-type]
+    for kind in layer_plan(spec).kinds:  # MoE models may start with dense layers
+        layer = act.layer_terms(spec, s, b, flash=flash, fused_norm=fused, moe_layer=kind.moe, **kw)
+        layers += kind.count * act.total(act.stored(layer, recompute, spec, s, b, **kw))  # type: ignore[arg-type]
     outside = act.outside_terms(spec, s, b, fused_norm=fused, **kw)
     return layers + act.total(outside["embedding"]) + act.total(outside["output"])
 

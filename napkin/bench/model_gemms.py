@@ -1,7 +1,7 @@
 """`napkin bench-matmul --shapes-from MODEL`: time a model's own GEMMs; the FLOP-weighted MFU they can reach.
 
-The shapes come from napkin.accounting.params (``attention_linears``, ``ffn_linears``, ``router_linear``): the
-helpers the parameter and FLOP counts use. With T = B·s tokens, each weight matrix W (fan_in × fan_out) takes
+The shapes come from the layer plan (napkin.accounting.layers): the one description of the layers the parameter
+and FLOP counts use. With T = B·s tokens, each weight matrix W (fan_in × fan_out) takes
 part in three GEMMs per training step, each 2·T·in·out FLOPs (backward = 2 × forward, Kaplan et al. 2020):
 
     forward       Y  = X·W      (T × in) @ (in × out)     M = T,  N = out, K = in
@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from napkin.accounting.params import Linear, attention_linears, ffn_linears, router_linear
+from napkin.accounting.layers import Linear, layer_plan
 from napkin.bench.device import BenchError, ShapeDoesNotFit, choose_peak
 from napkin.bench.matmul import FLOPS_SOURCE, MFU_SOURCE, GemmBench, Progress
 from napkin.bench.models import BenchEnvironment, GemmShape, GemmTiming, PeakChoice, SkippedShape
@@ -83,24 +83,13 @@ class ModelGemmsResult(Result):
 
 def _weights(spec: TransformerSpec) -> list[tuple[str, Linear, float, int]]:
     """(label, weight matrix, share of the T tokens it sees, occurrences per step) for every weight GEMM."""
-    L = spec.layers
-    out = [(f"attention.{name}", lin, 1.0, L) for name, lin in attention_linears(spec).items()]
-
-    def ffn(prefix: str, width: int, share: float, count: int) -> None:
-        lins = ffn_linears(spec, width)
-        names = ["gate", "up", "down"] if len(lins) == 3 else ["up", "down"]  # ffn_linears' order
-        out.extend((f"{prefix}.{n}", lin, share, count) for n, lin in zip(names, lins, strict=True))
-
-    n_moe = spec.moe_layers
-    if L - n_moe:
-        ffn("mlp", spec.ffn_dim, 1.0, L - n_moe)
-    if n_moe and spec.moe is not None:
-        e = spec.moe
-        out.append(("moe.router", router_linear(spec), 1.0, n_moe))
-        ffn("moe.experts", e.expert_ffn_dim, e.top_k / e.experts, n_moe * e.experts)  # balanced: T·top_k/E each
-        if e.shared_experts:
-            ffn("moe.shared", e.shared_ffn_dim or e.expert_ffn_dim, 1.0, n_moe * e.shared_experts)
-    out.append(("head", Linear(spec.d_model, spec.vocab), 1.0, 1))  # LM head h×V, tied or not
+    out = []
+    for kind in layer_plan(spec).kinds:
+        for gm in kind.gemms:
+            label = gm.name.replace("ffn.", "moe." if kind.moe else "mlp.", 1) if gm.name.startswith("ffn.") else gm.name
+            share = gm.active / gm.copies  # routed experts: balanced, T·top_k/E tokens each
+            out.append((label, gm.linear, share, kind.count * gm.copies))
+    out.append(("head", layer_plan(spec).head.linear, 1.0, 1))  # LM head h×V, tied or not
     return out
 
 
@@ -190,9 +179,9 @@ def bench_model_gemms(model: str | TransformerSpec, *, batch: int = 1, seq: int 
         notes.append("MoE: each routed expert's GEMMs are timed at T·top_k/E tokens (balanced routing); real routing "
                      "is uneven, and grouped-GEMM kernels differ from one GEMM per expert.")
     method = bench.method() + [
-        "shapes: every weight matrix of the model (napkin.accounting.params: attention_linears, ffn_linears, "
-        "router_linear; LM head h×V) in its forward (Y = X·W), input-gradient (dX = dY·Wᵀ) and weight-gradient "
-        "(dW = Xᵀ·dY) GEMMs; Q, K and V unfused, as the helpers list them",
+        "shapes: every weight matrix of the model (napkin.accounting.layers: the layer plan; LM head h×V) in its "
+        "forward (Y = X·W), input-gradient (dX = dY·Wᵀ) and weight-gradient (dW = Xᵀ·dY) GEMMs; Q, K and V "
+        "unfused, as the plan lists them",
         "each distinct shape timed once; the model's rate = Σ FLOPs / Σ count·t_median over every GEMM of a step",
     ]
     env = bench.environment(choice.hardware, [r.shape for r in rows if r.phase == "forward"])

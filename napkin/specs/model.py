@@ -138,9 +138,21 @@ class TransformerSpec(_Spec):
         m = self.moe
         return m is not None and i >= m.first_dense_layers and (i - m.first_dense_layers) % m.every == 0
 
+    def moe_layers_between(self, lo: int, hi: int) -> int:
+        """How many of layers lo..hi−1 have an MoE FFN (arithmetic, never a loop over layers)."""
+        m = self.moe
+        if m is None or hi <= lo:
+            return 0
+        first = m.first_dense_layers
+
+        def upto(x: int) -> int:  # MoE layers among 0..x−1: i = first, first + every, ...
+            return 0 if x <= first else -(-(x - first) // m.every)
+
+        return upto(hi) - upto(lo)
+
     @property
     def moe_layers(self) -> int:
-        return sum(self.is_moe_layer(i) for i in range(self.layers))
+        return self.moe_layers_between(0, self.layers)
 
 
 class LinearSpec(_Spec):

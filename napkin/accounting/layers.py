@@ -1,0 +1,246 @@
+"""The layer plan: one description of a model's layers that every count in napkin reads.
+
+A transformer is a stack of L blocks of at most two kinds (dense-FFN and MoE layers, placed by the spec),
+plus the embedding before them and the final norm and LM head after. For each kind the plan lists every
+weight matrix as a ``Gemm``: its shape, how many copies a layer holds (routed experts), how many of them a
+token runs through (top-k), how Megatron-LM splits it over tensor-parallel ranks, and whether expert
+parallelism splits it. Parameter counts (params.py), FLOPs (flops.py), the roofline, the GEMM benchmark,
+activations and pipeline staging (step_time.py, memory.py) all read this plan, so the shape of a layer is
+written once.
+
+Shapes follow the reference implementations (HF transformers' GPT-2, Llama, Mistral, Mixtral, Qwen2,
+OLMo 2, DeepSeek-V3 modeling files; nanoGPT); tests/test_params_torch.py checks them against ``numel()``.
+Tensor-parallel splits follow Shoeybi et al. 2019 (Megatron-LM) §3: Q, K, V and the FFN's up/gate
+projections are column-parallel (fan_out / t), the attention output and FFN down projections are
+row-parallel (fan_in / t); the router is replicated; the LM head is split over the vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+from napkin.specs.model import TransformerSpec
+
+Split = Literal["column", "row", "vocab", "none"]
+
+SRC_TP_SPLIT = ("Shoeybi et al. 2019, Megatron-LM §3: column-parallel Q/K/V and FFN up, row-parallel output and "
+                "FFN down; the LM head split over the vocabulary")
+
+
+class Linear(NamedTuple):
+    """One weight matrix (fan_in × fan_out) and its optional bias: the shape both params and FLOPs use."""
+
+    fan_in: int
+    fan_out: int
+    bias: bool = False
+
+    @property
+    def weights(self) -> int:
+        return self.fan_in * self.fan_out
+
+    @property
+    def params(self) -> int:
+        return self.weights + (self.fan_out if self.bias else 0)
+
+
+class Gemm(NamedTuple):
+    """One weight matrix of a layer as the GEMMs of a step see it."""
+
+    name: str = ""          # e.g. attention.q, ffn.up, ffn.experts.down, head
+    component: str = ""     # the parameter / FLOP component it adds to (attention.q, ffn.dense, ffn.experts, head)
+    linear: Linear = Linear(1, 1)
+    copies: int = 1         # instances a layer holds (routed experts: E)
+    active: int = 1         # instances one token runs through (routed experts: top_k)
+    split: Split = "none"   # how tensor parallelism divides it
+    expert: bool = False    # divided over the expert-parallel ranks
+
+    @property
+    def params(self) -> int:
+        return self.copies * self.linear.params
+
+    @property
+    def flops_per_token(self) -> int:
+        """Forward FLOPs one token spends in this matrix: 2·in·out per active copy (CS336 lecture 2)."""
+        return 2 * self.active * self.linear.weights
+
+    def local(self, tp: int) -> tuple[int, int]:
+        """(fan_in, fan_out) on one tensor-parallel rank."""
+        i, o = self.linear.fan_in, self.linear.fan_out
+        if self.split == "column" or self.split == "vocab":
+            return i, -(-o // tp)
+        if self.split == "row":
+            return -(-i // tp), o
+        return i, o
+
+
+class LayerKind(NamedTuple):
+    """The layers of one kind: how many, and the matrices each holds."""
+
+    moe: bool
+    count: int
+    gemms: tuple[Gemm, ...]
+    norm_params: int  # the block's two norms (pre-attention and pre-MLP, or their sublayer-output twins)
+    attention_norm_params: int  # norms inside the attention block (q/k norms, MLA's latent norms)
+
+    @property
+    def label(self) -> str:
+        return "MoE layer" if self.moe else "dense layer"
+
+    @property
+    def params(self) -> int:
+        """Parameters of one layer of this kind."""
+        return sum(x.params for x in self.gemms) + self.norm_params + self.attention_norm_params
+
+
+class LayerPlan(NamedTuple):
+    """A transformer's layers, embedding and head, as one description."""
+
+    spec: TransformerSpec
+    kinds: tuple[LayerKind, ...]
+    attention_norms: dict[str, int]  # norms inside every attention block, by the component that holds them
+    head: Gemm
+    embedding_params: dict[str, int]  # embedding.tokens, embedding.positions
+    final_norm_params: int
+
+    def kind(self, moe: bool) -> LayerKind | None:
+        return next((k for k in self.kinds if k.moe == moe), None)
+
+    def weight_flops_per_token(self) -> dict[str, int]:
+        """Forward FLOPs one token spends in the weight matrices, by component, summed over the layers (head last)."""
+        out: dict[str, int] = {}
+        for k in self.kinds:
+            for gm in k.gemms:
+                out[gm.component] = out.get(gm.component, 0) + k.count * gm.flops_per_token
+        out["head"] = self.head.flops_per_token
+        return out
+
+    def counts_in(self, lo: int, hi: int) -> list[tuple[LayerKind, int]]:
+        """(kind, layers of that kind) among layers lo..hi−1: a pipeline stage's share, by arithmetic."""
+        n_moe = self.spec.moe_layers_between(lo, hi)
+        out = []
+        for k in self.kinds:
+            n = n_moe if k.moe else (hi - lo) - n_moe
+            if n:
+                out.append((k, n))
+        return out
+
+
+def norm_params(spec: TransformerSpec, width: int) -> int:
+    return width * (2 if spec.has_norm_bias else 1)
+
+
+def attention_linears(spec: TransformerSpec) -> dict[str, Linear]:
+    """The projections of one attention block, by component name."""
+    h, a = spec.d_model, spec.heads
+    if spec.mla is not None:
+        m = spec.mla
+        qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+        out: dict[str, Linear] = {}
+        if m.q_lora_rank:
+            out["q_a"] = Linear(h, m.q_lora_rank)  # down-projection (its RMSNorm: attention_norms)
+            out["q_b"] = Linear(m.q_lora_rank, a * qk)
+        else:
+            out["q"] = Linear(h, a * qk)
+        out["kv_a"] = Linear(h, m.kv_lora_rank + m.qk_rope_head_dim)  # latent + the shared RoPE key
+        out["kv_b"] = Linear(m.kv_lora_rank, a * (m.qk_nope_head_dim + m.v_head_dim))
+        out["o"] = Linear(a * m.v_head_dim, h)
+        return out
+    k, d = spec.n_kv_heads, spec.d_head
+    qkv_b = spec.attention_bias in ("qkv", "all")
+    return {"q": Linear(h, a * d, qkv_b), "k": Linear(h, k * d, qkv_b), "v": Linear(h, k * d, qkv_b),
+            "o": Linear(a * d, h, spec.attention_bias == "all")}
+
+
+# How Megatron-LM splits each attention projection over TP ranks. MLA (Megatron-core's MLA): the down-projections
+# q_a and kv_a are replicated, the up-projections q_b / kv_b column-parallel over heads, o row-parallel.
+_ATTN_SPLIT: dict[str, Split] = {"q": "column", "k": "column", "v": "column", "o": "row", "q_a": "none",
+                                 "q_b": "column", "kv_a": "none", "kv_b": "column"}
+
+
+def attention_norms(spec: TransformerSpec) -> dict[str, int]:
+    """Norm parameters inside one attention block, keyed by the component that holds them."""
+    if spec.mla is not None:
+        m = spec.mla
+        out = {"kv_a": norm_params(spec, m.kv_lora_rank)}  # kv_a_layernorm on the latent
+        if m.q_lora_rank:
+            out["q_a"] = norm_params(spec, m.q_lora_rank)  # q_a_layernorm
+        return out
+    a, k, d = spec.heads, spec.n_kv_heads, spec.d_head
+    if spec.qk_norm == "per_head":  # one norm of width d shared by the heads (Qwen3, Gemma 3)
+        return {"qk_norm": norm_params(spec, d) * 2}
+    if spec.qk_norm == "full":  # over the whole projection (OLMo 2)
+        return {"qk_norm": norm_params(spec, a * d) + norm_params(spec, k * d)}
+    return {}
+
+
+def attention_head_dims(spec: TransformerSpec) -> tuple[int, int, int]:
+    """(a, d_qk, d_v): query heads, the width of q·k per head, the width of v per head."""
+    if spec.mla is not None:
+        m = spec.mla
+        return spec.heads, m.qk_nope_head_dim + m.qk_rope_head_dim, m.v_head_dim
+    return spec.heads, spec.d_head, spec.d_head
+
+
+def ffn_linears(spec: TransformerSpec, width: int) -> list[Linear]:
+    """One FFN (dense layer, or one expert) of inner width f: [gate, up, down] or [up, down]."""
+    h, b = spec.d_model, spec.mlp_bias
+    up = [Linear(h, width, b)] * (spec.ffn_matrices - 1)
+    return [*up, Linear(width, h, b)]
+
+
+def ffn_names(spec: TransformerSpec) -> list[str]:
+    """Names of ffn_linears' matrices, in its order."""
+    return ["gate", "up", "down"] if spec.ffn_matrices == 3 else ["up", "down"]
+
+
+def router_linear(spec: TransformerSpec) -> Linear:
+    assert spec.moe is not None
+    return Linear(spec.d_model, spec.moe.experts, spec.moe.router_bias)
+
+
+def _ffn_gemms(spec: TransformerSpec, prefix: str, component: str, width: int, copies: int, active: int,
+               expert: bool) -> list[Gemm]:
+    return [Gemm(f"{prefix}.{n}", component, lin, copies, active, "row" if n == "down" else "column", expert)
+            for n, lin in zip(ffn_names(spec), ffn_linears(spec, width), strict=True)]
+
+
+def _kind(spec: TransformerSpec, moe: bool, count: int) -> LayerKind:
+    attn = [Gemm(f"attention.{n}", f"attention.{n}", lin, split=_ATTN_SPLIT.get(n, "none"))
+            for n, lin in attention_linears(spec).items()]
+    if moe and spec.moe is not None:
+        e = spec.moe
+        ffn = [Gemm("ffn.router", "ffn.router", router_linear(spec))]
+        ffn += _ffn_gemms(spec, "ffn.experts", "ffn.experts", e.expert_ffn_dim, e.experts, e.top_k, True)
+        if e.shared_experts:
+            ffn += _ffn_gemms(spec, "ffn.shared", "ffn.shared_experts", e.shared_ffn_dim or e.expert_ffn_dim,
+                              e.shared_experts, e.shared_experts, False)
+    else:
+        ffn = _ffn_gemms(spec, "ffn", "ffn.dense", spec.ffn_dim, 1, 1, False)
+    return LayerKind(moe=moe, count=count, gemms=tuple(attn + ffn), norm_params=2 * norm_params(spec, spec.d_model),
+                     attention_norm_params=sum(attention_norms(spec).values()))
+
+
+_PLANS: dict[int, LayerPlan] = {}  # by id(spec); specs are frozen, and the entry keeps its spec alive
+
+
+def layer_plan(spec: TransformerSpec) -> LayerPlan:
+    """The plan of ``spec`` (cached per spec object: a planner asks for it thousands of times)."""
+    hit = _PLANS.get(id(spec))
+    if hit is not None and hit.spec is spec:
+        return hit
+    if len(_PLANS) > 256:
+        _PLANS.clear()
+    plan = _PLANS[id(spec)] = _build(spec)
+    return plan
+
+
+def _build(spec: TransformerSpec) -> LayerPlan:
+    L, h, V = spec.layers, spec.d_model, spec.vocab
+    n_moe = spec.moe_layers
+    kinds = tuple(_kind(spec, moe, n) for moe, n in ((False, L - n_moe), (True, n_moe)) if n)
+    emb = {"embedding.tokens": V * h}
+    if spec.positions == "learned":
+        emb["embedding.positions"] = spec.max_context * h
+    return LayerPlan(spec=spec, kinds=kinds, attention_norms=attention_norms(spec),
+                     head=Gemm("head", "head", Linear(h, V), split="vocab"), embedding_params=emb,
+                     final_norm_params=norm_params(spec, h))
