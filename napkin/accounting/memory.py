@@ -1,7 +1,7 @@
 """The per-GPU memory ledger: parameters, gradients, master weights, optimizer states, activations.
 
 Model state per parameter comes from model_state.py (precision and optimizer as data), who holds
-which parameters from sharding.py (TP, PP, ZeRO), activations from activations.py (tensor by
+which parameters from layout.py (TP, CP, PP, EP, ZeRO), activations from activations.py (tensor by
 tensor). This module adds them up for the GPU that holds the most, and compares with its memory.
 """
 
@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from napkin.accounting import activations as act
 from napkin.accounting.model_state import get_optimizer, get_precision, state_parts
 from napkin.accounting.params import count_params
-from napkin.accounting.sharding import (ONE_F_ONE_B, Parallelism, Stage, check_parallelism, layers_per_stage,
-                                        stage_params, stages)
+from napkin.accounting.layers import layer_plan
+from napkin.accounting.layout import (INTERLEAVED, ONE_F_ONE_B, Layout, Stage, check_layout, layers_per_stage,
+                                      stage_params, stages)
 from napkin.errors import InputError
 from napkin.results import LECTURE, ZERO, Derivation, Result, g
 from napkin.specs.dtypes import BYTES_PER_ELEMENT
@@ -39,7 +40,7 @@ class MemoryInputs(Inputs):
     flash: bool = True
     dropout: bool = False
     fused_norm: bool = True
-    parallel: Parallelism = Field(default_factory=Parallelism)
+    parallel: Layout = Field(default_factory=Layout)
     memory_bytes: Positive
     reserve_bytes: NonNegative = 0.0
 
@@ -60,7 +61,8 @@ class ActivationLedger(BaseModel):
     per_layer_bytes: float
     per_layer_bytes_no_recompute: float
     layers_on_gpu: int
-    in_flight: int = Field(description="micro-batches whose activations this GPU holds at once (1F1B)")
+    in_flight: float = Field(description="micro-batches whose activations this GPU holds at once (1F1B; "
+                             "interleaved: in units of a whole stage)")
     layers_bytes: float
     outside: list[act.ActTerm] = Field(description="embedding / output-layer tensors this stage keeps")
     outside_bytes: float
@@ -84,19 +86,20 @@ class MemoryResult(Result):
     other_stage_total_bytes: float | None = Field(default=None, description="the other pipeline stage's total")
 
 
-def _layers_of(spec: TransformerSpec, par: Parallelism, stage: Stage) -> range:
+def _layers_of(spec: TransformerSpec, par: Layout, stage: Stage) -> tuple[int, int]:
+    """(first, end) of the layers a stage holds: all, the first ⌈L/p⌉, or the last ⌈L/p⌉."""
     per = layers_per_stage(spec.layers, par.pp)
-    return range(0, spec.layers) if stage == "only" else (range(0, per) if stage == "first"
-                                                           else range(spec.layers - per, spec.layers))
+    return (0, spec.layers) if stage == "only" else ((0, per) if stage == "first" else (spec.layers - per, spec.layers))
 
 
 def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: int, p: float,
                       stage: Stage) -> ActivationLedger:
     par, b = i.parallel, i.batch
     kw = dict(bytes_per_element=p, tp=par.tp, sp=par.sp)
-    layers = _layers_of(spec, par, stage)
-    n_moe = sum(spec.is_moe_layer(j) for j in layers)
-    kinds = [(True, n_moe), (False, len(layers) - n_moe)] if spec.moe is not None else [(False, len(layers))]
+    lo, hi = _layers_of(spec, par, stage)
+    counts = {k.moe: n for k, n in layer_plan(spec).counts_in(lo, hi)}
+    kinds = [(True, counts.get(True, 0)), (False, counts.get(False, 0))] if spec.moe is not None \
+        else [(False, hi - lo)]
     per_layer_full: dict[bool, list[act.ActTerm]] = {}
     per_layer_kept: dict[bool, list[act.ActTerm]] = {}
     for moe, n in kinds:
@@ -117,10 +120,10 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
               act.KORTHIKANTI if i.recompute == "none" else act.KORT_TP + "; §5 (recompute)")
     F = par.in_flight(stage)
     layers_bytes = F * sum(n * act.total(per_layer_kept[moe]) for moe, n in kinds if n)
-    per_stage = len(layers)
+    per_stage = hi - lo
     d.add("activations of the layers on this GPU", "micro-batches in flight · Σ layers",
-          f"{F} × ({' + '.join(f'{n} × {g(act.total(per_layer_kept[m]))}' for m, n in kinds if n)})", layers_bytes,
-          "B", ONE_F_ONE_B if par.pp > 1 else act.KORTHIKANTI)
+          f"{g(F)} × ({' + '.join(f'{n} × {g(act.total(per_layer_kept[m]))}' for m, n in kinds if n)})", layers_bytes,
+          "B", (INTERLEAVED if par.vp > 1 else ONE_F_ONE_B) if par.pp > 1 else act.KORTHIKANTI)
     parts = act.outside_terms(spec, s, b, dropout=i.dropout, fused_norm=i.fused_norm, **kw)
     outside: list[act.ActTerm] = []
     if stage in ("only", "first"):
@@ -133,7 +136,7 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
     out_s = " + ".join(g(x.bytes) for x in outside if x.block == "output")
     d.add("embedding and output-layer activations", "Σ " + ", ".join(x.name for x in outside)
           + (f" (embedding × {F} in flight)" if F > 1 else ""),
-          " + ".join(v for v in ((f"{F} × ({emb_s})" if F > 1 and emb_s else emb_s), out_s) if v), outside_bytes,
+          " + ".join(v for v in ((f"{g(F)} × ({emb_s})" if F > 1 and emb_s else emb_s), out_s) if v), outside_bytes,
           "B", act.KORT_OUT)
     work = 0.0
     if i.recompute != "none":
@@ -167,23 +170,32 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None) -> Memo
     if spec is None:
         assert i.params is not None
         N = d.given("parameters", "N", i.params, "params")
-        N_gpu, what = N, "all parameters"
+        N_dense, N_exp, what = N, 0.0, "all parameters"
     else:
         pc = count_params(spec)
         N = d.given(f"parameters of {spec.name}", "N", pc.total, "params", "napkin.accounting.params (count_params)")
         tied = isinstance(spec, TransformerSpec) and spec.tied_embeddings
-        N_gpu, what = stage_params(pc.components, spec.layers, par, stage, tied)
+        N_dense, N_exp, what = stage_params(pc.components, spec.layers, par, stage, tied)
+    N_gpu = N_dense + N_exp
     if N_gpu != N:
-        d.add(f"parameters held by this GPU ({what})", "N_stage / t", f"{g(N_gpu * par.tp)} / {par.tp}", N_gpu,
-              "params", "Shoeybi et al. 2019, Megatron-LM §3 (TP); Narayanan et al. 2021 §2.2 (PP stages)")
-    dp = par.dp
+        d.add(f"parameters held by this GPU ({what})", "N_stage / t" + (" (experts / (t·e))" if N_exp else ""),
+              f"{g(N_dense)} + {g(N_exp)}" if N_exp else f"{g(N_gpu * par.tp)} / {par.tp}", N_gpu, "params",
+              "Shoeybi et al. 2019, Megatron-LM §3 (TP); Narayanan et al. 2021 §2.2 (PP stages)"
+              + ("; Megatron-core MoE (EP splits the routed experts)" if N_exp and par.ep > 1 else ""))
+    dp, edp = par.dp, par.expert_dp
     rows: list[LedgerRow] = []
     for part in state_parts(prec, opt, par.zero):
-        div = dp if part.sharded else 1
+        div, ediv = (dp, edp) if part.sharded else (1, 1)
         src = opt.source if part.part == "optimizer" else prec.source
-        v = d.add(f"{part.label} per GPU", "N_gpu · bytes/param" + (" / DP" if div > 1 else ""),
-                  f"{g(N_gpu)} × {g(part.bytes_per_param)}" + (f" / {div}" if div > 1 else ""),
-                  N_gpu * part.bytes_per_param / div, "B", f"{ZERO}; {src}" if div > 1 and src != ZERO else src)
+        bpp = part.bytes_per_param
+        if N_exp and ediv != div:
+            v = d.add(f"{part.label} per GPU", "(N_dense / DP + N_experts / (DP/EP)) · bytes/param",
+                      f"({g(N_dense)} / {div} + {g(N_exp)} / {ediv}) × {g(bpp)}",
+                      (N_dense / div + N_exp / ediv) * bpp, "B", f"{ZERO}; {src}" if src != ZERO else src)
+        else:
+            v = d.add(f"{part.label} per GPU", "N_gpu · bytes/param" + (" / DP" if div > 1 else ""),
+                      f"{g(N_gpu)} × {g(bpp)}" + (f" / {div}" if div > 1 else ""),
+                      N_gpu * bpp / div, "B", f"{ZERO}; {src}" if div > 1 and src != ZERO else src)
         rows.append(LedgerRow(part=part.part, label=part.label, bytes=v, sharded_over_dp=div > 1))
     ledger: ActivationLedger | None = None
     if spec is not None:
@@ -192,7 +204,11 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None) -> Memo
             ledger = _linear_acts(d, spec, i, p)
         else:
             assert s is not None
-            ledger = _transformer_acts(d, spec, i, s, p, stage)
+            s_local = -(-s // par.cp)
+            if par.cp > 1:
+                d.add("tokens per sequence on this GPU (context parallel)", "⌈s / cp⌉", f"⌈{s} / {par.cp}⌉", s_local,
+                      "tokens", "Megatron-core context parallelism: each CP rank holds s/cp of every sequence")
+            ledger = _transformer_acts(d, spec, i, s_local, p, stage)
         a = ledger
         rows.append(LedgerRow(part="activations", label=f"activations, {a.layers_on_gpu} layers × {a.in_flight} "
                               f"in flight ({prec.activations.value})",
@@ -238,6 +254,7 @@ def memory_ledger(
     pp: int = 1,
     sp: bool = False,
     micro_batches: int = 1,
+    layout: Layout | None = None,
     dropout: bool = False,
     fused_norm: bool = True,
     memory_bytes: float | None = None,
@@ -245,19 +262,25 @@ def memory_ledger(
 ) -> MemoryResult:
     """Per-GPU memory of training ``model`` (or ``params`` parameters, model state only) on ``hardware``.
 
-    With pipeline parallelism the ledger is for the fuller of the first and last stages.
+    With pipeline parallelism the ledger is for the fuller of the first and last stages. The layout is
+    ``layout`` (a Layout, with its CP, EP and VP) or, for short, the gpus/tp/pp/sp/zero/micro_batches keywords.
     """
     if (model is None) == (params is None):
         raise InputError("give either a model (--model, for the full ledger) or a parameter count (--params, "
                          "model state only)")
     prec, opt = get_precision(precision), get_optimizer(optimizer)
-    par = validated(Parallelism, gpus=gpus, tp=tp, pp=pp, sp=sp, zero=zero, micro_batches=micro_batches)
+    if layout is not None:
+        if (gpus, tp, pp, sp, zero, micro_batches) != (1, 1, 1, False, 0, 1):
+            raise InputError("give the layout as layout=Layout(...) or as gpus/tp/pp/sp/zero/micro_batches, not both")
+        par = layout
+    else:
+        par = validated(Layout, gpus=gpus, tp=tp, pp=pp, sp=sp, zero=zero, micro_batches=micro_batches)
     i = validated(MemoryInputs, architecture=None if model is None else model.name, params=params, batch=batch, seq=seq,
                   gpu=hardware.name, optimizer=opt.name, precision=prec.name, recompute=recompute, flash=flash,
                   dropout=dropout, fused_norm=fused_norm, parallel=par,
                   memory_bytes=memory_bytes if memory_bytes is not None else hardware.memory_bytes,
                   reserve_bytes=reserve_bytes)
-    check_parallelism(par, model)
+    check_layout(par, model)
     if i.reserve_bytes >= i.memory_bytes:
         raise InputError(f"reserve ({g(i.reserve_bytes)} B) leaves no memory on a {g(i.memory_bytes)} B GPU")
     notes: list[str] = []
