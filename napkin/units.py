@@ -85,6 +85,69 @@ def parse_bytes(text: str | float, what: str = "memory") -> float:
     return number * BYTE_SUFFIXES[key]
 
 
+# Rates: decimal prefixes as datasheets and NIC vendors print them; B = bytes, b = bits (a byte is 8 bits).
+# The prefix letter's case does not matter (25gB/s = 25GB/s); the b/B letter does (200Gb/s = 25GB/s).
+RATE_PREFIXES: dict[str, float] = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "p": 1e15,
+                                   "ki": 2.0**10, "mi": 2.0**20, "gi": 2.0**30, "ti": 2.0**40}
+_RATE = re.compile(rf"^\s*({_NUMBER})\s*([A-Za-z/]*)\s*$")
+_RATE_UNIT = re.compile(r"^(k|m|g|t|p|ki|mi|gi|ti)?(B|b)(/s|ps)$", re.IGNORECASE)
+_RATE_EXAMPLES = "450GB/s, 200Gb/s, 400Gbps, 25 GiB/s or 4.5e11 (bytes/s)"
+
+# Durations: SI submultiples of the second, as divisors (10us = 10 / 1e6 s exactly, not 10 * 1e-6);
+# µ (micro sign), μ (Greek mu) and u all mean micro.
+DURATION_DIVISORS: dict[str, float] = {"": 1.0, "s": 1.0, "sec": 1.0, "ms": 1e3, "us": 1e6, "\u00b5s": 1e6,
+                                       "\u03bcs": 1e6, "ns": 1e9}
+_DURATION = re.compile(rf"^\s*({_NUMBER})\s*([A-Za-z\u00b5\u03bc]*)\s*$")
+_DURATION_EXAMPLES = "10us, 10µs, 5ms, 2s, 300ns or 1e-5 (seconds)"
+
+
+def _number_or_refuse(pattern: re.Pattern[str], text: str | float, what: str, examples: str) -> tuple[float, str]:
+    if isinstance(text, bool):
+        raise InputError(f"cannot read {what} '{text}'; expected a number like {examples}")
+    if isinstance(text, (int, float)):
+        return _finite(float(text), what, str(text)), ""
+    m = pattern.match(str(text))
+    if not m:
+        lowered = str(text).strip().lower().lstrip("+-")
+        if lowered.startswith(("nan", "inf")):
+            raise InputError(f"{what} must be a finite number, got '{text}'")
+        raise InputError(f"cannot read {what} '{text}'; expected a number like {examples}")
+    return _finite(float(m.group(1).replace("_", "")), what, str(text)), m.group(2)
+
+
+def parse_bandwidth(text: str | float, what: str = "bandwidth") -> float:
+    """A rate in bytes/s: '25GB/s' (25e9), '200Gb/s' (bits: 25e9), '400Gbps', '25GiB/s', or a bare '450e9' (bytes/s)."""
+    number, unit = _number_or_refuse(_RATE, text, what, _RATE_EXAMPLES)
+    if unit == "":
+        factor = 1.0
+    else:
+        m = _RATE_UNIT.match(unit)
+        binary_bits = m is not None and (m.group(1) or "").lower().endswith("i") and m.group(2) == "b"
+        if m is None or binary_bits:  # Gib/s: nobody quotes links in binary bits
+            if unit.lower() in BYTE_SUFFIXES:
+                raise InputError(f"{what} '{text}' is a size, not a rate; did you mean {number:g}{unit}/s?")
+            raise InputError(f"unknown unit '{unit}' in {what} '{text}'; use B/s, MB/s, GB/s, TB/s or GiB/s "
+                             f"(bytes), or Mb/s, Gb/s, Gbps, Tb/s (bits, /8)")
+        factor = RATE_PREFIXES[(m.group(1) or "").lower()] / (8.0 if m.group(2) == "b" else 1.0)
+    value = number * factor
+    _finite(value, what, str(text))
+    if value <= 0:
+        raise InputError(f"{what} must be greater than 0, got '{text}'; e.g. {_RATE_EXAMPLES.split(',')[0]}")
+    return value
+
+
+def parse_duration(text: str | float, what: str = "duration") -> float:
+    """A time in seconds: '10us' or '10µs' (1e-5), '5ms', '2s', '300ns', or a bare '1e-5' (seconds). 0 is allowed."""
+    number, unit = _number_or_refuse(_DURATION, text, what, _DURATION_EXAMPLES)
+    key = unit if unit in ("\u00b5s", "\u03bcs") else unit.lower()
+    if key not in DURATION_DIVISORS:
+        raise InputError(f"unknown unit '{unit}' in {what} '{text}'; use ns, us (or µs), ms or s")
+    value = number / DURATION_DIVISORS[key]
+    if value < 0:
+        raise InputError(f"{what} cannot be negative, got '{text}'; e.g. {_DURATION_EXAMPLES.split(',')[0]}")
+    return value
+
+
 def require_positive(value: float, what: str) -> float:
     """Refuse NaN, infinities, zero and negatives with a message naming the quantity."""
     _finite(value, what, str(value))
@@ -184,3 +247,15 @@ def format_rate(flops_per_s: float) -> str:
         if a >= scale:
             return f"{_short(flops_per_s / scale)} {prefix}FLOP/s"
     return f"{flops_per_s:.3g} FLOP/s"
+
+
+def format_bandwidth(bytes_per_s: float, bits: bool = False) -> str:
+    """450e9 -> '450 GB/s' (decimal, as datasheets); bits=True adds the network figure: '50 GB/s (400 Gb/s)'."""
+    def scaled(value: float, unit: str) -> str:
+        for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if abs(value) >= scale:
+                return f"{value / scale:.4g} {prefix}{unit}/s"
+        return f"{value:.4g} {unit}/s"
+
+    text = scaled(bytes_per_s, "B")
+    return f"{text} ({scaled(bytes_per_s * 8, 'b')})" if bits else text

@@ -137,3 +137,43 @@ def _image_path(text: str) -> str:
 Plot = Annotated[str | None, opt("--plot", parser=_image_path, metavar="FILE.png", panel=OUTPUT,
                                  help="Also draw it to an image (.png, .svg, .pdf; needs matplotlib: "
                                       "pip install 'napkin\\[plot]').")]
+
+
+CLUSTER = "Cluster"
+
+
+def bandwidth(what: str) -> Callable[[str], float]:
+    """Rates in bytes/s: 300GB/s, 200Gb/s (bits, /8), 400Gbps, 25GiB/s, or a bare number of bytes/s (4.5e11)."""
+    parse = _parser(units.parse_bandwidth, what)
+
+    def parse_rate(text: str) -> float:
+        value = parse(text)
+        # A bare number under 1 MB/s is surely GB/s meant as bytes/s (as --memory refuses 80 for 80GB).
+        if isinstance(text, str) and value < 1e6 and not any(c.isalpha() for c in text):
+            raise typer.BadParameter(f"{text} bytes/s for the {what} is surely not meant; give a unit, e.g. "
+                                     f"{text}GB/s (bytes) or {text}Gb/s (bits)")
+        return value
+
+    return parse_rate
+
+
+def duration(what: str) -> Callable[[str], float]:
+    """Times in seconds: 10us (or 10µs), 5ms, 2s, 300ns, or a bare number of seconds (1e-5)."""
+    return _parser(units.parse_duration, what)
+
+
+NodeSize = Annotated[int | None, opt("--node-size", parser=whole("node size"), metavar="G", panel=CLUSTER,
+                                     help="GPUs per scale-up domain (one NVLink/NVSwitch domain, or one PCIe "
+                                          "server): 8 for DGX/HGX, 72 for GB200 NVL72. Default: the hardware "
+                                          "profile's node_gpus.")]
+IntraBandwidth = Annotated[float | None, opt("--intra-node-bandwidth", parser=bandwidth("intra-node bandwidth"),
+                                             metavar="RATE", panel=CLUSTER,
+                                             help="Bandwidth per GPU, per direction, inside the scale-up domain, "
+                                                  "e.g. 300GB/s (A100 NVLink3), 450GB/s (H100 NVLink4), 32GB/s "
+                                                  "(PCIe4 x16). Default: the hardware profile's.")]
+InterBandwidth = Annotated[float | None, opt("--inter-node-bandwidth", parser=bandwidth("inter-node bandwidth"),
+                                             metavar="RATE", panel=CLUSTER,
+                                             help="Network bandwidth per GPU, per direction, between scale-up "
+                                                  "domains, e.g. 25GB/s or 200Gb/s (one HDR NIC per GPU), 50GB/s "
+                                                  "or 400Gb/s (NDR). Gb/s and Gbps are bits. Default: the hardware "
+                                                  "profile's.")]

@@ -42,6 +42,29 @@ def hardware_list(r: Any) -> list[Any]:
     return [t, f"[dim]short names: {short}[/dim]", notes]
 
 
+def _step_time_rows(s: Any) -> list[tuple[str, str]]:
+    """The figures a step-time model reads: matmul ceiling, scale-up domain, links (per GPU, per direction)."""
+    from napkin.units import format_bandwidth, format_rate
+
+    rows = []
+    if s.achievable_matmul_flops_per_s is not None:
+        rows.append(("matmul ceiling (MAMF)", f"{s.matmul_efficiency:g} × dense {s.matmul_dtype.value} = "
+                                              f"{format_rate(s.achievable_matmul_flops_per_s)}"))
+    else:
+        rows.append(("matmul ceiling (MAMF)", "not measured"))
+    if s.node_gpus:
+        rows.append(("scale-up domain", f"{s.node_gpus} GPUs"))
+    if s.interconnect_bandwidth_bytes_per_s:
+        link = f"{format_bandwidth(s.interconnect_bandwidth_bytes_per_s)} both directions"
+        rows.append(("scale-up link", f"{s.interconnect} {link}" if s.interconnect else link))
+    for label, value, bits in (("scale-up, per direction", s.scale_up_bandwidth_bytes_per_s, False),
+                               ("scale-out, per direction", s.scale_out_bandwidth_bytes_per_s, True),
+                               ("host link, per direction", s.host_link_bandwidth_bytes_per_s, False)):
+        if value is not None:
+            rows.append((label, format_bandwidth(value, bits=bits) + " per GPU"))
+    return rows
+
+
 @renders("HardwareShow")
 def hardware_show(r: Any) -> list[Any]:
     from rich.table import Table
@@ -56,8 +79,9 @@ def hardware_show(r: Any) -> list[Any]:
     if s.memory_nvidia_smi_mib:
         rows.append(("memory (nvidia-smi)", f"{s.memory_nvidia_smi_mib:g} MiB"))
     rows.append(("memory bandwidth", fmt(s.memory_bandwidth_bytes_per_s, "B/s")))
-    if s.interconnect_bandwidth_bytes_per_s:
-        rows.append(("scale-up link", f"{s.interconnect or ''} {fmt(s.interconnect_bandwidth_bytes_per_s, 'B/s')}"))
+    if s.sm_count:
+        rows.append(("compute units" if s.vendor == "amd" else "SMs", f"{s.sm_count}"))
+    rows += _step_time_rows(s)
     rows.append(("TDP", f"{s.tdp_w:g} W"))
     rows.append(("spec file", str(r.file)))
     t = Table(title="peak compute", title_justify="left")

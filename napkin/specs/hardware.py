@@ -10,6 +10,8 @@ from napkin.errors import InputError
 from napkin.specs.dtypes import DType, parse_dtype
 
 PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]  # strict: a YAML `true` or `8.5` is not a count
+Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 
 
 class HardwareSpec(BaseModel):
@@ -37,6 +39,28 @@ class HardwareSpec(BaseModel):
     interconnect_bandwidth_bytes_per_s: PositiveFinite | None = Field(
         default=None, description="scale-up link bandwidth per GPU, total of both directions"
     )
+    host_link_bandwidth_bytes_per_s: PositiveFinite | None = Field(
+        default=None, description="GPU <-> host CPU link bandwidth, PER DIRECTION (PCIe4 x16: 32e9; GB200: NVLink-C2C)"
+    )
+    sm_count: PositiveInt | None = Field(
+        default=None, description="streaming multiprocessors per GPU (AMD: compute units), e.g. H100 SXM 132"
+    )
+    matmul_efficiency: Fraction | None = Field(
+        default=None,
+        description="best measured fraction of the dense bf16 (no bf16: fp16) peak a large GEMM reaches "
+                    "(maximum achievable matmul FLOPS / peak); None where no measurement is published",
+    )
+    node_gpus: PositiveInt | None = Field(
+        default=None, description="GPUs in one scale-up domain of the reference system (DGX/HGX: 8; GB200 NVL72: 72)"
+    )
+    scale_up_bandwidth_bytes_per_s: PositiveFinite | None = Field(
+        default=None, description="per GPU, PER DIRECTION, inside the scale-up domain (H100 NVLink4: 450e9; "
+                                  "PCIe cards: their PCIe link)"
+    )
+    scale_out_bandwidth_bytes_per_s: PositiveFinite | None = Field(
+        default=None, description="per GPU, PER DIRECTION, of the reference system's network between scale-up "
+                                  "domains (DGX H100: 400 Gb/s NDR per GPU = 50e9)"
+    )
     tdp_w: PositiveFinite = Field(description="board power (TDP), W")
     notes: list[str] = Field(default_factory=list)
     sources: list[str] = Field(min_length=1, description="datasheet or product page for every figure")
@@ -56,6 +80,29 @@ class HardwareSpec(BaseModel):
         if self.sparse_dtypes and self.sparsity_factor == 1:
             raise ValueError("sparse_dtypes given but sparsity_factor is 1")
         return self
+
+    @model_validator(mode="after")
+    def _one_direction_within_total(self) -> HardwareSpec:
+        up, total = self.scale_up_bandwidth_bytes_per_s, self.interconnect_bandwidth_bytes_per_s
+        if up is not None and total is not None and up > total:
+            raise ValueError(
+                f"scale_up_bandwidth_bytes_per_s ({up:g}) is per direction and cannot exceed "
+                f"interconnect_bandwidth_bytes_per_s ({total:g}, both directions); for NVLink it is half the total"
+            )
+        return self
+
+    @property
+    def matmul_dtype(self) -> DType:
+        """The dtype matmul_efficiency is measured in: bf16, or fp16 where the part has no bf16 (V100)."""
+        return DType.bf16 if DType.bf16 in self.peak_flops_per_s else DType.fp16
+
+    @property
+    def achievable_matmul_flops_per_s(self) -> float | None:
+        """Best measured dense GEMM throughput in matmul_dtype, or None where no measurement is published."""
+        if self.matmul_efficiency is None or self.matmul_dtype not in self.peak_flops_per_s:
+            return None
+        # MAMF = efficiency x dense peak (Bekman, ml-engineering, compute/accelerator "Maximum Achievable FLOPS")
+        return self.matmul_efficiency * self.peak_flops_per_s[self.matmul_dtype]
 
     def peak(self, dtype: str | DType, sparse: bool = False) -> float:
         """Peak FLOP/s for a dtype; dense unless ``sparse`` (MFU is always against dense)."""
