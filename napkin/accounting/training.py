@@ -68,6 +68,8 @@ class TrainTimeResult(Result):
     energy_kwh: float | None = None
     hardware_flops: float | None = Field(default=None, description="with --model: model FLOPs + recomputation")
     six_nd: float | None = Field(default=None, description="with --model: 6ND, beside the exact count")
+    layout: str | None = Field(default=None, description="with a layout: the layout whose predicted MFU is used")
+    step_time_s: float | None = Field(default=None, description="with a layout: the predicted step (napkin step-time)")
 
 
 def train_time(

@@ -11,6 +11,16 @@ from napkin.cli.context import hardware
 from napkin.cli.context import model as model_of
 from napkin.cli.options import (
     ACTS,
+    Calibration,
+    Cp,
+    Ep,
+    GlobalBatch,
+    InterBandwidth,
+    IntraBandwidth,
+    MicroBatch,
+    NodeSize,
+    Sp,
+    Vp,
     MODEL,
     DTypeOpt,
     Explain,
@@ -67,17 +77,50 @@ def train_time_cmd(
     seq: Seq = None,
     recompute: Recompute = "none",
     hfu: Hfu = None,
+    tp: Tp = None,  # type: ignore[assignment]
+    pp: Pp = None,  # type: ignore[assignment]
+    vp: Vp = None,  # type: ignore[assignment]
+    cp: Cp = None,  # type: ignore[assignment]
+    ep: Ep = None,  # type: ignore[assignment]
+    micro_batch: MicroBatch = None,  # type: ignore[assignment]
+    global_batch: GlobalBatch = None,
+    sp: Sp = False,
+    zero: Zero = 0,
+    precision: Precision = "bf16-mixed",
+    node_size: NodeSize = None,
+    intra_node_bandwidth: IntraBandwidth = None,
+    inter_node_bandwidth: InterBandwidth = None,
+    calibration: Calibration = None,
     json: Json = False,
     explain: Explain = False,
 ) -> None:
     """Days, GPU-hours, cost and energy to train: C = 6ND over G GPUs at an MFU.
 
-    The defaults are the lecture's: H100, bf16 dense peak (989.5 TFLOP/s), MFU 0.5.
+    The defaults are the lecture's: H100, bf16 dense peak (989.5 TFLOP/s), MFU 0.5. With a layout (--model, --tokens
+    and any of --tp, --pp, --vp, --cp, --ep, --micro-batch, --global-batch) the MFU is the one `napkin step-time`
+    predicts for that layout, in place of --mfu.
     """
     from napkin import render
     from napkin.accounting.training import train_time
 
     hw, measured = hardware(ctx, gpu), None
+    layout = dict(tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, micro_batch=micro_batch, global_batch=global_batch)
+    if any(v is not None for v in layout.values()):
+        from napkin.accounting.step_time import train_time_at_layout
+        from napkin.errors import InputError
+
+        if model is None or tokens is None:
+            raise InputError("a layout (--tp/--pp/--micro-batch/...) predicts the MFU of a model: give --model and "
+                             "--tokens")
+        if mfu is not None or hfu is not None or mfu_from is not None:
+            raise InputError("a layout predicts the MFU: leave out --mfu, --hfu and --mfu-from")
+        given = {k: v for k, v in layout.items() if v is not None}
+        result = train_time_at_layout(model_of(ctx, model), hw, tokens, price_per_gpu_hour=price, pue=pue, gpus=gpus,
+                                      seq=seq, recompute=recompute, sp=sp, zero=zero, precision=precision,
+                                      node_size=node_size, intra_node_bandwidth=intra_node_bandwidth,
+                                      inter_node_bandwidth=inter_node_bandwidth, calibration=calibration, **given)
+        render.show(result, as_json=json, explain=explain)
+        return
     if mfu_from is not None:
         from napkin.bench.saved import measured_mfu
 

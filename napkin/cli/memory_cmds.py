@@ -21,6 +21,7 @@ from napkin.cli.options import (
     Recompute,
     Reserve,
     Seq,
+    Sp,
     Tp,
     Zero,
     count,
@@ -31,8 +32,6 @@ from napkin.cli.root import app
 
 Batch = Annotated[int, opt("--batch", "-b", parser=whole("micro-batch size"), metavar="B", panel=ACTS,
                            help="Micro-batch size: sequences per GPU per micro-batch.")]
-Sp = Annotated[bool, opt("--sp", panel=PARALLEL, help="Megatron sequence parallelism: split norms and "
-                         "block inputs over the TP ranks too.")]
 MicroBatches = Annotated[int, opt("--micro-batches", parser=whole("micro-batch count"), metavar="M", panel=PARALLEL,
                                   help="Micro-batches per step; with --pp the first stage holds min(pp, M) of them.")]
 

@@ -177,3 +177,24 @@ InterBandwidth = Annotated[float | None, opt("--inter-node-bandwidth", parser=ba
                                                   "domains, e.g. 25GB/s or 200Gb/s (one HDR NIC per GPU), 50GB/s "
                                                   "or 400Gb/s (NDR). Gb/s and Gbps are bits. Default: the hardware "
                                                   "profile's.")]
+
+# The layout flags of step-time, train-time and plan (one definition each).
+Vp = Annotated[int, opt("--vp", parser=whole("interleaved chunks per stage"), metavar="V", panel=PARALLEL,
+                        help="Interleaved 1F1B: model chunks per pipeline stage (pp·vp must divide the layers).")]
+Cp = Annotated[int, opt("--cp", parser=whole("context-parallel degree"), metavar="C", panel=PARALLEL,
+                        help="Context parallelism: each sequence split over C ranks (ring attention).")]
+Ep = Annotated[int, opt("--ep", parser=whole("expert-parallel degree"), metavar="E", panel=PARALLEL,
+                        help="Expert parallelism: routed experts split over E ranks inside the data-parallel group.")]
+Sp = Annotated[bool, opt("--sp", panel=PARALLEL, help="Megatron sequence parallelism: split norms and "
+                         "block inputs over the TP ranks too.")]
+MicroBatch = Annotated[int, opt("--micro-batch", "-b", parser=whole("micro-batch size"), metavar="b", panel=PARALLEL,
+                                help="Sequences per GPU per micro-batch.")]
+GlobalBatch = Annotated[int | None, opt("--global-batch", "-B", parser=whole("global batch"), metavar="B",
+                                        panel=PARALLEL, help="Sequences per optimizer step over all GPUs "
+                                        "(default: micro-batch × DP, one micro-batch per step).")]
+Calibration = Annotated[list[str] | None, opt("--calibration", metavar="FILE", panel=CLUSTER, help="Measured on "
+                                              "this cluster: `bench-matmul --shapes-from MODEL --save FILE` sets the "
+                                              "GEMM efficiency, `bench-allreduce --save FILE` the bus efficiency "
+                                              "and latency (repeatable).")]
+OverlapGrad = Annotated[bool, opt("--overlap-grad-reduce", panel=PARALLEL, help="Overlap the DP gradient "
+                                  "reduction with the backward pass (Megatron-LM's flag; off by default there).")]

@@ -16,7 +16,7 @@ Renderer = Callable[[Any], list[Any]]  # returns rich renderables
 _RENDERERS: dict[str, Renderer] = {}
 _MODULES = ["napkin.render.calc", "napkin.render.catalog", "napkin.render.memory", "napkin.render.models",
             "napkin.render.bench", "napkin.render.serve",
-            "napkin.render.validate"]
+            "napkin.render.validate", "napkin.render.step"]
 
 
 def renders(*names: str) -> Callable[[Renderer], Renderer]:

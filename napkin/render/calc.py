@@ -29,8 +29,10 @@ def train_time(r: Any) -> list[Any]:
         rows.append(("training FLOPs", fmt(r.total_flops, "FLOP") + ("" if i.flops else "  (6ND)")))
     rows += [
         ("hardware", f"{i.gpus} × {i.gpu}, {i.dtype.value} {kind} peak {fmt(r.peak_flops_per_s, 'FLOP/s')}"),
-        ("HFU", f"{i.hfu:g}") if getattr(i, "hfu", None) else ("MFU", f"{i.mfu:g}"),
+        ("HFU", f"{i.hfu:g}") if getattr(i, "hfu", None) else
+        (("MFU", f"{i.mfu:g}") if r.layout is None else (f"MFU (step-time, {r.layout})", f"{i.mfu:.3f}")),
         ("cluster throughput", fmt(r.cluster_flops_per_s, "FLOP/s")),
+        *([("predicted step", f"{r.step_time_s:.3g} s")] if r.step_time_s is not None else []),
         ("FLOPs per day", fmt(r.flops_per_day, "FLOP/day")),
         ("training time", fmt(r.days, "days")),
         ("GPU-hours", fmt(r.gpu_hours, "GPU·h")),

@@ -1,0 +1,189 @@
+"""Time of the kernels of one training micro-batch on one GPU: GEMMs, attention, memory-bound ops.
+
+The roofline of each kernel (Williams et al. 2009): t = max(FLOPs / (peak · efficiency), bytes / (HBM · η_mem))
+plus a fixed launch cost. A GEMM's efficiency is the best a large GEMM reaches on the part (its measured MAMF,
+the hardware spec's ``matmul_efficiency``) times its wave quantization: an (m × n) output is cut into
+⌈m/t_m⌉·⌈n/t_n⌉ tiles run in waves of one tile per SM, so the last wave idles SMs and the tiles pad the edges
+(NVIDIA, Matrix Multiplication Background User's Guide, "Tile quantization" and "Wave quantization"; the
+saw-tooth of CS336 lecture 5's FLOP/s against N). Attention runs at its own fraction of peak (FlashAttention-2,
+Dao 2023 §4: 50–73% of A100 peak forward, less backward); without a fused kernel its s×s scores also pass
+through HBM. Norms, activations, residual adds and rotary are memory-bound: their bytes over HBM bandwidth.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from napkin.accounting.layers import Gemm, LayerKind, LayerPlan, attention_head_dims
+from napkin.specs.model import TransformerSpec
+from napkin.validation import Fraction, NonNegative, PositiveInt
+
+SRC_WAVES = ("NVIDIA Matrix Multiplication Background User's Guide (tile and wave quantization); "
+             "CS336 (2025) lecture 5 (FLOP/s against matrix size)")
+SRC_MAMF = "measured maximum achievable matmul FLOP/s (hardware spec's matmul_efficiency; stas00/ml-engineering)"
+SRC_FLASH2 = "Dao 2023, FlashAttention-2 §4 (forward 50–73% of A100 peak; backward 2.5× the forward's matmuls)"
+SRC_ROOFLINE = "Williams et al. 2009, Roofline: t = max(FLOPs / peak, bytes / bandwidth)"
+
+DEFAULT_MATMUL_EFFICIENCY = 0.80  # where a GPU has no published MAMF: about H100's measured 795/989.5
+
+
+class StepConstants(BaseModel):
+    """The global constants of the step-time model: one set for every model and layout, each with a reason.
+
+    Defaults were fitted once on the even-numbered rows of the vTrain A100 measurements (see
+    docs/step-time.md and benchmarks/step_time_accuracy.py); ``--calibration`` replaces the GEMM and
+    bus efficiencies with what napkin measured on the user's own GPUs.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gemm_efficiency: Fraction | None = Field(default=None, description="best fraction of dense peak a large GEMM "
+                                             "reaches; None = the hardware spec's matmul_efficiency (MAMF)")
+    tile_m: PositiveInt = Field(default=128, description="GEMM output tile rows (cuBLAS's common 128×128 tiles)")
+    tile_n: PositiveInt = Field(default=128, description="GEMM output tile columns")
+    # Fitted once on the even-numbered rows of the vTrain A100 file (benchmarks/step_time_accuracy.py --fit); each
+    # lands where a first-principles figure says it should, which is the check that the fit is not curve-fitting:
+    attention_efficiency: Fraction = Field(default=0.49, description="fraction of dense peak the attention matmuls "
+                                           "reach (fit 0.49; FlashAttention-2 reports 0.5–0.73 forward on A100)")
+    memory_efficiency: Fraction = Field(default=0.82, description="fraction of HBM bandwidth memory-bound kernels "
+                                        "reach (fit 0.82; STREAM-like copies reach about 0.8–0.9)")
+    bus_efficiency: Fraction = Field(default=0.62, description="collective bus bandwidth / scale-up link per "
+                                     "direction (fit 0.62; vTrain configures 150 of A100's 300 GB/s)")
+    network_efficiency: Fraction = Field(default=1.0, description="bus bandwidth / scale-out link per GPU (fit: 1, "
+                                         "the limit of its range)")
+    intra_latency_s: NonNegative = Field(default=10e-6, description="fixed cost of one collective inside a node "
+                                         "(fit 9.8 µs; NCCL's small-message all-reduce on NVLink: about 10 µs)")
+    inter_latency_s: NonNegative = Field(default=30e-6, description="fixed cost of one collective across nodes "
+                                         "(not fitted: IB round trips of a few µs per ring step)")
+    kernel_s: NonNegative = Field(default=16e-6, description="fixed GPU cost of one kernel: launch gap and tail "
+                                  "(fit 16 µs)")
+    host_kernel_s: NonNegative = Field(default=58e-6, description="host time to issue one kernel; a layer is never "
+                                       "faster than its kernels × this (launch-bound floor; fit 58 µs, eager PyTorch "
+                                       "Megatron-LM; CUDA graphs cut it)")
+
+
+class Device(NamedTuple):
+    """What the kernel model needs of one GPU."""
+
+    peak_flops_per_s: float
+    memory_bytes_per_s: float
+    sms: int | None
+    gemm_efficiency: float
+
+
+class Cost(NamedTuple):
+    """Seconds and kernel launches of one part of a micro-batch on one GPU."""
+
+    gemm: float = 0.0
+    attention: float = 0.0
+    memory_bound: float = 0.0
+    kernels: int = 0
+
+    @property
+    def time(self) -> float:
+        return self.gemm + self.attention + self.memory_bound
+
+    def __add__(self, o: object) -> Cost:  # type: ignore[override]
+        assert isinstance(o, Cost)
+        return Cost(self.gemm + o.gemm, self.attention + o.attention, self.memory_bound + o.memory_bound,
+                    self.kernels + o.kernels)
+
+    def times(self, k: float) -> Cost:
+        return Cost(self.gemm * k, self.attention * k, self.memory_bound * k, round(self.kernels * k))
+
+
+def wave_efficiency(m: int, n: int, sms: int | None, tm: int, tn: int) -> float:
+    """Useful share of the SM-tile slots an (m × n) output occupies: m·n / (waves · SMs · t_m · t_n)."""
+    if sms is None:
+        return 1.0
+    tiles = -(-m // tm) * -(-n // tn)
+    waves = -(-tiles // sms)
+    return (m * n) / (waves * sms * tm * tn)
+
+
+def gemm_time(m: float, n: int, k: float, bytes_per_element: float, dev: Device, c: StepConstants) -> float:
+    """One (m×k)@(k×n) GEMM: max(2mnk / (P · η_MAMF · η_waves), (mk + kn + mn)·p / (B · η_mem)) + launch."""
+    if m <= 0 or n <= 0 or k <= 0:
+        return 0.0
+    mi = max(1, round(m))
+    eff = dev.gemm_efficiency * wave_efficiency(mi, n, dev.sms, c.tile_m, c.tile_n)
+    compute = 2 * m * n * k / (dev.peak_flops_per_s * eff)
+    memory = (m * k + k * n + m * n) * bytes_per_element / (dev.memory_bytes_per_s * c.memory_efficiency)
+    return max(compute, memory) + c.kernel_s
+
+
+class LayerCost(NamedTuple):
+    """One layer of one kind, one micro-batch, one GPU: forward and backward (backward = dgrad + wgrad)."""
+
+    forward: Cost
+    backward: Cost
+    attention_forward: Cost  # the part of forward that selective recomputation redoes
+
+
+def _weight_gemms(g: Gemm, T: int, tp: int, ep: int, p: float, dev: Device, c: StepConstants) -> tuple[Cost, Cost]:
+    """Forward (Y = XW) and backward (dX = dY·Wᵀ, dW = Xᵀ·dY) of one weight matrix on one GPU."""
+    i, o = g.local(tp)
+    local = g.copies // ep if g.expert else g.copies
+    # a routed expert sees T·top_k/E of the tokens; with EP its E/ep local experts get tokens from ep ranks
+    t = T * g.active / g.copies * (ep if g.expert else 1)
+    fwd = local * gemm_time(t, o, i, p, dev, c)
+    bwd = local * (gemm_time(t, i, o, p, dev, c) + gemm_time(i, o, t, p, dev, c))
+    return Cost(gemm=fwd, kernels=local), Cost(gemm=bwd, kernels=2 * local)
+
+
+def layer_cost(plan: LayerPlan, kind: LayerKind, *, b: int, s: int, cp: int, tp: int, ep: int, sp: bool,
+               flash: bool, p: float, dev: Device, c: StepConstants) -> LayerCost:
+    """Forward and backward time of one layer for a micro-batch of b sequences of s tokens (s/cp on this GPU)."""
+    spec: TransformerSpec = plan.spec
+    s_q = -(-s // cp)
+    T = b * s_q
+    fwd, bwd = Cost(), Cost()
+    for g in kind.gemms:
+        f, bw = _weight_gemms(g, T, tp, ep, p, dev, c)
+        fwd, bwd = fwd + f, bwd + bw
+    a, d_qk, d_v = attention_head_dims(spec)
+    a_l = -(-a // tp)
+    mem_bw = dev.memory_bytes_per_s * c.memory_efficiency
+    # attention core: QKᵀ and ·V over the keys each query sees; flash kernels skip the masked half
+    ctx = (s + 1) / 2 if flash else float(s)
+    attn_flops = 2 * b * s_q * ctx * a_l * (d_qk + d_v)
+    attn_f = attn_flops / (dev.peak_flops_per_s * c.attention_efficiency)
+    attn_b = 2.5 * attn_f if flash else 2 * attn_f
+    attn_kernels = 1 if flash else 4  # fused kernel, or QKᵀ, masked softmax, dropout, ·V
+    if not flash:  # the s×s scores go through HBM: write S, read it for softmax, write P, read P for ·V
+        scores = b * a_l * s_q * s * p
+        attn_f += 4 * scores / mem_bw
+        attn_b += 8 * scores / mem_bw
+    attention_fwd = Cost(attention=attn_f, kernels=attn_kernels)
+    fwd = fwd + attention_fwd
+    bwd = bwd + Cost(attention=attn_b, kernels=2 * attn_kernels)
+    # memory-bound ops per token (bytes read + written): 2 norms (2h each), 2 residual adds (3h each), the FFN
+    # activation (mlp: f in, f out; gated: 2f in, f out), rotary on q and k
+    h = spec.d_model
+    rep = tp if sp else 1  # norms and residuals: replicated over TP ranks unless sequence parallel
+    if kind.moe and spec.moe is not None:
+        e = spec.moe
+        f_tok = e.top_k * e.expert_ffn_dim + e.shared_experts * (e.shared_ffn_dim or e.expert_ffn_dim)
+    else:
+        f_tok = spec.ffn_dim
+    act = (3 if spec.ffn_matrices == 3 else 2) * f_tok / tp
+    rope = 2 * (a + spec.n_kv_heads) * spec.d_head / tp if spec.positions == "rope" else 0.0
+    elem_fwd = T * ((4 * h + 6 * h) / rep + act + rope) * p / mem_bw
+    n_elem = 5 + (1 if rope else 0)  # 2 norms, 2 residual adds, activation (, rotary)
+    fwd = fwd + Cost(memory_bound=elem_fwd + n_elem * c.kernel_s, kernels=n_elem)
+    bwd = bwd + Cost(memory_bound=2 * elem_fwd + 2 * n_elem * c.kernel_s, kernels=2 * n_elem)
+    return LayerCost(fwd, bwd, attention_fwd)
+
+
+def head_cost(plan: LayerPlan, *, b: int, s: int, cp: int, tp: int, p: float, dev: Device,
+              c: StepConstants) -> tuple[Cost, Cost]:
+    """The last stage's final norm, LM head (vocabulary split over TP) and fp32 cross-entropy: forward, backward."""
+    T = b * -(-s // cp)
+    f, bw = _weight_gemms(plan.head, T, tp, 1, p, dev, c)
+    V_l = -(-plan.spec.vocab // tp)
+    # cross-entropy (Megatron's vocab-parallel): logits to fp32, max, exp-sum, loss; backward writes the grad
+    ce = T * V_l * (p + 3 * 4) / (dev.memory_bytes_per_s * c.memory_efficiency)
+    return f + Cost(memory_bound=ce + 4 * c.kernel_s, kernels=4), bw + Cost(memory_bound=ce + 2 * c.kernel_s,
+                                                                            kernels=2)

@@ -1,0 +1,388 @@
+"""`napkin step-time`: one training step predicted from its parallel layout, and where the time goes.
+
+A step of global batch B on G = TP·CP·DP·PP GPUs runs m = B / (b·DP) micro-batches of b sequences through
+each pipeline. Per micro-batch, the slowest pipeline stage spends the time of its layers' kernels
+(kernels.py: GEMMs, attention, memory-bound ops; forward, backward and recomputation) plus the tensor-,
+context- and expert-parallel collectives they wait for (collectives.py). The step is then
+
+    t = (m + (P − 1)/V) · t_stage  +  PP sends  +  exposed DP gradient reduction  +  optimizer step
+
+with the 1F1B bubble (P − 1)/(V·m) of the ideal time (Narayanan et al. 2021 §2.2, eq. 1 and the interleaved
+schedule), the DP reduction after the last backward unless it overlaps, and the optimizer at the bytes it
+reads and writes over HBM bandwidth. MFU = model FLOPs / (t · G · dense peak) (Chowdhery et al. 2022, App. B).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from napkin.accounting import kernels as K
+from napkin.accounting.collectives import SRC_NCCL, SRC_PLACEMENT, Link, collective_time, place
+from napkin.accounting.layers import layer_plan
+from napkin.accounting.layout import Layout, check_layout, layers_per_stage
+from napkin.accounting.model_state import get_optimizer, get_precision, state_parts
+from napkin.errors import InputError
+from napkin.results import DEFINITION, Derivation, Result, g
+from napkin.specs.dtypes import BYTES_PER_ELEMENT
+from napkin.specs.hardware import HardwareSpec
+from napkin.specs.model import LinearSpec, TransformerSpec
+from napkin.validation import Inputs, PositiveInt, Recompute, validated
+
+if TYPE_CHECKING:
+    from napkin.accounting.training import TrainTimeResult
+
+SRC_BUBBLE = ("Narayanan et al. 2021 §2.2.1-2.2.2: 1F1B bubble (P−1)/m of the ideal time; interleaved "
+              "(P−1)/(V·m), with V× the pipeline sends")
+SRC_MFU = "Chowdhery et al. 2022 (PaLM) App. B: MFU = model FLOPs per second / peak"
+SRC_RECOMPUTE = "Korthikanti et al. 2022 §5: full recomputation reruns each layer's forward; selective its attention"
+SRC_OPT = "optimizer step: every state part read and written once (multi-tensor apply), at HBM bandwidth"
+SRC_TP_COMM = ("Shoeybi et al. 2019 §3: 2 all-reduces per layer in forward and 2 in backward (sequence "
+               "parallelism: reduce-scatter + all-gather, Korthikanti et al. 2022 §4.2.2)")
+SRC_EP = "Lepikhin et al. 2020 (GShard) / Megatron-core MoE: an all-to-all to dispatch and one to combine per layer"
+SRC_CP = "Liu et al. 2023, Ring Attention; Megatron-core CP: K/V blocks passed round the CP ring, overlapped"
+SRC_DP = ("Li et al. 2020 (PyTorch DDP) / Megatron-LM: gradients all-reduced over DP after the last backward "
+          "(ZeRO: reduce-scatter + all-gather, the same bus bytes; Rajbhandari et al. 2020 §7)")
+TERMS = ("compute_gemm", "compute_attention", "compute_memory_bound", "recompute", "launch_overhead", "tp_comm",
+         "cp_comm", "ep_comm", "zero3_comm", "pp_bubble", "pp_comm", "dp_comm", "optimizer")
+TERM_LABELS = {
+    "compute_gemm": "GEMMs (forward + backward)", "compute_attention": "attention core",
+    "compute_memory_bound": "memory-bound ops (norms, activations, loss)", "recompute": "recomputation",
+    "launch_overhead": "launch-bound (host) overhead", "tp_comm": "exposed TP communication",
+    "cp_comm": "exposed CP communication", "ep_comm": "EP all-to-all", "zero3_comm": "exposed ZeRO-3 gathers",
+    "pp_bubble": "pipeline bubble", "pp_comm": "pipeline sends", "dp_comm": "exposed DP gradient reduction",
+    "optimizer": "optimizer step",
+}
+
+
+class Cluster(Inputs):
+    """The network a layout is placed on: scale-up domains of node_size GPUs and the links per GPU."""
+
+    node_size: PositiveInt
+    intra_node_bytes_per_s: float = Field(gt=0, allow_inf_nan=False, description="scale-up, per GPU per direction")
+    inter_node_bytes_per_s: float = Field(gt=0, allow_inf_nan=False, description="scale-out, per GPU per direction")
+
+
+class StepTimeInputs(Inputs):
+    model: str
+    gpu: str
+    layout: Layout
+    micro_batch: PositiveInt
+    global_batch: PositiveInt
+    seq: PositiveInt
+    recompute: Recompute = "none"
+    precision: str = "bf16-mixed"
+    optimizer: str = "adamw"
+    flash: bool = True
+    overlap_grad_reduce: bool = False
+    cluster: Cluster
+    constants: K.StepConstants
+    calibration: str | None = None
+
+
+class StageTime(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    stage: str
+    layers: int
+    forward_s: float = Field(description="one micro-batch's forward, collectives included")
+    backward_s: float = Field(description="one micro-batch's backward and recomputation, collectives included")
+
+
+class StepTimeResult(Result):
+    inputs: StepTimeInputs
+    layout: str = Field(description="the layout in one line")
+    data_parallel: int
+    micro_batches: int = Field(description="m = B / (b·DP) per pipeline per step")
+    step_time_s: float
+    tokens_per_s: float
+    model_flops: float = Field(description="model FLOPs per step (napkin flops, causal)")
+    hardware_flops: float = Field(description="model FLOPs + recomputation per step")
+    mfu: float
+    hfu: float
+    model_tflops_per_gpu: float = Field(description="model FLOPs / step time / G, in TFLOP/s")
+    peak_flops_per_s: float
+    breakdown: dict[str, float] = Field(description="seconds per step by term; adds up to step_time_s")
+    stages: list[StageTime]
+    limiter: str = Field(description="the largest term of the breakdown")
+    memory_bytes: float = Field(description="per-GPU peak memory from the ledger (the fuller pipeline stage)")
+    memory_usable_bytes: float
+    fits: bool
+
+
+def _device(hw: HardwareSpec, precision: str, c: K.StepConstants) -> tuple[K.Device, str]:
+    prec = get_precision(precision)
+    peak = hw.peak(prec.compute)
+    eff = c.gemm_efficiency or hw.matmul_efficiency or K.DEFAULT_MATMUL_EFFICIENCY
+    src = "constants or --calibration" if c.gemm_efficiency else ("hardware spec (MAMF)" if hw.matmul_efficiency else
+                                                 f"default {K.DEFAULT_MATMUL_EFFICIENCY} (no MAMF published)")
+    return K.Device(peak, hw.memory_bandwidth_bytes_per_s, hw.sm_count, eff), src
+
+
+def default_cluster(hw: HardwareSpec, node_size: int | None = None, intra: float | None = None,
+                    inter: float | None = None) -> Cluster:
+    """The cluster from the flags, else the hardware spec's reference system."""
+    n = node_size or hw.node_gpus or 8
+    up = intra or hw.scale_up_bandwidth_bytes_per_s or (
+        hw.interconnect_bandwidth_bytes_per_s / 2 if hw.interconnect_bandwidth_bytes_per_s else None)
+    out = inter or hw.scale_out_bandwidth_bytes_per_s
+    if up is None:
+        raise InputError(f"{hw.name} has no scale-up bandwidth in its profile; pass --intra-node-bandwidth "
+                         "(per GPU per direction, e.g. 300GB/s)")
+    if out is None:
+        raise InputError(f"{hw.name} has no scale-out bandwidth in its profile; pass --inter-node-bandwidth "
+                         "(per GPU per direction, e.g. 25GB/s or 200Gb/s)")
+    return validated(Cluster, node_size=n, intra_node_bytes_per_s=up, inter_node_bytes_per_s=out)
+
+
+def _check(spec: TransformerSpec, lay: Layout, b: int, B: int, s: int) -> int:
+    check_layout(lay.model_copy(update={"micro_batches": 1}), spec)
+    dp = lay.dp
+    if B % (b * dp):
+        raise InputError(f"global batch {B} must be a multiple of micro-batch × DP = {b} × {dp} = {b * dp}; use "
+                         f"--global-batch {max(1, B // (b * dp)) * b * dp} or another --micro-batch")
+    if lay.cp > 1 and s % (2 * lay.cp):
+        raise InputError(f"context parallelism splits each sequence into 2·cp = {2 * lay.cp} chunks (Megatron's "
+                         f"load balancing): --seq {s} must be a multiple of {2 * lay.cp}")
+    return B // (b * dp)
+
+
+def step_time(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, gpus: int, tp: int = 1, pp: int = 1,
+              vp: int = 1, cp: int = 1, ep: int = 1, sp: bool = False, zero: int = 0, micro_batch: int = 1,
+              global_batch: int | None = None, seq: int | None = None, recompute: Recompute = "none",
+              precision: str = "bf16-mixed", optimizer: str = "adamw", flash: bool = True,
+              overlap_grad_reduce: bool = False, node_size: int | None = None,
+              intra_node_bandwidth: float | None = None, inter_node_bandwidth: float | None = None,
+              constants: K.StepConstants | None = None, calibration: str | None = None,
+              layout: Layout | None = None) -> StepTimeResult:
+    """Predict one training step of ``model`` on ``gpus`` × ``hardware`` in a layout: time, MFU, breakdown.
+
+    The layout is the keywords (tp, pp, vp, cp, ep, sp, zero) or ``layout``; ``global_batch`` defaults to
+    micro_batch × DP (one micro-batch per step). ``constants`` replaces the model's global constants and
+    ``calibration`` names a file saved by ``napkin bench-matmul --shapes-from`` or ``bench-allreduce --save``.
+    """
+    if not isinstance(model, TransformerSpec):
+        raise InputError(f"step-time needs a transformer; '{model.name}' is a {model.kind} network")
+    spec = model
+    c = constants or K.StepConstants()
+    notes: list[str] = []
+    if calibration is not None:
+        from napkin.accounting.calibration import calibrate
+
+        c, cal_notes = calibrate(calibration, c, hardware, spec, precision)
+        notes += cal_notes
+    if layout is None:
+        layout = validated(Layout, gpus=gpus, tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, sp=sp, zero=zero)
+    if seq is None:
+        seq, note = spec.default_seq()
+        notes.append(note)
+    b = micro_batch
+    if global_batch is None:
+        global_batch = b * max(1, layout.dp)
+    m = _check(spec, layout, b, global_batch, seq)
+    lay = layout.model_copy(update={"micro_batches": m})
+    cluster = default_cluster(hardware, node_size, intra_node_bandwidth, inter_node_bandwidth)
+    i = validated(StepTimeInputs, model=spec.name, gpu=hardware.name, layout=lay, micro_batch=b,
+                  global_batch=global_batch, seq=seq, recompute=recompute, precision=precision, optimizer=optimizer,
+                  flash=flash, overlap_grad_reduce=overlap_grad_reduce, cluster=cluster, constants=c,
+                  calibration=calibration)
+    return _predict(spec, hardware, i, notes)
+
+
+def _links(i: StepTimeInputs) -> tuple[Link, Link]:
+    c, k = i.cluster, i.constants
+    intra = Link(c.intra_node_bytes_per_s * k.bus_efficiency, k.intra_latency_s, "intra-node", 1)
+    inter = Link(c.inter_node_bytes_per_s * k.network_efficiency, k.inter_latency_s, "inter-node", 1)
+    return intra, inter
+
+
+def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: list[str]) -> StepTimeResult:
+    from napkin.accounting.flops import count_flops
+    from napkin.accounting.memory import memory_ledger
+
+    d = Derivation()
+    lay, c, b, s, m = i.layout, i.constants, i.micro_batch, i.seq, i.layout.micro_batches
+    prec = get_precision(i.precision)
+    p = BYTES_PER_ELEMENT[prec.activations]
+    dev, eff_src = _device(hw, i.precision, c)
+    plan = layer_plan(spec)
+    G, t, P, V, C, E, dp = lay.gpus, lay.tp, lay.pp, lay.vp, lay.cp, lay.ep, lay.dp
+    d.add("data-parallel degree", "DP = G / (TP·CP·PP)", f"{G} / ({t}·{C}·{P})", dp, "ranks", "Narayanan et al. 2021 §2")
+    d.add("micro-batches per step", "m = B / (b·DP)", f"{i.global_batch} / ({b}·{dp})", m, "micro-batches",
+          "Narayanan et al. 2021 §2.2")
+    d.given(f"dense {prec.compute.value} peak ({hw.name})", "P", dev.peak_flops_per_s, "FLOP/s", hw.sources[0])
+    d.given(f"large-GEMM efficiency ({eff_src})", "η_MAMF", dev.gemm_efficiency, "fraction", K.SRC_MAMF)
+    intra, inter = _links(i)
+    node = i.cluster.node_size
+    # Megatron-LM order tp-cp-ep-dp-pp: the stride of each group is the product of the sizes inside it
+    tp_link = place(t, 1, node, intra, inter)
+    cp_link = place(C, t, node, intra, inter)
+    ep_link = place(E, t * C, node, intra, inter)
+    dp_link = place(dp, t * C, node, intra, inter)
+    edp_link = place(lay.expert_dp, t * C * E, node, intra, inter)
+    pp_link = place(2, G // P, node, intra, inter) if P > 1 else place(1, 1, node, intra, inter)
+    for name, n, link in (("TP", t, tp_link), ("CP", C, cp_link), ("EP", E, ep_link), ("DP", dp, dp_link),
+                          ("PP", P, pp_link)):
+        if n > 1:
+            d.add(f"{name} group link ({link.tier}, {link.members_per_node} per node)", "B_bus",
+                  g(link.bandwidth_bytes_per_s), link.bandwidth_bytes_per_s, "B/s", SRC_PLACEMENT)
+
+    # --- one micro-batch through the slowest stage
+    T = b * -(-s // C)  # tokens of a micro-batch on one GPU
+    act_msg = T * spec.d_model * p  # a layer's output activations: what TP reduces and PP sends
+    per_pass_tp = 2 * collective_time("all-reduce", act_msg, t, tp_link)  # SP: RS + AG, the same bus bytes
+    passes = {"none": 0, "selective": 0, "full": 1}[i.recompute]
+    costs = {}
+    for kind in plan.kinds:
+        costs[kind.moe] = K.layer_cost(plan, kind, b=b, s=s, cp=C, tp=t, ep=E, sp=lay.sp, flash=i.flash, p=p,
+                                       dev=dev, c=c)
+    head_f, head_b = K.head_cost(plan, b=b, s=s, cp=C, tp=t, p=p, dev=dev, c=c)
+    per = layers_per_stage(spec.layers, P)
+    stage_ranges = [("only", 0, spec.layers)] if P == 1 else [("first", 0, per), ("last", spec.layers - per,
+                                                                                    spec.layers)]
+    layer_params = {k.moe: k.params for k in plan.kinds}
+    stages: list[tuple[str, int, dict[str, float], float, float]] = []
+    for name, lo, hi in stage_ranges:
+        parts = dict.fromkeys(TERMS, 0.0)
+        host = 0.0
+        fwd_s = bwd_s = 0.0
+        for kind, n in plan.counts_in(lo, hi):
+            lc = costs[kind.moe]
+            rec = lc.forward if i.recompute == "full" else (lc.attention_forward if i.recompute == "selective"
+                                                            else K.Cost())
+            parts["compute_gemm"] += n * (lc.forward.gemm + lc.backward.gemm)
+            parts["compute_attention"] += n * (lc.forward.attention + lc.backward.attention)
+            parts["compute_memory_bound"] += n * (lc.forward.memory_bound + lc.backward.memory_bound)
+            parts["recompute"] += n * rec.time
+            tp_s = (2 + passes) * per_pass_tp
+            parts["tp_comm"] += n * tp_s
+            ep_s = 0.0
+            if kind.moe and E > 1 and spec.moe is not None:
+                a2a = T * spec.moe.top_k * spec.d_model * p
+                ep_s = (2 + passes) * 2 * collective_time("all-to-all", a2a, E, ep_link)
+                parts["ep_comm"] += n * ep_s
+            cp_s = 0.0
+            if C > 1:  # K/V chunks round the ring, hidden behind the attention they feed when it is longer
+                a, _, _ = (spec.heads, 0, 0)
+                kv = 2 * b * (s // C) * max(1, spec.n_kv_heads // t) * spec.d_head * p
+                ring = (C - 1) * collective_time("p2p", kv, 2, cp_link)
+                cp_s = (1 + passes) * max(0.0, ring - lc.attention_forward.time) + 2 * max(
+                    0.0, 2 * ring - (lc.backward.attention))
+                parts["cp_comm"] += n * cp_s
+            z3 = 0.0
+            if lay.zero == 3 and dp > 1:  # FSDP: gather each layer's weights in forward and backward, overlapped
+                wbytes = layer_params[kind.moe] / t * BYTES_PER_ELEMENT[prec.params]
+                gather = collective_time("all-gather", wbytes, dp, dp_link)
+                z3 = (1 + passes) * max(0.0, gather - lc.forward.time) + max(
+                    0.0, 2 * gather - lc.backward.time)
+                parts["zero3_comm"] += n * z3
+            layer_time = lc.forward.time + lc.backward.time + rec.time + tp_s + ep_s + cp_s + z3
+            kernels = lc.forward.kernels + lc.backward.kernels + rec.kernels
+            host += n * max(0.0, kernels * c.host_kernel_s - layer_time)
+            fwd_s += n * (lc.forward.time + per_pass_tp + ep_s / (2 + passes))
+            bwd_s += n * (layer_time - lc.forward.time - per_pass_tp - ep_s / (2 + passes))
+        if name in ("only", "last"):
+            parts["compute_gemm"] += head_f.gemm + head_b.gemm
+            parts["compute_memory_bound"] += head_f.memory_bound + head_b.memory_bound
+            parts["tp_comm"] += 0.0  # vocab-parallel loss: all-reduces of b·s scalars, negligible
+            fwd_s += head_f.time
+            bwd_s += head_b.time
+        parts["launch_overhead"] = host
+        stages.append((name, hi - lo, parts, fwd_s, bwd_s + host))
+    slow = max(stages, key=lambda x: sum(x[2].values()))
+    t_stage = sum(slow[2].values())
+    d.add(f"one micro-batch on the slowest stage ({slow[0]}, {slow[1]} layers)", "Σ layers (fwd + bwd + recompute "
+          "+ exposed TP/CP/EP)", " + ".join(f"{TERM_LABELS[k]} {g(v)}" for k, v in slow[2].items() if v), t_stage, "s",
+          f"{K.SRC_ROOFLINE}; {K.SRC_WAVES}; {SRC_TP_COMM}")
+    br = {k: m * v for k, v in slow[2].items()}
+    bubble = (P - 1) / V * t_stage
+    br["pp_bubble"] = d.add("pipeline bubble", "(P − 1)/V · t_stage", f"({P} − 1)/{V} × {g(t_stage)}", bubble, "s",
+                            SRC_BUBBLE)
+    if P > 1:
+        send = collective_time("p2p", act_msg / (t if lay.sp else 1), 2, pp_link)
+        br["pp_comm"] = d.add("pipeline sends", "2 · (V·m + P − 1) · t_send", f"2 × ({V}·{m} + {P} − 1) × {g(send)}",
+                              2 * (V * m + P - 1) * send, "s", SRC_BUBBLE)
+    # data-parallel gradient reduction of the stage's parameters (experts over DP/EP)
+    from napkin.accounting.layout import stage_params
+    from napkin.accounting.params import count_params
+
+    comps = count_params(spec).components
+    sp_ = stage_params(comps, spec.layers, lay, "only" if P == 1 else "last", spec.tied_embeddings)
+    gb = BYTES_PER_ELEMENT[prec.grads]
+    dp_s = collective_time("all-reduce", sp_.dense * gb, dp, dp_link) + collective_time(
+        "all-reduce", sp_.expert * gb, lay.expert_dp, edp_link)
+    if lay.zero == 3:
+        dp_s = 0.0  # FSDP reduce-scatters per layer in backward (counted with its gathers)
+    exposed = dp_s
+    if i.overlap_grad_reduce:
+        exposed = max(0.0, dp_s - m * slow[4])
+    br["dp_comm"] = d.add("exposed DP gradient reduction", "α + 2(n−1)/n · N_stage·bytes / B_bus"
+                          + (" − overlap with backward" if i.overlap_grad_reduce else " (after the last backward)"),
+                          f"{g(sp_.dense)} params × {g(gb)} B over {dp} ranks", exposed, "s", f"{SRC_DP}; {SRC_NCCL}")
+    state = sum(x.bytes_per_param for x in state_parts(prec, get_optimizer(i.optimizer), lay.zero))
+    shard = dp if lay.zero >= 1 else 1
+    opt_s = 2 * state * sp_.total / shard / (hw.memory_bandwidth_bytes_per_s * c.memory_efficiency)
+    br["optimizer"] = d.add("optimizer step", "2 · bytes/param · N_gpu / (HBM · η_mem)",
+                            f"2 × {g(state)} × {g(sp_.total / shard)} / ({g(hw.memory_bandwidth_bytes_per_s)} × "
+                            f"{g(c.memory_efficiency)})", opt_s, "s", SRC_OPT)
+    step = d.add("step time", "Σ breakdown", " + ".join(g(v) for v in br.values() if v), sum(br.values()), "s",
+                 DEFINITION)
+    tokens = i.global_batch * s
+    fl = count_flops(spec, tokens, s, causal=True, recompute=i.recompute)
+    tps = d.add("tokens per second", "B·s / t", f"{i.global_batch} × {s} / {g(step)}", tokens / step, "tokens/s",
+                DEFINITION)
+    peak = dev.peak_flops_per_s
+    mfu = d.add("MFU", "model FLOPs / (t · G · P)", f"{g(fl.model_flops)} / ({g(step)} × {G} × {g(peak)})",
+                fl.model_flops / (step * G * peak), "fraction", SRC_MFU)
+    hfu = d.add("HFU", "hardware FLOPs / (t · G · P)", f"{g(fl.hardware_flops)} / ({g(step)} × {G} × {g(peak)})",
+                fl.hardware_flops / (step * G * peak), "fraction", SRC_RECOMPUTE)
+    mem = memory_ledger(hw, spec, layout=lay, batch=b, seq=s, optimizer=i.optimizer, precision=i.precision,
+                        recompute=i.recompute, flash=i.flash)
+    d.add("peak memory per GPU (napkin memory)", "ledger total", g(mem.total_bytes), mem.total_bytes, "B",
+          "napkin.accounting.memory")
+    limiter = max(br, key=lambda k: br[k])
+    if not mem.fits:
+        notes.append(f"does not fit: {mem.total_bytes / 1e9:.1f} GB per GPU needed, {mem.usable_bytes / 1e9:.1f} GB "
+                     "usable (see napkin memory with the same layout)")
+    if lay.sp and t == 1:
+        notes.append("--sp has no effect with --tp 1.")
+    notes.append(f"largest term: {TERM_LABELS[limiter]}, {br[limiter] / step:.0%} of the step.")
+    stage_rows = [StageTime(stage=n, layers=L, forward_s=f, backward_s=bw) for n, L, _, f, bw in stages]
+    return StepTimeResult(
+        inputs=i, layout=lay.describe(), data_parallel=dp, micro_batches=m, step_time_s=step, tokens_per_s=tps,
+        model_flops=fl.model_flops, hardware_flops=fl.hardware_flops, mfu=mfu, hfu=hfu,
+        model_tflops_per_gpu=fl.model_flops / step / G / 1e12, peak_flops_per_s=peak,
+        breakdown={k: br.get(k, 0.0) for k in TERMS}, stages=stage_rows, limiter=limiter,
+        memory_bytes=mem.total_bytes, memory_usable_bytes=mem.usable_bytes, fits=mem.fits, steps=d.steps, notes=notes)
+
+
+def train_time_at_layout(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, tokens: float, *,
+                         price_per_gpu_hour: float | None = None, pue: float = 1.0,
+                         **layout: Any) -> TrainTimeResult:
+    """`train-time` with a layout: days at the MFU that ``step_time`` predicts for it (not a guessed 0.5).
+
+    ``layout`` takes step_time's keywords (gpus, tp, pp, ..., micro_batch, global_batch, seq, recompute).
+    """
+    from napkin.accounting.training import train_time
+
+    st = step_time(model, hardware, **layout)
+    i = st.inputs
+    compute = get_precision(i.precision).compute
+    r = train_time(hardware, i.layout.gpus, tokens=tokens, model=model, seq=i.seq, recompute=i.recompute,
+                   mfu=st.mfu, dtype=compute, price_per_gpu_hour=price_per_gpu_hour, pue=pue)
+    d = Derivation()
+    d.add(f"predicted step ({st.layout}, b={i.micro_batch}, B={i.global_batch}, s={i.seq})", "napkin step-time",
+          f"{format_summary(st)}", st.step_time_s, "s", "napkin.accounting.step_time")
+    d.add("MFU predicted for this layout", "model FLOPs / (t_step · G · P)", f"{g(st.model_flops)} / ({g(st.step_time_s)}"
+          f" × {i.layout.gpus} × {g(st.peak_flops_per_s)})", st.mfu, "fraction", SRC_MFU)
+    note = (f"MFU {st.mfu:.3f} is predicted by step-time for {st.layout} (not the 0.5 default); run `napkin step-time` "
+            "with the same flags for its breakdown.")
+    return r.model_copy(update={"steps": d.steps + r.steps, "notes": [note, *st.notes[:-1], *r.notes],
+                                "layout": st.layout, "step_time_s": st.step_time_s})
+
+
+def format_summary(st: StepTimeResult) -> str:
+    """The step's three largest terms, for a one-line derivation."""
+    top = sorted(st.breakdown.items(), key=lambda kv: -kv[1])[:3]
+    return ", ".join(f"{TERM_LABELS[k]} {v:.3g} s" for k, v in top if v)

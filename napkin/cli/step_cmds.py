@@ -1,0 +1,79 @@
+"""`napkin step-time`: one training step predicted from its layout. Parse, call one API function, render."""
+
+from __future__ import annotations
+
+import typer
+
+from napkin.cli.context import hardware
+from napkin.cli.context import model as model_of
+from napkin.cli.options import (
+    Calibration,
+    Cp,
+    Ep,
+    Explain,
+    Flash,
+    GlobalBatch,
+    Gpu,
+    Gpus,
+    InterBandwidth,
+    IntraBandwidth,
+    Json,
+    MicroBatch,
+    ModelOpt,
+    NodeSize,
+    OverlapGrad,
+    Pp,
+    Precision,
+    Recompute,
+    Seq,
+    Sp,
+    Tp,
+    Vp,
+    Zero,
+)
+from napkin.cli.root import app
+
+
+@app.command("step-time")
+def step_time_cmd(
+    ctx: typer.Context,
+    model: ModelOpt,
+    gpus: Gpus,
+    gpu: Gpu = "h100",
+    tp: Tp = 1,
+    pp: Pp = 1,
+    vp: Vp = 1,
+    cp: Cp = 1,
+    ep: Ep = 1,
+    micro_batch: MicroBatch = 1,
+    global_batch: GlobalBatch = None,
+    seq: Seq = None,
+    recompute: Recompute = "none",
+    sp: Sp = False,
+    zero: Zero = 0,
+    precision: Precision = "bf16-mixed",
+    flash: Flash = True,
+    overlap_grad_reduce: OverlapGrad = False,
+    node_size: NodeSize = None,
+    intra_node_bandwidth: IntraBandwidth = None,
+    inter_node_bandwidth: InterBandwidth = None,
+    calibration: Calibration = None,
+    json: Json = False,
+    explain: Explain = False,
+) -> None:
+    """Predict one training step from its parallel layout: time, tokens/s, MFU, and where the time goes.
+
+    GPUs = TP · CP · DP · PP; m = global batch / (micro-batch · DP) micro-batches per pipeline.
+
+    Example: napkin step-time --model llama3-70b --gpu h100 --gpus 1024 --tp 8 --pp 4 --micro-batch 1 --global-batch 1024 --seq 8192 --recompute selective --sp
+    """
+    from napkin import render
+    from napkin.accounting.step_time import step_time
+
+    result = step_time(model_of(ctx, model), hardware(ctx, gpu), gpus=gpus, tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, sp=sp,
+                       zero=zero, micro_batch=micro_batch, global_batch=global_batch, seq=seq,
+                       recompute=recompute,  # type: ignore[arg-type]
+                       precision=precision, flash=flash, overlap_grad_reduce=overlap_grad_reduce, node_size=node_size,
+                       intra_node_bandwidth=intra_node_bandwidth, inter_node_bandwidth=inter_node_bandwidth,
+                       calibration=calibration)
+    render.show(result, as_json=json, explain=explain)

@@ -1,0 +1,62 @@
+"""Tables for `napkin step-time`: the step, its MFU, and where the time goes (a table and a bar)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from napkin.render import fmt, kv_table, renders
+from napkin.units import format_bytes, format_duration
+
+BAR_WIDTH = 60
+COLORS = {"compute_gemm": "blue", "compute_attention": "cyan", "compute_memory_bound": "bright_blue",
+          "recompute": "magenta", "launch_overhead": "white", "tp_comm": "yellow", "cp_comm": "bright_yellow",
+          "ep_comm": "red", "zero3_comm": "bright_red", "pp_bubble": "bright_black", "pp_comm": "green",
+          "dp_comm": "bright_green", "optimizer": "bright_magenta"}
+
+
+def bar(breakdown: dict[str, float], total: float) -> Any:
+    """The step as one stacked bar, one colour per term."""
+    from rich.text import Text
+
+    out = Text()
+    for k, v in breakdown.items():
+        n = round(BAR_WIDTH * v / total) if total else 0
+        if n:
+            out.append("█" * n, style=COLORS.get(k, "white"))
+    return out
+
+
+def breakdown_table(r: Any) -> Any:
+    from rich.table import Table
+
+    from napkin.accounting.step_time import TERM_LABELS
+
+    t = Table(title="where the step goes", title_justify="left")
+    t.add_column("term")
+    t.add_column("time per step", justify="right")
+    t.add_column("share", justify="right")
+    for k, v in r.breakdown.items():
+        if v:
+            t.add_row(f"[{COLORS.get(k, 'white')}]■[/] {TERM_LABELS[k]}", format_duration(v), f"{v / r.step_time_s:.1%}")
+    t.add_row("[bold]step[/bold]", f"[bold]{format_duration(r.step_time_s)}[/bold]", "100%")
+    return t
+
+
+@renders("StepTimeResult")
+def step_time(r: Any) -> list[Any]:
+    i = r.inputs
+    c = i.cluster
+    rows = [
+        ("model", f"{i.model}, b={i.micro_batch} × s={i.seq}, global batch {i.global_batch} ({r.micro_batches} "
+                  f"micro-batches per pipeline)"),
+        ("hardware", f"{i.layout.gpus} × {i.gpu}, {i.precision}, {c.node_size} per node "
+                     f"({c.intra_node_bytes_per_s / 1e9:g} GB/s in, {c.inter_node_bytes_per_s / 1e9:g} GB/s out per GPU)"),
+        ("layout", r.layout + f", recompute {i.recompute}" + ("" if i.flash else ", no flash attention")),
+        ("step time", f"{format_duration(r.step_time_s)}"),
+        ("tokens per second", f"{r.tokens_per_s:,.0f}"),
+        ("MFU", f"{r.mfu:.3f}  ({r.model_tflops_per_gpu:.1f} TFLOP/s per GPU of {fmt(r.peak_flops_per_s, 'FLOP/s')})"),
+        ("HFU", f"{r.hfu:.3f}"),
+        ("memory per GPU", f"{format_bytes(r.memory_bytes)} of {format_bytes(r.memory_usable_bytes)}"
+                           + ("" if r.fits else "  [bold red]does not fit[/bold red]")),
+    ]
+    return [kv_table("napkin step-time", rows), breakdown_table(r), bar(r.breakdown, r.step_time_s)]

@@ -1,0 +1,177 @@
+"""step-time: collectives against nccl-tests' definitions, the bubble, properties, CLI = API, hostile layouts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from napkin.accounting.collectives import Link, bus_factor, collective_time, place
+from napkin.accounting.kernels import StepConstants, wave_efficiency
+from napkin.accounting.step_time import TERMS, step_time
+from napkin.errors import InputError
+from napkin.specs.catalog import get_hardware, get_model
+from napkin.specs.model import TransformerSpec
+
+A100 = get_hardware("a100")
+H100 = get_hardware("h100")
+
+
+def gpt(h: int = 1024, heads: int = 16, layers: int = 8, s: int = 1024) -> TransformerSpec:
+    return TransformerSpec.model_validate(dict(
+        name=f"gpt-{h}-{layers}", display_name="test GPT", layers=layers, d_model=h, heads=heads, ffn_dim=4 * h,
+        ffn_kind="mlp", vocab=51200, max_context=s, tied_embeddings=True, positions="learned", norm="layernorm",
+        attention_bias="all", mlp_bias=True, sources=["test"]))
+
+
+# --- collectives: nccl-tests doc/PERFORMANCE.md
+def test_bus_factors_are_nccl_tests_definitions():
+    assert bus_factor("all-reduce", 8) == pytest.approx(2 * 7 / 8)  # 1.75
+    assert bus_factor("reduce-scatter", 8) == pytest.approx(7 / 8)
+    assert bus_factor("all-gather", 4) == pytest.approx(3 / 4)
+    assert bus_factor("all-to-all", 2) == pytest.approx(1 / 2)
+    assert bus_factor("p2p", 2) == 1.0
+    assert bus_factor("all-reduce", 1) == 0.0
+
+
+def test_collective_time_by_hand():
+    link = Link(100e9, 10e-6, "intra-node", 8)
+    # 1 GB all-reduce over 8 ranks: 10 µs + 1.75 × 1e9 / 100e9 = 0.01751 s
+    assert collective_time("all-reduce", 1e9, 8, link) == pytest.approx(10e-6 + 0.0175)
+    # reduce-scatter + all-gather move the same bytes as the all-reduce (ZeRO / SP)
+    rs_ag = collective_time("reduce-scatter", 1e9, 8, link) + collective_time("all-gather", 1e9, 8, link)
+    assert rs_ag - 10e-6 == pytest.approx(collective_time("all-reduce", 1e9, 8, link))
+    assert collective_time("all-reduce", 1e9, 1, link) == 0.0
+
+
+def test_placement_in_megatron_order():
+    intra, inter = Link(300e9, 1e-5, "intra-node", 1), Link(25e9, 2e-5, "inter-node", 1)
+    assert place(8, 1, 8, intra, inter).tier == "intra-node"            # TP 8 in a DGX
+    dp = place(32, 8, 8, intra, inter)                                    # DP over nodes, one member per node
+    assert (dp.tier, dp.members_per_node, dp.bandwidth_bytes_per_s) == ("inter-node", 1, 25e9)
+    dp4 = place(16, 2, 8, intra, inter)                                   # TP 2: 4 DP members per node share 4 NICs
+    assert (dp4.members_per_node, dp4.bandwidth_bytes_per_s) == (4, 100e9)
+    assert place(16, 1, 8, intra, inter).bandwidth_bytes_per_s == 200e9  # never beyond 8 NICs here
+    assert place(16, 1, 8, Link(150e9, 0, "intra-node", 1), inter).bandwidth_bytes_per_s == 150e9  # capped by NVLink
+
+
+def test_wave_quantization():
+    assert wave_efficiency(128 * 108, 128, 108, 128, 128) == pytest.approx(1.0)  # exactly one full wave
+    assert wave_efficiency(128 * 109, 128, 108, 128, 128) == pytest.approx(109 / 216)  # a 2nd wave of one tile
+    assert wave_efficiency(64, 128, 108, 128, 128) == pytest.approx(64 / (108 * 128))
+
+
+# --- the step
+def _step(spec=None, **kw):
+    args = dict(gpus=8, tp=2, pp=2, micro_batch=2, global_batch=16, seq=1024, recompute="full")
+    args.update(kw)
+    return step_time(spec or gpt(), A100, **args)
+
+
+def test_breakdown_adds_up_to_the_step():
+    r = _step()
+    assert set(r.breakdown) == set(TERMS)
+    assert sum(r.breakdown.values()) == pytest.approx(r.step_time_s)
+    assert r.tokens_per_s == pytest.approx(16 * 1024 / r.step_time_s)
+    assert r.mfu == pytest.approx(r.model_flops / (r.step_time_s * 8 * A100.peak("bf16")))
+    assert r.hfu > r.mfu  # full recomputation adds hardware FLOPs
+
+
+def test_bubble_is_narayanan():
+    r = _step(pp=4, tp=1, gpus=8, global_batch=16, micro_batch=1)  # DP 2, m = 8
+    assert r.micro_batches == 8
+    stage = (r.step_time_s - r.breakdown["pp_bubble"] - r.breakdown["pp_comm"] - r.breakdown["dp_comm"]
+             - r.breakdown["optimizer"]) / 8
+    assert r.breakdown["pp_bubble"] == pytest.approx(3 * stage)  # (P − 1) · t_stage = (P−1)/m of m·t_stage
+    vi = _step(spec=gpt(layers=8), pp=4, vp=2, tp=1, gpus=8, global_batch=16, micro_batch=1)
+    assert vi.breakdown["pp_bubble"] == pytest.approx(r.breakdown["pp_bubble"] / 2, rel=1e-6)
+    assert vi.breakdown["pp_comm"] > r.breakdown["pp_comm"]  # V× the sends
+
+
+def test_more_bandwidth_is_never_slower():
+    slow = _step(gpus=32, tp=8, pp=1, global_batch=32, micro_batch=1, inter_node_bandwidth=12.5e9)
+    fast = _step(gpus=32, tp=8, pp=1, global_batch=32, micro_batch=1, inter_node_bandwidth=50e9)
+    assert fast.step_time_s < slow.step_time_s
+    assert fast.breakdown["dp_comm"] < slow.breakdown["dp_comm"]
+    faster = _step(gpus=32, tp=8, pp=1, global_batch=32, micro_batch=1, inter_node_bandwidth=50e9,
+                   intra_node_bandwidth=600e9)
+    assert faster.breakdown["tp_comm"] < fast.breakdown["tp_comm"]
+
+
+def test_overlap_and_recompute_directions():
+    base = _step(gpus=16, tp=8, pp=1, global_batch=16, micro_batch=1)
+    assert _step(gpus=16, tp=8, pp=1, global_batch=16, micro_batch=1, overlap_grad_reduce=True).step_time_s \
+        <= base.step_time_s
+    none = _step(recompute="none")
+    assert none.breakdown["recompute"] == 0 and none.step_time_s < _step(recompute="full").step_time_s
+
+
+def test_a_layout_that_does_not_fit_says_so():
+    r = step_time(get_model("llama3-70b"), H100, gpus=8, tp=1, pp=1, micro_batch=1, global_batch=8, seq=4096)
+    assert not r.fits and any("does not fit" in n for n in r.notes)
+
+
+def test_moe_mla_and_cp_layouts_run():
+    ds = step_time(get_model("deepseek-v3"), H100, gpus=1024, tp=2, pp=8, ep=16, micro_batch=1, global_batch=1024,
+                   seq=4096)
+    assert ds.breakdown["ep_comm"] > 0
+    cp = step_time(get_model("llama3-8b"), H100, gpus=16, tp=2, cp=4, micro_batch=1, global_batch=8, seq=32768)
+    assert cp.data_parallel == 2 and cp.step_time_s > 0
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(tp=3, gpus=12), "must divide the attention heads"),
+    (dict(global_batch=10), "global batch 10 must be a multiple"),
+    (dict(gpus=6), "must divide gpus"),
+    (dict(vp=3), "interleaving needs the layers"),
+    (dict(ep=2), "has none"),
+    (dict(cp=2, seq=1022, tp=1, gpus=8), "multiple of 4"),
+])
+def test_hostile_layouts_are_one_line_errors(kw, msg):
+    with pytest.raises(InputError, match=msg):
+        _step(**kw)
+
+
+def test_constants_come_from_one_object():
+    slow = _step(constants=StepConstants(gemm_efficiency=0.4))
+    assert slow.breakdown["compute_gemm"] > _step().breakdown["compute_gemm"]
+
+
+# --- CLI
+ARGS = ["step-time", "--model", "gpt2", "--gpu", "a100", "--gpus", "8", "--tp", "2", "--pp", "2", "--micro-batch", "2",
+        "--global-batch", "16", "--seq", "1024", "--recompute", "full"]
+
+
+def _run(args):
+    from napkin.cli.root import app, register
+
+    register("step-time")
+    return CliRunner().invoke(app, args)
+
+
+def test_cli_json_equals_api():
+    r = _run(ARGS + ["--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    api = step_time(get_model("gpt2"), A100, gpus=8, tp=2, pp=2, micro_batch=2, global_batch=16, seq=1024,
+                    recompute="full")
+    assert out["step_time_s"] == pytest.approx(api.step_time_s)
+    for key in ("tokens_per_s", "mfu", "hfu", "model_tflops_per_gpu", "breakdown", "fits", "memory_bytes"):
+        assert key in out
+
+
+def test_cli_table_and_explain():
+    r = _run(ARGS + ["--explain", "--inter-node-bandwidth", "200Gb/s"])
+    assert r.exit_code == 0, r.output
+    assert "where the step goes" in r.output and "pipeline bubble" in r.output and "derivation" in r.output
+
+
+@pytest.mark.parametrize("extra, msg", [
+    (["--tp", "5"], "must divide"), (["--inter-node-bandwidth", "fast"], "bandwidth"),
+    (["--global-batch", "0"], "greater than 0"), (["--gpu", "h1000"], "h100"),
+])
+def test_cli_errors_are_one_line_exit_2(extra, msg):
+    r = _run(ARGS + extra)
+    assert r.exit_code == 2, r.output
+    assert msg in r.output and "Traceback" not in r.output
