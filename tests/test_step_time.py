@@ -175,3 +175,33 @@ def test_cli_errors_are_one_line_exit_2(extra, msg):
     r = _run(ARGS + extra)
     assert r.exit_code == 2, r.output
     assert msg in r.output and "Traceback" not in r.output
+
+
+# --- the layout in the memory ledger: CP splits activations, EP splits the routed experts
+def test_memory_ledger_learns_cp_and_ep():
+    from napkin.accounting.memory import memory_ledger
+
+    spec = get_model("llama3-8b")
+    one = memory_ledger(H100, spec, gpus=8, tp=2, seq=8192)
+    cp4 = memory_ledger(H100, spec, gpus=8, tp=2, cp=4, seq=8192)
+    assert cp4.activations.layers_bytes == pytest.approx(one.activations.layers_bytes / 4)  # s/cp tokens per GPU
+    ds = get_model("deepseek-v3")
+    e1 = memory_ledger(H100, ds, gpus=256, tp=2, pp=8, seq=4096)
+    e8 = memory_ledger(H100, ds, gpus=256, tp=2, pp=8, ep=8, seq=4096)
+    assert e8.params_on_gpu < e1.params_on_gpu / 4  # routed experts dominate DeepSeek-V3's parameters
+    with pytest.raises(InputError, match="must divide the routed experts"):
+        memory_ledger(H100, ds, gpus=768, tp=2, pp=8, ep=48, seq=4096)  # DP 48; 256 experts / 48
+
+
+def test_layer_plan_is_the_one_shape_source():
+    from napkin.accounting.layers import layer_plan
+    from napkin.accounting.params import count_params
+
+    for name in ("llama3-8b", "deepseek-v3", "gpt2"):
+        spec = get_model(name)
+        plan = layer_plan(spec)
+        assert sum(k.count for k in plan.kinds) == spec.layers
+        body = sum(k.count * k.params for k in plan.kinds)
+        pc = count_params(spec)
+        outside = pc.components["norms.final"] + sum(plan.embedding_params.values()) + pc.components.get("head", 0)
+        assert body + outside == pc.total  # the plan's layers and what is outside them add up to the count

@@ -55,7 +55,7 @@ class StandInConstants(BaseModel):
 
 def stand_in_step_time(spec, hardware, *, gpus, tp, pp, micro_batch, global_batch, seq, recompute="full",
                        precision="fp16-mixed", node_size=8, intra_node_bandwidth=None,
-                       inter_node_bandwidth=12.5e9, constants=None):
+                       inter_node_bandwidth=12.5e9, flash=False, constants=None):
     c = constants or StandInConstants()
     fl = count_flops(spec, tokens=global_batch * seq, seq=seq, recompute=recompute)
     peak = hardware.peak("fp16")
@@ -74,6 +74,9 @@ def _fake_module(monkeypatch):
     mod.step_time = stand_in_step_time
     mod.StepConstants = StandInConstants
     monkeypatch.setitem(sys.modules, "napkin.accounting.step_time", mod)
+    import napkin.accounting  # `import a.b as m` reads the parent's attribute first, once the real module is loaded
+
+    monkeypatch.setattr(napkin.accounting, "step_time", mod, raising=False)
 
 
 # --- Kendall tau-b -------------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ class ActivationLedger(BaseModel):
     per_layer_bytes: float
     per_layer_bytes_no_recompute: float
     layers_on_gpu: int
-    in_flight: float = Field(description="micro-batches whose activations this GPU holds at once (1F1B; "
+    in_flight: int | float = Field(description="micro-batches whose activations this GPU holds at once (1F1B; "
                              "interleaved: in units of a whole stage)")
     layers_bytes: float
     outside: list[act.ActTerm] = Field(description="embedding / output-layer tensors this stage keeps")
@@ -254,6 +254,9 @@ def memory_ledger(
     pp: int = 1,
     sp: bool = False,
     micro_batches: int = 1,
+    vp: int = 1,
+    cp: int = 1,
+    ep: int = 1,
     layout: Layout | None = None,
     dropout: bool = False,
     fused_norm: bool = True,
@@ -270,11 +273,12 @@ def memory_ledger(
                          "model state only)")
     prec, opt = get_precision(precision), get_optimizer(optimizer)
     if layout is not None:
-        if (gpus, tp, pp, sp, zero, micro_batches) != (1, 1, 1, False, 0, 1):
-            raise InputError("give the layout as layout=Layout(...) or as gpus/tp/pp/sp/zero/micro_batches, not both")
+        if (gpus, tp, pp, sp, zero, micro_batches, vp, cp, ep) != (1, 1, 1, False, 0, 1, 1, 1, 1):
+            raise InputError("give the layout as layout=Layout(...) or as keywords (gpus, tp, pp, ...), not both")
         par = layout
     else:
-        par = validated(Layout, gpus=gpus, tp=tp, pp=pp, sp=sp, zero=zero, micro_batches=micro_batches)
+        par = validated(Layout, gpus=gpus, tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, sp=sp, zero=zero,
+                        micro_batches=micro_batches)
     i = validated(MemoryInputs, architecture=None if model is None else model.name, params=params, batch=batch, seq=seq,
                   gpu=hardware.name, optimizer=opt.name, precision=prec.name, recompute=recompute, flash=flash,
                   dropout=dropout, fused_norm=fused_norm, parallel=par,

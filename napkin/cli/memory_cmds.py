@@ -10,6 +10,9 @@ from napkin.cli.context import hardware, state
 from napkin.cli.context import model as model_of
 from napkin.cli.options import (
     ACTS,
+    Cp,
+    Ep,
+    Vp,
     PARALLEL,
     Explain,
     Flash,
@@ -58,6 +61,9 @@ def memory_cmd(
     tp: Tp = 1,
     pp: Pp = 1,
     sp: Sp = False,
+    vp: Vp = 1,
+    cp: Cp = 1,
+    ep: Ep = 1,
     micro_batches: MicroBatches = 1,
     dropout: Annotated[bool, opt("--dropout", panel=ACTS, help="Count dropout masks (GPT-2/3 style training; "
                                  "Korthikanti's 34 + 5as/h).")] = False,
@@ -82,7 +88,7 @@ def memory_cmd(
 
     spec = model_of(ctx, model) if model is not None else None
     setup: dict[str, Any] = dict(batch=batch, seq=seq, gpus=gpus, optimizer=optimizer, precision=precision,
-                                 recompute=recompute, flash=flash, zero=zero, tp=tp, pp=pp, sp=sp,
+                                 recompute=recompute, flash=flash, zero=zero, tp=tp, pp=pp, sp=sp, vp=vp, cp=cp, ep=ep,
                                  micro_batches=micro_batches, dropout=dropout, fused_norm=fused_norm,
                                  reserve_bytes=reserve)
     if sum([max_batch, min_gpus, gpu.strip().lower() == "all"]) > 1:

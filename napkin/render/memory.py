@@ -31,7 +31,9 @@ def _setup(r: Any) -> str:
         parts.append(f"B={i.batch}")
     layout = f"{p.gpus} × {i.gpu}"
     if p.gpus > 1 or p.tp > 1 or p.pp > 1:
-        layout += f" (DP {r.data_parallel} · TP {p.tp}{' + SP' if p.sp and p.tp > 1 else ''} · PP {p.pp})"
+        extra = (f" · CP {p.cp}" if p.cp > 1 else "") + (f" · EP {p.ep}" if p.ep > 1 else "") \
+            + (f" (VP {p.vp})" if p.vp > 1 else "")
+        layout += f" (DP {r.data_parallel} · TP {p.tp}{' + SP' if p.sp and p.tp > 1 else ''} · PP {p.pp}{extra})"
     parts += [layout, i.precision, i.optimizer, f"ZeRO-{p.zero}"]
     if r.seq:
         parts.append(("flash" if i.flash else "no flash") + f", recompute {i.recompute}")
