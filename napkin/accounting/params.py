@@ -45,8 +45,22 @@ def _formula(spec: TransformerSpec, component: str) -> tuple[str, str]:
     return f"L_moe · {component.split('.', 1)[1]}", SRC_MOE
 
 
+_COUNTS: dict[int, tuple[TransformerSpec | LinearSpec, ParamCount]] = {}  # by id(spec): results are frozen
+
+
 def count_params(spec: TransformerSpec | LinearSpec) -> ParamCount:
-    """Total, active and per-component parameter counts, with one derivation step per component."""
+    """Total, active and per-component parameter counts, with one derivation step per component (cached per spec)."""
+    hit = _COUNTS.get(id(spec))
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    if len(_COUNTS) > 256:
+        _COUNTS.clear()
+    out = _count(spec)
+    _COUNTS[id(spec)] = (spec, out)
+    return out
+
+
+def _count(spec: TransformerSpec | LinearSpec) -> ParamCount:
     if isinstance(spec, LinearSpec):
         return _linear(spec)
     d = Derivation()

@@ -21,8 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from napkin.accounting import kernels as K
 from napkin.accounting.collectives import SRC_NCCL, SRC_PLACEMENT, Link, collective_time, place
 from napkin.accounting.layers import layer_plan
-from napkin.accounting.layout import Layout, check_layout, layers_per_stage
+from napkin.accounting.layout import Layout, check_layout, layers_per_stage, stage_params
+from napkin.accounting.layout import stages as stages_of
 from napkin.accounting.model_state import get_optimizer, get_precision, state_parts
+from napkin.accounting.params import count_params
 from napkin.errors import InputError
 from napkin.results import DEFINITION, Derivation, Result, g
 from napkin.specs.dtypes import BYTES_PER_ELEMENT
@@ -106,9 +108,10 @@ class StepTimeResult(Result):
     breakdown: dict[str, float] = Field(description="seconds per step by term; adds up to step_time_s")
     stages: list[StageTime]
     limiter: str = Field(description="the largest term of the breakdown")
-    memory_bytes: float = Field(description="per-GPU peak memory from the ledger (the fuller pipeline stage)")
-    memory_usable_bytes: float
-    fits: bool
+    memory_bytes: float | None = Field(description="per-GPU peak memory from the ledger (the fuller pipeline stage); "
+                                       "None when not asked (ledger=False)")
+    memory_usable_bytes: float | None
+    fits: bool | None
 
 
 def _device(hw: HardwareSpec, precision: str, c: K.StepConstants) -> tuple[K.Device, str]:
@@ -154,13 +157,14 @@ def step_time(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, gp
               precision: str = "bf16-mixed", optimizer: str = "adamw", flash: bool = True,
               overlap_grad_reduce: bool = False, node_size: int | None = None,
               intra_node_bandwidth: float | None = None, inter_node_bandwidth: float | None = None,
-              constants: K.StepConstants | None = None, calibration: str | None = None,
-              layout: Layout | None = None) -> StepTimeResult:
+              constants: K.StepConstants | None = None, calibration: str | list[str] | None = None,
+              layout: Layout | None = None, ledger: bool = True) -> StepTimeResult:
     """Predict one training step of ``model`` on ``gpus`` × ``hardware`` in a layout: time, MFU, breakdown.
 
     The layout is the keywords (tp, pp, vp, cp, ep, sp, zero) or ``layout``; ``global_batch`` defaults to
     micro_batch × DP (one micro-batch per step). ``constants`` replaces the model's global constants and
-    ``calibration`` names a file saved by ``napkin bench-matmul --shapes-from`` or ``bench-allreduce --save``.
+    ``calibration`` names files saved by ``napkin bench-matmul --shapes-from`` or ``bench-allreduce --save``.
+    ``ledger=False`` leaves out the memory ledger (a planner that has already checked the fit).
     """
     if not isinstance(model, TransformerSpec):
         raise InputError(f"step-time needs a transformer; '{model.name}' is a {model.kind} network")
@@ -187,7 +191,7 @@ def step_time(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, gp
                   global_batch=global_batch, seq=seq, recompute=recompute, precision=precision, optimizer=optimizer,
                   flash=flash, overlap_grad_reduce=overlap_grad_reduce, cluster=cluster, constants=c,
                   calibration=calibration)
-    return _predict(spec, hardware, i, notes)
+    return _predict(spec, hardware, i, notes, ledger)
 
 
 def _links(i: StepTimeInputs) -> tuple[Link, Link]:
@@ -197,7 +201,8 @@ def _links(i: StepTimeInputs) -> tuple[Link, Link]:
     return intra, inter
 
 
-def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: list[str]) -> StepTimeResult:
+def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: list[str],
+             ledger: bool = True) -> StepTimeResult:
     from napkin.accounting.flops import count_flops
     from napkin.accounting.memory import memory_ledger
 
@@ -264,14 +269,14 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
                 parts["ep_comm"] += n * ep_s
             cp_s = 0.0
             if C > 1:  # K/V chunks round the ring, hidden behind the attention they feed when it is longer
-                a, _, _ = (spec.heads, 0, 0)
                 kv = 2 * b * (s // C) * max(1, spec.n_kv_heads // t) * spec.d_head * p
                 ring = (C - 1) * collective_time("p2p", kv, 2, cp_link)
                 cp_s = (1 + passes) * max(0.0, ring - lc.attention_forward.time) + 2 * max(
                     0.0, 2 * ring - (lc.backward.attention))
                 parts["cp_comm"] += n * cp_s
             z3 = 0.0
-            if lay.zero == 3 and dp > 1:  # FSDP: gather each layer's weights in forward and backward, overlapped
+            if lay.zero == 3 and dp > 1:  # FSDP: gather each layer's weights in forward; in backward gather and
+                # reduce-scatter the gradients (2 × the gather's bus bytes); prefetched, so only the excess is exposed
                 wbytes = layer_params[kind.moe] / t * BYTES_PER_ELEMENT[prec.params]
                 gather = collective_time("all-gather", wbytes, dp, dp_link)
                 z3 = (1 + passes) * max(0.0, gather - lc.forward.time) + max(
@@ -285,7 +290,7 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
         if name in ("only", "last"):
             parts["compute_gemm"] += head_f.gemm + head_b.gemm
             parts["compute_memory_bound"] += head_f.memory_bound + head_b.memory_bound
-            parts["tp_comm"] += 0.0  # vocab-parallel loss: all-reduces of b·s scalars, negligible
+            # the vocab-parallel loss all-reduces b·s scalars: negligible beside the layers' b·s·h
             fwd_s += head_f.time
             bwd_s += head_b.time
         parts["launch_overhead"] = host
@@ -303,17 +308,15 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
         send = collective_time("p2p", act_msg / (t if lay.sp else 1), 2, pp_link)
         br["pp_comm"] = d.add("pipeline sends", "2 · (V·m + P − 1) · t_send", f"2 × ({V}·{m} + {P} − 1) × {g(send)}",
                               2 * (V * m + P - 1) * send, "s", SRC_BUBBLE)
-    # data-parallel gradient reduction of the stage's parameters (experts over DP/EP)
-    from napkin.accounting.layout import stage_params
-    from napkin.accounting.params import count_params
-
+    # data-parallel gradient reduction of the fuller stage's parameters (experts over DP/EP)
     comps = count_params(spec).components
-    sp_ = stage_params(comps, spec.layers, lay, "only" if P == 1 else "last", spec.tied_embeddings)
+    sp_ = max((stage_params(comps, spec.layers, lay, st, spec.tied_embeddings) for st in stages_of(lay)),
+              key=lambda x: x.total)
     gb = BYTES_PER_ELEMENT[prec.grads]
     dp_s = collective_time("all-reduce", sp_.dense * gb, dp, dp_link) + collective_time(
         "all-reduce", sp_.expert * gb, lay.expert_dp, edp_link)
     if lay.zero == 3:
-        dp_s = 0.0  # FSDP reduce-scatters per layer in backward (counted with its gathers)
+        dp_s = 0.0  # FSDP reduce-scatters per layer in backward (counted with its gathers in zero3_comm)
     exposed = dp_s
     if i.overlap_grad_reduce:
         exposed = max(0.0, dp_s - m * slow[4])
@@ -337,14 +340,17 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
                 fl.model_flops / (step * G * peak), "fraction", SRC_MFU)
     hfu = d.add("HFU", "hardware FLOPs / (t · G · P)", f"{g(fl.hardware_flops)} / ({g(step)} × {G} × {g(peak)})",
                 fl.hardware_flops / (step * G * peak), "fraction", SRC_RECOMPUTE)
-    mem = memory_ledger(hw, spec, layout=lay, batch=b, seq=s, optimizer=i.optimizer, precision=i.precision,
-                        recompute=i.recompute, flash=i.flash)
-    d.add("peak memory per GPU (napkin memory)", "ledger total", g(mem.total_bytes), mem.total_bytes, "B",
-          "napkin.accounting.memory")
+    total_b = usable = fits = None
+    if ledger:
+        mem = memory_ledger(hw, spec, layout=lay, batch=b, seq=s, optimizer=i.optimizer, precision=i.precision,
+                            recompute=i.recompute, flash=i.flash)
+        total_b, usable, fits = mem.total_bytes, mem.usable_bytes, mem.fits
+        d.add("peak memory per GPU (napkin memory)", "ledger total", g(total_b), total_b, "B",
+              "napkin.accounting.memory")
+        if not fits:
+            notes.append(f"does not fit: {total_b / 1e9:.1f} GB per GPU needed, {usable / 1e9:.1f} GB usable (see "
+                         "napkin memory with the same layout)")
     limiter = max(br, key=lambda k: br[k])
-    if not mem.fits:
-        notes.append(f"does not fit: {mem.total_bytes / 1e9:.1f} GB per GPU needed, {mem.usable_bytes / 1e9:.1f} GB "
-                     "usable (see napkin memory with the same layout)")
     if lay.sp and t == 1:
         notes.append("--sp has no effect with --tp 1.")
     notes.append(f"largest term: {TERM_LABELS[limiter]}, {br[limiter] / step:.0%} of the step.")
@@ -354,7 +360,7 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
         model_flops=fl.model_flops, hardware_flops=fl.hardware_flops, mfu=mfu, hfu=hfu,
         model_tflops_per_gpu=fl.model_flops / step / G / 1e12, peak_flops_per_s=peak,
         breakdown={k: br.get(k, 0.0) for k in TERMS}, stages=stage_rows, limiter=limiter,
-        memory_bytes=mem.total_bytes, memory_usable_bytes=mem.usable_bytes, fits=mem.fits, steps=d.steps, notes=notes)
+        memory_bytes=total_b, memory_usable_bytes=usable, fits=fits, steps=d.steps, notes=notes)
 
 
 def train_time_at_layout(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, tokens: float, *,
