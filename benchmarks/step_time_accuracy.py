@@ -308,6 +308,7 @@ class Record:
     model_flops: float = math.nan
     measured_mfu: float = math.nan
     baseline_s: float = math.nan
+    fits: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -339,7 +340,8 @@ def predict(rows: Sequence[Row], step_time: Callable[..., Any], setup: Setup, co
             continue
         dt = time.perf_counter() - t0
         out.append(Record(r, float(res.step_time_s), None, dt, predicted_mfu=float(res.mfu),
-                          breakdown={k: float(v) for k, v in dict(res.breakdown).items()}))
+                          breakdown={k: float(v) for k, v in dict(res.breakdown).items()},
+                          fits=getattr(res, "fits", None)))
     return out
 
 
@@ -416,10 +418,22 @@ def groups(recs: Sequence[Record]) -> list[dict[str, Any]]:
             "baseline_tau": kendall_tau_b(base, meas) if many else math.nan,
             "regret": regret(pred, meas) if len(g) > 1 else math.nan,
             "baseline_regret": regret(base, meas) if len(g) > 1 else math.nan,
+            "planner_regret": planner_regret(g) if len(g) > 1 else math.nan,
             "best_layout": min(g, key=lambda r: r.row.measured_s).row.layout,
             "picked_layout": min(g, key=lambda r: r.predicted_s).row.layout,  # type: ignore[arg-type,return-value]
         })
     return out
+
+
+def planner_regret(g: Sequence[Record]) -> float:
+    """`napkin plan`'s view of a group: it keeps the layouts the memory ledger says fit and runs the one predicted
+    fastest; its regret is that layout's measured time over the best measured of the whole group, − 1."""
+    fitting = [r for r in g if r.fits is not False]
+    if not fitting:
+        return math.nan
+    pick = min(fitting, key=lambda r: r.predicted_s)  # type: ignore[arg-type,return-value]
+    best = min(r.row.measured_s for r in g)
+    return pick.row.measured_s / best - 1
 
 
 def _models(recs: Sequence[Record]) -> list[tuple[str, str]]:
@@ -451,6 +465,8 @@ def summarize(recs: Sequence[Record]) -> dict[str, Any]:
         "overall": {**accuracy(recs), "tau_groups": len(ranked), "mean_tau": _nanmean(g["tau"] for g in ranked),
                     "min_tau": _nanmin(g["tau"] for g in ranked), "mean_regret": _nanmean(g["regret"] for g in chosen),
                     "max_regret": _nanmax(g["regret"] for g in chosen),
+                    "planner_mean_regret": _nanmean(g["planner_regret"] for g in chosen),
+                    "planner_max_regret": _nanmax(g["planner_regret"] for g in chosen),
                     "baseline_mean_regret": _nanmean(g["baseline_regret"] for g in chosen),
                     "baseline_max_regret": _nanmax(g["baseline_regret"] for g in chosen)},
         "per_file": per_file, "per_model": per_model, "groups": gs,
@@ -510,6 +526,8 @@ def report(recs: Sequence[Record], title: str, brief: bool = False) -> dict[str,
         ["min Kendall tau-b", num(o["min_tau"]), "—"],
         ["mean regret of the predicted-fastest layout", pct(o["mean_regret"]), pct(o["baseline_mean_regret"])],
         ["max regret", pct(o["max_regret"]), pct(o["baseline_max_regret"])],
+        ["napkin plan's top-1 regret (fitting layouts), mean", pct(o.get("planner_mean_regret", math.nan)), "—"],
+        ["napkin plan's top-1 regret, max", pct(o.get("planner_max_regret", math.nan)), "—"],
     ]))
 
     worst = sorted((r for r in recs if r.ok), key=lambda r: -r.ape)[:5]

@@ -151,11 +151,14 @@ def layer_cost(plan: LayerPlan, kind: LayerKind, *, b: int, s: int, cp: int, tp:
     attn_flops = 2 * b * s_q * ctx * a_l * (d_qk + d_v)
     attn_f = attn_flops / (dev.peak_flops_per_s * c.attention_efficiency)
     attn_b = 2.5 * attn_f if flash else 2 * attn_f
-    attn_kernels = 1 if flash else 4  # fused kernel, or QKᵀ, masked softmax, dropout, ·V
+    # fused kernel, or QKᵀ, masked softmax, dropout, ·V; ring attention (CP) runs one block per ring step
+    attn_kernels = (1 if flash else 4) * cp
     if not flash:  # the s×s scores go through HBM: write S, read it for softmax, write P, read P for ·V
         scores = b * a_l * s_q * s * p
         attn_f += 4 * scores / mem_bw
         attn_b += 8 * scores / mem_bw
+    attn_f += attn_kernels * c.kernel_s
+    attn_b += 2 * attn_kernels * c.kernel_s
     attention_fwd = Cost(attention=attn_f, kernels=attn_kernels)
     fwd = fwd + attention_fwd
     bwd = bwd + Cost(attention=attn_b, kernels=2 * attn_kernels)

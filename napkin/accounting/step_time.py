@@ -58,6 +58,12 @@ TERM_LABELS = {
 }
 
 
+TERM_SHORT = {"compute_gemm": "GEMMs", "compute_attention": "attention", "compute_memory_bound": "memory-bound",
+              "recompute": "recompute", "launch_overhead": "launch", "tp_comm": "TP comm", "cp_comm": "CP comm",
+              "ep_comm": "EP all-to-all", "zero3_comm": "ZeRO-3", "pp_bubble": "bubble", "pp_comm": "PP sends",
+              "dp_comm": "DP reduce", "optimizer": "optimizer"}
+
+
 class Cluster(Inputs):
     """The network a layout is placed on: scale-up domains of node_size GPUs and the links per GPU."""
 

@@ -11,6 +11,7 @@ from napkin.cli.context import hardware
 from napkin.cli.context import model as model_of
 from napkin.cli.options import (
     ACTS,
+    PARALLEL,
     Calibration,
     Cp,
     Ep,
@@ -91,6 +92,8 @@ def train_time_cmd(
     intra_node_bandwidth: IntraBandwidth = None,
     inter_node_bandwidth: InterBandwidth = None,
     calibration: Calibration = None,
+    plan: Annotated[bool, opt("--plan", panel=PARALLEL, help="Plan at the MFU of the fastest layout `napkin plan` "
+                              "finds (needs --model, --tokens, --global-batch and --seq).")] = False,
     json: Json = False,
     explain: Explain = False,
 ) -> None:
@@ -98,12 +101,26 @@ def train_time_cmd(
 
     The defaults are the lecture's: H100, bf16 dense peak (989.5 TFLOP/s), MFU 0.5. With a layout (--model, --tokens
     and any of --tp, --pp, --vp, --cp, --ep, --micro-batch, --global-batch) the MFU is the one `napkin step-time`
-    predicts for that layout, in place of --mfu.
+    predicts for that layout, in place of --mfu; with --plan, the fastest layout `napkin plan` finds.
     """
     from napkin import render
     from napkin.accounting.training import train_time
 
     hw, measured = hardware(ctx, gpu), None
+    if plan:
+        from napkin.accounting.plan import train_time_planned
+        from napkin.errors import InputError
+
+        if model is None or tokens is None or global_batch is None or seq is None:
+            raise InputError("--plan searches the layouts of a model: give --model, --tokens, --global-batch and --seq")
+        if mfu is not None or hfu is not None or mfu_from is not None:
+            raise InputError("--plan predicts the MFU: leave out --mfu, --hfu and --mfu-from")
+        result = train_time_planned(model_of(ctx, model), hw, tokens, gpus=gpus, global_batch=global_batch, seq=seq,
+                                    price_per_gpu_hour=price, pue=pue, precision=precision, node_size=node_size,
+                                    intra_node_bandwidth=intra_node_bandwidth,
+                                    inter_node_bandwidth=inter_node_bandwidth, calibration=calibration)
+        render.show(result, as_json=json, explain=explain)
+        return
     layout = dict(tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, micro_batch=micro_batch, global_batch=global_batch)
     if any(v is not None for v in layout.values()):
         from napkin.accounting.step_time import train_time_at_layout

@@ -95,13 +95,14 @@ COMMAND_MODULES: dict[str, str] = {
     "flops": "model_cmds", "mfu": "model_cmds", "models": "model_cmds",
     "memory": "memory_cmds",
     "step-time": "step_cmds",
+    "plan": "plan_cmds",
     "inference": "serve_cmds", "roofline": "serve_cmds",
     "bench-matmul": "bench_cmds", "bench-allreduce": "bench_cmds",
     "validate": "validate_cmds",
     "hardware": "catalog_cmds",
 }
 # The order of `napkin --help`: planning, architecture, memory, serving, measuring, catalogs.
-_ORDER = ["calc", "step_cmds", "model_cmds", "memory_cmds", "serve_cmds", "bench_cmds", "validate_cmds", "catalog_cmds"]
+_ORDER = ["calc", "step_cmds", "plan_cmds", "model_cmds", "memory_cmds", "serve_cmds", "bench_cmds", "validate_cmds", "catalog_cmds"]
 
 
 def register(command: str | None = None) -> None:

@@ -60,3 +60,35 @@ def step_time(r: Any) -> list[Any]:
                            + ("" if r.fits else "  [bold red]does not fit[/bold red]")),
     ]
     return [kv_table("napkin step-time", rows), breakdown_table(r), bar(r.breakdown, r.step_time_s)]
+
+
+@renders("PlanResult")
+def plan(r: Any) -> list[Any]:
+    from rich.table import Table
+    from rich.text import Text
+
+    from napkin.accounting.step_time import TERM_SHORT
+
+    i = r.inputs
+    t = Table(title=f"napkin plan: {i.model} on {r.gpus} × {i.gpu}, global batch {i.global_batch} × s={i.seq} "
+                    f"({r.examined:,} layouts examined, {r.timed:,} timed)", title_justify="left")
+    for col, just in (("#", "right"), ("layout", "left"), ("b", "right"), ("recomp.", "left"), ("step", "right"),
+                      ("tokens/s", "right"), ("MFU", "right"), ("GB/GPU", "right"), ("largest term", "left")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for n, row in enumerate(r.top, 1):
+        t.add_row(str(n), row.layout.describe(), str(row.micro_batch), row.recompute, format_duration(row.step_time_s),
+                  f"{row.tokens_per_s:,.0f}", f"{row.mfu:.3f}", f"{row.memory_bytes / 1e9:.1f}",
+                  f"{TERM_SHORT[row.limiter]} {row.limiter_share:.0%}")
+    w = r.winner
+    out: list[Any] = [t, Text(f"winner: {w.layout}, micro-batch {w.inputs.micro_batch}, recompute {w.inputs.recompute}",
+                              style="bold")]
+    out += [breakdown_table(w), bar(w.breakdown, w.step_time_s)]
+    out += [Text(f"why: {line}") for line in r.why]
+    if r.days is not None:
+        out.append(kv_table("", [("training time at the winner's step", f"{r.days:,.2f} days"),
+                                 ("GPU-hours", f"{r.gpu_hours:,.0f} GPU·h")]))
+    out.append(Text("Megatron-LM:", style="bold"))
+    out.append(Text(r.megatron_flags))
+    out.append(Text("torchtitan (job config TOML):", style="bold"))
+    out.append(Text(r.torchtitan))
+    return out

@@ -1,0 +1,415 @@
+"""`napkin plan`: search every layout that fits, rank by predicted step time, explain the winner.
+
+The search enumerates TP (dividing the heads and the KV heads, inside a node unless --max-tp allows more),
+CP (powers of two that split the sequence into ≥ 1024-token chunks), PP (any stage count up to the layers),
+VP (chunks dividing the layers), EP (MoE: dividing the experts and DP), the micro-batch (dividing B / DP),
+recomputation, ZeRO and SP, then keeps what the memory ledger says fits and times it with ``step_time``.
+
+Dominance prunes most of it before anything is timed (each rule follows from the step-time model):
+- SP is on whenever TP > 1: the same bus bytes as the all-reduces it replaces, less memory and less work;
+- ZeRO-1 rather than none whenever DP > 1 (its optimizer step is DP× smaller and reduce-scatter + all-gather
+  moves the all-reduce's bytes); ZeRO-2 (same time, less memory) only when ZeRO-1 does not fit; ZeRO-3
+  (per-layer gathers, but a gradient reduction hidden behind the backward) is weighed on its own;
+- recomputation none, then selective, then full: the first that fits (each is slower and smaller);
+- memory grows with the micro-batch, so a larger one is tried only while the smaller fits.
+
+Every layout is timed with the DP gradient reduction overlapped with the backward pass, as the emitted
+Megatron-LM flags ask (``--overlap-grad-reduce``); FSDP (ZeRO-3) overlaps by design.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from napkin.accounting.kernels import StepConstants
+from napkin.accounting.layout import Layout
+from napkin.accounting.step_time import TERM_LABELS, StepTimeResult, step_time
+from napkin.errors import InputError
+from napkin.results import Derivation, Result, g
+from napkin.specs.hardware import HardwareSpec
+from napkin.specs.model import LinearSpec, TransformerSpec
+from napkin.validation import Inputs, Positive, PositiveInt, validated
+
+Progress = Callable[[int, int], None]
+RECOMPUTES = ("none", "selective", "full")
+MIN_CP_CHUNK = 1024  # tokens per CP rank below which ring attention's exchanges dominate (CP is for long contexts)
+MAX_VP = 8  # interleaving deeper than this is rare in practice (Megatron examples use 2–6) and only adds sends
+FIXABLE = ("tp", "pp", "vp", "cp", "ep", "micro_batch", "zero", "recompute")
+
+
+class PlanInputs(Inputs):
+    model: str
+    gpu: str
+    gpus: PositiveInt | None = None
+    global_batch: PositiveInt
+    seq: PositiveInt
+    tokens: Positive | None = None
+    days: Positive | None = None
+    precision: str = "bf16-mixed"
+    top: PositiveInt = 5
+    max_tp: PositiveInt | None = None
+    fix: dict[str, int | str] = Field(default_factory=dict)
+    node_size: PositiveInt
+    intra_node_bandwidth: Positive | None = None
+    inter_node_bandwidth: Positive | None = None
+    calibration: list[str] | None = None
+
+
+class PlanRow(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    layout: Layout
+    describe: str = Field(description="tp·pp·dp in one line, with recompute and the micro-batch")
+    micro_batch: int
+    recompute: str
+    step_time_s: float
+    tokens_per_s: float
+    mfu: float
+    memory_bytes: float
+    limiter: str
+    limiter_share: float
+
+
+class PlanResult(Result):
+    inputs: PlanInputs
+    gpus: int
+    examined: int = Field(description="layouts enumerated")
+    pruned: int = Field(description="layouts dropped before timing (memory, dominance)")
+    timed: int = Field(description="layouts timed with step_time")
+    interrupted: bool = False
+    top: list[PlanRow]
+    winner: StepTimeResult
+    runner_up: StepTimeResult | None = None
+    why: list[str] = Field(description="what limits the winner, and what the runner-up trades")
+    megatron_flags: str
+    torchtitan: str
+    days: float | None = Field(default=None, description="with --tokens: training days at the winner's step time")
+    gpu_hours: float | None = None
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, int(n ** 0.5) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def _shapes(spec: TransformerSpec, G: int, B: int, s: int, node: int, max_tp: int | None,
+            fix: dict[str, Any]) -> list[tuple[int, int, int, int, int]]:
+    """(tp, cp, pp, vp, ep) that divide the model and the GPUs."""
+    out = []
+    kv = spec.n_kv_heads if spec.mla is None else spec.heads
+    cap = max_tp or node
+    tps = [t for t in _divisors(spec.heads) if kv % t == 0 and t <= cap and G % t == 0]
+    for t in tps:
+        cps = [c for c in (1, 2, 4, 8, 16, 32) if c == 1 or (s % (2 * c) == 0 and s // c >= MIN_CP_CHUNK)]
+        for c in cps:
+            if G % (t * c):
+                continue
+            for p in _divisors(G // (t * c)):
+                if p > spec.layers:
+                    continue
+                dp = G // (t * c * p)
+                if B % dp:
+                    continue
+                vps = [1] + ([v for v in range(2, MAX_VP + 1) if spec.layers % (p * v) == 0] if p > 1 else [])
+                eps = [1]
+                if spec.moe is not None:
+                    eps = [e for e in _divisors(dp) if spec.moe.experts % e == 0]
+                for v in vps:
+                    for e in eps:
+                        cand = dict(tp=t, cp=c, pp=p, vp=v, ep=e)
+                        if all(cand.get(k, fix[k]) == fix[k] for k in fix if k in cand):
+                            out.append((t, c, p, v, e))
+    return out
+
+
+def plan(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, global_batch: int, seq: int,
+         gpus: int | None = None, tokens: float | None = None, days: float | None = None,
+         precision: str = "bf16-mixed", top: int = 5, max_tp: int | None = None,
+         fix: dict[str, int | str] | None = None, node_size: int | None = None,
+         intra_node_bandwidth: float | None = None, inter_node_bandwidth: float | None = None,
+         calibration: list[str] | None = None, progress: Progress | None = None) -> PlanResult:
+    """The fastest layouts of ``model`` on ``gpus`` × ``hardware`` for a global batch of sequences of ``seq``.
+
+    Without ``gpus``, ``days`` and ``tokens`` ask for the fewest GPUs (whole nodes) that train ``tokens`` in ``days``.
+    """
+    if not isinstance(model, TransformerSpec):
+        raise InputError(f"plan needs a transformer; '{model.name}' is a {model.kind} network")
+    fix = dict(fix or {})
+    for k in fix:
+        if k not in FIXABLE:
+            raise InputError(f"--fix: unknown dimension '{k}'; fix any of {', '.join(FIXABLE)} (e.g. tp=8,pp=4)")
+    node = node_size or hardware.node_gpus or 8
+    i = validated(PlanInputs, model=model.name, gpu=hardware.name, gpus=gpus, global_batch=global_batch, seq=seq,
+                  tokens=tokens, days=days, precision=precision, top=top, max_tp=max_tp, fix=fix, node_size=node,
+                  intra_node_bandwidth=intra_node_bandwidth, inter_node_bandwidth=inter_node_bandwidth,
+                  calibration=calibration)
+    if gpus is None:
+        if days is None or tokens is None:
+            raise InputError("give --gpus, or --tokens with --days to find the fewest GPUs that train in time")
+        return _fewest_gpus(model, hardware, i, progress)
+    if days is not None:
+        raise InputError("--days asks for the fewest GPUs: leave out --gpus, or leave out --days")
+    return _search(model, hardware, i, gpus, progress)
+
+
+def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
+            progress: Progress | None) -> PlanResult:
+    from napkin.accounting.memory import memory_ledger
+
+    c = StepConstants()
+    common: dict[str, Any] = dict(seq=i.seq, global_batch=i.global_batch, precision=i.precision, overlap_grad_reduce=True,
+                                  node_size=i.node_size, intra_node_bandwidth=i.intra_node_bandwidth,
+                                  inter_node_bandwidth=i.inter_node_bandwidth)
+    if i.calibration:
+        from napkin.accounting.calibration import calibrate
+
+        c, _ = calibrate(i.calibration, c, hw, spec, i.precision)
+    shapes = _shapes(spec, G, i.global_batch, i.seq, i.node_size, i.max_tp, i.fix)
+    if not shapes:
+        raise InputError(f"no layout of {spec.name} divides {G} GPUs and a global batch of {i.global_batch} "
+                         f"(heads {spec.heads}, layers {spec.layers}); try a batch divisible by more data-parallel "
+                         "degrees or another GPU count")
+    usable = hw.memory_bytes
+    examined = pruned = 0
+    smallest: tuple[float, str] | None = None
+    timed: list[tuple[float, StepTimeResult, float]] = []
+    interrupted = False
+    want_r = i.fix.get("recompute")
+    want_z = i.fix.get("zero")
+    want_b = i.fix.get("micro_batch")
+    try:
+        for n, (t, cp, p, v, e) in enumerate(shapes):
+            if progress is not None:
+                progress(n, len(shapes))
+            dp = G // (t * cp * p)
+            # ZeRO-1 and -2 take the same time (2 only when 1 does not fit); ZeRO-3 trades gathers for an
+            # overlapped gradient reduction, so it is weighed on its own
+            groups = [[0]] if dp == 1 else [[1, 2], [3]]
+            if want_z is not None:
+                groups = [[int(want_z)]] if dp > 1 or int(want_z) == 0 else []
+            recs = [str(want_r)] if want_r is not None else list(RECOMPUTES)
+            local = i.global_batch // dp
+            for b in _divisors(local):
+                if want_b is not None and b != int(want_b):
+                    continue
+                m = local // b
+                fitted_any = False
+                for zs in groups:
+                    best_r = len(recs)  # the lightest recompute a lower stage of this group fitted with
+                    for z in zs:
+                        lay = Layout(gpus=G, tp=t, pp=p, vp=v, cp=cp, ep=e, sp=t > 1, zero=z, micro_batches=m)
+                        for ri, r in enumerate(recs):
+                            examined += 1
+                            if ri >= best_r:  # a lower ZeRO stage fitted with this recompute: same time
+                                pruned += 1
+                                continue
+                            mem = memory_ledger(hw, spec, layout=lay, batch=b, seq=i.seq, precision=i.precision,
+                                                recompute=r)
+                            if not mem.fits:
+                                pruned += 1
+                                if smallest is None or mem.total_bytes < smallest[0]:
+                                    smallest = (mem.total_bytes, f"{lay.describe()}, micro-batch {b}, recompute {r}")
+                                continue
+                            fitted_any = True
+                            st = step_time(spec, hw, gpus=G, layout=lay.model_copy(update={"micro_batches": 1}),
+                                           micro_batch=b, recompute=r,  # type: ignore[arg-type]
+                                           constants=c, ledger=False, **common)
+                            timed.append((st.step_time_s, st, mem.total_bytes))
+                            best_r = ri
+                            skipped = len(recs) - ri - 1  # slower recomputation of the same layout: dominated
+                            examined += skipped
+                            pruned += skipped
+                            break
+                if not fitted_any:
+                    break  # a larger micro-batch needs more memory: none of them fits either
+    except KeyboardInterrupt:
+        interrupted = True
+    if progress is not None:
+        progress(len(shapes), len(shapes))
+    if not timed:
+        if interrupted:
+            raise InputError("interrupted before any layout was timed")
+        what = (f"the smallest per-GPU footprint is {smallest[0] / 1e9:.1f} GB with {smallest[1]}" if smallest
+                else "no layout was tried")
+        raise InputError(f"no layout of {spec.name} fits {G} × {hw.name}: {what}; the {hw.name} has "
+                         f"{usable / 1e9:.0f} GB (more GPUs, a shorter --seq or a smaller --global-batch help)")
+    # fastest first; on a tie the lower ZeRO stage, then the lighter recomputation, then less memory
+    timed.sort(key=lambda x: (x[0], x[1].inputs.layout.zero, RECOMPUTES.index(x[1].inputs.recompute), x[2]))
+    rows = [_row(st, mem) for _, st, mem in timed[:i.top]]
+    # the winner and runner-up again, with the ledger and the derivation
+    def full(st: StepTimeResult) -> StepTimeResult:
+        si = st.inputs
+        return step_time(spec, hw, gpus=G, layout=si.layout.model_copy(update={"micro_batches": 1}),
+                         micro_batch=si.micro_batch, recompute=si.recompute, constants=c, **common)
+
+    win = full(timed[0][1])
+    runner = full(timed[1][1]) if len(timed) > 1 else None
+    d = Derivation()
+    d.add("layouts examined", "enumerated (tp, cp, pp, vp, ep, b, ZeRO, recompute)", str(examined), examined,
+          "layouts", "napkin.accounting.plan")
+    d.add("layouts timed", "examined − pruned (memory, dominance)", f"{examined} − {pruned}", len(timed), "layouts",
+          "napkin.accounting.plan")
+    d.add("winner's step time", win.layout, g(win.step_time_s), win.step_time_s, "s", "napkin step-time")
+    days_ = hours = None
+    notes = []
+    if i.tokens is not None:
+        steps = i.tokens / (i.global_batch * i.seq)
+        days_ = d.add("training days at the winner's step", "D / (B·s) · t_step / 86400",
+                      f"{g(i.tokens)} / ({i.global_batch}·{i.seq}) × {g(win.step_time_s)} / 86400",
+                      steps * win.step_time_s / 86400, "days", "definition")
+        hours = d.add("GPU-hours", "days · 24 · G", f"{g(days_)} × 24 × {G}", days_ * 24 * G, "GPU·h", "definition")
+    if interrupted:
+        notes.append("interrupted: the best layouts among those timed so far")
+    return PlanResult(inputs=i, gpus=G, examined=examined, pruned=pruned, timed=len(timed), interrupted=interrupted,
+                      top=rows, winner=win, runner_up=runner, why=_why(win, runner),
+                      megatron_flags=megatron_flags(win, spec), torchtitan=torchtitan(win), days=days_,
+                      gpu_hours=hours, steps=d.steps + win.steps, notes=notes + win.notes)
+
+
+def _row(st: StepTimeResult, mem: float) -> PlanRow:
+    i = st.inputs
+    return PlanRow(layout=i.layout, describe=f"{st.layout} b{i.micro_batch} {i.recompute}", micro_batch=i.micro_batch,
+                   recompute=i.recompute, step_time_s=st.step_time_s, tokens_per_s=st.tokens_per_s, mfu=st.mfu,
+                   memory_bytes=mem, limiter=st.limiter, limiter_share=st.breakdown[st.limiter] / st.step_time_s)
+
+
+def _why(win: StepTimeResult, runner: StepTimeResult | None) -> list[str]:
+    """What limits the winner (its largest non-GEMM term) and what the runner-up trades."""
+    out = []
+    comm = {k: v for k, v in win.breakdown.items() if k not in ("compute_gemm", "compute_attention") and v}
+    if comm:
+        k = max(comm, key=lambda x: comm[x])
+        out.append(f"besides the matmuls, the winner loses most to {TERM_LABELS[k]}: {comm[k] / win.step_time_s:.0%} of "
+                   "the step")
+    if runner is not None:
+        diff = {k: runner.breakdown[k] - win.breakdown[k] for k in win.breakdown}
+        worse = max(diff, key=lambda x: diff[x])
+        better = min(diff, key=lambda x: diff[x])
+        gap = runner.step_time_s / win.step_time_s - 1
+        name = f"the runner-up ({runner.layout}, b{runner.inputs.micro_batch} {runner.inputs.recompute})"
+        if gap < 1e-3:
+            line = f"{name} ties within 0.1%"
+            if win.memory_bytes and runner.memory_bytes:
+                line += (f", at {runner.memory_bytes / 1e9:.1f} GB per GPU against {win.memory_bytes / 1e9:.1f} GB: "
+                         "the winner is the simpler layout")
+        else:
+            line = f"{name} is {gap:.1%} slower: {TERM_LABELS[worse]} +{diff[worse]:.3g} s"
+            if diff[better] < 0:
+                line += f" for {TERM_LABELS[better]} {diff[better]:.3g} s"
+        out.append(line)
+    return out
+
+
+def megatron_flags(st: StepTimeResult, spec: TransformerSpec) -> str:
+    """The layout as Megatron-LM pretrain_gpt.py arguments."""
+    i, lay = st.inputs, st.inputs.layout
+    f = [f"--tensor-model-parallel-size {lay.tp}", f"--pipeline-model-parallel-size {lay.pp}"]
+    if lay.vp > 1:
+        f.append(f"--num-layers-per-virtual-pipeline-stage {spec.layers // (lay.pp * lay.vp)}")
+    if lay.cp > 1:
+        f.append(f"--context-parallel-size {lay.cp}")
+    if lay.ep > 1:
+        f.append(f"--expert-model-parallel-size {lay.ep}")
+    f += [f"--micro-batch-size {i.micro_batch}", f"--global-batch-size {i.global_batch}", f"--seq-length {i.seq}"]
+    if lay.sp:
+        f.append("--sequence-parallel")
+    if i.recompute == "selective":
+        f.append("--recompute-granularity selective")
+    elif i.recompute == "full":
+        f.append("--recompute-granularity full --recompute-method uniform --recompute-num-layers 1")
+    if lay.zero in (1, 2):
+        f.append("--use-distributed-optimizer --overlap-grad-reduce --overlap-param-gather")
+    elif lay.zero == 0 and lay.dp > 1:
+        f.append("--overlap-grad-reduce")
+    elif lay.zero == 3:
+        f.append("--use-torch-fsdp2")
+    if i.precision.startswith("bf16"):
+        f.append("--bf16")
+    elif i.precision.startswith("fp16"):
+        f.append("--fp16")
+    elif i.precision.startswith("fp8"):
+        f.append("--bf16 --fp8-format hybrid")
+    return " ".join(f)
+
+
+def torchtitan(st: StepTimeResult) -> str:
+    """The layout as torchtitan job-config TOML ([parallelism], [training], [activation_checkpoint])."""
+    i, lay = st.inputs, st.inputs.layout
+    shard, replicate = (lay.dp, 1) if lay.zero >= 1 else (1, lay.dp)  # FSDP shards (ZeRO-3); DDP replicates
+    lines = ["[parallelism]", f"data_parallel_replicate_degree = {replicate}",
+             f"data_parallel_shard_degree = {shard}", f"tensor_parallel_degree = {lay.tp}",
+             f"context_parallel_degree = {lay.cp}", f"pipeline_parallel_degree = {lay.pp}"]
+    if lay.pp > 1:
+        lines += [f'pipeline_parallel_schedule = "{"Interleaved1F1B" if lay.vp > 1 else "1F1B"}"',
+                  f"pipeline_parallel_microbatch_size = {i.micro_batch}"]
+    if lay.ep > 1:
+        lines.append(f"expert_parallel_degree = {lay.ep}")
+    lines += ["", "[training]", f"local_batch_size = {i.global_batch // lay.dp}",
+              f"global_batch_size = {i.global_batch}", f"seq_len = {i.seq}", "", "[activation_checkpoint]",
+              f'mode = "{i.recompute}"']
+    return "\n".join(lines)
+
+
+def _fewest_gpus(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, progress: Progress | None) -> PlanResult:
+    """Fewest whole nodes whose best layout trains i.tokens in i.days (bisection over the node count)."""
+    assert i.tokens is not None and i.days is not None
+    node = i.node_size
+    cache: dict[int, PlanResult | None] = {}
+
+    def best(k: int) -> PlanResult | None:
+        if k not in cache:
+            try:
+                cache[k] = _search(spec, hw, i.model_copy(update={"gpus": k * node}), k * node, None)
+            except InputError:
+                cache[k] = None
+        return cache[k]
+
+    def in_time(k: int) -> bool:
+        r = best(k)
+        return r is not None and r.days is not None and r.days <= i.days  # type: ignore[operator]
+
+    hi = 1
+    while not in_time(hi):
+        if hi * node >= 1 << 17:
+            r = best(hi)
+            got = f"{r.days:.1f} days on {hi * node} GPUs" if r is not None and r.days else "nothing fits"
+            raise InputError(f"no cluster up to {hi * node} × {hw.name} trains {g(i.tokens)} tokens of {spec.name} "
+                             f"in {g(i.days)} days ({got}); allow more days")
+        hi *= 2
+        if progress is not None:
+            progress(hi.bit_length(), 18)
+    lo = hi // 2
+    while hi - lo > 1:  # days fall as nodes are added (not strictly: the batch must divide); bisect on that trend
+        mid = (lo + hi) // 2
+        if in_time(mid):
+            hi = mid
+        else:
+            lo = mid
+    r = best(hi)
+    assert r is not None
+    note = (f"fewest GPUs: {hi} nodes × {node} = {hi * node} GPUs train {g(i.tokens)} tokens in {r.days:.2f} days "
+            f"(≤ {g(i.days)}); {(hi - 1) * node} GPUs do not (bisection over whole nodes)")
+    return r.model_copy(update={"notes": [note, *r.notes]})
+
+
+def train_time_planned(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, tokens: float, *, gpus: int,
+                       global_batch: int, seq: int, price_per_gpu_hour: float | None = None, pue: float = 1.0,
+                       **search: Any) -> Any:
+    """`train-time --plan`: days at the MFU of the fastest layout `plan` finds (a TrainTimeResult)."""
+    from napkin.accounting.step_time import train_time_at_layout
+
+    r = plan(model, hardware, gpus=gpus, global_batch=global_batch, seq=seq, **search)
+    w = r.winner.inputs
+    lay = w.layout
+    out = train_time_at_layout(model, hardware, tokens, price_per_gpu_hour=price_per_gpu_hour, pue=pue, gpus=gpus,
+                               layout=lay.model_copy(update={"micro_batches": 1}), micro_batch=w.micro_batch,
+                               global_batch=global_batch, seq=seq, recompute=w.recompute, precision=w.precision,
+                               overlap_grad_reduce=w.overlap_grad_reduce, node_size=w.cluster.node_size,
+                               intra_node_bandwidth=w.cluster.intra_node_bytes_per_s,
+                               inter_node_bandwidth=w.cluster.inter_node_bytes_per_s, constants=w.constants)
+    note = (f"layout found by napkin plan ({r.timed:,} of {r.examined:,} layouts timed): {r.winner.layout}, "
+            f"micro-batch {w.micro_batch}, recompute {w.recompute}; Megatron-LM: {r.megatron_flags}")
+    return out.model_copy(update={"notes": [note, *out.notes]})
