@@ -205,3 +205,34 @@ def test_layer_plan_is_the_one_shape_source():
         pc = count_params(spec)
         outside = pc.components["norms.final"] + sum(plan.embedding_params.values()) + pc.components.get("head", 0)
         assert body + outside == pc.total  # the plan's layers and what is outside them add up to the count
+
+
+def _precision_for(hw):
+    from napkin.specs.dtypes import DType
+
+    return "bf16-mixed" if DType.bf16 in hw.peak_flops_per_s else "fp16-mixed"
+
+
+@pytest.mark.parametrize("gpu", sorted(h.name for h in __import__("napkin").hardware_catalog()))
+@pytest.mark.parametrize("model, layout", [
+    ("gpt2", dict(gpus=16, tp=2, pp=2, vp=2, micro_batch=2, global_batch=32, seq=1024, sp=True)),   # dense, MHA
+    ("llama3-8b", dict(gpus=16, tp=2, cp=2, micro_batch=1, global_batch=8, seq=8192, zero=3)),        # GQA, CP
+    ("deepseek-v3", dict(gpus=512, tp=2, pp=8, ep=8, micro_batch=1, global_batch=64, seq=4096,       # MoE + MLA
+                         recompute="full", zero=1)),
+])
+def test_every_catalog_gpu_and_architecture(gpu, model, layout):
+    hw = get_hardware(gpu)
+    r = step_time(get_model(model), hw, precision=_precision_for(hw), **layout)
+    assert r.step_time_s > 0 and 0 < r.mfu < 1 and sum(r.breakdown.values()) == pytest.approx(r.step_time_s)
+
+
+def test_a_config_json_model(tmp_path):
+    cfg = dict(architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=1024, intermediate_size=2816,
+               num_hidden_layers=8, num_attention_heads=16, num_key_value_heads=4, vocab_size=32000,
+               max_position_embeddings=4096, rms_norm_eps=1e-5, tie_word_embeddings=False, hidden_act="silu")
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    r = _run(["step-time", "--model", str(path), "--gpus", "8", "--tp", "4", "--micro-batch", "2", "--global-batch",
+              "8", "--seq", "2048", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["step_time_s"] > 0
