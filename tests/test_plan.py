@@ -136,3 +136,13 @@ def test_train_time_cli_layout_errors():
                    "16", "--seq", "1024", "--json"])
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.output)["layout"].startswith("tp2")
+
+
+@pytest.mark.parametrize("gpu", sorted(h.name for h in __import__("napkin").hardware_catalog()))
+def test_plan_answers_on_every_catalog_gpu(gpu):
+    from napkin.specs.dtypes import DType
+
+    hw = get_hardware(gpu)
+    prec = "bf16-mixed" if DType.bf16 in hw.peak_flops_per_s else "fp16-mixed"
+    r = plan(get_model("llama3-8b"), hw, gpus=8, global_batch=16, seq=2048, precision=prec, top=2)
+    assert r.winner.fits and r.winner.step_time_s > 0

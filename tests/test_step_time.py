@@ -236,3 +236,39 @@ def test_a_config_json_model(tmp_path):
               "8", "--seq", "2048", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["step_time_s"] > 0
+
+
+def test_calibration_from_a_real_cpu_measurement(tmp_path):
+    """bench-matmul --save on this CPU, then step-time --calibration: the GEMM efficiency drops to what was measured."""
+    pytest.importorskip("torch")
+    from napkin.bench.matmul import bench_matmul
+    from napkin.bench.saved import save_result
+
+    m = bench_matmul(size=256, dtype="bf16", device="cpu", warmup_s=0.01, iters=3)
+    path = tmp_path / "gemm.json"
+    save_result(m, path)
+    plain = _step(gpus=8, tp=1, pp=1, global_batch=16)
+    cal = _step(gpus=8, tp=1, pp=1, global_batch=16, calibration=str(path))
+    assert cal.breakdown["compute_gemm"] > plain.breakdown["compute_gemm"]  # a CPU is slower than an A100's model
+    assert any("calibrated from" in n for n in cal.notes)
+    assert cal.inputs.constants.gemm_efficiency < 0.87
+    with pytest.raises(InputError, match="computes in fp16"):
+        _step(gpus=8, tp=1, pp=1, global_batch=16, calibration=str(path), precision="fp16-mixed")
+
+
+def test_calibration_from_an_allreduce_file(tmp_path):
+    from napkin.bench.models import AllreduceBenchResult, AllreduceEnvironment, AllreduceRow
+    from napkin.bench.saved import save_result
+    from napkin.specs.dtypes import DType
+
+    env = AllreduceEnvironment(backend="nccl", world_size=8, device="cuda", device_name="A100", torch_version="2.13",
+                               launcher="torchrun")
+    rows = [AllreduceRow(size_bytes=s, count=int(s // 2), dtype=DType.bf16, time_s=t, max_time_s=t,
+                         algbw_bytes_per_s=s / t, busbw_bytes_per_s=1.75 * s / t)
+            for s, t in ((1e3, 20e-6), (1e9, 1.75e9 / 150e9))]  # 150 GB/s busbw at 1 GB, 20 µs at 1 kB
+    r = AllreduceBenchResult(environment=env, method=[], iters=10, warmup_iters=2, rows=rows)
+    path = tmp_path / "ar.json"
+    save_result(r, path)
+    cal = _step(calibration=str(path))
+    assert cal.inputs.constants.bus_efficiency == pytest.approx(150e9 / 300e9)
+    assert cal.inputs.constants.intra_latency_s == pytest.approx(20e-6)
