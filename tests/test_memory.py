@@ -14,6 +14,7 @@ from napkin.accounting.memory_solvers import (
     min_gpus,
     scaled_spec,
 )
+from napkin.errors import InputError
 from napkin.specs.catalog import get_model, hardware_catalog
 
 
@@ -162,7 +163,11 @@ def test_compare_gpus_lists_the_catalog(h100, llama):
     hw = list(hardware_catalog())
     r = compare_gpus(hw, llama, batch=1, seq=4096, gpus=8, zero=3)
     assert isinstance(r, GpuCompareResult)
-    assert {x.gpu for x in r.rows} == {h.name for h in hw}
+    bf16 = {h.name for h in hw if "bf16" in {d.value for d in h.peak_flops_per_s}}
+    assert {x.gpu for x in r.rows} == bf16 and "v100-sxm2-32gb" not in bf16  # a V100 cannot run bf16-mixed
+    assert "cannot run bf16-mixed" in r.notes[0]
+    fp16 = compare_gpus(hw, llama, batch=1, seq=4096, gpus=8, zero=3, precision="fp16-mixed")
+    assert {x.gpu for x in fp16.rows} == {h.name for h in hw}
     for x in r.rows:
         assert x.fits == (x.headroom_bytes >= 0)
         assert x.headroom_bytes == pytest.approx(x.memory_bytes - x.total_bytes)
@@ -241,3 +246,31 @@ def test_uneven_pipeline_counts_the_fullest_stage(h100):
     spec = get_model("llama3.1-405b")
     r = memory_ledger(h100, spec, batch=1, seq=8192, gpus=128, tp=8, pp=16, recompute="full")
     assert r.activations is not None and r.activations.layers_on_gpu == 8
+
+
+def test_max_model_and_memory_answer_the_same_question_the_same_way(h100):
+    """Issue 11: `max-model --gpus 8` said 40 B fits while `memory --params 40B --gpus 8` said it did not."""
+    from napkin.accounting.model_state import max_model
+
+    mm = max_model(h100, 8)  # defaults: bf16-mixed AdamW (16 B/param), ZeRO-3
+    assert mm.max_params == pytest.approx(4.0e10)  # the lecture's napkin, unchanged
+    led = memory_ledger(h100, params=mm.max_params, gpus=8)  # memory's defaults are the same
+    assert led.inputs.precision == mm.inputs.precision and led.inputs.parallel.zero == mm.inputs.zero
+    assert led.fits and led.total_bytes == pytest.approx(80e9)
+    assert not memory_ledger(h100, params=mm.max_params * 1.01, gpus=8).fits
+
+
+@pytest.mark.parametrize("call", ["memory", "max-model", "step-time"])
+def test_a_precision_the_gpu_cannot_run_is_refused_everywhere(call):
+    from napkin.accounting.model_state import max_model
+    from napkin.accounting.step_time import step_time
+    from napkin.specs.catalog import get_hardware
+
+    v100 = get_hardware("v100")
+    with pytest.raises(InputError, match="cannot run fp8-mixed.*fp16-mixed"):
+        if call == "memory":
+            memory_ledger(v100, get_model("gpt2"), seq=1024, precision="fp8-mixed")
+        elif call == "max-model":
+            max_model(v100, 8, precision="fp8-mixed")
+        else:
+            step_time(get_model("gpt2"), v100, gpus=8, seq=1024, precision="fp8-mixed")

@@ -85,7 +85,8 @@ def test_train_time_hfu_divides_hardware_flops(h100):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(params=7e9, tokens=1e12, recompute="full"), "--recompute needs --model"),
+    (dict(params=7e9, tokens=1e12, recompute="selective"), "--recompute selective needs --model"),
+    (dict(params=7e9, tokens=1e12, hfu=0.4), "add --recompute full"),
     (dict(tokens=1e12, mfu=0.5, hfu=0.5), "not both"),
     (dict(params=7e9, tokens=1e12, model=get_model("gpt2")), "leave out --params"),
     (dict(model=get_model("gpt2")), "needs --tokens"),
@@ -101,3 +102,29 @@ def test_budget_with_model_gives_tokens(h100):
     assert r.model_tokens == pytest.approx(r.total_flops / count_flops(spec, 1, 8192).model_flops, rel=REL)
     hw = budget(h100, 8, 7, model=spec, seq=8192, hfu=0.4, recompute="full")
     assert hw.model_tokens < r.model_tokens  # the same hardware FLOP/s buys fewer tokens when some are recomputed
+
+
+def test_hfu_with_params_divides_8nd_narayanan_eq4():
+    """Narayanan et al. 2021 §5.1: GPT-3 175B on 300B tokens, 1024 A100 at 140 TFLOP/s (HFU 0.4487) ≈ 34 days."""
+    from napkin.specs.catalog import get_hardware
+
+    a100 = get_hardware("a100")
+    r = train_time(a100, 1024, params=175e9, tokens=300e9, hfu=140e12 / 312e12, recompute="full")
+    assert r.days == pytest.approx(8 * 175e9 * 300e9 / (1024 * 140e12) / 86400, rel=1e-9)  # eq. 4: 8TP/(nX)
+    assert 33.5 < r.days < 34.5
+    assert r.hardware_flops == pytest.approx(8 * 175e9 * 300e9)
+    assert any("C_hw (hardware FLOPs)" in s.formula for s in r.steps)  # --explain names what it divides
+    with pytest.raises(InputError, match="add --recompute full"):
+        train_time(a100, 1024, params=175e9, tokens=300e9, hfu=0.4487)
+
+
+def test_budget_hfu_converts_hardware_to_model_flops():
+    from napkin.accounting.training import budget
+    from napkin.specs.catalog import get_hardware
+
+    h = get_hardware("h100")
+    m = budget(h, 8, 7, mfu=0.3)
+    hw = budget(h, 8, 7, hfu=0.4, recompute="full")  # 0.4 HFU with full recompute = 0.3 MFU of model FLOPs
+    assert hw.optimal_params == pytest.approx(m.optimal_params, rel=1e-9)
+    with pytest.raises(InputError, match="add --recompute full"):
+        budget(h, 8, 7, hfu=0.4)

@@ -84,7 +84,7 @@ def test_flops_json_equals_api_and_explain_cites_sources(cli):
     (["flops", "-m", "llama3-8b", "-D", "1T", "--recompute", "half"], "recompute must be one of"),
     (["flops", "-m", "cruncher", "-D", "2", "--depth", "-1"], "--depth"),
     (["mfu", "-m", "llama3-8b", "--gpus", "8"], "--tokens-per-s"),
-    (["train-time", "--params", "7e9", "--tokens", "1T", "--gpus", "8", "--recompute", "full"], "needs --model"),
+    (["train-time", "--params", "7e9", "--tokens", "1T", "--gpus", "8", "--recompute", "selective"], "needs --model"),
     (["train-time", "-m", "llama3-8b", "--tokens", "1T", "--gpus", "8", "--mfu", "0.4", "--hfu", "0.5"], "not both"),
 ])
 def test_bad_flags_are_one_line_exit_2(cli, args, message):

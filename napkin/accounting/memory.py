@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from napkin.accounting import activations as act
-from napkin.accounting.model_state import get_optimizer, get_precision, state_parts
+from napkin.accounting.model_state import get_optimizer, get_precision, require_precision, state_parts
 from napkin.accounting.params import count_params
 from napkin.accounting.layers import layer_plan
 from napkin.accounting.layout import (INTERLEAVED, ONE_F_ONE_B, Layout, Stage, check_layout, layers_per_stage,
@@ -237,6 +237,11 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None) -> Memo
                         activations=ledger, steps=d.steps)
 
 
+def default_zero(gpus: int, model_parallel: int) -> int:
+    """The ZeRO stage when none is given: 3 over more than one data-parallel rank (FSDP), else 0 (nothing to shard)."""
+    return 3 if model_parallel > 0 and gpus // model_parallel > 1 else 0
+
+
 def memory_ledger(
     hardware: HardwareSpec,
     model: ModelArg = None,
@@ -249,7 +254,7 @@ def memory_ledger(
     precision: str = "bf16-mixed",
     recompute: str = "none",
     flash: bool = True,
-    zero: int = 0,
+    zero: int | None = None,
     tp: int = 1,
     pp: int = 1,
     sp: bool = False,
@@ -267,16 +272,20 @@ def memory_ledger(
 
     With pipeline parallelism the ledger is for the fuller of the first and last stages. The layout is
     ``layout`` (a Layout, with its CP, EP and VP) or, for short, the gpus/tp/pp/sp/zero/micro_batches keywords.
+    ``zero`` defaults to 3 (all model state sharded over the data-parallel ranks, as FSDP and the lecture's
+    napkin do) when there is more than one data-parallel rank, else 0 — the same default as ``max_model``.
     """
     if (model is None) == (params is None):
         raise InputError("give either a model (--model, for the full ledger) or a parameter count (--params, "
                          "model state only)")
-    prec, opt = get_precision(precision), get_optimizer(optimizer)
+    prec, opt = require_precision(hardware, precision), get_optimizer(optimizer)
     if layout is not None:
-        if (gpus, tp, pp, sp, zero, micro_batches, vp, cp, ep) != (1, 1, 1, False, 0, 1, 1, 1, 1):
+        if (gpus, tp, pp, sp, zero, micro_batches, vp, cp, ep) != (1, 1, 1, False, None, 1, 1, 1, 1):
             raise InputError("give the layout as layout=Layout(...) or as keywords (gpus, tp, pp, ...), not both")
         par = layout
     else:
+        if zero is None:
+            zero = default_zero(gpus, tp * pp * cp)
         par = validated(Layout, gpus=gpus, tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, sp=sp, zero=zero,
                         micro_batches=micro_batches)
     i = validated(MemoryInputs, architecture=None if model is None else model.name, params=params, batch=batch, seq=seq,

@@ -73,7 +73,9 @@ def min_gpus(hardware: HardwareSpec, model: ModelArg, **setup: Any) -> MinGpusRe
     """Fewest GPUs G = TP·PP·DP for which the ledger fits: DP = ⌈S / (M − R)⌉ under ZeRO."""
     setup.pop("gpus", None)
     unit = setup.get("tp", 1) * setup.get("pp", 1)
-    zero = setup.get("zero", 0)
+    if setup.get("zero") is None:  # the ledger's default: ZeRO-3 once there is more than one data-parallel rank
+        setup = {**setup, "zero": 3}
+    zero = setup["zero"]
     probe = memory_ledger(hardware, model, gpus=unit * (2 if zero else 1), **setup)
     d = Derivation()
     dp0 = probe.data_parallel
@@ -130,12 +132,22 @@ def compare_gpus(hardware: list[HardwareSpec], model: ModelArg, **setup: Any) ->
     if not hardware:
         raise InputError("the hardware catalog is empty")
     setup.pop("memory_bytes", None)
-    ledgers = [(h, memory_ledger(h, model, **setup)) for h in hardware]
+    from napkin.accounting.model_state import get_precision
+
+    prec = get_precision(setup.get("precision", "bf16-mixed"))
+    runs = [h for h in hardware if prec.compute in h.peak_flops_per_s]  # one rule: the GPU must run the precision
+    if not runs:
+        raise InputError(f"no catalog GPU runs {prec.name} ({prec.compute.value} matmuls)")
+    ledgers = [(h, memory_ledger(h, model, **setup)) for h in runs]
     rows = sorted((GpuFit(gpu=h.name, display_name=h.display_name, memory_bytes=r.usable_bytes,
                           total_bytes=r.total_bytes, headroom_bytes=r.headroom_bytes, fits=r.fits)
                    for h, r in ledgers), key=lambda x: (-x.memory_bytes, x.gpu))
     first = ledgers[0][1]
-    return GpuCompareResult(rows=rows, ledger=first, steps=first.steps, notes=first.notes)
+    notes = list(first.notes)
+    skipped = [h.name for h in hardware if h not in runs]
+    if skipped:
+        notes.insert(0, f"left out, they cannot run {prec.name} ({prec.compute.value} matmuls): {', '.join(skipped)}")
+    return GpuCompareResult(rows=rows, ledger=first, steps=first.steps, notes=notes)
 
 
 class MaxModelFitResult(Result):

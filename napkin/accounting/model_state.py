@@ -106,6 +106,24 @@ def get_precision(name: str) -> Precision:
     return PRECISIONS[name]
 
 
+def runnable_precisions(hardware: HardwareSpec) -> list[str]:
+    """The precision policies whose matmul dtype the GPU has a peak for (its tensor cores run it)."""
+    return [name for name, p in PRECISIONS.items() if p.compute in hardware.peak_flops_per_s]
+
+
+def require_precision(hardware: HardwareSpec, precision: Precision | str) -> Precision:
+    """One rule for every command: a precision needs the GPU's support for its matmul dtype (fp8-mixed: fp8 tensor
+    cores; bf16*: bf16), refused with the policies that work there."""
+    from napkin.errors import InputError
+
+    prec = get_precision(precision) if isinstance(precision, str) else precision
+    if prec.compute not in hardware.peak_flops_per_s:
+        ok = ", ".join(runnable_precisions(hardware))
+        raise InputError(f"{hardware.name} cannot run {prec.name}: it has no {prec.compute.value} matmul peak on its "
+                         f"datasheet; precisions that run there: {ok}")
+    return prec
+
+
 def get_optimizer(name: str) -> Optimizer:
     key = name.strip().lower().replace("_", "-")
     if key not in OPTIMIZERS:
@@ -161,7 +179,7 @@ class MaxModelInputs(Inputs):
     gpus: PositiveInt
     gpu: str
     optimizer: str = "adamw"
-    precision: str = "fp32"
+    precision: str = "bf16-mixed"
     zero: Literal[0, 1, 2, 3] = 3
     memory_bytes: Positive = Field(description="memory per GPU used for the napkin")
     reserve_bytes: NonNegative = 0.0
@@ -181,7 +199,7 @@ def max_model(
     hardware: HardwareSpec,
     gpus: int,
     optimizer: str = "adamw",
-    precision: str = "fp32",
+    precision: str = "bf16-mixed",
     zero: int = 3,
     *,
     memory_bytes: float | None = None,
@@ -189,10 +207,12 @@ def max_model(
 ) -> MaxModelResult:
     """Largest parameter count whose model state (not activations) fits G GPUs.
 
-    Defaults reproduce CS336 lecture 2: 8 × 80e9 bytes / 16 B/param (fp32 AdamW) = 4.0e10 params.
+    Defaults reproduce CS336 lecture 2: 8 × 80e9 bytes / 16 B/param = 4.0e10 params. The lecture counts fp32
+    AdamW (4 + 4 + 4 + 4); the default bf16-mixed AdamW is also 16 B/param (2 + 2 + 4 master + 8, ZeRO §3.1), and
+    is what `napkin memory` defaults to, so both commands answer the same question the same way.
     """
     opt = get_optimizer(optimizer)
-    prec = get_precision(precision)
+    prec = require_precision(hardware, precision)
     i = validated(MaxModelInputs, gpus=gpus, gpu=hardware.name, optimizer=opt.name, precision=prec.name, zero=zero,
                   memory_bytes=memory_bytes if memory_bytes is not None else hardware.memory_bytes,
                   reserve_bytes=reserve_bytes)

@@ -23,7 +23,7 @@ from napkin.accounting.collectives import SRC_NCCL, SRC_PLACEMENT, Link, collect
 from napkin.accounting.layers import layer_plan
 from napkin.accounting.layout import Layout, check_layout, layers_per_stage, stage_params
 from napkin.accounting.layout import stages as stages_of
-from napkin.accounting.model_state import get_optimizer, get_precision, state_parts
+from napkin.accounting.model_state import get_optimizer, get_precision, require_precision, state_parts
 from napkin.accounting.params import count_params
 from napkin.errors import InputError
 from napkin.results import DEFINITION, Derivation, Result, g
@@ -121,7 +121,7 @@ class StepTimeResult(Result):
 
 
 def _device(hw: HardwareSpec, precision: str, c: K.StepConstants) -> tuple[K.Device, str]:
-    prec = get_precision(precision)
+    prec = require_precision(hw, precision)
     peak = hw.peak(prec.compute)
     eff = c.gemm_efficiency or hw.matmul_efficiency or K.DEFAULT_MATMUL_EFFICIENCY
     src = "constants or --calibration" if c.gemm_efficiency else ("hardware spec (MAMF)" if hw.matmul_efficiency else

@@ -16,6 +16,8 @@ if TYPE_CHECKING:  # the architecture side loads only when a model is given (kee
     from napkin.specs.model import LinearSpec, TransformerSpec
 
 SECONDS_PER_DAY = 86_400  # 24 h x 3600 s
+NARAYANAN_EQ4 = ("Narayanan et al. 2021 (Megatron-LM) eq. 4: with full recomputation a step costs 8ND hardware FLOPs "
+                 "(2ND forward, 2ND again, 4ND backward)")
 HOURS_PER_DAY = 24
 
 
@@ -41,6 +43,18 @@ def _cluster_flops_per_s(d: Derivation, hw: HardwareSpec, c: ClusterInputs, hfu:
         "FLOP/s",
         "definition of MFU (Chowdhery et al. 2022, PaLM, App. B): achieved = MFU × peak",
     )
+
+
+def _check_hfu(hfu: float | None, recompute: str, has_model: bool) -> None:
+    """An HFU is a throughput in hardware FLOPs: it needs the recomputation that makes them differ from model FLOPs."""
+    from napkin.errors import InputError
+
+    if hfu is None or recompute != "none":
+        return
+    add = "--recompute full (or selective)" if has_model else "--recompute full (8ND hardware FLOPs)"
+    raise InputError(f"an HFU is a throughput in hardware FLOPs, which differ from model FLOPs only with "
+                     f"recomputation: add {add} as the quoted run used (Megatron-LM, BLOOM and OPT quote HFU with "
+                     "full recomputation), or give the figure as --mfu")
 
 
 class TrainTimeInputs(ClusterInputs):
@@ -104,12 +118,14 @@ def train_time(
         sparse=sparse, params=params, tokens=tokens, flops=flops, price_per_gpu_hour=price_per_gpu_hour, pue=pue,
         architecture=None if model is None else model.name, seq=seq, recompute=recompute, hfu=hfu,
     )
+    _check_hfu(i.hfu, i.recompute, model is not None)
     d = Derivation()
     hw_total = six = None
     if model is not None:
         total, hw_total, six, note = _model_flops(d, model, i)
-    elif i.recompute != "none":
-        raise InputError("--recompute needs --model: what is recomputed depends on the architecture")
+    elif i.recompute == "selective":
+        raise InputError("--recompute selective needs --model: what it recomputes depends on the architecture "
+                         "(with --params, --recompute full counts 8ND, Narayanan et al. 2021 eq. 4)")
     elif i.flops is not None:
         if i.params is not None or i.tokens is not None:
             raise InputError("give --flops (the total) or --params with --tokens (C = 6ND), not both")
@@ -117,13 +133,21 @@ def train_time(
     elif i.params is not None and i.tokens is not None:
         N, D = i.params, i.tokens
         total = d.add("training FLOPs", "C = 6·N·D", f"6 × {g(N)} × {g(D)}", 6 * N * D, "FLOP", KAPLAN)
+        if i.recompute == "full":  # one more forward of every layer: 2ND more hardware FLOPs
+            hw_total = d.add("hardware FLOPs (full recomputation)", "C_hw = 8·N·D", f"8 × {g(N)} × {g(D)}",
+                             8 * N * D, "FLOP", NARAYANAN_EQ4)
     else:
         raise InputError("give --params and --tokens (C = 6ND), or --flops for the total directly")
     cluster = _cluster_flops_per_s(d, hardware, i, i.hfu)
     per_day = d.add("FLOPs per day", f"G · P · {'HFU' if i.hfu else 'MFU'} · 86400 s", f"{g(cluster)} × 86400",
                     cluster * SECONDS_PER_DAY, "FLOP/day", LECTURE)
-    work = total if i.hfu is None else (hw_total or total)  # HFU is quoted in hardware FLOPs: divide those
-    days = d.add("training time", "C / (FLOPs per day)", f"{g(work)} / {g(per_day)}", work / per_day, "days", LECTURE)
+    if i.hfu is None:  # MFU is quoted in model FLOPs: divide those
+        work, what = total, "C (model FLOPs)"
+    else:  # HFU is quoted in hardware FLOPs: divide those (recomputation included)
+        assert hw_total is not None
+        work, what = hw_total, "C_hw (hardware FLOPs)"
+    days = d.add("training time", f"{what} / (FLOPs per day)", f"{g(work)} / {g(per_day)}", work / per_day, "days",
+                 LECTURE)
     gpu_hours = d.add("GPU-hours", "days · 24 · G", f"{g(days)} × 24 × {i.gpus}", days * HOURS_PER_DAY * i.gpus,
                       "GPU·h", DEFINITION)
     cost = energy = None
@@ -218,8 +242,10 @@ def budget(
 
     if hfu is not None and mfu is not None:
         raise InputError("give --mfu (model FLOPs) or --hfu (hardware FLOPs), not both")
-    if model is None and recompute != "none":
-        raise InputError("--recompute needs --model: what is recomputed depends on the architecture")
+    if model is None and recompute == "selective":
+        raise InputError("--recompute selective needs --model: what it recomputes depends on the architecture "
+                         "(with no model, --recompute full counts 8ND, Narayanan et al. 2021 eq. 4)")
+    _check_hfu(hfu, recompute, model is not None)
     i = validated(BudgetInputs, gpus=gpus, gpu=hardware.name, dtype=parse_dtype(dtype),
                   mfu=1.0 if mfu is None else mfu, sparse=sparse, days=days, tokens_per_param=tokens_per_param,
                   architecture=None if model is None else model.name, seq=seq, recompute=recompute, hfu=hfu)
@@ -228,8 +254,21 @@ def budget(
     C = d.add("compute budget", f"C = G · P · {'HFU' if i.hfu else 'MFU'} · T", f"{g(cluster)} × {g(i.days)} × 86400",
               cluster * i.days * SECONDS_PER_DAY, "FLOP", LECTURE)
     r = i.tokens_per_param
+    C_model = C
+    if i.hfu is not None and model is None:  # C is in hardware FLOPs: full recomputation spends 8ND for 6ND of model
+        C_model = d.add("model FLOPs in the budget", "C · 6/8 (full recomputation: 8ND hardware per 6ND model)",
+                        f"{g(C)} × 6 / 8", C * 6 / 8, "FLOP", NARAYANAN_EQ4)
+    elif i.hfu is not None and model is not None:
+        from napkin.accounting.flops import count_flops
+        from napkin.specs.model import TransformerSpec
+
+        s_ = i.seq or (model.default_seq()[0] if isinstance(model, TransformerSpec) else 1)
+        fc1 = count_flops(model, 1.0, s_, recompute=i.recompute)
+        C_model = d.add("model FLOPs in the budget", "C · model / hardware FLOPs per token",
+                        f"{g(C)} × {g(fc1.model_flops)} / {g(fc1.hardware_flops)}",
+                        C * fc1.model_flops / fc1.hardware_flops, "FLOP", f"napkin flops --model {model.name}")
     N = d.add("compute-optimal parameters", "N = sqrt(C / (6·r)), from C = 6ND and D = r·N",
-              f"sqrt({g(C)} / (6 × {g(r)}))", math.sqrt(C / (6 * r)), "params", f"{CHINCHILLA}; {KAPLAN}")
+              f"sqrt({g(C_model)} / (6 × {g(r)}))", math.sqrt(C_model / (6 * r)), "params", f"{CHINCHILLA}; {KAPLAN}")
     D = d.add("compute-optimal tokens", "D = r·N", f"{g(r)} × {g(N)}", r * N, "tokens", CHINCHILLA)
     notes = ["Chinchilla's ~20 tokens/param is compute-optimal for training alone; models meant for heavy "
              "inference are often trained far longer (Llama 3 8B: ~1900 tokens/param)."]
