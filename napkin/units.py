@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 from napkin.errors import InputError
 
@@ -148,6 +149,32 @@ def parse_duration(text: str | float, what: str = "duration") -> float:
     return value
 
 
+# Wall-clock spans in days (a budget, a deadline): a bare number is days; a unit says otherwise. Divisors and
+# multipliers are exact for the whole numbers people type (36h = 1.5 days, 2w = 14 days).
+DAY_UNITS: dict[str, tuple[float, float]] = {  # unit -> (multiply, divide) giving days
+    "": (1.0, 1.0), "d": (1.0, 1.0), "day": (1.0, 1.0), "days": (1.0, 1.0),
+    "w": (7.0, 1.0), "wk": (7.0, 1.0), "week": (7.0, 1.0), "weeks": (7.0, 1.0),
+    "h": (1.0, 24.0), "hr": (1.0, 24.0), "hour": (1.0, 24.0), "hours": (1.0, 24.0),
+    "min": (1.0, 1440.0), "mins": (1.0, 1440.0), "minute": (1.0, 1440.0), "minutes": (1.0, 1440.0),
+    "s": (1.0, 86400.0), "sec": (1.0, 86400.0), "second": (1.0, 86400.0), "seconds": (1.0, 86400.0),
+}
+_DAYS_EXAMPLES = "7 (days), 36h, 2w, 90min or 3600s"
+
+
+def parse_days(text: str | float, what: str = "days") -> float:
+    """A wall-clock span in days, greater than 0: '7' (days), '7d', '36h' (1.5), '2w' (14), '90min', '3600s'."""
+    number, unit = _number_or_refuse(_QUANTITY, text, what, _DAYS_EXAMPLES)
+    key = unit.lower()
+    if key not in DAY_UNITS:
+        raise InputError(f"unknown unit '{unit}' in {what} '{text}'; use s, min, h, d or w (a bare number is days)")
+    times, per = DAY_UNITS[key]
+    value = number * times / per
+    _finite(value, what, str(text))
+    if value <= 0:
+        raise InputError(f"{what} must be greater than 0, got '{text}'; e.g. {_DAYS_EXAMPLES}")
+    return value
+
+
 def require_positive(value: float, what: str) -> float:
     """Refuse NaN, infinities, zero and negatives with a message naming the quantity."""
     _finite(value, what, str(value))
@@ -222,13 +249,16 @@ def format_bytes(value: float, binary: bool = True) -> str:
     return dec
 
 
+SECONDS_PER_DAY = 86400.0
+
+
 def format_duration(seconds: float) -> str:
-    """A duration in the largest sensible unit: '143.93 days', '3.2 h', '41 ms'."""
+    """A duration in the largest sensible unit: '143.93 days', '3.20 h', '3.13 min', '41.00 ms'."""
     a = abs(seconds)
     if a >= 86400 * 365:
         return f"{seconds / (86400 * 365):.2f} years ({seconds / 86400:,.1f} days)"
     if a >= 86400:
-        return f"{seconds / 86400:.2f} days"
+        return f"{seconds / 86400:,.2f} days"
     if a >= 3600:
         return f"{seconds / 3600:.2f} h"
     if a >= 60:
@@ -240,13 +270,31 @@ def format_duration(seconds: float) -> str:
     return f"{seconds * 1e6:.1f} µs"
 
 
+def format_days(days: float) -> str:
+    """Days in the unit a person reads: '143.93 days' for a long run, '5.17 h' or '3.13 min' for a short one."""
+    return format_duration(days * SECONDS_PER_DAY)
+
+
+RATE_PREFIXES_SI = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"))
+
+
 def format_rate(flops_per_s: float) -> str:
-    """FLOP/s with an SI prefix: 989.5 TFLOP/s, 1.01 EFLOP/s."""
+    """FLOP/s with an SI prefix: 989.5 TFLOP/s, 1.01 EFLOP/s, 299.3 GFLOP/s (a CPU)."""
     a = abs(flops_per_s)
-    for scale, prefix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M")):
+    for scale, prefix in RATE_PREFIXES_SI:
         if a >= scale:
             return f"{_short(flops_per_s / scale)} {prefix}FLOP/s"
     return f"{flops_per_s:.3g} FLOP/s"
+
+
+def rate_unit(values: Sequence[float]) -> tuple[float, str]:
+    """One unit for a column of FLOP/s: the prefix of the largest value (a GPU's column in TFLOP/s, a CPU's in
+    GFLOP/s, never '0.0002993 TFLOP/s'). Returns (scale, 'TFLOP/s')."""
+    top = max((abs(v) for v in values), default=0.0)
+    for scale, prefix in RATE_PREFIXES_SI:
+        if top >= scale:
+            return scale, f"{prefix}FLOP/s"
+    return 1.0, "FLOP/s"
 
 
 def format_bandwidth(bytes_per_s: float, bits: bool = False) -> str:

@@ -66,6 +66,7 @@ print("OTHERS", others)
 
 
 def test_main_registers_only_the_command_it_runs(tmp_path):
+    (tmp_path / "hardware_specs").mkdir()  # a specs directory must hold hardware_specs/ or model_specs/
     out = subprocess.run([sys.executable, "-c", LAZY_PROBE, str(tmp_path)], capture_output=True, text=True, check=True)
     assert '"days"' in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "OTHERS []"

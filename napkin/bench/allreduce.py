@@ -18,7 +18,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,10 @@ DEFAULT_ITERS = 20  # nccl-tests' default -n
 DEFAULT_WARMUP_ITERS = 5  # nccl-tests' default -w
 INIT_TIMEOUT = datetime.timedelta(minutes=5)  # a rank that never arrives fails the run instead of hanging it
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE")
+PROGRESS_POLL_S = 0.2  # how often the launching process looks for rank 0's progress while the ranks run
+
+# progress(done, total, size_bytes): called by rank 0 before each size (size None once all are done)
+Progress = Callable[[int, int, float | None], Any]
 
 
 def algorithm_bandwidth(size_bytes: float, time_s: float) -> float:
@@ -70,9 +74,12 @@ def allreduce_dtype(dtype: str | DType) -> DType:
 
 def bench_allreduce(sizes: Sequence[float] | None = None, *, dtype: str | DType = DType.fp32, backend: str = "auto",
                     device: str = "auto", iters: int = DEFAULT_ITERS, warmup_iters: int = DEFAULT_WARMUP_ITERS,
-                    nproc: int | None = None) -> AllreduceBenchResult | None:
+                    nproc: int | None = None, progress: Progress | None = None) -> AllreduceBenchResult | None:
     """All-reduce algbw and busbw per size. Under torchrun: this process is one rank (rank 0 gets the result,
-    the others None). Otherwise ``nproc`` local processes are spawned and rank 0's result is returned."""
+    the others None). Otherwise ``nproc`` local processes are spawned and rank 0's result is returned.
+
+    ``progress(done, total, size_bytes)`` hears of each size as rank 0 starts it (in this process, also when the
+    ranks are spawned)."""
     if iters < 1 or warmup_iters < 0:
         raise InputError(f"--iters must be at least 1 and --warmup-iters at least 0, got {iters} and {warmup_iters}")
     if backend.lower() not in ("auto", "nccl", "gloo"):
@@ -84,16 +91,16 @@ def bench_allreduce(sizes: Sequence[float] | None = None, *, dtype: str | DType 
     if launched_by_torchrun(os.environ):
         if nproc is not None:
             raise InputError("--nproc spawns processes itself; under torchrun leave it out (torchrun sets the ranks)")
-        return run_rank(launcher="torchrun", **opts)
+        return run_rank(launcher="torchrun", progress=progress, **opts)
     if nproc is None:
         raise InputError("all-reduce needs several processes: launch with `torchrun --nproc-per-node N -m napkin "
                          "bench-allreduce ...`, or pass --nproc N to spawn N local processes")
     if nproc < 2:
         raise InputError(f"--nproc must be at least 2 (an all-reduce over one rank moves nothing), got {nproc}")
-    return _spawn(nproc, opts)
+    return _spawn(nproc, opts, progress)
 
 
-def _spawn(nproc: int, opts: dict[str, Any]) -> AllreduceBenchResult:
+def _spawn(nproc: int, opts: dict[str, Any], progress: Progress | None = None) -> AllreduceBenchResult:
     from napkin.bench.runtime import import_torch
 
     import_torch("napkin bench-allreduce")
@@ -105,9 +112,13 @@ def _spawn(nproc: int, opts: dict[str, Any]) -> AllreduceBenchResult:
     try:
         with tempfile.TemporaryDirectory(prefix="napkin-allreduce-") as tmp:
             out = Path(tmp) / "rank0.json"
+            queue = mp.get_context("spawn").SimpleQueue() if progress is not None else None
             try:
-                mp.start_processes(_spawned_rank, args=(nproc, free_port(), str(out), opts), nprocs=nproc,
-                                   join=True, start_method="spawn")
+                ranks = mp.start_processes(_spawned_rank, args=(nproc, free_port(), str(out), opts, queue),
+                                           nprocs=nproc, join=False, start_method="spawn")
+                while not ranks.join(timeout=PROGRESS_POLL_S):
+                    _drain(queue, progress)
+                _drain(queue, progress)
             except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:  # a rank raised or died: say why
                 raise BenchError(f"a bench-allreduce process failed: {_last_line(str(e))}") from None
             return AllreduceBenchResult.model_validate_json(out.read_text(encoding="utf-8"))
@@ -118,23 +129,30 @@ def _spawn(nproc: int, opts: dict[str, Any]) -> AllreduceBenchResult:
             os.environ["PYTHONWARNINGS"] = warnings_before
 
 
+def _drain(queue: Any, progress: Progress | None) -> None:
+    """Hand rank 0's progress messages (done, total, size) to ``progress``, in this process."""
+    while queue is not None and progress is not None and not queue.empty():
+        progress(*queue.get())
+
+
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1] if lines else "unknown error"
 
 
-def _spawned_rank(rank: int, world: int, port: int, out: str, opts: dict[str, Any]) -> None:
+def _spawned_rank(rank: int, world: int, port: int, out: str, opts: dict[str, Any], queue: Any = None) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
     if sys.platform.startswith("linux"):
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # local ranks talk over loopback only
-    result = run_rank(launcher=f"napkin --nproc {world}, local on 127.0.0.1:{port}", **opts)
+    progress = (lambda done, total, size: queue.put((done, total, size))) if queue is not None else None
+    result = run_rank(launcher=f"napkin --nproc {world}, local on 127.0.0.1:{port}", progress=progress, **opts)
     if result is not None:
         Path(out).write_text(result.model_dump_json(), encoding="utf-8")
 
 
 def run_rank(*, sizes: list[float] | None, dtype: DType, backend: str, device: str, iters: int, warmup_iters: int,
-             launcher: str) -> AllreduceBenchResult | None:
+             launcher: str, progress: Progress | None = None) -> AllreduceBenchResult | None:
     """This process's part: join the group from the environment, time every size, leave. Rank 0 gets the result."""
     from napkin.bench.runtime import device_name, import_torch, synchronizer
 
@@ -159,8 +177,15 @@ def run_rank(*, sizes: list[float] | None, dtype: DType, backend: str, device: s
     dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world, timeout=INIT_TIMEOUT)
     try:
         sync = synchronizer(torch, dev)
-        rows = [_time_size(torch, dist, dev, sync, s, dtype, iters, warmup_iters, world)
-                for s in (sizes or DEFAULT_SIZES[dev.type])]
+        todo = sizes or DEFAULT_SIZES[dev.type]
+        tell = progress if rank == 0 else None
+        rows = []
+        for n, s in enumerate(todo):
+            if tell is not None:
+                tell(n, len(todo), s)
+            rows.append(_time_size(torch, dist, dev, sync, s, dtype, iters, warmup_iters, world))
+        if tell is not None:
+            tell(len(todo), len(todo), None)
         nccl = None
         if backend == "nccl":
             v = torch.cuda.nccl.version()

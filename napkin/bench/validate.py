@@ -19,7 +19,7 @@ Two models run forward, loss, backward and a ``torch.optim.AdamW`` step in fp32:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +44,11 @@ SRC_FLOPS = "napkin.accounting.flops.count_flops (causal=False): matmul FLOPs pe
 SRC_SAVED = "measured: saved_tensors_hooks over forward + loss, unique storages, parameters excluded"
 SRC_ACT = "napkin.accounting.activations (Korthikanti et al. 2022 §4, tensor by tensor), fp32, eager attention"
 MFU_SOURCE = "definition of MFU (Chowdhery et al. 2022, PaLM, App. B): achieved FLOP/s / dense peak FLOP/s"
+
+# progress(done, total, phase): called as each phase starts ("cruncher: counting FLOPs and saved bytes", then
+# "cruncher: timing steps", then the GPT's), and with phase None once all are done.
+Progress = Callable[[int, int, str | None], Any]
+PHASES_PER_MODEL = 2
 
 
 class ValidateInputs(Inputs):
@@ -183,7 +188,8 @@ def _compare(d: Derivation, name: str, quantity: str, unit: Literal["FLOP", "B"]
 
 
 def _check_model(d: Derivation, torch: Any, dev: Any, spec: TransformerSpec | LinearSpec, batch: int, seq: int,
-                 peak: PeakChoice, timing_kw: dict[str, Any], seed: int) -> ModelCheck:
+                 peak: PeakChoice, timing_kw: dict[str, Any], seed: int,
+                 phase: Callable[[str], Any] = lambda what: None) -> ModelCheck:
     from napkin.accounting.flops import count_flops
     from napkin.accounting.model_state import get_optimizer, get_precision, state_parts
     from napkin.accounting.params import count_params
@@ -191,7 +197,7 @@ def _check_model(d: Derivation, torch: Any, dev: Any, spec: TransformerSpec | Li
 
     linear = isinstance(spec, LinearSpec)
     s = 1 if linear else seq
-    N = count_params(spec).total
+    N = count_params(spec).params
     prec, opt = get_precision("fp32"), get_optimizer("adamw")
     per_param = {p.part: p for p in state_parts(prec, opt, zero=0)}  # params 4, grads 4, optimizer 2 × 4 B
     state_pred = sum(p.bytes_per_param for p in per_param.values()) * N
@@ -199,6 +205,7 @@ def _check_model(d: Derivation, torch: Any, dev: Any, spec: TransformerSpec | Li
     what = f"{spec.name} (B={batch}" + ("" if linear else f", s={s}") + ") in fp32 with AdamW"
     check_fits(state_pred + act_pred, runtime.free_memory_bytes(torch, dev), what)
 
+    phase(f"{spec.name}: counting FLOPs and saved bytes")
     run = _Step(torch, dev, spec, batch, s, seed)
     fwd_flops, step_flops, saved = run.instrumented()
     state = model_state_bytes(run.net, run.opt)
@@ -242,6 +249,7 @@ def _check_model(d: Derivation, torch: Any, dev: Any, spec: TransformerSpec | Li
                              "napkin: model state + activations",
                              "the peak also holds transient tensors (logits' gradient, activation gradients, "
                              "AdamW's temporaries)"))
+    phase(f"{spec.name}: timing steps")
     stats, _ = time_calls(torch, dev, run.step, **timing_kw)
     t = d.given(f"{name}: median step time", "t", stats.median_s, "s",
                 f"measured: median of {stats.iters} steps, {stats.timer}")
@@ -279,8 +287,11 @@ def validate_step(model: str | TransformerSpec | LinearSpec | None = None, *, ba
                   seq: int | None = None, cruncher: bool = True, cruncher_batch: int = DEFAULT_BATCH["linear"],
                   device: str = "auto", gpu: str | None = None, peak: float | None = None,
                   warmup_s: float = DEFAULT_WARMUP_S, iters: int | None = None, target_s: float = DEFAULT_TARGET_S,
-                  specs_dirs: Sequence[str | Path] | None = None, seed: int = 0) -> ValidateResult:
-    """One AdamW training step of the Cruncher and of ``model`` (default: tiny_spec()), measured vs predicted."""
+                  specs_dirs: Sequence[str | Path] | None = None, seed: int = 0,
+                  progress: Progress | None = None) -> ValidateResult:
+    """One AdamW training step of the Cruncher and of ``model`` (default: tiny_spec()), measured vs predicted.
+
+    ``progress(done, total, phase)`` hears of each phase (counting, then timing, per model) as it starts."""
     from napkin.bench import runtime
     from napkin.bench.matmul import matmul_precision
 
@@ -305,10 +316,20 @@ def validate_step(model: str | TransformerSpec | LinearSpec | None = None, *, ba
     todo.append((spec, i.batch, i.seq))
     d = Derivation()
     checks = []
+    total, started = PHASES_PER_MODEL * len(todo), 0
+
+    def phase(what: str) -> None:
+        nonlocal started
+        if progress is not None:
+            progress(started, total, what)
+        started += 1
+
     with matmul_precision(torch, DType.fp32) if dev.type == "cuda" else contextlib.nullcontext():
         for sp, bb, ss in todo:
-            checks.append(_check_model(d, torch, dev, sp, bb, ss, choice, timing_kw, seed))
+            checks.append(_check_model(d, torch, dev, sp, bb, ss, choice, timing_kw, seed, phase))
             runtime.empty_cache(torch, dev)
+    if progress is not None:
+        progress(total, total, None)
     notes = [choice.note] if choice.note else []
     if dev.type == "cpu":
         notes.append("tiny models on a CPU are bound by per-op overhead, not arithmetic: their FLOP/s says little "

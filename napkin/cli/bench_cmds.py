@@ -12,7 +12,7 @@ import typer
 
 from napkin.cli.context import model as resolve_model
 from napkin.cli.context import state
-from napkin.cli.options import MODEL, MODEL_HELP, Explain, Json, Plot, Seq, count, nbytes, number, opt, whole
+from napkin.cli.options import MODEL, MODEL_HELP, Explain, Json, Plot, count, nbytes, number, opt, whole
 from napkin.cli.root import app
 
 MEASURE = "Measurement"
@@ -22,6 +22,9 @@ Device = Annotated[str, opt("--device", metavar="DEV", help="auto (a GPU if torc
                             "cuda or cuda:N.", panel=MEASURE)]
 Save = Annotated[Path | None, opt("--save", metavar="FILE", help="Write the result as JSON to FILE (a bench-matmul "
                                   "result feeds `napkin train-time --mfu-from FILE`).", panel="Output")]
+AllreduceSave = Annotated[Path | None, opt("--save", metavar="FILE", help="Write the result as JSON to FILE (it "
+                                           "feeds `napkin step-time --calibration FILE`: the measured bus "
+                                           "efficiency and latency).", panel="Output")]
 
 
 def _list(parse: Any) -> Any:
@@ -72,7 +75,9 @@ def bench_matmul_cmd(
                                            + MODEL_HELP, panel=MODEL)] = None,
     batch: Annotated[int, opt("--batch", "-b", parser=whole("batch"), metavar="B", help="Sequences per step for "
                               "--shapes-from.", panel=MODEL)] = 1,
-    seq: Seq = None,
+    seq: Annotated[int | None, opt("--seq", "-s", parser=whole("sequence length"), metavar="S", panel=MODEL,
+                                   help="Sequence length for --shapes-from (default: the model's max "
+                                        "context).")] = None,
     plot: Plot = None,
     save: Save = None,
     json: Json = False,
@@ -105,7 +110,7 @@ def bench_matmul_cmd(
     if shapes_from:
         from napkin.bench.model_gemms import bench_model_gemms
 
-        with _progress(enabled=not json) as progress:
+        with ProgressBar(enabled=not json) as progress:
             result = bench_model_gemms(resolve_model(ctx, shapes_from), batch=batch, seq=seq, progress=progress,
                                        **common)
     elif not sweep:
@@ -115,7 +120,7 @@ def bench_matmul_cmd(
     else:
         from napkin.bench.matmul import sweep_matmul
 
-        with _progress(enabled=not json) as progress:
+        with ProgressBar(enabled=not json) as progress:
             result = sweep_matmul(cast(list[int] | None, sizes), progress=progress, **common)
     if save:
         save_result(result, save)
@@ -124,17 +129,20 @@ def bench_matmul_cmd(
 
         plot_sweep(result, plot)
     render.show(result, as_json=json, explain=explain)
+    if plot:
+        typer.echo(f"wrote {plot}", err=True)  # as roofline --plot does: stdout stays the result
     if getattr(result, "interrupted", False):
         raise typer.Exit(130)  # the conventional status after Ctrl-C, once the best so far is printed
 
 
-class _progress:
-    """A rich progress bar on stderr while a sweep runs (nothing when stderr is not a terminal).
+class ProgressBar:
+    """A rich progress bar on stderr while long work runs (nothing with --json or when stderr is not a terminal).
 
-    Redrawn only between shapes: rich's refresh thread would compete with the timed calls for the CPU and the GIL.
+    Redrawn only between steps: rich's refresh thread would compete with the timed calls for the CPU and the GIL.
+    ``describe`` names a step from what the work reports (a GEMM shape, an all-reduce size, a validate phase).
     """
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, describe: Any = None) -> None:
         import sys
 
         from rich.console import Console
@@ -145,13 +153,14 @@ class _progress:
                              TimeElapsedColumn(), console=console, transient=True, auto_refresh=False,
                              disable=not (enabled and sys.stderr.isatty()))
         self._task: Any = None
+        self._describe = describe or (lambda shape: f"timing {shape}")
 
     def __enter__(self) -> Any:
         self._bar.start()
         return self.update
 
     def update(self, done: int, total: int, shape: Any) -> None:
-        what = f"timing {shape}" if shape is not None else "done"
+        what = self._describe(shape) if shape is not None else "done"
         if self._task is None:
             self._task = self._bar.add_task(what, total=total)
         self._bar.update(self._task, completed=done, description=what, refresh=True)
@@ -176,7 +185,7 @@ def bench_allreduce_cmd(
     nproc: Annotated[int | None, opt("--nproc", parser=whole("process count"), metavar="N", help="Spawn N local "
                                      "processes (127.0.0.1) instead of running under torchrun.",
                                      panel=MEASURE)] = None,
-    save: Save = None,
+    save: AllreduceSave = None,
     json: Json = False,
     explain: Explain = False,
 ) -> None:
@@ -185,12 +194,19 @@ def bench_allreduce_cmd(
     Launch one process per GPU: `torchrun --nproc-per-node 8 -m napkin bench-allreduce`, or `--nproc N` to let
     napkin spawn N local processes. Rank 0 prints; the others stay silent.
     """
-    from napkin import render
-    from napkin.bench.allreduce import bench_allreduce
-    from napkin.bench.saved import save_result
+    import os
 
-    result = bench_allreduce(cast(list[float] | None, sizes), dtype=dtype, backend=backend, device=device, iters=iters,
-                             warmup_iters=warmup_iters, nproc=nproc)
+    from napkin import render
+    from napkin.bench.allreduce import bench_allreduce, launched_by_torchrun
+    from napkin.bench.saved import save_result
+    from napkin.units import format_bytes
+
+    # under torchrun every rank runs this; only rank 0 draws (and only it hears of progress)
+    rank0 = not launched_by_torchrun(os.environ) or os.environ.get("RANK") == "0"
+    with ProgressBar(enabled=not json and rank0,
+                   describe=lambda size: f"all-reduce {format_bytes(size, binary=False)}") as progress:
+        result = bench_allreduce(cast(list[float] | None, sizes), dtype=dtype, backend=backend, device=device,
+                                 iters=iters, warmup_iters=warmup_iters, nproc=nproc, progress=progress)
     if result is None:  # not rank 0
         return
     if save:

@@ -10,6 +10,7 @@ from napkin.cli.context import hardware, state
 from napkin.cli.context import model as model_of
 from napkin.cli.options import (
     ACTS,
+    Check,
     Cp,
     Ep,
     Vp,
@@ -28,6 +29,7 @@ from napkin.cli.options import (
     Tp,
     Zero,
     count,
+    exit_if_does_not_fit,
     opt,
     whole,
 )
@@ -57,7 +59,7 @@ def memory_cmd(
     precision: Precision = "bf16-mixed",
     recompute: Recompute = "none",
     flash: Flash = True,
-    zero: Zero = 0,
+    zero: Zero = None,  # type: ignore[assignment]  # default: 3 over more than one DP rank, else 0
     tp: Tp = 1,
     pp: Pp = 1,
     sp: Sp = False,
@@ -74,12 +76,17 @@ def memory_cmd(
     max_batch: Annotated[bool, opt("--max-batch", help="Solve for the largest micro-batch that fits.")] = False,
     min_gpus: Annotated[bool, opt("--min-gpus", help="Solve for the fewest GPUs (multiples of tp·pp) that "
                                   "fit.")] = False,
+    check: Check = False,
     json: Json = False,
     explain: Explain = False,
 ) -> None:
     """Per-GPU memory for training: parameters, gradients, master weights, optimizer states, activations.
 
     Example: napkin memory --model llama3-8b --batch 1 --seq 4096 --gpus 8 --zero 3
+
+    With --check the exit status answers "does it fit?": 0 when it fits, 3 when it does not (2: bad input); the
+    output is the same. With --max-batch, 3 means not even one sequence fits; with --min-gpus, no GPU count
+    fits; with --gpu all, no GPU of the catalog fits.
     """
     from napkin import render
     from napkin.accounting import memory_solvers as solve
@@ -96,13 +103,26 @@ def memory_cmd(
     if gpu.strip().lower() == "all":
         from napkin.specs.catalog import hardware_catalog
 
-        result: Any = solve.compare_gpus(list(hardware_catalog(state(ctx).specs_dirs)), spec, params=params, **setup)
+        result: Any = solve.compare_gpus(spec, list(hardware_catalog(state(ctx).specs_dirs)), params=params, **setup)
     elif max_batch:
         if params is not None:
             raise InputError("--max-batch needs an architecture (--model), not --params")
-        result = solve.max_micro_batch(hardware(ctx, gpu), spec, memory_bytes=memory, **setup)
+        result = solve.max_micro_batch(spec, hardware(ctx, gpu), memory_bytes=memory, **setup)
     elif min_gpus:
-        result = solve.min_gpus(hardware(ctx, gpu), spec, params=params, memory_bytes=memory, **setup)
+        result = solve.min_gpus(spec, hardware(ctx, gpu), params=params, memory_bytes=memory, **setup)
     else:
-        result = memory_ledger(hardware(ctx, gpu), spec, params=params, memory_bytes=memory, **setup)
+        result = memory_ledger(spec, hardware(ctx, gpu), params=params, memory_bytes=memory, **setup)
     render.show(result, as_json=json, explain=explain)
+    exit_if_does_not_fit(check, _fits(result))
+
+
+def _fits(result: Any) -> bool:
+    """Whether the answer is 'it fits': the ledger's verdict, or that a solver found an answer."""
+    kind = type(result).__name__
+    if kind == "MaxBatchResult":
+        return result.max_batch > 0
+    if kind == "MinGpusResult":
+        return bool(result.gpus)
+    if kind == "GpuCompareResult":
+        return any(row.fits for row in result.rows)
+    return bool(result.fits)

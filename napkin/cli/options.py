@@ -69,7 +69,8 @@ Mfu = Annotated[float | None, opt("--mfu", parser=number("MFU"), metavar="F",
                                        "for train-time (the lecture's), 1 for budget (the datasheet ceiling).")]
 SpecsDir = Annotated[list[str] | None, typer.Option("--specs-dir", metavar="DIR", help="Extra specs directory "
                      "with hardware_specs/ and/or model_specs/ inside; overrides built-ins of the same name. "
-                     "Also read from $NAPKIN_SPECS_DIR (':'-separated).", rich_help_panel=CATALOG)]
+                     "Goes before or after the command (repeatable). Also read from $NAPKIN_SPECS_DIR "
+                     "(':'-separated).", rich_help_panel=CATALOG)]
 
 
 def positive_bytes(what: str) -> Callable[[str], float]:
@@ -84,7 +85,7 @@ MODEL_HELP = "Catalog model (`napkin models list`), a Hugging Face config.json, 
 ModelOpt = Annotated[str, opt("--model", "-m", metavar="NAME|FILE", panel=MODEL, help=MODEL_HELP)]
 Seq = Annotated[int | None, opt("--seq", "-s", parser=whole("sequence length"), metavar="S", panel=MODEL,
                                 help="Sequence length in tokens; attention grows with it. Default: the model's "
-                                     "max context.")]
+                                     "pre-training length (its spec's train_seq), else its max context.")]
 Recompute = Annotated[str, opt("--recompute", metavar="none|selective|full", panel=MODEL,
                                help="Activation recomputation (Korthikanti et al. 2022 §4): selective redoes the "
                                     "attention core, full each layer's forward from its input.")]
@@ -116,7 +117,8 @@ Flash = Annotated[bool, opt("--flash-attention/--no-flash-attention", panel=ACTS
 Tp = Annotated[int, opt("--tp", parser=whole("tensor-parallel degree"), metavar="T", panel=PARALLEL,
                         help="Tensor-parallel degree (must divide the heads and the GPUs).")]
 Pp = Annotated[int, opt("--pp", parser=whole("pipeline-parallel degree"), metavar="P", panel=PARALLEL,
-                        help="Pipeline stages (tp·pp must divide --gpus; pp must divide the layers).")]
+                        help="Pipeline stages (tp·pp must divide --gpus). Stages may be uneven (layers not a "
+                             "multiple of pp): the fullest stage is counted.")]
 Hfu = Annotated[float | None, opt("--hfu", parser=number("HFU"), metavar="F",
                                 help="Hardware FLOPs utilization, in place of --mfu: a throughput quoted in hardware "
                                      "FLOPs (recomputation included), as Megatron-LM, OPT and BLOOM report.")]
@@ -157,9 +159,38 @@ def bandwidth(what: str) -> Callable[[str], float]:
     return parse_rate
 
 
-def duration(what: str) -> Callable[[str], float]:
-    """Times in seconds: 10us (or 10µs), 5ms, 2s, 300ns, or a bare number of seconds (1e-5)."""
-    return _parser(units.parse_duration, what)
+def duration(what: str, positive: bool = False) -> Callable[[str], float]:
+    """Times in seconds: 10us (or 10µs), 5ms, 2s, 300ns, or a bare number of seconds (1e-5); at least 0, or
+    greater than 0 with ``positive`` (a step time)."""
+
+    def parse(text: str, what: str) -> float:
+        value = units.parse_duration(text, what)
+        return units.require_positive(value, what) if positive else value
+
+    return _parser(parse, what)
+
+
+def days(what: str) -> Callable[[str], float]:
+    """Wall-clock spans in days: 7 (a bare number is days), 36h, 2w, 90min, 3600s."""
+    return _parser(units.parse_days, what)
+
+
+# --check: a scripted question whose answer is the exit status (0 fits; EXIT_DOES_NOT_FIT does not; 2 bad input).
+EXIT_DOES_NOT_FIT = 3
+CHECK_HELP = (f"For scripts: exit with status {EXIT_DOES_NOT_FIT} when the job does not fit, 0 when it fits (2: bad "
+              "input). The output is unchanged.")
+Check = Annotated[bool, opt("--check", panel=OUTPUT, help=CHECK_HELP)]
+
+
+def exit_if_does_not_fit(check: bool, fits: bool) -> None:
+    """With --check, end with EXIT_DOES_NOT_FIT once the result is printed, when it does not fit."""
+    if check and not fits:
+        raise typer.Exit(EXIT_DOES_NOT_FIT)
+
+
+StepTime = Annotated[float | None, opt("--step-time", parser=duration("step time", positive=True), metavar="TIME",
+                                       help="Time per optimizer step, in place of --tokens-per-s (needs --batch and "
+                                            "--seq): 9s, 500ms, or a bare number of seconds.")]
 
 
 NodeSize = Annotated[int | None, opt("--node-size", parser=whole("node size"), metavar="G", panel=CLUSTER,
@@ -198,3 +229,11 @@ Calibration = Annotated[list[str] | None, opt("--calibration", metavar="FILE", p
                                               "and latency (repeatable).")]
 OverlapGrad = Annotated[bool, opt("--overlap-grad-reduce", panel=PARALLEL, help="Overlap the DP gradient "
                                   "reduction with the backward pass (Megatron-LM's flag; off by default there).")]
+
+Causal = Annotated[bool, opt("--causal/--no-causal", panel=MODEL,
+                             help="Halve attention for the causal mask ((s+1)/2 positions per token); --no-causal "
+                                  "counts the full s×s, as FlopCounterMode and PaLM/Megatron formulas do.")]
+
+GpuOrAll = Annotated[str, opt("--gpu", metavar="NAME|all", panel=CATALOG, help="Accelerator from `napkin hardware "
+                              "list` (short names like h100 pick the default variant); 'all' asks every GPU of the "
+                              "catalog, one row each.")]

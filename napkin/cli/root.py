@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 from napkin._version import __version__
 from napkin.cli import context
 from napkin.cli.options import SpecsDir
-from napkin.errors import NapkinError
+from napkin.errors import InputError, NapkinError, for_cli
 
 EPILOG = (
     "Examples:\n\n"
@@ -26,17 +26,91 @@ EPILOG = (
 
 def _fail(message: str, code: int = 2) -> None:
     """One line per problem on stderr, prefixed so it reads as napkin's, never a traceback."""
-    for line in str(message).splitlines() or [""]:
+    for line in for_cli(str(message)).splitlines() or [""]:
         typer.echo(f"napkin: error: {line}", err=True)
     sys.exit(code)
+
+
+def _quiet_closed_pipe() -> None:
+    """The reader went away (`napkin hardware list | head -1`): end quietly, no traceback, no 'Exception ignored'.
+
+    Python's own advice (docs, signal module, "Note on SIGPIPE"): point stdout at devnull so the flush at exit
+    has nowhere to fail, then exit 1.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (embedded, captured): nothing to flush
+        pass
+    sys.exit(1)
+
+
+def hoist_specs_dirs(args: list[str]) -> list[str]:
+    """--specs-dir DIR anywhere in argv, moved in front of the command (the root's option), so that
+    `napkin hardware list --specs-dir DIR` works as `napkin --specs-dir DIR hardware list` does. Nothing after
+    `--` is touched; a --specs-dir at the end, without its directory, is refused here."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            rest += args[i:]
+            break
+        if a == "--specs-dir":
+            if i + 1 == len(args):
+                raise InputError("--specs-dir needs a directory (holding hardware_specs/ and/or model_specs/)")
+            front += args[i:i + 2]
+            i += 2
+            continue
+        if a.startswith("--specs-dir="):
+            front.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    return front + rest
+
+
+def _flags_without_placeholder(command: Any) -> None:
+    """typer shows `<bool>` beside every flag in --help (--json <bool>); a flag takes no value, so show none."""
+    import types
+
+    for param in getattr(command, "params", []):
+        if getattr(param, "is_flag", False) and getattr(param, "metavar", None) is None:
+            param.metavar = ""
+    get_help = getattr(command, "get_help_option", None)
+    if get_help is not None:  # --help itself: typer builds it on first use and keeps it
+        try:
+            help_option = get_help(types.SimpleNamespace(help_option_names=["-h", "--help"]))
+        except Exception:  # noqa: BLE001 - a cosmetic fix must never break a command
+            help_option = None
+        if help_option is not None and getattr(help_option, "metavar", None) is None:
+            help_option.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _flags_without_placeholder(sub)
 
 
 class NapkinGroup(TyperGroup):
     """Turns every error into one line and exit code 2 (usage errors, bad values, bad specs)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _flags_without_placeholder(self)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        for param in params:  # typer adds --install-completion / --show-completion after __init__
+            if getattr(param, "is_flag", False) and getattr(param, "metavar", None) is None:
+                param.metavar = ""
+        return params
+
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+        from napkin.render import prepare_streams
+
+        prepare_streams()  # a stdout that cannot encode Unicode gets ASCII stand-ins, not a UnicodeEncodeError
         try:
+            args = hoist_specs_dirs(list(sys.argv[1:] if args is None else args))
             rv = super().main(args, prog_name or "napkin", complete_var, standalone_mode=False,
                               windows_expand_args=windows_expand_args, **extra)
         except typer.TyperException as e:  # click's exceptions (vendored by typer) derive from this
@@ -53,9 +127,13 @@ class NapkinGroup(TyperGroup):
         except NapkinError as e:
             _fail(str(e), e.exit_code)
         except BrokenPipeError:
-            sys.exit(1)
+            _quiet_closed_pipe()
         if not standalone_mode:
             return rv
+        try:
+            sys.stdout.flush()  # here, not at exit: a reader that left shows up as BrokenPipeError we can catch
+        except BrokenPipeError:
+            _quiet_closed_pipe()
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -136,7 +214,8 @@ def _reflow_help(group: typer.Typer) -> None:
 
 
 def _command_in(args: list[str]) -> str | None:
-    """The subcommand in argv, skipping the root's options (--specs-dir takes a value)."""
+    """The subcommand in argv, skipping the root's options (--specs-dir takes a value; after the command it
+    does not matter here)."""
     it = iter(args)
     for a in it:
         if a == "--specs-dir":

@@ -9,7 +9,23 @@ import typer
 from napkin import units
 from napkin.cli.context import hardware
 from napkin.cli.context import model as model_of
-from napkin.cli.options import Explain, Gpu, Json, Memory, ModelOpt, Plot, Reserve, number, opt, positive_bytes, whole
+from napkin.cli.options import (
+    GpuOrAll,
+    Check,
+    Explain,
+    Gpu,
+    Json,
+    Memory,
+    ModelOpt,
+    Plot,
+    Reserve,
+    bandwidth,
+    duration,
+    exit_if_does_not_fit,
+    number,
+    opt,
+    whole,
+)
 from napkin.cli.root import app
 from napkin.errors import InputError
 
@@ -20,16 +36,17 @@ LIMITS = "Memory"
 
 
 def _seconds(text: Any) -> Any:
-    """A latency in seconds (10e-6), at least 0."""
+    """A latency: 10us (or 10µs), 5ms, 2s, 300ns, or a bare number of seconds (10e-6); at least 0."""
     if not isinstance(text, str):
         return text
-    try:
-        value = units.parse_count(text, "all-reduce latency")
-    except InputError as e:
-        raise typer.BadParameter(str(e)) from None
-    if value < 0:
-        raise typer.BadParameter(f"all-reduce latency must be at least 0 seconds, got {text}")
-    return value
+    if text.strip().startswith("-"):
+        try:
+            units.parse_duration(text.strip()[1:], "all-reduce latency")
+        except InputError:
+            pass
+        else:
+            raise typer.BadParameter(f"all-reduce latency must be at least 0 seconds, got {text}")
+    return duration("all-reduce latency")(text)
 
 
 Batch = Annotated[int, opt("--batch", "-b", parser=whole("batch size"), metavar="B", panel=WORKLOAD,
@@ -53,12 +70,13 @@ Mbu = Annotated[float, opt("--mbu", parser=number("MBU"), metavar="F", panel=PRE
 TpGpus = Annotated[int, opt("--gpus", "-g", parser=whole("GPU count"), metavar="N", panel=PARALLEL,
                             help="Tensor-parallel GPUs: weights and KV heads split N ways (KV heads replicated "
                                  "when N exceeds them, e.g. MQA).")]
-Link = Annotated[float | None, opt("--link-bandwidth", parser=positive_bytes("link bandwidth"), metavar="BYTES/S",
-                                   panel=PARALLEL, help="Scale-up link bandwidth per GPU, both directions "
-                                                        "(default: the GPU profile's, e.g. 900GB for NVLink4).")]
-Latency = Annotated[float, opt("--allreduce-latency", parser=_seconds, metavar="SECONDS",
-                               panel=PARALLEL, help="Fixed cost of one all-reduce, e.g. 10e-6 (default 0: "
-                                                    "bandwidth term only).")]
+Link = Annotated[float | None, opt("--link-bandwidth", parser=bandwidth("link bandwidth"), metavar="RATE",
+                                   panel=PARALLEL, help="Scale-up link bandwidth per GPU, both directions: 900GB/s "
+                                                        "(NVLink4), 200Gb/s (bits, /8) or a bare number of bytes/s "
+                                                        "(default: the GPU profile's).")]
+Latency = Annotated[float, opt("--allreduce-latency", parser=_seconds, metavar="TIME",
+                               panel=PARALLEL, help="Fixed cost of one all-reduce: 10us (or 10µs), 5ms, or a bare "
+                                                    "number of seconds (default 0: bandwidth term only).")]
 Chunk = Annotated[int | None, opt("--prefill-chunk", parser=whole("prefill chunk"), metavar="TOKENS", panel=LIMITS,
                                   help="Tokens per prefill pass (chunked prefill); default: the whole batch at once.")]
 AllowLonger = Annotated[bool, opt("--allow-longer", panel=WORKLOAD,
@@ -73,7 +91,7 @@ def inference_cmd(
     batch: Batch = 1,
     prompt: Prompt = 1024,
     generate: Generate = 256,
-    gpu: Gpu = "h100",
+    gpu: GpuOrAll = "h100",
     gpus: TpGpus = 1,
     weights_dtype: WeightsDType = "bf16",
     kv_dtype: KVDType = "bf16",
@@ -86,6 +104,7 @@ def inference_cmd(
     memory: Memory = None,
     reserve: Reserve = 0.0,
     allow_longer: AllowLonger = False,
+    check: Check = False,
     json: Json = False,
     explain: Explain = False,
 ) -> None:
@@ -93,16 +112,33 @@ def inference_cmd(
 
     Prefill is timed as max(FLOPs / peak, bytes / bandwidth), decode per step the same, with the bound
     named; MFU = MBU = 1 gives the ideal lower bound.
+
+    With --check the exit status answers "does it fit?": 0 when weights + KV cache fit the GPUs, 3 when they do not
+    (2: bad input); the output is the same.
     """
     from napkin import render
     from napkin.accounting.inference import inference
 
-    result = inference(model_of(ctx, model), hardware(ctx, gpu), batch, prompt, generate, gpus=gpus,
-                       weights_dtype=weights_dtype, kv_dtype=kv_dtype, compute_dtype=compute_dtype, mfu=mfu, mbu=mbu,
-                       prefill_chunk=prefill_chunk, memory_bytes=memory, reserve_bytes=reserve,
-                       link_bytes_per_s=link_bandwidth, allreduce_latency_s=allreduce_latency,
-                       allow_longer=allow_longer)
+    spec = model_of(ctx, model)
+
+    def ask(hw):  # type: ignore[no-untyped-def]
+        return inference(spec, hw, batch, prompt, generate, gpus=gpus, weights_dtype=weights_dtype, kv_dtype=kv_dtype,
+                         compute_dtype=compute_dtype, mfu=mfu, mbu=mbu, prefill_chunk=prefill_chunk,
+                         memory_bytes=memory, reserve_bytes=reserve, link_bytes_per_s=link_bandwidth,
+                         allreduce_latency_s=allreduce_latency, allow_longer=allow_longer)
+
+    if gpu.strip().lower() == "all":
+        from napkin.accounting.across_gpus import across_gpus
+        from napkin.cli.context import state
+        from napkin.specs.catalog import hardware_catalog
+
+        result = across_gpus("inference", list(hardware_catalog(state(ctx).specs_dirs)), ask)
+        fits = any(row.result is not None and row.result.fits for row in result.rows)
+    else:
+        result = ask(hardware(ctx, gpu))
+        fits = result.fits
     render.show(result, as_json=json, explain=explain)
+    exit_if_does_not_fit(check, fits)
 
 
 @app.command("roofline")

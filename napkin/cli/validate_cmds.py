@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from napkin.cli.bench_cmds import MEASURE, PEAK, Device
+from napkin.cli.bench_cmds import MEASURE, PEAK, Device, ProgressBar
 from napkin.cli.context import model as resolve_model
 from napkin.cli.context import state
 from napkin.cli.options import MODEL, Explain, Json, count, number, opt, whole
@@ -58,9 +58,10 @@ def validate_cmd(
     from napkin.bench.validate import validate_step
 
     spec = resolve_model(ctx, model) if model else None
-    result = validate_step(spec, batch=batch, seq=seq, cruncher=cruncher, cruncher_batch=cruncher_batch,
-                           device=device, gpu=gpu, peak=peak, warmup_s=warmup_ms / 1e3, iters=iters,
-                           specs_dirs=state(ctx).specs_dirs)
+    with ProgressBar(enabled=not json, describe=str) as progress:  # each phase: counting, then timing, per model
+        result = validate_step(spec, batch=batch, seq=seq, cruncher=cruncher, cruncher_batch=cruncher_batch,
+                               device=device, gpu=gpu, peak=peak, warmup_s=warmup_ms / 1e3, iters=iters,
+                               specs_dirs=state(ctx).specs_dirs, progress=progress)
     render.show(result, as_json=json, explain=explain)
     if not result.passed:
         raise typer.Exit(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from napkin.render import fmt, kv_table, renders
-from napkin.units import format_bytes, format_duration, format_rate
+from napkin.units import format_bytes, format_duration, format_rate, rate_unit
 
 
 def _environment(env: Any, title: str) -> Any:
@@ -90,13 +90,14 @@ def sweep(r: Any) -> list[Any]:
     best = r.best.timing.shape if r.best else None
     t = Table(title="sweep: square GEMMs (median of the timed calls)", title_justify="left", box=box.SIMPLE_HEAD,
               pad_edge=False)
-    for name in ("M=N=K", "median", "min", "TFLOP/s", "MFU", "L2 flush"):
+    scale, rate = rate_unit([row.timing.flops_per_s for row in r.rows])  # TFLOP/s on a GPU, GFLOP/s on a CPU
+    for name in ("M=N=K", "median", "min", rate, "MFU", "L2 flush"):
         t.add_column(name, justify="left" if name == "M=N=K" else "right")
     for row in r.rows:
         g, st = row.timing, row.timing.stats
         style = "bold green" if g.shape == best else None
         t.add_row(str(g.shape.m), format_duration(st.median_s), format_duration(st.min_s),
-                  f"{g.flops_per_s / 1e12:.4g}", _mfu(row.mfu), "yes" if g.l2_flush else "no", style=style)
+                  f"{g.flops_per_s / scale:.4g}", _mfu(row.mfu), "yes" if g.l2_flush else "no", style=style)
     summary = []
     if r.best is not None:
         b = r.best.timing
@@ -140,7 +141,8 @@ def model_gemms(r: Any) -> list[Any]:
     t = Table(title=f"{i.model}: its GEMMs at T = {i.batch} × {i.seq} = {r.tokens:,} tokens ({i.dtype.value}, median "
                     "of the timed calls)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     has_mfu = r.peak.peak_flops_per_s is not None
-    for name in ("GEMM", "pass", "M×N×K", "×/step", "median", "TFLOP/s", "MFU", "FLOPs"):
+    scale, rate = rate_unit([row.timing.flops_per_s for row in r.rows])  # TFLOP/s on a GPU, GFLOP/s on a CPU
+    for name in ("GEMM", "pass", "M×N×K", "×/step", "median", rate, "MFU", "FLOPs"):
         if name != "MFU" or has_mfu:
             t.add_column(name, justify="left" if name in ("GEMM", "pass") else "right", no_wrap=name != "GEMM",
                          overflow="fold")
@@ -148,7 +150,7 @@ def model_gemms(r: Any) -> list[Any]:
     for labels, rows in _same_gemms(r.rows):
         row, s = rows[0], rows[0].shape
         cells = [labels, short[row.phase], f"{s.m}×{s.n}×{s.k}", str(sum(x.count for x in rows)),
-                 format_duration(row.timing.stats.median_s), f"{row.timing.flops_per_s / 1e12:.4g}"]
+                 format_duration(row.timing.stats.median_s), f"{row.timing.flops_per_s / scale:.4g}"]
         if has_mfu:
             cells.append(_mfu(row.mfu))
         t.add_row(*cells, f"{sum(x.flops for x in rows) / r.gemm_flops:.1%}")

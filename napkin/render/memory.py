@@ -10,8 +10,17 @@ from napkin.units import format_bytes, format_count
 BAR_WIDTH = 60  # characters of the stacked bar for the GPU's whole memory
 COLORS = {"params": "blue", "grads": "magenta", "master": "cyan", "optimizer": "yellow", "activations": "green",
           "embedding": "green", "output": "red", "recompute": "bright_green"}
+# Without colour (a pipe, NO_COLOR) each part is drawn in its own letter: PPPPGGGMMMMOOOOOOOOAAAA....
+GLYPHS = {"params": "P", "grads": "G", "master": "M", "optimizer": "O", "activations": "A", "embedding": "E",
+          "output": "L", "recompute": "R"}
 SHORT = {"params": "params", "grads": "grads", "master": "master", "optimizer": "optimizer",
          "activations": "activations", "embedding": "embedding", "output": "logits/loss", "recompute": "recompute"}
+
+
+def _mark(part: str, label: str) -> Any:
+    from napkin.render import Mark
+
+    return Mark(label, COLORS[part], GLYPHS[part])
 
 
 def _gb(x: float) -> str:
@@ -24,10 +33,10 @@ def _count(n: float) -> str:
 
 def _setup(r: Any) -> str:
     i, p = r.inputs, r.inputs.parallel
-    parts = [i.architecture or _count(i.params)]
+    parts = [i.model or _count(i.params)]
     if r.seq:
         parts.append(f"b={i.batch} × s={r.seq}")
-    elif i.architecture:
+    elif i.model:
         parts.append(f"B={i.batch}")
     layout = f"{p.gpus} × {i.gpu}"
     if p.gpus > 1 or p.tp > 1 or p.pp > 1:
@@ -41,29 +50,28 @@ def _setup(r: Any) -> str:
 
 
 def bar(r: Any) -> Any:
-    """A stacked bar of the ledger's shares of the GPU's usable memory (or of the total, when it overflows)."""
+    """A stacked bar of the ledger's shares of the GPU's usable memory (or of the total, when it overflows).
+
+    In colour: one colour per part, the legend's ■ keyed to it; without colour: one letter per part (PPPGGOOOAA..),
+    the legend naming each letter."""
+    from rich.console import Group
     from rich.text import Text
 
+    from napkin.render import Legend, StackedBar
+
     scale = max(r.usable_bytes, r.total_bytes)
-    out = Text()
-    used = 0
-    for row in r.rows:
-        n = round(BAR_WIDTH * row.bytes / scale)
-        out.append("█" * n, style=COLORS[row.part])
-        used += n
+    parts = [(row.part, round(BAR_WIDTH * row.bytes / scale)) for row in r.rows]
+    used = sum(n for _, n in parts)
     if r.fits:
-        out.append("░" * max(0, BAR_WIDTH - used), style="dim")
-        out.append(f"  {r.total_bytes / r.usable_bytes:.0%} of {fmt(r.usable_bytes, 'B')}")
+        line = StackedBar(parts, COLORS, GLYPHS, free=max(0, BAR_WIDTH - used),
+                          tail=f"  {r.total_bytes / r.usable_bytes:.0%} of {fmt(r.usable_bytes, 'B')}")
     else:
-        cut = round(BAR_WIDTH * r.usable_bytes / scale)
-        out = out[:cut] + Text("▌", style="bold red") + out[cut:]
-        out.append(f"  {r.total_bytes / r.usable_bytes:.0%}: over by {_gb(-r.headroom_bytes)}", style="bold red")
-    legend = Text()
-    for row in r.rows:
-        if row.bytes / r.total_bytes >= 0.005:
-            legend.append("█ ", style=COLORS[row.part])
-            legend.append(f"{SHORT[row.part]} {row.bytes / r.total_bytes:.0%}   ")
-    return Text.assemble(out, "\n", legend)
+        line = StackedBar(parts, COLORS, GLYPHS, marker=round(BAR_WIDTH * r.usable_bytes / scale),
+                          tail=Text(f"  {r.total_bytes / r.usable_bytes:.0%}: over by {_gb(-r.headroom_bytes)}",
+                                    style="bold red"))
+    legend = [_mark(row.part, f"{SHORT[row.part]} {row.bytes / r.total_bytes:.0%}") for row in r.rows
+              if row.bytes / r.total_bytes >= 0.005]
+    return Group(line, Legend(legend))
 
 
 @renders("MemoryResult")
@@ -78,14 +86,14 @@ def memory(r: Any) -> list[Any]:
     t.add_column("share", justify="right")
     t.add_column("ZeRO", justify="center")
     for row in r.rows:
-        t.add_row(f"[{COLORS[row.part]}]■[/] {row.label}", _gb(row.bytes), f"{row.bytes / r.total_bytes:.1%}",
+        t.add_row(_mark(row.part, row.label), _gb(row.bytes), f"{row.bytes / r.total_bytes:.1%}",
                   f"/ {p.gpus // (p.tp * p.pp)}" if row.sharded_over_dp else "")
     t.add_row("[bold]total[/bold]", f"[bold]{_gb(r.total_bytes)}[/bold]", "100%", "")
     verdict = (f"[green]fits[/green], headroom {_gb(r.headroom_bytes)}" if r.fits
                else f"[bold red]does not fit[/bold red]: short by {_gb(-r.headroom_bytes)}")
-    summary = [("parameters", _count(r.params_total)
+    summary = [("parameters", _count(r.params)
                 + (f" ({_count(r.params_on_gpu)} on this GPU before ZeRO)"
-                   if r.params_on_gpu != r.params_total else "")),
+                   if r.params_on_gpu != r.params else "")),
                (f"memory of one {r.inputs.gpu}", _gb(r.usable_bytes)), ("verdict", verdict)]
     out: list[Any] = [t, kv_table("", summary), bar(r)]
     if r.activations is not None:

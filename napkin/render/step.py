@@ -5,31 +5,32 @@ from __future__ import annotations
 from typing import Any
 
 from napkin.render import fmt, kv_table, renders
-from napkin.units import format_bytes, format_duration
+from napkin.units import format_bytes, format_days, format_duration
 
 BAR_WIDTH = 60
 COLORS = {"compute_gemm": "blue", "compute_attention": "cyan", "compute_memory_bound": "bright_blue",
           "recompute": "magenta", "launch_overhead": "white", "tp_comm": "yellow", "cp_comm": "bright_yellow",
           "ep_comm": "red", "zero3_comm": "bright_red", "pp_bubble": "bright_black", "pp_comm": "green",
           "dp_comm": "bright_green", "optimizer": "bright_magenta"}
+# Without colour (a pipe, NO_COLOR) each term is drawn in its own letter, the table's marks saying which is which.
+GLYPHS = {"compute_gemm": "G", "compute_attention": "A", "compute_memory_bound": "M", "recompute": "R",
+          "launch_overhead": "L", "tp_comm": "T", "cp_comm": "C", "ep_comm": "E", "zero3_comm": "Z",
+          "pp_bubble": "B", "pp_comm": "P", "dp_comm": "D", "optimizer": "O"}
 
 
 def bar(breakdown: dict[str, float], total: float) -> Any:
-    """The step as one stacked bar, one colour per term."""
-    from rich.text import Text
+    """The step as one stacked bar: one colour per term, or without colour one letter per term (GGGGAAMMMT...)."""
+    from napkin.render import StackedBar
 
-    out = Text()
-    for k, v in breakdown.items():
-        n = round(BAR_WIDTH * v / total) if total else 0
-        if n:
-            out.append("█" * n, style=COLORS.get(k, "white"))
-    return out
+    parts = [(k, round(BAR_WIDTH * v / total) if total else 0) for k, v in breakdown.items()]
+    return StackedBar([(k, n) for k, n in parts if n], COLORS, GLYPHS)
 
 
 def breakdown_table(r: Any) -> Any:
     from rich.table import Table
 
     from napkin.accounting.step_time import TERM_LABELS
+    from napkin.render import Mark
 
     t = Table(title="where the step goes", title_justify="left")
     t.add_column("term")
@@ -37,7 +38,8 @@ def breakdown_table(r: Any) -> Any:
     t.add_column("share", justify="right")
     for k, v in r.breakdown.items():
         if v:
-            t.add_row(f"[{COLORS.get(k, 'white')}]■[/] {TERM_LABELS[k]}", format_duration(v), f"{v / r.step_time_s:.1%}")
+            t.add_row(Mark(TERM_LABELS[k], COLORS.get(k, "white"), GLYPHS.get(k, "?")), format_duration(v),
+                      f"{v / r.step_time_s:.1%}")
     t.add_row("[bold]step[/bold]", f"[bold]{format_duration(r.step_time_s)}[/bold]", "100%")
     return t
 
@@ -85,7 +87,7 @@ def plan(r: Any) -> list[Any]:
     out += [breakdown_table(w), bar(w.breakdown, w.step_time_s)]
     out += [Text(f"why: {line}") for line in r.why]
     if r.days is not None:
-        out.append(kv_table("", [("training time at the winner's step", f"{r.days:,.2f} days"),
+        out.append(kv_table("", [("training time at the winner's step", format_days(r.days)),
                                  ("GPU-hours", f"{r.gpu_hours:,.0f} GPU·h")]))
     out.append(Text("Megatron-LM:", style="bold"))
     out.append(Text(r.megatron_flags))

@@ -47,7 +47,26 @@ def user_dirs(explicit: Sequence[str | Path] | None = None) -> tuple[Path, ...]:
             what = "is not a directory" if d.exists() else "does not exist"
             raise SpecError(f"specs directory '{d}' {what} (from --specs-dir or ${ENV_VAR}); give a directory holding "
                             "hardware_specs/ and/or model_specs/")
+        _check_layout(d)
     return tuple(d.resolve() for d in dirs)
+
+
+SPEC_FOLDERS = ("hardware_specs", "model_specs")
+
+
+def _check_layout(d: Path) -> None:
+    """A specs directory holds hardware_specs/ or model_specs/; anything else is surely the wrong folder (a typo,
+    or the YAML files one level too high), said in one line rather than silently reading nothing."""
+    if any((d / folder).is_dir() for folder in SPEC_FOLDERS):
+        return
+    where = f"(from --specs-dir or ${ENV_VAR})"
+    yaml_files = [p.name for p in d.glob("*.y*ml") if p.is_file()]
+    if yaml_files:
+        more = f" and {len(yaml_files) - 1} more YAML files" if len(yaml_files) > 1 else ""
+        raise SpecError(f"specs directory '{d}' {where} holds {min(yaml_files)}{more} directly; "
+                        f"napkin reads {d / 'hardware_specs'}/*.yaml and {d / 'model_specs'}/*.yaml: move them there")
+    raise SpecError(f"specs directory '{d}' {where} has neither hardware_specs/ nor model_specs/; it should hold "
+                    "hardware_specs/*.yaml and/or model_specs/*.yaml, shaped like the shipped specs")
 
 
 def normalize(name: str) -> str:
