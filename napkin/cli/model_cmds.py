@@ -9,11 +9,13 @@ import typer
 from napkin.cli.context import hardware, state
 from napkin.cli.context import model as model_of
 from napkin.cli.options import (
+    StepTime,
+    Causal,
     MODEL,
+    MODEL_HELP,
     DTypeOpt,
     Explain,
     Gpu,
-    Gpus,
     Json,
     ModelOpt,
     Recompute,
@@ -27,9 +29,6 @@ from napkin.cli.root import app
 
 LINEAR = "Linear net (cruncher) shape"
 
-Causal = Annotated[bool, opt("--causal/--no-causal", panel=MODEL,
-                             help="Halve attention for the causal mask ((s+1)/2 positions per token); --no-causal "
-                                  "counts the full s×s, as FlopCounterMode and PaLM/Megatron formulas do.")]
 Width = Annotated[int | None, opt("--width", parser=whole("width"), metavar="D", panel=LINEAR,
                                   help="Linear net only: width D of the D×D layers (the matmul's inner dim).")]
 Depth = Annotated[int | None, opt("--depth", min=0, metavar="L", panel=LINEAR,
@@ -62,7 +61,8 @@ def models_list(ctx: typer.Context, json: Json = False) -> None:
 @models_app.command("show")
 def models_show(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Catalog name or alias (llama3-8b, gpt2), or a config.json / YAML path.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", show_default=False,
+                                        help="Catalog name or alias (llama3-8b, gpt2), or a config.json / YAML path.")],
     json: Json = False,
     explain: Explain = False,
 ) -> None:
@@ -117,15 +117,24 @@ def flops_cmd(
 @app.command("mfu")
 def mfu_cmd(
     ctx: typer.Context,
-    model: ModelOpt,
-    gpus: Gpus,
+    model: Annotated[str | None, opt("--model", "-m", metavar="NAME|FILE", panel=MODEL,
+                                     help=MODEL_HELP + " Counts the exact FLOPs per token; leave it out with "
+                                     "--params (6N per token) or a --tflops-per-gpu quote alone.")] = None,
+    gpus: Annotated[int | None, opt("--gpus", "-g", parser=whole("GPU count"), metavar="G",
+                                    help="Number of GPUs (needed with a throughput; with --tflops-per-gpu, 1 if "
+                                         "left out).")] = None,
     tokens_per_s: Annotated[float | None, opt("--tokens-per-s", parser=count("tokens per second"), metavar="X",
                                               help="Observed training throughput, whole cluster (tokens/s).")] = None,
-    step_time: Annotated[float | None, opt("--step-time", parser=number("step time"), metavar="SECONDS",
-                                           help="Seconds per optimizer step, in place of --tokens-per-s "
-                                                "(needs --batch and --seq).")] = None,
+    step_time: StepTime = None,
     batch: Annotated[int | None, opt("--batch", "-b", parser=whole("batch"), metavar="B",
                                      help="Sequences per step, whole cluster (with --step-time).")] = None,
+    tflops_per_gpu: Annotated[float | None, opt("--tflops-per-gpu", parser=number("TFLOP/s per GPU"), metavar="X",
+                                                help="A quoted model TFLOP/s per GPU, in place of a throughput: "
+                                                     "MFU = X / dense peak; tokens/s too with --model or "
+                                                     "--params.")] = None,
+    params: Annotated[float | None, opt("--params", "-N", parser=count("parameter count"), metavar="N",
+                                        panel=MODEL, help="Parameters, in place of --model: 6N FLOPs per token "
+                                                          "(no architecture; attention left out).")] = None,
     seq: Seq = None,
     gpu: Gpu = "h100",
     dtype: DTypeOpt = "bf16",
@@ -141,11 +150,22 @@ def mfu_cmd(
 
     MFU counts model FLOPs (forward + backward, exact); HFU adds recomputation (--recompute), as
     Megatron-LM, OPT and BLOOM report.
+
+      napkin mfu -m llama3-8b --tokens-per-s 9000 --gpus 8       → exact FLOPs per token
+
+      napkin mfu --params 7e9 --tokens-per-s 3e4 --gpus 8        → 6N per token, no architecture
+
+      napkin mfu --tflops-per-gpu 400 --gpu h100 -m llama3-8b    → MFU = 400 / 989.5, and tokens/s
     """
     from napkin import render
     from napkin.accounting.mfu import mfu
 
-    spec = resolve_model(ctx, model, width, depth, out)
+    if model is None and (width, depth, out) != (None, None, None):
+        from napkin.errors import InputError
+
+        raise InputError("--width, --depth and --out reshape a linear net: they need --model cruncher")
+    spec = None if model is None else resolve_model(ctx, model, width, depth, out)
     result = mfu(spec, hardware(ctx, gpu), gpus, tokens_per_s=tokens_per_s, step_time_s=step_time, batch=batch,
-                 seq=seq, dtype=dtype, recompute=recompute, causal=causal)  # type: ignore[arg-type]
+                 seq=seq, dtype=dtype, recompute=recompute, causal=causal, params=params,
+                 tflops_per_gpu=tflops_per_gpu)  # type: ignore[arg-type]
     render.show(result, as_json=json, explain=explain)

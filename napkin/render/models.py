@@ -47,8 +47,8 @@ def model_list(r: Any) -> list[Any]:
         s = row.spec
         vocab = "–" if s.kind == "linear" else str(s.vocab)
         ctx = "–" if s.kind == "linear" else str(s.max_context)
-        active = _p(row.active) if row.active != row.total else ""
-        t.add_row(s.name, _shape(s), _ffn(s), vocab, ctx, _p(row.total), active)
+        active = _p(row.active_params) if row.active_params != row.params else ""
+        t.add_row(s.name, _shape(s), _ffn(s), vocab, ctx, _p(row.params), active)
     return [t, "[dim]a/k = query/kv heads; ffn 8+1/256×2048 = top-8 of 256 routed experts + 1 shared, width 2048. "
                "`napkin models show NAME` for the breakdown.[/dim]"]
 
@@ -81,9 +81,9 @@ def model_show(r: Any) -> list[Any]:
     t.add_column("exact", justify="right")
     t.add_column("share", justify="right")
     for k, v in pc.components.items():
-        t.add_row(k, _p(v), f"{v:,}", f"{v / pc.total:.1%}")
-    t.add_row("[bold]total[/bold]", f"[bold]{_p(pc.total)}[/bold]", f"[bold]{pc.total:,}[/bold]", "100%")
-    summary = [("active per token", f"{_p(pc.active)}  ({pc.active:,})"),
+        t.add_row(k, _p(v), f"{v:,}", f"{v / pc.params:.1%}")
+    t.add_row("[bold]total[/bold]", f"[bold]{_p(pc.params)}[/bold]", f"[bold]{pc.params:,}[/bold]", "100%")
+    summary = [("active per token", f"{_p(pc.active_params)}  ({pc.active_params:,})"),
                ("non-embedding (Kaplan N)", f"{_p(pc.non_embedding)}  ({pc.non_embedding:,})")]
     parts = [kv_table(s.display_name, rows), t, kv_table("", summary)]
     parts.append("[dim]sources: " + "; ".join(s.sources) + "[/dim]")
@@ -131,19 +131,34 @@ def flop_count(r: Any) -> list[Any]:
 def mfu_result(r: Any) -> list[Any]:
     i = r.inputs
     unit = f"{r.per}s"
+    if r.model is not None:
+        what = f"{r.model}, s = {r.seq}" + ("" if i.causal else ", no causal halving")
+    elif r.params is not None:
+        what = f"N = {_p(r.params)} params, no architecture: 6N FLOPs per token"
+    else:
+        what = "– (no --model or --params: MFU from the quoted FLOP/s alone)"
     rows = [
-        ("model", f"{r.model}, s = {r.seq}" + ("" if i.causal else ", no causal halving")),
+        ("model", what),
         ("hardware", f"{i.gpus} × {i.gpu}, {i.dtype.value} dense peak {fmt(r.peak_flops_per_s, 'FLOP/s')}"),
-        ("throughput", f"{_rate(r.tokens_per_s)} {unit}/s  ({_rate(r.tokens_per_s_per_gpu)} per GPU)"),
-        (f"model FLOPs per {r.per} (exact)", fmt(r.model_flops_per_token, "FLOP")),
+    ]
+    if i.tflops_per_gpu is not None:
+        rows.append(("quoted model FLOP/s per GPU", fmt(i.tflops_per_gpu * 1e12, "FLOP/s")))
+    if r.tokens_per_s is not None:
+        rows.append(("throughput", f"{_rate(r.tokens_per_s)} {unit}/s  ({_rate(r.tokens_per_s_per_gpu)} per GPU)"))
+    if r.model_flops_per_token is not None:
+        basis = "exact" if r.flops_basis == "exact" else "6N"
+        rows.append((f"model FLOPs per {r.per} ({basis})", fmt(r.model_flops_per_token, "FLOP")))
+    rows += [
         ("achieved model FLOP/s", fmt(r.achieved_flops_per_s, "FLOP/s")),
         ("[bold]MFU[/bold]", f"[bold]{r.mfu:.2%}[/bold]"),
     ]
     if i.recompute != "none":
-        rows += [(f"hardware FLOPs per token (recompute {i.recompute})", fmt(r.hardware_flops_per_token, "FLOP")),
-                 ("[bold]HFU[/bold]", f"[bold]{r.hfu:.2%}[/bold]")]
-    rows += [("MFU if counted as 6N", f"{r.mfu_6n:.2%}  ({fmt(r.six_n_flops_per_token, 'FLOP')}/{r.per})")]
-    if r.per == "token":
+        if r.hardware_flops_per_token is not None:
+            rows.append((f"hardware FLOPs per token (recompute {i.recompute})", fmt(r.hardware_flops_per_token, "FLOP")))
+        rows.append(("[bold]HFU[/bold]", f"[bold]{r.hfu:.2%}[/bold]"))
+    if r.flops_basis == "exact" and r.mfu_6n is not None:
+        rows += [("MFU if counted as 6N", f"{r.mfu_6n:.2%}  ({fmt(r.six_n_flops_per_token, 'FLOP')}/{r.per})")]
+    if r.per == "token" and r.mfu_palm is not None:
         rows.append(("MFU if counted as 6N + attention (PaLM)",
                      f"{r.mfu_palm:.2%}  ({fmt(r.palm_flops_per_token, 'FLOP')}/token)"))
     return [kv_table("napkin mfu", rows)]

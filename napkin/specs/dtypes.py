@@ -22,7 +22,7 @@ class DType(str, Enum):
     int4 = "int4"
 
 
-# Bytes per element (DESIGN.md: fp64 8, fp32/tf32 4, bf16/fp16 2, fp8 1, int8 1, int4/fp4 0.5).
+# Bytes per element (docs/design.md: fp64 8, fp32/tf32 4, bf16/fp16 2, fp8 1, int8 1, int4/fp4 0.5).
 BYTES_PER_ELEMENT: dict[DType, float] = {
     DType.fp64: 8,
     DType.fp64_tensor: 8,
