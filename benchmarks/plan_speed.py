@@ -36,7 +36,8 @@ def main() -> None:
         r = plan(spec, hw, gpus=G, global_batch=B, seq=s)
         dt = time.perf_counter() - t
         w = r.winner
-        print(f"{label:38} {r.examined:>9,} {r.pruned:>8,} {r.timed:>6,} {dt:>8.2f}  {w.layout} b{w.inputs.micro_batch} "
+        print(f"{label:38} {r.examined:>9,} {r.pruned:>8,} {r.timed:>6,} {dt:>8.2f}  "
+              f"{w.layout} b{w.inputs.micro_batch} "
               f"{w.inputs.recompute}, {w.step_time_s:.2f} s, MFU {w.mfu:.3f}")
 
 

@@ -3,7 +3,25 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
+
+# Core messages name arguments as `field` (what a Python caller passes); the CLI's one error boundary shows each as
+# its flag. Fields whose flag is not simply --field-name:
+FLAGS = {"memory_bytes": "--memory", "reserve_bytes": "--reserve", "fraction": "--mfu-fraction",
+         "model": "--model", "link_bytes_per_s": "--link-bandwidth", "allreduce_latency_s": "--allreduce-latency",
+         "intra_node_bandwidth": "--intra-node-bandwidth", "inter_node_bandwidth": "--inter-node-bandwidth"}
+_FIELD = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+def flag_of(field: str) -> str:
+    """The command-line flag of an API argument: `global_batch` → --global-batch."""
+    return FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
+def for_cli(message: str) -> str:
+    """A core message with its `field` names shown as the flags a command-line user types."""
+    return _FIELD.sub(lambda m: flag_of(m.group(1)), message)
 
 
 class NapkinError(Exception):

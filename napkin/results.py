@@ -8,6 +8,8 @@ it, the result with its unit, and where the formula comes from. ``--explain`` pr
 from __future__ import annotations
 
 import math
+import re
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +26,8 @@ class Step(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    key: str = Field(default="", description="stable identifier for scripts: the name without its numbers or "
+                     "parenthesised details, unique within the result")
     name: str = Field(description="what this step computes")
     formula: str = Field(description="the formula in symbols")
     substituted: str = Field(description="the formula with the numbers put in")
@@ -32,13 +36,40 @@ class Step(BaseModel):
     source: str = Field(description="paper, datasheet or lecture the formula comes from")
 
 
+def kind_of(cls: type) -> str:
+    """A result class's kind: its name without 'Result', in kebab case (TrainTimeResult → train-time)."""
+    name = cls.__name__.removesuffix("Result")
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", name).lower()
+
+
 class Result(BaseModel):
     """Base of every result: the answer fields of a subclass plus the derivation steps."""
 
     model_config = ConfigDict(frozen=True)
 
+    kind: str = Field(default="", description="which result this is (train-time, memory, step-time, ...)")
     steps: list[Step] = Field(default_factory=list, description="the derivation, in order")
     notes: list[str] = Field(default_factory=list, description="caveats a reader should know")
+
+    def model_post_init(self, context: Any, /) -> None:
+        if not self.kind:
+            object.__setattr__(self, "kind", kind_of(type(self)))
+
+    def to_json(self) -> str:
+        """The result for scripts: nested results (a solver's ledger, a plan's winner) without their own steps,
+        which the outer result's steps already hold."""
+        return self.model_dump_json(indent=2, exclude=_nested_steps(self) or None)
+
+
+def _nested_steps(r: BaseModel) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in type(r).model_fields:
+        v = getattr(r, name)
+        if isinstance(v, Result):
+            out[name] = {"steps": True, **_nested_steps(v)}
+        elif isinstance(v, list) and v and all(isinstance(x, Result) for x in v):
+            out[name] = {i: {"steps": True} for i in range(len(v))}
+    return out
 
 
 class Derivation:
@@ -46,20 +77,48 @@ class Derivation:
 
     def __init__(self) -> None:
         self.steps: list[Step] = []
+        self._keys: set[str] = set()
 
-    def add(self, name: str, formula: str, substituted: str, value: float, unit: str, source: str) -> float:
+    def add(self, name: str, formula: str, substituted: str, value: float, unit: str, source: str,
+            key: str | None = None) -> float:
         if not math.isfinite(value):
             from napkin.errors import InputError
 
             raise InputError(f"{name} overflows ({formula} is not a finite number): the inputs are too large")
+        k = key or step_key(name)
+        base, n = k, 2
+        while k in self._keys:
+            k, n = f"{base}-{n}", n + 1
+        self._keys.add(k)
         self.steps.append(
-            Step(name=name, formula=formula, substituted=substituted, value=value, unit=unit, source=source)
+            Step(key=k, name=name, formula=formula, substituted=substituted, value=value, unit=unit, source=source)
         )
         return value
 
-    def given(self, name: str, symbol: str, value: float, unit: str, source: str = "input") -> float:
+    def given(self, name: str, symbol: str, value: float, unit: str, source: str = "input",
+              key: str | None = None) -> float:
         """Record an input (or a looked-up figure) as a step, so the napkin shows where it came from."""
-        return self.add(name, symbol, g(value), value, unit, source)
+        return self.add(name, symbol, g(value), value, unit, source, key)
+
+
+def step_key(name: str) -> str:
+    """'activations per MoE layer (s=4096, b=1)' → 'activations-per-moe-layer': no numbers, no details."""
+    text = re.sub(r"\([^)]*\)", " ", name.lower())
+    words = [w for w in re.split(r"[^a-z0-9_]+", text) if w and not any(c.isdigit() for c in w)]
+    return "-".join(words) or "step"
+
+
+def minus(a: float, b: float) -> str:
+    """'a − b' with as many digits as it takes for the printed difference to recompute the real one (six
+    significant digits swallow the difference of near-equal numbers)."""
+    want = a - b
+    for digits in range(6, 18):
+        sa, sb = (str(int(x)) if math.isfinite(x) and x == int(x) and abs(x) < 1e15 else f"{x:.{digits}g}"
+                  for x in (a, b))
+        got = float(sa) - float(sb)
+        if math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-12):
+            break
+    return f"{sa} − {sb}"
 
 
 def g(x: float) -> str:

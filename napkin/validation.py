@@ -26,27 +26,22 @@ class Inputs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# Input fields whose command-line flag is not simply --field-name.
-_FLAGS = {"memory_bytes": "--memory", "reserve_bytes": "--reserve", "fraction": "--mfu-fraction",
-          "price_per_gpu_hour": "--price-per-gpu-hour"}
-
-
 def _describe(e: dict[str, Any]) -> str:
+    """One line naming the argument as `field` (the CLI shows it as its flag: napkin.errors.for_cli)."""
     name = ".".join(str(p) for p in e["loc"]) or "input"
-    flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
-    field = name if name in ("mfu", "hfu", "mbu") else f"{name} ({flag})"
+    field = f"`{name}`" if name.replace("_", "").isalnum() and "." not in name else name
     ctx = e.get("ctx") or {}
     value = e.get("input")
     if isinstance(value, float):
         value = f"{value:g}"
     kind = e["type"]
-    if kind == "greater_than" and field in ("mfu", "hfu"):
+    if kind == "greater_than" and name in ("mfu", "hfu"):
         return f"{field} must be in (0, 1] (a fraction of peak FLOP/s), got {value}"
     if kind == "greater_than":
         return f"{field} must be greater than {ctx.get('gt'):g}, got {value}"
     if kind == "greater_than_equal":
         return f"{field} must be at least {ctx.get('ge'):g}, got {value}"
-    if kind == "less_than_equal" and field in ("mfu", "hfu"):
+    if kind == "less_than_equal" and name in ("mfu", "hfu"):
         return f"{field} must be in (0, 1] (a fraction of peak FLOP/s), got {value}"
     if kind == "less_than_equal":
         return f"{field} must be at most {ctx.get('le'):g}, got {value}"

@@ -73,7 +73,7 @@ def test_bad_requests_are_one_line_errors():
         GemmBench("tf32", "cpu")
     with pytest.raises(InputError, match="bench-matmul times"):
         GemmBench("int8", "cpu")
-    with pytest.raises(InputError, match=r"m \(--m\) must be greater than 0"):
+    with pytest.raises(InputError, match=r"`m` must be greater than 0"):
         bench_matmul(0, 8, 8, **QUICK)
 
 

@@ -97,7 +97,7 @@ def test_what_cannot_give_an_mfu_is_refused_with_the_reason(saved, tmp_path):
         load_measurement(tmp_path / "bad.json")
     with pytest.raises(InputError, match="cannot read"):
         load_measurement(tmp_path / "missing.json")
-    with pytest.raises(InputError, match=r"fraction \(--mfu-fraction\) must be at most 1, got 1\.5"):
+    with pytest.raises(InputError, match=r"`fraction` must be at most 1, got 1\.5"):
         measured_mfu(saved(_single(0.8)), 1.5)
 
 

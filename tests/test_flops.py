@@ -17,7 +17,7 @@ B, D, K = 16384, 32768, 8192  # DESIGN.md: the lecture's matmul and linear-net s
 def test_cruncher_is_six_b_params():
     # CS336 lecture 2: B = 2, D = 4, 2 layers, params D²·L + D = 36 → 6·B·params = 432.
     r = count_flops(get_model("cruncher"), 2)
-    assert r.model_flops == 432 == 6 * 2 * count_params(get_model("cruncher")).total
+    assert r.model_flops == 432 == 6 * 2 * count_params(get_model("cruncher")).params
     assert r.forward_flops == 144 and r.backward_flops == 288
 
 
@@ -54,7 +54,7 @@ def test_model_flops_are_six_times_the_matmul_weights_plus_attention():
     # An independent route: 6·D per weight of every matmul (embedding lookup and norms are not matmuls).
     spec = get_model("llama3-8b")
     pc = count_params(spec)
-    matmul_weights = pc.total - pc.components["embedding.tokens"] - pc.components["norms.layers"] - pc.components[
+    matmul_weights = pc.params - pc.components["embedding.tokens"] - pc.components["norms.layers"] - pc.components[
         "norms.final"]
     r = count_flops(spec, 1e6, 4096, causal=False)
     L, a, d, s = spec.layers, spec.heads, spec.d_head, 4096
@@ -69,7 +69,7 @@ def test_model_flops_are_six_times_the_matmul_weights_plus_attention():
 def test_attention_share_grows_with_sequence_length(name):
     shares = [count_flops(get_model(name), 1e9, s).attention_share for s in (128, 1024, 8192, 32768)]
     assert shares == sorted(shares) and shares[0] < shares[-1]
-    ratios = [count_flops(get_model(name), 1e9, s).model_flops / (6 * count_params(get_model(name)).active * 1e9)
+    ratios = [count_flops(get_model(name), 1e9, s).model_flops / (6 * count_params(get_model(name)).active_params * 1e9)
               for s in (128, 32768)]
     assert ratios[0] < ratios[1]  # exact / 6ND drifts up as attention grows
 
@@ -104,7 +104,7 @@ def test_moe_counts_top_k_and_shared_experts():
     # active parameters ≈ FLOPs/2 per token (the exact count leaves out the embedding lookup and norms)
     no_attn = sum(v for k, v in f.items() if k not in ATTENTION_CORE)
     pc = count_params(spec)
-    assert no_attn / 2 == pytest.approx(pc.active - pc.embedding, rel=1e-4)
+    assert no_attn / 2 == pytest.approx(pc.active_params - pc.embedding, rel=1e-4)
 
 
 def test_decode_token_attends_to_the_whole_cache():

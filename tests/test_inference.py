@@ -198,7 +198,7 @@ def test_moe_reads_only_the_experts_it_routes_to() -> None:
     # Batch 1 leaves 6 of 8 experts unread in each of the 32 layers; 512 tokens touch ~all of them.
     assert many.decode_mean.bytes - one.decode_mean.bytes == pytest.approx(
         32 * 6 * expert + 511 * one.decode_mean.context * many.kv.bytes_per_token, rel=1e-6)
-    assert one.weights_bytes == one.params_total * 2  # all experts stay resident
+    assert one.weights_bytes == one.params * 2  # all experts stay resident
 
 
 @given(a0=st.floats(0, 10), a1=st.floats(-1, 1), m0=st.floats(0, 10), m1=st.floats(-1, 1), lo=st.integers(0, 50),

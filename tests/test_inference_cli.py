@@ -42,7 +42,7 @@ def test_json_equals_the_api(cli, specs_dir: str) -> None:
     assert r.exit_code == 0, r.stderr
     s = fixture_spec("llama3-70b").model_copy(update={"name": "fx-llama3-70b"})
     api = inference(s, get_hardware("h100"), 16, 2000, 500, gpus=8, kv_dtype="fp8", mbu=0.7)
-    assert r.json() == json.loads(api.model_dump_json())
+    assert r.json() == json.loads(api.to_json())
 
 
 def test_table_names_the_bounds(cli, specs_dir: str) -> None:

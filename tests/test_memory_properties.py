@@ -56,8 +56,8 @@ def layout(spec: TransformerSpec, tp: int, pp: int) -> bool:
 def test_more_gpus_under_zero_never_raise_per_gpu_memory(spec, setup, zero, tp, pp, sp, dp, more):
     assume(layout(spec, tp, pp))
     kw = dict(setup, zero=zero, tp=tp, pp=pp, sp=sp)
-    few = memory_ledger(H100, spec, gpus=tp * pp * dp, **kw)
-    many = memory_ledger(H100, spec, gpus=tp * pp * (dp + more), **kw)
+    few = memory_ledger(spec, H100, gpus=tp * pp * dp, **kw)
+    many = memory_ledger(spec, H100, gpus=tp * pp * (dp + more), **kw)
     assert many.total_bytes <= few.total_bytes * (1 + 1e-12)
     state = [r.bytes for r in many.rows if r.part in ("params", "grads", "master", "optimizer")]
     assert sum(state) <= sum(r.bytes for r in few.rows if r.part in ("params", "grads", "master", "optimizer"))
@@ -69,7 +69,7 @@ def test_recompute_never_raises_activations(spec, setup, tp, sp):
     assume(layout(spec, tp, 1))
 
     def kept(policy: str) -> float:
-        a = memory_ledger(H100, spec, gpus=tp, tp=tp, sp=sp, recompute=policy, **setup).activations
+        a = memory_ledger(spec, H100, gpus=tp, tp=tp, sp=sp, recompute=policy, **setup).activations
         return a.layers_bytes + a.outside_bytes
 
     none, selective, full = kept("none"), kept("selective"), kept("full")
@@ -82,7 +82,7 @@ def test_recompute_never_raises_activations(spec, setup, tp, sp):
        recompute=st.sampled_from(["none", "selective", "full"]))
 def test_ledger_parts_add_up(spec, setup, zero, tp, pp, dp, m, recompute):
     assume(layout(spec, tp, pp))
-    r = memory_ledger(H100, spec, gpus=tp * pp * dp, zero=zero, tp=tp, pp=pp, micro_batches=m, recompute=recompute,
+    r = memory_ledger(spec, H100, gpus=tp * pp * dp, zero=zero, tp=tp, pp=pp, micro_batches=m, recompute=recompute,
                       **setup)
     assert sum(row.bytes for row in r.rows) == pytest.approx(r.total_bytes, rel=1e-12)
     assert all(row.bytes >= 0 for row in r.rows)
@@ -94,8 +94,8 @@ def test_ledger_parts_add_up(spec, setup, zero, tp, pp, dp, m, recompute):
 @FAST
 @given(spec=transformers(), setup=setups, extra=st.integers(1, 8))
 def test_bigger_micro_batch_never_needs_less(spec, setup, extra):
-    small = memory_ledger(H100, spec, **setup)
-    big = memory_ledger(H100, spec, **{**setup, "batch": setup["batch"] + extra})
+    small = memory_ledger(spec, H100, **setup)
+    big = memory_ledger(spec, H100, **{**setup, "batch": setup["batch"] + extra})
     assert big.total_bytes > small.total_bytes
 
 

@@ -85,11 +85,11 @@ def test_train_time_hfu_divides_hardware_flops(h100):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(params=7e9, tokens=1e12, recompute="selective"), "--recompute selective needs --model"),
-    (dict(params=7e9, tokens=1e12, hfu=0.4), "add --recompute full"),
+    (dict(params=7e9, tokens=1e12, recompute="selective"), "`recompute` selective needs `model`"),
+    (dict(params=7e9, tokens=1e12, hfu=0.4), "add `recompute` full"),
     (dict(tokens=1e12, mfu=0.5, hfu=0.5), "not both"),
-    (dict(params=7e9, tokens=1e12, model=get_model("gpt2")), "leave out --params"),
-    (dict(model=get_model("gpt2")), "needs --tokens"),
+    (dict(params=7e9, tokens=1e12, model=get_model("gpt2")), "leave out `params`"),
+    (dict(model=get_model("gpt2")), "needs `tokens`"),
 ])
 def test_train_time_model_errors(h100, kwargs, message):
     with pytest.raises(InputError, match=message):
@@ -114,7 +114,7 @@ def test_hfu_with_params_divides_8nd_narayanan_eq4():
     assert 33.5 < r.days < 34.5
     assert r.hardware_flops == pytest.approx(8 * 175e9 * 300e9)
     assert any("C_hw (hardware FLOPs)" in s.formula for s in r.steps)  # --explain names what it divides
-    with pytest.raises(InputError, match="add --recompute full"):
+    with pytest.raises(InputError, match="add `recompute` full"):
         train_time(a100, 1024, params=175e9, tokens=300e9, hfu=0.4487)
 
 
@@ -126,5 +126,29 @@ def test_budget_hfu_converts_hardware_to_model_flops():
     m = budget(h, 8, 7, mfu=0.3)
     hw = budget(h, 8, 7, hfu=0.4, recompute="full")  # 0.4 HFU with full recompute = 0.3 MFU of model FLOPs
     assert hw.optimal_params == pytest.approx(m.optimal_params, rel=1e-9)
-    with pytest.raises(InputError, match="add --recompute full"):
+    with pytest.raises(InputError, match="add `recompute` full"):
         budget(h, 8, 7, hfu=0.4)
+
+
+def test_budget_from_flops_and_its_price():
+    from napkin.specs.catalog import get_hardware
+
+    h = get_hardware("h100")
+    week = budget(h, 8, 7)
+    back = budget(h, 8, flops=week.total_flops, price_per_gpu_hour=2.0)
+    assert back.days == pytest.approx(7) and back.gpu_hours == pytest.approx(7 * 24 * 8)
+    assert back.cost == pytest.approx(7 * 24 * 8 * 2.0)
+    with pytest.raises(InputError, match="one of the two"):
+        budget(h, 8, 7, flops=1e21)
+
+
+def test_no_causal_counts_the_whole_attention():
+    from napkin.specs.catalog import get_hardware
+
+    h, spec = get_hardware("h100"), get_model("llama3-8b")
+    causal = train_time(h, 64, tokens=1e12, model=spec, seq=8192)
+    full = train_time(h, 64, tokens=1e12, model=spec, seq=8192, causal=False)
+    assert full.total_flops == pytest.approx(count_flops(spec, 1e12, 8192, causal=False).model_flops)
+    assert full.total_flops > causal.total_flops
+    b = budget(h, 8, 7, model=spec, seq=8192, causal=False, mfu=0.4)
+    assert b.model_flops_per_token == pytest.approx(count_flops(spec, 1, 8192, causal=False).model_flops)

@@ -38,7 +38,7 @@ def test_mixed_precision_adam_is_16_bytes(precision):
     (3, (2 + 2 + K) * PSI / ND, 1.9),
 ])
 def test_zero_figure_1(h100, zero, formula, figure_gb):
-    r = memory_ledger(h100, params=PSI, gpus=ND, zero=zero, optimizer="adam", precision="fp16-mixed")
+    r = memory_ledger(hardware=h100, params=PSI, gpus=ND, zero=zero, optimizer="adam", precision="fp16-mixed")
     assert r.total_bytes == pytest.approx(formula, rel=1e-12)
     assert r.total_bytes / 1e9 == pytest.approx(figure_gb, abs=0.05)  # the figure rounds to 0.1 GB
     assert r.data_parallel == ND
@@ -51,7 +51,7 @@ def test_zero_figure_1(h100, zero, formula, figure_gb):
     (3, {"master", "optimizer", "grads", "params"}),
 ])
 def test_zero_stages_shard_the_right_parts(h100, zero, sharded):
-    r = memory_ledger(h100, params=1e9, gpus=8, zero=zero, optimizer="adamw", precision="bf16-mixed")
+    r = memory_ledger(hardware=h100, params=1e9, gpus=8, zero=zero, optimizer="adamw", precision="bf16-mixed")
     assert {row.part for row in r.rows if row.sharded_over_dp} == sharded
 
 

@@ -35,19 +35,19 @@ def test_tiny_variants_match_numel_per_component(variant: str) -> None:
     model = build_model(spec, device="meta")
     counted = count_params(spec)
     assert param_breakdown(model) == counted.components
-    assert sum(p.numel() for p in model.parameters()) == counted.total
+    assert sum(p.numel() for p in model.parameters()) == counted.params
 
 
 def test_llama3_8b_matches_numel_on_meta() -> None:
     spec = get_model("llama3-8b")
     model = build_model(spec)
-    assert sum(p.numel() for p in model.parameters()) == count_params(spec).total == 8_030_261_248
+    assert sum(p.numel() for p in model.parameters()) == count_params(spec).params == 8_030_261_248
 
 
 def test_cruncher_matches_numel() -> None:
     spec = get_model("cruncher")
     net = build_linear(spec)
-    assert sum(p.numel() for p in net.parameters()) == count_params(spec).total == 36
+    assert sum(p.numel() for p in net.parameters()) == count_params(spec).params == 36
     assert net(torch.ones(2, spec.d_model)).shape == (2, spec.out_dim)
 
 
@@ -56,7 +56,7 @@ def test_moe_active_params_are_the_ones_a_token_touches() -> None:
     model = build_model(spec, device="meta")
     one_expert = sum(p[0].numel() for p in model.layers[0].ffn.experts.parameters())
     idle = spec.layers * (4 - 2) * one_expert
-    assert count_params(spec).active == sum(p.numel() for p in model.parameters()) - idle
+    assert count_params(spec).active_params == sum(p.numel() for p in model.parameters()) - idle
 
 
 @pytest.mark.parametrize("name", model_catalog().names())
@@ -64,5 +64,5 @@ def test_every_catalog_model_matches_numel_on_meta(name: str) -> None:
     spec = get_model(name)
     model = build_linear(spec, device="meta") if spec.kind == "linear" else build_model(spec)
     counted = count_params(spec)
-    assert sum(p.numel() for p in model.parameters()) == counted.total
+    assert sum(p.numel() for p in model.parameters()) == counted.params
     assert param_breakdown(model) == counted.components

@@ -42,7 +42,7 @@ def test_every_ranked_layout_fits_the_gpu():
     r = plan(get_model("llama3-70b"), H100, gpus=64, global_batch=64, seq=4096, top=5)
     for row in r.top:
         lay = row.layout
-        mem = memory_ledger(H100, get_model("llama3-70b"), layout=lay, batch=row.micro_batch, seq=4096,
+        mem = memory_ledger(get_model("llama3-70b"), H100, layout=lay, batch=row.micro_batch, seq=4096,
                             recompute=row.recompute)
         assert mem.fits and mem.total_bytes == pytest.approx(row.memory_bytes)
 

@@ -20,8 +20,8 @@ EXACT = {
 
 # Rounded figures from papers and model cards: (total, active or non-embedding, which, source).
 ROUNDED = {
-    "deepseek-v3": (671e9, 37e9, "active", "DeepSeek-V3 report, abstract: 671B total, 37B activated per token"),
-    "mixtral-8x7b": (46.7e9, 12.9e9, "active", "Jiang et al. 2024, Mixtral of Experts §2: 47B total, 13B active"),
+    "deepseek-v3": (671e9, 37e9, "active_params", "DeepSeek-V3 report, abstract: 671B total, 37B activated per token"),
+    "mixtral-8x7b": (46.7e9, 12.9e9, "active_params", "Jiang et al. 2024, Mixtral of Experts §2: 47B total, 13B active"),
     # Qwen's "non-embedding" leaves out the untied LM head too (7.61B − 2 × 0.545B = 6.53B).
     "qwen2.5-7b": (7.61e9, 6.53e9, "no_vocab", "Qwen/Qwen2.5-7B model card: 7.61B, 6.53B non-embedding"),
     "qwen2.5-72b": (72.7e9, 70.0e9, "no_vocab", "Qwen/Qwen2.5-72B model card: 72.7B, 70.0B non-embedding"),
@@ -31,16 +31,16 @@ ROUNDED = {
 
 @pytest.mark.parametrize("name, total", EXACT.items())
 def test_exact_totals(name, total):
-    assert count_params(get_model(name)).total == total
+    assert count_params(get_model(name)).params == total
 
 
 @pytest.mark.parametrize("name, published", ROUNDED.items())
 def test_rounded_totals(name, published):
     total, other, which, _source = published
     r = count_params(get_model(name))
-    assert r.total == pytest.approx(total, rel=0.01)
+    assert r.params == pytest.approx(total, rel=0.01)
     if which == "no_vocab":
-        assert r.total - r.embedding - r.components.get("head", 0) == pytest.approx(other, rel=0.01)
+        assert r.params - r.embedding - r.components.get("head", 0) == pytest.approx(other, rel=0.01)
     elif other is not None:
         assert getattr(r, which) == pytest.approx(other, rel=0.02)
 

@@ -182,15 +182,15 @@ def test_memory_ledger_learns_cp_and_ep():
     from napkin.accounting.memory import memory_ledger
 
     spec = get_model("llama3-8b")
-    one = memory_ledger(H100, spec, gpus=8, tp=2, seq=8192)
-    cp4 = memory_ledger(H100, spec, gpus=8, tp=2, cp=4, seq=8192)
+    one = memory_ledger(spec, H100, gpus=8, tp=2, seq=8192)
+    cp4 = memory_ledger(spec, H100, gpus=8, tp=2, cp=4, seq=8192)
     assert cp4.activations.layers_bytes == pytest.approx(one.activations.layers_bytes / 4)  # s/cp tokens per GPU
     ds = get_model("deepseek-v3")
-    e1 = memory_ledger(H100, ds, gpus=256, tp=2, pp=8, seq=4096)
-    e8 = memory_ledger(H100, ds, gpus=256, tp=2, pp=8, ep=8, seq=4096)
+    e1 = memory_ledger(ds, H100, gpus=256, tp=2, pp=8, seq=4096)
+    e8 = memory_ledger(ds, H100, gpus=256, tp=2, pp=8, ep=8, seq=4096)
     assert e8.params_on_gpu < e1.params_on_gpu / 4  # routed experts dominate DeepSeek-V3's parameters
     with pytest.raises(InputError, match="must divide the routed experts"):
-        memory_ledger(H100, ds, gpus=768, tp=2, pp=8, ep=48, seq=4096)  # DP 48; 256 experts / 48
+        memory_ledger(ds, H100, gpus=768, tp=2, pp=8, ep=48, seq=4096)  # DP 48; 256 experts / 48
 
 
 def test_layer_plan_is_the_one_shape_source():
@@ -204,7 +204,7 @@ def test_layer_plan_is_the_one_shape_source():
         body = sum(k.count * k.params for k in plan.kinds)
         pc = count_params(spec)
         outside = pc.components["norms.final"] + sum(plan.embedding_params.values()) + pc.components.get("head", 0)
-        assert body + outside == pc.total  # the plan's layers and what is outside them add up to the count
+        assert body + outside == pc.params  # the plan's layers and what is outside them add up to the count
 
 
 def _precision_for(hw):
@@ -272,3 +272,20 @@ def test_calibration_from_an_allreduce_file(tmp_path):
     cal = _step(calibration=str(path))
     assert cal.inputs.constants.bus_efficiency == pytest.approx(150e9 / 300e9)
     assert cal.inputs.constants.intra_latency_s == pytest.approx(20e-6)
+
+
+def test_gpu_all_asks_every_catalog_gpu():
+    from napkin.cli.root import app, register
+
+    for cmd in ("train-time", "step-time", "inference"):
+        register(cmd)
+    run = CliRunner().invoke
+    tt = run(app, ["train-time", "--params", "70e9", "--tokens", "15e12", "--gpus", "1024", "--gpu", "all", "--json"])
+    assert tt.exit_code == 0, tt.output
+    rows = {r["gpu"]: r for r in json.loads(tt.output)["rows"]}
+    assert rows["h100-sxm"]["result"]["days"] == pytest.approx(143.9266, rel=1e-5)  # the lecture's answer
+    assert rows["v100-sxm2-32gb"]["error"] and "bf16" in rows["v100-sxm2-32gb"]["error"]
+    st = run(app, ["step-time", "--model", "gpt2", "--gpus", "8", "--tp", "2", "--seq", "1024", "--gpu", "all"])
+    assert st.exit_code == 0 and "h100-sxm" in st.output and "v100-sxm2-32gb: " in st.output
+    inf = run(app, ["inference", "--model", "llama3-8b", "--gpu", "all", "--json"])
+    assert inf.exit_code == 0 and len(json.loads(inf.output)["rows"]) >= 14

@@ -191,7 +191,7 @@ def test_reads_both_files_and_builds_specs():
         assert bench.spec_of(r) is spec  # cached per shape
     # the GPT specs reproduce the file's parameter counts (billions, 3 significant figures)
     for r in (r for r in rows if r.params_b is not None):
-        assert count_params(bench.spec_of(r)).total / 1e9 == pytest.approx(r.params_b, rel=0.005)
+        assert count_params(bench.spec_of(r)).params / 1e9 == pytest.approx(r.params_b, rel=0.005)
 
 
 @needs_data

@@ -63,7 +63,7 @@ def test_small_gpt_flops_within_one_percent_and_state_exact(default_run):
     assert rows["forward FLOPs"].predicted == fc.forward_flops
     for name in ("forward FLOPs", "training-step FLOPs"):
         assert abs(rows[name].rel_error) <= FLOPS_TOLERANCE, rows[name]
-    N = count_params(spec).total
+    N = count_params(spec).params
     assert rows["model state"].measured == rows["model state"].predicted == 16 * N
     assert gpt.flops_within_tolerance and gpt.model_state_exact and default_run.passed
 
@@ -117,7 +117,7 @@ def test_a_linear_model_can_be_the_main_model():
 def test_bad_requests_are_one_line_errors():
     with pytest.raises(InputError, match="learned position table"):
         validate_step(GPT_LIKE, seq=64, cruncher=False, **QUICK)
-    with pytest.raises(InputError, match=r"batch \(--batch\) must be greater than 0"):
+    with pytest.raises(InputError, match=r"`batch` must be greater than 0"):
         validate_step(batch=0, **QUICK)
     with pytest.raises(ShapeDoesNotFit, match="needs .* but only .* is free"):
         validate_step(get_model("llama3-70b"), batch=1, seq=8, cruncher=False, **QUICK)

@@ -21,7 +21,7 @@ def test_predicted_activations_are_what_napkin_memory_adds_up(spec):
     # the same settings as `napkin memory --precision fp32 --no-flash` on one GPU: one source for both
     b, s = 3, 24
     fused = getattr(spec, "norm", "layernorm") != "rmsnorm"
-    ledger = memory_ledger(get_hardware("h100"), spec, batch=b, seq=s, precision="fp32", flash=False,
+    ledger = memory_ledger(spec, get_hardware("h100"), batch=b, seq=s, precision="fp32", flash=False,
                            fused_norm=fused)
     assert ledger.activations is not None
     assert predicted_activation_bytes(spec, b, s, flash=False) == ledger.activations.total_bytes

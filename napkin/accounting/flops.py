@@ -16,9 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from napkin.accounting.layers import attention_head_dims, attention_linears, layer_plan
 from napkin.accounting.params import count_params
 from napkin.errors import InputError
-from napkin.results import KAPLAN, LECTURE, Derivation, Result, g
+from napkin.results import KAPLAN, LECTURE, Derivation, Result, g, minus
 from napkin.specs.model import LinearSpec, TransformerSpec
-from napkin.validation import Recompute
+from napkin.specs.resolve import as_model
+from napkin.validation import Inputs, Recompute
 
 RECOMPUTE_CHOICES = ("none", "selective", "full")
 
@@ -61,7 +62,16 @@ class ComponentFlops(BaseModel):
         return self.forward + self.backward + self.recompute
 
 
+class FlopInputs(Inputs):
+    model: str
+    tokens: float
+    seq: int
+    causal: bool
+    recompute: Recompute
+
+
 class FlopCount(Result):
+    inputs: FlopInputs
     model: str
     tokens: float = Field(description="D: tokens (linear net: examples B)")
     per: Literal["token", "example"] = Field(default="token", description="what `tokens` counts")
@@ -145,6 +155,7 @@ def forward_flops_per_token(spec: TransformerSpec, context: float, *, causal: bo
     causal=True: the mean token of a causal sequence of length `context`, which attends to (context + 1)/2
     positions; `context` tokens × this = the sequence's forward FLOPs (prefill, training).
     """
+    spec = as_model(spec, "spec")
     if not isinstance(spec, TransformerSpec):
         raise InputError(f"forward_flops_per_token needs a transformer spec, got kind '{spec.kind}'")
     if context < 0:
@@ -169,6 +180,7 @@ def count_flops(spec: TransformerSpec | LinearSpec, tokens: float, seq: int = 1,
     'selective' redoes the attention core's forward, 'full' every layer's forward (not the LM head).
     A linear net (the Cruncher) takes `tokens` = examples B; `seq` is ignored.
     """
+    spec = as_model(spec, "spec")
     _check(tokens, seq, recompute)
     d = Derivation()
     pc = count_params(spec)
@@ -203,7 +215,7 @@ def count_flops(spec: TransformerSpec | LinearSpec, tokens: float, seq: int = 1,
         core = sum(comps[n].forward for n in ATTENTION_CORE if n in comps)
         d.add("recompute (selective)", "forward of QKᵀ and attention over V", g(core), rec, "FLOP", SRC_SELECTIVE)
     elif recompute == "full":
-        d.add("recompute (full)", "forward − LM head forward", f"{g(fwd)} − {g(comps['head'].forward)}", rec, "FLOP",
+        d.add("recompute (full)", "forward − LM head forward", minus(fwd, comps['head'].forward), rec, "FLOP",
               SRC_FULL)
     model = d.add("model FLOPs", "forward + backward = 3 · forward", f"{g(fwd)} + {g(bwd)}", fwd + bwd, "FLOP", SRC_BWD)
     hw = d.add("hardware FLOPs", "model FLOPs + recompute", f"{g(model)} + {g(rec)}", model + rec, "FLOP",
@@ -211,21 +223,22 @@ def count_flops(spec: TransformerSpec | LinearSpec, tokens: float, seq: int = 1,
     attn = sum(comps[n].model for n in ATTENTION_CORE if n in comps)
     if isinstance(spec, LinearSpec):
         share = 0.0
-        six = six_act = palm = d.add("6·B·params", "6 · params · B", f"6 × {g(pc.total)} × {g(D)}", 6 * pc.total * D,
+        six = six_act = palm = d.add("6·B·params", "6 · params · B", f"6 × {g(pc.params)} × {g(D)}", 6 * pc.params * D,
                                      "FLOP", SRC_LINEAR)
     else:
         share = d.add("attention share", "(QKᵀ + attention over V) / model FLOPs", f"{g(attn)} / {g(model)}",
                       attn / model, "fraction", SRC_ATTN)
-        six = d.add("6ND", "6 · N · D", f"6 × {g(pc.total)} × {g(D)}", 6 * pc.total * D, "FLOP", KAPLAN)
+        six = d.add("6ND", "6 · N · D", f"6 × {g(pc.params)} × {g(D)}", 6 * pc.params * D, "FLOP", KAPLAN)
         six_act = six
-        if pc.active != pc.total:
-            six_act = d.add("6·N_active·D", "6 · N_active · D", f"6 × {g(pc.active)} × {g(D)}", 6 * pc.active * D,
+        if pc.active_params != pc.params:
+            six_act = d.add("6·N_active·D", "6 · N_active · D", f"6 × {g(pc.active_params)} × {g(D)}",
+                            6 * pc.active_params * D,
                             "FLOP", KAPLAN + "; active parameters for MoE")
         a, d_qk, d_v = attention_head_dims(spec)
         L = spec.layers  # PaLM App. B: attention 12·L·H·Q·T per token (H·Q = a·d; d_qk + d_v = 2Q)
         palm = d.add("PaLM model FLOPs", "(6·N_active + 6·L·a·(d_qk + d_v)·s) · D  (= 12·L·H·Q·T)",
-                     f"(6 × {g(pc.active)} + 6 × {L} × {a} × ({d_qk} + {d_v}) × {seq}) × {g(D)}",
-                     (6 * pc.active + 6 * L * a * (d_qk + d_v) * seq) * D, "FLOP", SRC_PALM)
+                     f"(6 × {g(pc.active_params)} + 6 × {L} × {a} × ({d_qk} + {d_v}) × {seq}) × {g(D)}",
+                     (6 * pc.active_params + 6 * L * a * (d_qk + d_v) * seq) * D, "FLOP", SRC_PALM)
     d.add("exact / 6ND", "model FLOPs / 6ND", f"{g(model)} / {g(six)}", model / six, "ratio", "definition")
     notes = []
     if isinstance(spec, TransformerSpec):
@@ -234,8 +247,9 @@ def count_flops(spec: TransformerSpec | LinearSpec, tokens: float, seq: int = 1,
         notes.append("exact = matmuls only (as FlopCounterMode counts): embedding lookups, norms, softmax and "
                      "activations are left out; 6ND also counts the embedding matrix as if it were a matmul.")
     return FlopCount(
-        model=spec.name, tokens=D, per=per, seq=seq, causal=causal, recompute=recompute, params=pc.total,
-        active_params=pc.active, components=comps, forward_flops=fwd, backward_flops=bwd, recompute_flops=rec,
+        inputs=FlopInputs(model=spec.name, tokens=D, seq=seq, causal=causal, recompute=recompute),
+        model=spec.name, tokens=D, per=per, seq=seq, causal=causal, recompute=recompute, params=pc.params,
+        active_params=pc.active_params, components=comps, forward_flops=fwd, backward_flops=bwd, recompute_flops=rec,
         model_flops=model, hardware_flops=hw, forward_flops_per_token=per_tok, model_flops_per_token=model / D,
         hardware_flops_per_token=hw / D, attention_flops=attn, attention_share=share, six_nd=six,
         six_n_active_d=six_act, palm_flops=palm, steps=d.steps, notes=notes,
@@ -257,6 +271,7 @@ def training_flops(spec: TransformerSpec | LinearSpec, *, tokens: float | None =
 
     A linear net takes the batch B (examples) as --tokens or --batch; it has no sequence.
     """
+    spec = as_model(spec, "spec")
     if tokens is not None and batch is not None:
         raise InputError("give --tokens D or --batch B (D = B·seq), not both")
     if tokens is None and batch is None:

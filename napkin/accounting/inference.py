@@ -26,10 +26,11 @@ from napkin.accounting.roofline import (
     weights_read_params,
 )
 from napkin.errors import InputError
-from napkin.results import DEFINITION, Derivation, Result, g
+from napkin.results import DEFINITION, Derivation, Result, g, minus
 from napkin.specs.dtypes import DType, bytes_per_element, parse_dtype
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import TransformerSpec
+from napkin.specs.resolve import as_hardware, as_model
 from napkin.validation import Fraction, Inputs, NonNegative, Positive, PositiveInt, validated
 
 SRC_DECODE = ("Pope et al. 2022, Efficiently Scaling Transformer Inference, §2: a forward pass reads every weight "
@@ -48,7 +49,7 @@ ACT_BYTES = 2  # activations and all-reduce payloads in bf16/fp16 (also with fp8
 
 
 class InferenceInputs(Inputs):
-    architecture: str = Field(description="model catalog name")
+    model: str = Field(description="model catalog name")
     gpu: str
     batch: PositiveInt
     prompt: PositiveInt = Field(description="P, prompt tokens per sequence")
@@ -70,8 +71,8 @@ class InferenceInputs(Inputs):
 
 class InferenceResult(Result):
     inputs: InferenceInputs
-    params_total: int
-    params_active: int
+    params: int
+    active_params: int
     kv: KVCacheResult
     weights_bytes: float = Field(description="per GPU")
     kv_cache_bytes: float = Field(description="per GPU, at the full context P + G")
@@ -128,7 +129,7 @@ def decode_flops(spec: TransformerSpec, d: Derivation) -> DecodeFlops:
     F0, F1 = (sum(forward_flops_per_token(spec, c, causal=False).values()) for c in (0, 1))
     f0 = d.add("decode FLOPs per token, context-independent (matmuls, LM head)", "F0 = F(c = 0)", g(F0), F0, "FLOP",
                SRC_FLOPS)
-    f1 = d.add("decode FLOPs per token per attended position (QKᵀ, AV)", "F1 = F(1) − F(0)", f"{g(F1)} − {g(F0)}",
+    f1 = d.add("decode FLOPs per token per attended position (QKᵀ, AV)", "F1 = F(1) − F(0)", minus(F1, F0),
                F1 - F0, "FLOP", SRC_FLOPS)
     return DecodeFlops(f0=f0, f1=f1)
 
@@ -167,11 +168,13 @@ def inference(
 
     The defaults (MFU = MBU = 1, no all-reduce latency) give the ideal lower bound on every time.
     """
+    spec = as_model(spec, "spec")
+    hardware = as_hardware(hardware, "hardware")
     if not isinstance(spec, TransformerSpec):
         raise InputError(f"{getattr(spec, 'name', spec)} is not a transformer; serving needs attention and a KV cache")
     w_dt = parse_dtype(weights_dtype)
     i = validated(
-        InferenceInputs, architecture=spec.name, gpu=hardware.name, batch=batch, prompt=prompt, generate=generate,
+        InferenceInputs, model=spec.name, gpu=hardware.name, batch=batch, prompt=prompt, generate=generate,
         gpus=gpus, weights_dtype=w_dt, kv_dtype=parse_dtype(kv_dtype),
         compute_dtype=_resolve_compute(w_dt, hardware, compute_dtype), mfu=mfu, mbu=mbu,
         prefill_chunk=prefill_chunk, memory_bytes=memory_bytes if memory_bytes is not None else hardware.memory_bytes,
@@ -185,8 +188,8 @@ def inference(
     # --- memory ---------------------------------------------------------------------------------
     pc = count_params(spec)
     bw_ = bytes_per_element(i.weights_dtype)
-    W_all = d.add(f"weights ({i.weights_dtype.value})", "N_params · bytes", f"{g(pc.total)} × {g(bw_)}",
-                  pc.total * bw_, "B", "count_params (napkin.accounting.params); dtype sizes (DESIGN.md)")
+    W_all = d.add(f"weights ({i.weights_dtype.value})", "N_params · bytes", f"{g(pc.params)} × {g(bw_)}",
+                  pc.params * bw_, "B", "count_params (napkin.accounting.params); dtype sizes (napkin.specs.dtypes)")
     W = W_all if N == 1 else d.add(f"weights per GPU (TP {N})", "weights / N", f"{g(W_all)} / {N}", W_all / N, "B",
                                    SRC_TP)
     kv = kv_cache(spec, S, B, kv_dtype=i.kv_dtype, tp=N, d=d)
@@ -282,7 +285,7 @@ def inference(
     _asymptotics(d, spec, B, mean.context)
     notes = _notes(spec, i, kv, first, last, crit, asym, eff_ridge, max_b, total <= usable)
     return InferenceResult(
-        inputs=i, params_total=pc.total, params_active=pc.active, kv=kv, weights_bytes=W,
+        inputs=i, params=pc.params, active_params=pc.active_params, kv=kv, weights_bytes=W,
         kv_cache_bytes=kv.bytes_per_gpu, workspace_bytes=ws, total_bytes=total, usable_bytes=usable,
         fits=total <= usable, headroom_bytes=usable - total, max_batch=max_b, max_context=max_ctx,
         max_context_limit=limit, peak_flops_per_s=peak, bandwidth_bytes_per_s=BW, ridge_flops_per_byte=ridge,

@@ -17,6 +17,7 @@ from napkin.results import Derivation, Result, g
 from napkin.specs.dtypes import DType, bytes_per_element, parse_dtype
 from napkin.specs.model import TransformerSpec
 from napkin.validation import Inputs, PositiveInt, validated
+from napkin.specs.resolve import as_model
 
 SRC_KV = ("Pope et al. 2022, Efficiently Scaling Transformer Inference, §2 (memory costs: the KV cache) and "
           "§3.3 (multiquery attention): 2·L·k·d elements per token")
@@ -97,7 +98,7 @@ def _divisors(n: int) -> str:
 
 
 class KVCacheInputs(Inputs):
-    architecture: str = Field(description="model catalog name")
+    model: str = Field(description="model catalog name")
     batch: PositiveInt = 1
     context: PositiveInt = Field(description="tokens per sequence held in the cache")
     kv_dtype: DType = DType.bf16
@@ -128,7 +129,8 @@ def kv_cache(spec: TransformerSpec, context: int, batch: int = 1, *, kv_dtype: s
     Llama 2 7B, bf16: 2·32·32·128·2 = 524,288 B per token (0.5 MiB); Llama 3 70B (GQA 8): 327,680 B.
     Pass ``d`` to append the steps to a caller's derivation.
     """
-    i = validated(KVCacheInputs, architecture=spec.name, batch=batch, context=context,
+    spec = as_model(spec, "spec")
+    i = validated(KVCacheInputs, model=spec.name, batch=batch, context=context,
                   kv_dtype=parse_dtype(kv_dtype), tp=tp)
     d = d if d is not None else Derivation()
     first = len(d.steps)  # this result carries only its own steps, also when appending to a caller's

@@ -18,10 +18,11 @@ from napkin.accounting.layers import layer_plan
 from napkin.accounting.layout import (INTERLEAVED, ONE_F_ONE_B, Layout, Stage, check_layout, layers_per_stage,
                                       stage_params, stages)
 from napkin.errors import InputError
-from napkin.results import LECTURE, ZERO, Derivation, Result, g
+from napkin.results import LECTURE, ZERO, Derivation, Result, g, minus
 from napkin.specs.dtypes import BYTES_PER_ELEMENT
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import LinearSpec, TransformerSpec
+from napkin.specs.resolve import as_hardware, as_optional_model
 from napkin.validation import Inputs, NonNegative, Positive, PositiveInt, validated
 
 Part = Literal["params", "grads", "master", "optimizer", "activations", "embedding", "output", "recompute"]
@@ -29,7 +30,7 @@ ModelArg = TransformerSpec | LinearSpec | None
 
 
 class MemoryInputs(Inputs):
-    architecture: str | None = Field(default=None, description="model name (None: --params alone)")
+    model: str | None = Field(default=None, description="model name (None: --params alone)")
     params: Positive | None = Field(default=None, description="parameter count when no architecture is given")
     batch: PositiveInt = Field(default=1, description="micro-batch size b (sequences per GPU per micro-batch)")
     seq: PositiveInt | None = Field(default=None, description="sequence length s")
@@ -75,7 +76,7 @@ class MemoryResult(Result):
     stage: Stage = Field(description="the pipeline stage this ledger is for (the fuller one)")
     seq: int | None = Field(description="sequence length used (the model's max context when not given)")
     data_parallel: int
-    params_total: float
+    params: float
     params_on_gpu: float = Field(description="parameters this GPU's stage holds after TP, before ZeRO")
     rows: list[LedgerRow] = Field(description="the ledger; adds up to total_bytes")
     total_bytes: float
@@ -142,7 +143,7 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
     if i.recompute != "none":
         full = per_layer_full[shown]
         work = d.add("recompute working set (one layer rebuilt in backward)", "layer_full − layer_kept",
-                     f"{g(act.total(full))} − {g(act.total(terms))}", act.total(full) - act.total(terms), "B",
+                     minus(act.total(full), act.total(terms)), act.total(full) - act.total(terms), "B",
                      "Korthikanti et al. 2022 §5 (recomputation rebuilds one layer at a time)")
     return ActivationLedger(per_layer=terms, per_layer_bytes=act.total(terms),
                             per_layer_bytes_no_recompute=act.total(per_layer_full[shown]), layers_on_gpu=per_stage,
@@ -173,7 +174,7 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None) -> Memo
         N_dense, N_exp, what = N, 0.0, "all parameters"
     else:
         pc = count_params(spec)
-        N = d.given(f"parameters of {spec.name}", "N", pc.total, "params", "napkin.accounting.params (count_params)")
+        N = d.given(f"parameters of {spec.name}", "N", pc.params, "params", "napkin.accounting.params (count_params)")
         tied = isinstance(spec, TransformerSpec) and spec.tied_embeddings
         N_dense, N_exp, what = stage_params(pc.components, spec.layers, par, stage, tied)
     N_gpu = N_dense + N_exp
@@ -228,11 +229,11 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None) -> Memo
     M = d.given(f"memory per GPU ({i.gpu})", "M", i.memory_bytes, "B", "datasheet (nominal)")
     usable = M - i.reserve_bytes
     if i.reserve_bytes:
-        usable = d.add("usable memory", "M − reserve", f"{g(M)} − {g(i.reserve_bytes)}", usable, "B", "input")
-    head = d.add("headroom (negative: shortfall)", "usable − total", f"{g(usable)} − {g(total)}", usable - total,
+        usable = d.add("usable memory", "M − reserve", minus(M, i.reserve_bytes), usable, "B", "input")
+    head = d.add("headroom (negative: shortfall)", "usable − total", minus(usable, total), usable - total,
                  "B", "definition")
     return MemoryResult(inputs=i, stage=stage, seq=s if isinstance(spec, TransformerSpec) else None, data_parallel=dp,
-                        params_total=N, params_on_gpu=N_gpu, rows=rows,
+                        params=N, params_on_gpu=N_gpu, rows=rows,
                         total_bytes=total, usable_bytes=usable, headroom_bytes=head, fits=head >= 0,
                         activations=ledger, steps=d.steps)
 
@@ -243,8 +244,8 @@ def default_zero(gpus: int, model_parallel: int) -> int:
 
 
 def memory_ledger(
-    hardware: HardwareSpec,
-    model: ModelArg = None,
+    model: ModelArg | str = None,
+    hardware: HardwareSpec | str | None = None,
     *,
     params: float | None = None,
     batch: int = 1,
@@ -270,11 +271,18 @@ def memory_ledger(
 ) -> MemoryResult:
     """Per-GPU memory of training ``model`` (or ``params`` parameters, model state only) on ``hardware``.
 
+    ``model`` and ``hardware`` take a spec or a name: ``memory_ledger("llama3-8b", "h100", seq=4096)``; with no
+    architecture, ``memory_ledger(hardware="h100", params=7e9)``.
+
     With pipeline parallelism the ledger is for the fuller of the first and last stages. The layout is
     ``layout`` (a Layout, with its CP, EP and VP) or, for short, the gpus/tp/pp/sp/zero/micro_batches keywords.
     ``zero`` defaults to 3 (all model state sharded over the data-parallel ranks, as FSDP and the lecture's
     napkin do) when there is more than one data-parallel rank, else 0 — the same default as ``max_model``.
     """
+    if hardware is None:
+        raise TypeError("memory_ledger() needs hardware: a GPU name (e.g. 'h100') or a HardwareSpec")
+    hardware = as_hardware(hardware)
+    model = as_optional_model(model)
     if (model is None) == (params is None):
         raise InputError("give either a model (--model, for the full ledger) or a parameter count (--params, "
                          "model state only)")
@@ -288,7 +296,7 @@ def memory_ledger(
             zero = default_zero(gpus, tp * pp * cp)
         par = validated(Layout, gpus=gpus, tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, sp=sp, zero=zero,
                         micro_batches=micro_batches)
-    i = validated(MemoryInputs, architecture=None if model is None else model.name, params=params, batch=batch, seq=seq,
+    i = validated(MemoryInputs, model=None if model is None else model.name, params=params, batch=batch, seq=seq,
                   gpu=hardware.name, optimizer=opt.name, precision=prec.name, recompute=recompute, flash=flash,
                   dropout=dropout, fused_norm=fused_norm, parallel=par,
                   memory_bytes=memory_bytes if memory_bytes is not None else hardware.memory_bytes,

@@ -17,51 +17,56 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from napkin.accounting.memory import MemoryResult, ModelArg, memory_ledger
+from napkin.accounting.memory import MemoryInputs, MemoryResult, ModelArg, memory_ledger
 from napkin.accounting.params import count_params
 from napkin.errors import InputError
-from napkin.results import Derivation, Result, g
+from napkin.results import Derivation, Result, g, minus
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import TransformerSpec
+from napkin.specs.resolve import as_hardware, as_model, as_optional_model
 
 SOLVE = "the ledger is linear in b and in 1/DP (napkin.accounting.memory)"
 
 
 class MaxBatchResult(Result):
+    inputs: MemoryInputs = Field(description="the setup asked about (the ledger's inputs at the answer)")
     max_batch: int = Field(description="largest micro-batch that fits (0: not even one sequence)")
     per_sequence_bytes: float = Field(description="activations of one more sequence in the micro-batch")
     fixed_bytes: float = Field(description="model state: what the ledger holds at b = 0")
     ledger: MemoryResult = Field(description="the ledger at the answer (at b = 1 when nothing fits)")
 
 
-def max_micro_batch(hardware: HardwareSpec, model: ModelArg, **setup: Any) -> MaxBatchResult:
+def max_micro_batch(model: ModelArg | str, hardware: HardwareSpec | str, **setup: Any) -> MaxBatchResult:
     """Largest micro-batch b whose ledger fits: b = ⌊(usable − fixed) / per-sequence⌋."""
+    model, hardware = as_optional_model(model), as_hardware(hardware)
     if model is None:
         raise InputError("the largest micro-batch needs an architecture (--model), not --params")
     setup.pop("batch", None)
-    r1 = memory_ledger(hardware, model, batch=1, **setup)
-    r2 = memory_ledger(hardware, model, batch=2, **setup)
+    r1 = memory_ledger(model, hardware, batch=1, **setup)
+    r2 = memory_ledger(model, hardware, batch=2, **setup)
     d = Derivation()
-    A = d.add("activations per sequence", "total(b=2) − total(b=1)", f"{g(r2.total_bytes)} − {g(r1.total_bytes)}",
+    A = d.add("activations per sequence", "total(b=2) − total(b=1)", minus(r2.total_bytes, r1.total_bytes),
               r2.total_bytes - r1.total_bytes, "B", SOLVE)
-    F = d.add("fixed part (model state)", "total(b=1) − A", f"{g(r1.total_bytes)} − {g(A)}", r1.total_bytes - A,
+    F = d.add("fixed part (model state)", "total(b=1) − A", minus(r1.total_bytes, A), r1.total_bytes - A,
               "B", SOLVE)
     M = r1.usable_bytes
     b = max(0, math.floor((M - F) / A)) if A > 0 else 0
     # the closed form in floats can be off by one at an exact boundary: settle it on the ledger itself
-    while b > 0 and not memory_ledger(hardware, model, batch=b, **setup).fits:
+    while b > 0 and not memory_ledger(model, hardware, batch=b, **setup).fits:
         b -= 1
-    while memory_ledger(hardware, model, batch=b + 1, **setup).fits:
+    while memory_ledger(model, hardware, batch=b + 1, **setup).fits:
         b += 1
     d.add("largest micro-batch", "b = ⌊(M − fixed) / A⌋", f"⌊({g(M)} − {g(F)}) / {g(A)}⌋", b, "sequences",
           SOLVE)
-    ledger = memory_ledger(hardware, model, batch=max(b, 1), **setup)
+    ledger = memory_ledger(model, hardware, batch=max(b, 1), **setup)
     notes = [] if b else ["Not even one sequence fits: shorten --seq, recompute, shard more (--zero, --tp, --pp)."]
-    return MaxBatchResult(max_batch=b, per_sequence_bytes=A, fixed_bytes=F, ledger=ledger, steps=d.steps + ledger.steps,
+    return MaxBatchResult(inputs=ledger.inputs, max_batch=b, per_sequence_bytes=A, fixed_bytes=F, ledger=ledger,
+                          steps=d.steps + ledger.steps,
                           notes=notes + ledger.notes)
 
 
 class MinGpusResult(Result):
+    inputs: MemoryInputs = Field(description="the setup asked about (the ledger's inputs at the answer)")
     gpus: int | None = Field(description="fewest GPUs (None: no data-parallel degree fits with this setup)")
     data_parallel: int | None
     replicated_bytes: float = Field(description="per GPU, not divided by DP")
@@ -69,14 +74,15 @@ class MinGpusResult(Result):
     ledger: MemoryResult = Field(description="the ledger at the answer (or at the smallest layout tried)")
 
 
-def min_gpus(hardware: HardwareSpec, model: ModelArg, **setup: Any) -> MinGpusResult:
+def min_gpus(model: ModelArg | str, hardware: HardwareSpec | str, **setup: Any) -> MinGpusResult:
     """Fewest GPUs G = TP·PP·DP for which the ledger fits: DP = ⌈S / (M − R)⌉ under ZeRO."""
+    model, hardware = as_optional_model(model), as_hardware(hardware)
     setup.pop("gpus", None)
     unit = setup.get("tp", 1) * setup.get("pp", 1)
     if setup.get("zero") is None:  # the ledger's default: ZeRO-3 once there is more than one data-parallel rank
         setup = {**setup, "zero": 3}
     zero = setup["zero"]
-    probe = memory_ledger(hardware, model, gpus=unit * (2 if zero else 1), **setup)
+    probe = memory_ledger(model, hardware, gpus=unit * (2 if zero else 1), **setup)
     d = Derivation()
     dp0 = probe.data_parallel
     R = d.add("replicated bytes per GPU", "Σ rows not sharded by ZeRO",
@@ -88,26 +94,29 @@ def min_gpus(hardware: HardwareSpec, model: ModelArg, **setup: Any) -> MinGpusRe
     M = probe.usable_bytes
     one = {**setup, "zero": 0}  # one data-parallel rank: ZeRO has nothing to shard
     if R + S <= M:
-        ledger = memory_ledger(hardware, model, gpus=unit, **one)
+        ledger = memory_ledger(model, hardware, gpus=unit, **one)
         d.add("data-parallel degree", "DP = 1 (R + S ≤ M)", f"{g(R + S)} ≤ {g(M)}", 1, "", SOLVE)
         notes = [] if not zero else ["Fits on one data-parallel rank: ZeRO is not needed (ledger shown at ZeRO-0)."]
-        return MinGpusResult(gpus=unit, data_parallel=1, replicated_bytes=R, sharded_bytes=S, ledger=ledger,
+        return MinGpusResult(inputs=ledger.inputs, gpus=unit, data_parallel=1, replicated_bytes=R, sharded_bytes=S,
+                             ledger=ledger,
                              steps=d.steps, notes=notes + ledger.notes)
     if not zero or M <= R:
         why = ("without ZeRO every GPU holds the full model state" if not zero else
                f"the replicated part alone ({g(R / 1e9)} GB) exceeds the memory ({g(M / 1e9)} GB)")
-        return MinGpusResult(gpus=None, data_parallel=None, replicated_bytes=R, sharded_bytes=S, ledger=probe,
+        return MinGpusResult(inputs=probe.inputs, gpus=None, data_parallel=None, replicated_bytes=R, sharded_bytes=S,
+                             ledger=probe,
                              steps=d.steps, notes=[f"No GPU count fits: {why}; try --zero, --tp/--pp, --recompute or "
                                                    "a smaller --batch/--seq."] + probe.notes)
     dp = max(2, math.ceil(S / (M - R)))
-    while dp > 2 and memory_ledger(hardware, model, gpus=unit * (dp - 1), **setup).fits:
+    while dp > 2 and memory_ledger(model, hardware, gpus=unit * (dp - 1), **setup).fits:
         dp -= 1
-    while not memory_ledger(hardware, model, gpus=unit * dp, **setup).fits:
+    while not memory_ledger(model, hardware, gpus=unit * dp, **setup).fits:
         dp += 1
     d.add("data-parallel degree", "DP = ⌈S / (M − R)⌉", f"⌈{g(S)} / ({g(M)} − {g(R)})⌉", dp, "", SOLVE)
     G = d.add("fewest GPUs", "G = TP · PP · DP", f"{unit} × {dp}", unit * dp, "GPUs", SOLVE)
-    ledger = memory_ledger(hardware, model, gpus=int(G), **setup)
-    return MinGpusResult(gpus=int(G), data_parallel=dp, replicated_bytes=R, sharded_bytes=S, ledger=ledger,
+    ledger = memory_ledger(model, hardware, gpus=int(G), **setup)
+    return MinGpusResult(inputs=ledger.inputs, gpus=int(G), data_parallel=dp, replicated_bytes=R, sharded_bytes=S,
+                         ledger=ledger,
                          steps=d.steps + ledger.steps, notes=ledger.notes)
 
 
@@ -123,12 +132,14 @@ class GpuFit(BaseModel):
 
 
 class GpuCompareResult(Result):
+    inputs: MemoryInputs = Field(description="the setup asked about (the ledger's inputs at the answer)")
     rows: list[GpuFit] = Field(description="every catalog GPU, largest memory first")
     ledger: MemoryResult = Field(description="the ledger on the first GPU (the total is the same on every GPU)")
 
 
-def compare_gpus(hardware: list[HardwareSpec], model: ModelArg, **setup: Any) -> GpuCompareResult:
+def compare_gpus(model: ModelArg | str, hardware: list[HardwareSpec], **setup: Any) -> GpuCompareResult:
     """The same training setup on every GPU of the catalog: fits or not, and by how much."""
+    model = as_optional_model(model)
     if not hardware:
         raise InputError("the hardware catalog is empty")
     setup.pop("memory_bytes", None)
@@ -138,7 +149,7 @@ def compare_gpus(hardware: list[HardwareSpec], model: ModelArg, **setup: Any) ->
     runs = [h for h in hardware if prec.compute in h.peak_flops_per_s]  # one rule: the GPU must run the precision
     if not runs:
         raise InputError(f"no catalog GPU runs {prec.name} ({prec.compute.value} matmuls)")
-    ledgers = [(h, memory_ledger(h, model, **setup)) for h in runs]
+    ledgers = [(h, memory_ledger(model, h, **setup)) for h in runs]
     rows = sorted((GpuFit(gpu=h.name, display_name=h.display_name, memory_bytes=r.usable_bytes,
                           total_bytes=r.total_bytes, headroom_bytes=r.headroom_bytes, fits=r.fits)
                    for h, r in ledgers), key=lambda x: (-x.memory_bytes, x.gpu))
@@ -147,10 +158,11 @@ def compare_gpus(hardware: list[HardwareSpec], model: ModelArg, **setup: Any) ->
     skipped = [h.name for h in hardware if h not in runs]
     if skipped:
         notes.insert(0, f"left out, they cannot run {prec.name} ({prec.compute.value} matmuls): {', '.join(skipped)}")
-    return GpuCompareResult(rows=rows, ledger=first, steps=first.steps, notes=notes)
+    return GpuCompareResult(inputs=first.inputs, rows=rows, ledger=first, steps=first.steps, notes=notes)
 
 
 class MaxModelFitResult(Result):
+    inputs: MemoryInputs = Field(description="the setup asked about (the ledger's inputs at the answer)")
     template: str
     aspect: float = Field(description="d_model / layers used to scale the template")
     spec: TransformerSpec | None = Field(description="the largest scaled model that fits (None: not even the smallest)")
@@ -177,6 +189,8 @@ def max_model_fit(hardware: HardwareSpec, template: TransformerSpec, *, aspect: 
                   **setup: Any) -> MaxModelFitResult:
     """Largest model of the template's family (scaled at a fixed aspect ratio h/L) whose full ledger,
     activations included, fits each GPU. Memory grows with L, so a doubling then a bisection finds it."""
+    template = as_model(template, "template")
+    hardware = as_hardware(hardware, "hardware")
     if not isinstance(template, TransformerSpec):
         raise InputError(f"--like {template.name}: scaling needs a transformer family (e.g. llama3-8b)")
     if template.moe is not None or template.mla is not None:
@@ -191,13 +205,14 @@ def max_model_fit(hardware: HardwareSpec, template: TransformerSpec, *, aspect: 
         notes.append("One data-parallel rank: ZeRO has nothing to shard, so ZeRO-0 is used.")
 
     def ledger(L: int) -> MemoryResult:
-        return memory_ledger(hardware, scaled_spec(template, L, r, tp), **setup)
+        return memory_ledger(scaled_spec(template, L, r, tp), hardware, **setup)
 
     d = Derivation()
     d.given("aspect ratio d_model / layers", "r", r, "", f"{template.name}: {template.d_model} / {template.layers}"
             if aspect is None else "input")
     if not ledger(pp).fits:
-        return MaxModelFitResult(template=template.name, aspect=r, spec=None, params=0.0, ledger=ledger(pp),
+        return MaxModelFitResult(inputs=ledger(pp).inputs, template=template.name, aspect=r, spec=None, params=0.0,
+                                 ledger=ledger(pp),
                                  steps=d.steps, notes=notes + ["Not even one layer per pipeline stage fits."])
     lo, hi = pp, 2 * pp
     while ledger(hi).fits and hi < 1 << 14:  # 16k layers: beyond any real model
@@ -207,9 +222,9 @@ def max_model_fit(hardware: HardwareSpec, template: TransformerSpec, *, aspect: 
         lo, hi = (mid, hi) if ledger(mid).fits else (lo, mid)
     spec = scaled_spec(template, lo, r, tp)
     best = ledger(lo)
-    n = count_params(spec).total
+    n = count_params(spec).params
     d.add("largest depth that fits (bisection on L, multiples of pp)", "max L : total(L) ≤ M", f"L = {lo}, h = "
           f"{spec.d_model}, heads = {spec.heads}, f = {spec.ffn_dim}", lo, "layers", SOLVE)
     d.add("parameters of that model", "count_params", g(n), n, "params", "napkin.accounting.params")
-    return MaxModelFitResult(template=template.name, aspect=r, spec=spec, params=n, ledger=best,
+    return MaxModelFitResult(inputs=best.inputs, template=template.name, aspect=r, spec=spec, params=n, ledger=best,
                              steps=d.steps + best.steps, notes=notes + best.notes)

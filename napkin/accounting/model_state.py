@@ -15,6 +15,7 @@ from napkin.results import LECTURE, ZERO, Derivation, Result, g
 from napkin.specs.dtypes import BYTES_PER_ELEMENT, DType
 from napkin.specs.hardware import HardwareSpec
 from napkin.validation import Inputs, NonNegative, Positive, PositiveInt, validated
+from napkin.specs.resolve import as_hardware
 
 Part = Literal["params", "grads", "master", "optimizer"]
 
@@ -211,6 +212,7 @@ def max_model(
     AdamW (4 + 4 + 4 + 4); the default bf16-mixed AdamW is also 16 B/param (2 + 2 + 4 master + 8, ZeRO §3.1), and
     is what `napkin memory` defaults to, so both commands answer the same question the same way.
     """
+    hardware = as_hardware(hardware, "hardware")
     opt = get_optimizer(optimizer)
     prec = require_precision(hardware, precision)
     i = validated(MaxModelInputs, gpus=gpus, gpu=hardware.name, optimizer=opt.name, precision=prec.name, zero=zero,

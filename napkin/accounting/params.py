@@ -10,8 +10,10 @@ from __future__ import annotations
 from pydantic import Field
 
 from napkin.accounting.layers import ffn_linears, layer_plan
-from napkin.results import Derivation, Result, g
+from napkin.results import Derivation, Result, g, minus
 from napkin.specs.model import LinearSpec, TransformerSpec
+from napkin.specs.resolve import as_model
+from napkin.validation import Inputs
 
 SRC_ATTN = "Vaswani et al. 2017 §3.2; GQA: Ainslie et al. 2023 §2 (k·d-wide K and V projections)"
 SRC_MLA = "DeepSeek-V2 §2.1 (MLA), DeepSeek-V3 §2.1.1; HF modeling_deepseek_v3 (q_a/q_b, kv_a/kv_b projections)"
@@ -22,11 +24,16 @@ SRC_NORM = "Ba et al. 2016 (LayerNorm: weight + bias); Zhang & Sennrich 2019 (RM
 SRC_LINEAR = "CS336 lecture 2: deep linear network, params D²·L + D"
 
 
+class ParamInputs(Inputs):
+    model: str
+
+
 class ParamCount(Result):
+    inputs: ParamInputs
     model: str
     components: dict[str, int] = Field(description="parameters per component, summed over layers; adds to total")
-    total: int
-    active: int = Field(description="parameters used per token (MoE: top-k routed + shared experts)")
+    params: int = Field(description="total parameters")
+    active_params: int = Field(description="parameters used per token (MoE: top-k routed + shared experts)")
     embedding: int = Field(description="token (and learned position) embeddings")
     non_embedding: int = Field(description="total minus embeddings (Kaplan et al. 2020's N)")
 
@@ -50,6 +57,7 @@ _COUNTS: dict[int, tuple[TransformerSpec | LinearSpec, ParamCount]] = {}  # by i
 
 def count_params(spec: TransformerSpec | LinearSpec) -> ParamCount:
     """Total, active and per-component parameter counts, with one derivation step per component (cached per spec)."""
+    spec = as_model(spec, "spec")
     hit = _COUNTS.get(id(spec))
     if hit is not None and hit[0] is spec:
         return hit[1]
@@ -104,12 +112,14 @@ def _count(spec: TransformerSpec | LinearSpec) -> ParamCount:
         n_moe = sum(k.count for k in plan.kinds if k.moe)
         idle = n_moe * (e.experts - e.top_k) * ffn_matrix_params(spec, e.expert_ffn_dim)
         active = total - idle
-        d.add("active parameters", "total − L_moe·(E − top_k)·expert", f"{g(total)} − {n_moe} × ({e.experts} − {e.top_k})"
+        d.add("active parameters", "total − L_moe·(E − top_k)·expert",
+              f"{g(total)} − {n_moe} × ({e.experts} − {e.top_k})"
               f" × {ffn_matrix_params(spec, e.expert_ffn_dim)}", active, "params", SRC_MOE)
     emb = c["embedding.tokens"] + c.get("embedding.positions", 0)
-    d.add("non-embedding parameters", "total − embeddings", f"{g(total)} − {g(emb)}", total - emb, "params",
+    d.add("non-embedding parameters", "total − embeddings", minus(total, emb), total - emb, "params",
           "Kaplan et al. 2020 §2.1 (N excludes embeddings)")
-    return ParamCount(model=spec.name, components=c, total=total, active=active, embedding=emb,
+    return ParamCount(inputs=ParamInputs(model=spec.name), model=spec.name, components=c, params=total,
+                      active_params=active, embedding=emb,
                       non_embedding=total - emb, steps=d.steps)
 
 
@@ -120,5 +130,7 @@ def _linear(spec: LinearSpec) -> ParamCount:
     head = d.add("head", "D·out", f"{D} × {spec.out_dim}", D * spec.out_dim, "params", SRC_LINEAR)
     total = int(layers + head)
     d.add("total parameters", "D²·L + D·out", f"{g(layers)} + {g(head)}", total, "params", SRC_LINEAR)
-    return ParamCount(model=spec.name, components={"layers": int(layers), "head": int(head)}, total=total, active=total,
+    return ParamCount(inputs=ParamInputs(model=spec.name), model=spec.name,
+                      components={"layers": int(layers), "head": int(head)}, params=total,
+                      active_params=total,
                       embedding=0, non_embedding=total, steps=d.steps)

@@ -33,6 +33,7 @@ from napkin.results import Derivation, Result, g
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.validation import Inputs, Positive, PositiveInt, validated
+from napkin.specs.resolve import as_hardware, as_model
 
 Progress = Callable[[int, int], None]
 RECOMPUTES = ("none", "selective", "full")
@@ -136,6 +137,8 @@ def plan(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, global_
 
     Without ``gpus``, ``days`` and ``tokens`` ask for the fewest GPUs (whole nodes) that train ``tokens`` in ``days``.
     """
+    model = as_model(model, "model")
+    hardware = as_hardware(hardware, "hardware")
     if not isinstance(model, TransformerSpec):
         raise InputError(f"plan needs a transformer; '{model.name}' is a {model.kind} network")
     fix = dict(fix or {})
@@ -161,7 +164,8 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
     from napkin.accounting.memory import memory_ledger
 
     c = StepConstants()
-    common: dict[str, Any] = dict(seq=i.seq, global_batch=i.global_batch, precision=i.precision, overlap_grad_reduce=True,
+    common: dict[str, Any] = dict(seq=i.seq, global_batch=i.global_batch, precision=i.precision,
+                                  overlap_grad_reduce=True,
                                   node_size=i.node_size, intra_node_bandwidth=i.intra_node_bandwidth,
                                   inter_node_bandwidth=i.inter_node_bandwidth)
     if i.calibration:
@@ -207,7 +211,7 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
                             if ri >= best_r:  # a lower ZeRO stage fitted with this recompute: same time
                                 pruned += 1
                                 continue
-                            mem = memory_ledger(hw, spec, layout=lay, batch=b, seq=i.seq, precision=i.precision,
+                            mem = memory_ledger(spec, hw, layout=lay, batch=b, seq=i.seq, precision=i.precision,
                                                 recompute=r)
                             if not mem.fits:
                                 pruned += 1
@@ -283,7 +287,8 @@ def _why(win: StepTimeResult, runner: StepTimeResult | None) -> list[str]:
     comm = {k: v for k, v in win.breakdown.items() if k not in ("compute_gemm", "compute_attention") and v}
     if comm:
         k = max(comm, key=lambda x: comm[x])
-        out.append(f"besides the matmuls, the winner loses most to {TERM_LABELS[k]}: {comm[k] / win.step_time_s:.0%} of "
+        share = comm[k] / win.step_time_s
+        out.append(f"besides the matmuls, the winner loses most to {TERM_LABELS[k]}: {share:.0%} of "
                    "the step")
     if runner is not None:
         diff = {k: runner.breakdown[k] - win.breakdown[k] for k in win.breakdown}
@@ -350,6 +355,8 @@ def train_time_planned(model: TransformerSpec | LinearSpec, hardware: HardwareSp
                        global_batch: int, seq: int, price_per_gpu_hour: float | None = None, pue: float = 1.0,
                        **search: Any) -> Any:
     """`train-time --plan`: days at the MFU of the fastest layout `plan` finds (a TrainTimeResult)."""
+    model = as_model(model, "model")
+    hardware = as_hardware(hardware, "hardware")
     from napkin.accounting.step_time import train_time_at_layout
 
     r = plan(model, hardware, gpus=gpus, global_batch=global_batch, seq=seq, **search)

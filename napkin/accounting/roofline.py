@@ -17,6 +17,7 @@ from napkin.results import Derivation, Result, g
 from napkin.specs.dtypes import DType, bytes_per_element, parse_dtype
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import TransformerSpec
+from napkin.specs.resolve import as_hardware, as_optional_model
 from napkin.validation import Inputs, PositiveInt, validated
 
 SRC_ROOFLINE = "Williams, Waterman & Patterson 2009, Roofline: An Insightful Visual Performance Model, §2"
@@ -119,7 +120,7 @@ class RooflineOp(BaseModel):
 class RooflineInputs(Inputs):
     gpu: str
     dtype: DType = DType.bf16
-    architecture: str | None = Field(default=None, description="model catalog name")
+    model: str | None = Field(default=None, description="model catalog name")
     batch: PositiveInt = 1
     prompt: PositiveInt = 1024
     context: PositiveInt = Field(default=1024, description="positions attended at the decode step")
@@ -144,10 +145,12 @@ def roofline(hardware: HardwareSpec, dtype: str | DType = DType.bf16, spec: Tran
     and decode (B tokens), attention at prefill (flash attention over P) and decode (over the KV cache of
     ``context`` positions), and two elementwise operations (residual add; a gated activation).
     """
+    spec = as_optional_model(spec, "spec")
+    hardware = as_hardware(hardware, "hardware")
     if spec is not None and not isinstance(spec, TransformerSpec):
         raise InputError(f"{getattr(spec, 'name', spec)} is not a transformer; the roofline places attention and "
                          "matmul operations of a transformer (omit --model for the GPU's roofline alone)")
-    i = validated(RooflineInputs, gpu=hardware.name, dtype=parse_dtype(dtype), architecture=spec.name if spec else None,
+    i = validated(RooflineInputs, gpu=hardware.name, dtype=parse_dtype(dtype), model=spec.name if spec else None,
                   batch=batch, prompt=prompt, context=context, weights_dtype=parse_dtype(weights_dtype),
                   kv_dtype=parse_dtype(kv_dtype))
     d = Derivation()

@@ -31,6 +31,7 @@ from napkin.specs.dtypes import BYTES_PER_ELEMENT
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.validation import Inputs, PositiveInt, Recompute, validated
+from napkin.specs.resolve import as_hardware, as_model
 
 if TYPE_CHECKING:
     from napkin.accounting.training import TrainTimeResult
@@ -172,6 +173,8 @@ def step_time(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, gp
     ``calibration`` names files saved by ``napkin bench-matmul --shapes-from`` or ``bench-allreduce --save``.
     ``ledger=False`` leaves out the memory ledger (a planner that has already checked the fit).
     """
+    model = as_model(model, "model")
+    hardware = as_hardware(hardware, "hardware")
     if not isinstance(model, TransformerSpec):
         raise InputError(f"step-time needs a transformer; '{model.name}' is a {model.kind} network")
     spec = model
@@ -219,7 +222,8 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
     dev, eff_src = _device(hw, i.precision, c)
     plan = layer_plan(spec)
     G, t, P, V, C, E, dp = lay.gpus, lay.tp, lay.pp, lay.vp, lay.cp, lay.ep, lay.dp
-    d.add("data-parallel degree", "DP = G / (TP·CP·PP)", f"{G} / ({t}·{C}·{P})", dp, "ranks", "Narayanan et al. 2021 §2")
+    d.add("data-parallel degree", "DP = G / (TP·CP·PP)", f"{G} / ({t}·{C}·{P})", dp, "ranks",
+          "Narayanan et al. 2021 §2")
     d.add("micro-batches per step", "m = B / (b·DP)", f"{i.global_batch} / ({b}·{dp})", m, "micro-batches",
           "Narayanan et al. 2021 §2.2")
     d.given(f"dense {prec.compute.value} peak ({hw.name})", "P", dev.peak_flops_per_s, "FLOP/s", hw.sources[0])
@@ -348,7 +352,7 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
                 fl.hardware_flops / (step * G * peak), "fraction", SRC_RECOMPUTE)
     total_b = usable = fits = None
     if ledger:
-        mem = memory_ledger(hw, spec, layout=lay, batch=b, seq=s, optimizer=i.optimizer, precision=i.precision,
+        mem = memory_ledger(spec, hw, layout=lay, batch=b, seq=s, optimizer=i.optimizer, precision=i.precision,
                             recompute=i.recompute, flash=i.flash)
         total_b, usable, fits = mem.total_bytes, mem.usable_bytes, mem.fits
         d.add("peak memory per GPU (napkin memory)", "ledger total", g(total_b), total_b, "B",
@@ -376,6 +380,8 @@ def train_time_at_layout(model: TransformerSpec | LinearSpec, hardware: Hardware
 
     ``layout`` takes step_time's keywords (gpus, tp, pp, ..., micro_batch, global_batch, seq, recompute).
     """
+    model = as_model(model, "model")
+    hardware = as_hardware(hardware, "hardware")
     from napkin.accounting.training import train_time
 
     st = step_time(model, hardware, **layout)
@@ -386,7 +392,8 @@ def train_time_at_layout(model: TransformerSpec | LinearSpec, hardware: Hardware
     d = Derivation()
     d.add(f"predicted step ({st.layout}, b={i.micro_batch}, B={i.global_batch}, s={i.seq})", "napkin step-time",
           f"{format_summary(st)}", st.step_time_s, "s", "napkin.accounting.step_time")
-    d.add("MFU predicted for this layout", "model FLOPs / (t_step · G · P)", f"{g(st.model_flops)} / ({g(st.step_time_s)}"
+    d.add("MFU predicted for this layout", "model FLOPs / (t_step · G · P)",
+          f"{g(st.model_flops)} / ({g(st.step_time_s)}"
           f" × {i.layout.gpus} × {g(st.peak_flops_per_s)})", st.mfu, "fraction", SRC_MFU)
     note = (f"MFU {st.mfu:.3f} is predicted by step-time for {st.layout} (not the 0.5 default); run `napkin step-time` "
             "with the same flags for its breakdown.")

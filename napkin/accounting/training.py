@@ -10,6 +10,7 @@ from pydantic import Field
 from napkin.results import CHINCHILLA, DEFINITION, KAPLAN, LECTURE, Derivation, Result, g
 from napkin.specs.dtypes import DType, parse_dtype
 from napkin.specs.hardware import HardwareSpec
+from napkin.specs.resolve import as_hardware, as_optional_model
 from napkin.validation import AtLeastOne, Fraction, Inputs, NonNegative, Positive, PositiveInt, Recompute, validated
 
 if TYPE_CHECKING:  # the architecture side loads only when a model is given (keeps 6ND commands fast)
@@ -33,7 +34,8 @@ def _cluster_flops_per_s(d: Derivation, hw: HardwareSpec, c: ClusterInputs, hfu:
     """Shared by train-time and budget: dense (or sparse) peak x GPUs x MFU (or HFU, in hardware FLOP/s)."""
     peak = hw.peak(c.dtype, c.sparse)
     kind = "sparse" if c.sparse else "dense"
-    d.given(f"{hw.display_name} {kind} {c.dtype.value} peak", "P", peak, "FLOP/s", f"{hw.name}: {hw.sources[0]}")
+    d.given(f"{hw.display_name} {kind} {c.dtype.value} peak", "P", peak, "FLOP/s", f"{hw.name}: {hw.sources[0]}",
+            key="peak")
     u, name = (c.mfu, "MFU") if hfu is None else (hfu, "HFU")
     return d.add(
         "cluster throughput" + (" (hardware FLOP/s)" if hfu is not None else ""),
@@ -51,10 +53,10 @@ def _check_hfu(hfu: float | None, recompute: str, has_model: bool) -> None:
 
     if hfu is None or recompute != "none":
         return
-    add = "--recompute full (or selective)" if has_model else "--recompute full (8ND hardware FLOPs)"
+    add = "`recompute` full (or selective)" if has_model else "`recompute` full (8ND hardware FLOPs)"
     raise InputError(f"an HFU is a throughput in hardware FLOPs, which differ from model FLOPs only with "
                      f"recomputation: add {add} as the quoted run used (Megatron-LM, BLOOM and OPT quote HFU with "
-                     "full recomputation), or give the figure as --mfu")
+                     "full recomputation), or give the figure as `mfu`")
 
 
 class TrainTimeInputs(ClusterInputs):
@@ -63,9 +65,11 @@ class TrainTimeInputs(ClusterInputs):
     flops: Positive | None = None
     price_per_gpu_hour: NonNegative | None = None
     pue: AtLeastOne = 1.0
-    architecture: str | None = Field(default=None, description="model whose exact FLOPs are counted (--model)")
+    model: str | None = Field(default=None, description="model whose exact FLOPs are counted (--model)")
     seq: PositiveInt | None = None
     recompute: Recompute = "none"
+    causal: bool = Field(default=True, description="count attention over the causal half (False: the whole s×s, as "
+                         "Megatron-LM, PaLM and NVIDIA quote)")
     hfu: Fraction | None = Field(default=None, description="throughput quoted in hardware FLOPs, in place of MFU")
 
 
@@ -81,7 +85,10 @@ class TrainTimeResult(Result):
     cost: float | None = None
     energy_kwh: float | None = None
     hardware_flops: float | None = Field(default=None, description="with --model: model FLOPs + recomputation")
-    six_nd: float | None = Field(default=None, description="with --model: 6ND, beside the exact count")
+    six_nd: float | None = Field(default=None, description="with --model: 6·N·D with N the total parameters "
+                                 "(as in napkin flops), beside the exact count")
+    six_n_active_d: float | None = Field(default=None, description="with --model: 6·N_active·D (MoE: the parameters "
+                                         "a token touches; = six_nd for a dense model)")
     layout: str | None = Field(default=None, description="with a layout: the layout whose predicted MFU is used")
     step_time_s: float | None = Field(default=None, description="with a layout: the predicted step (napkin step-time)")
 
@@ -102,6 +109,7 @@ def train_time(
     seq: int | None = None,
     recompute: Recompute = "none",
     hfu: float | None = None,
+    causal: bool = True,
 ) -> TrainTimeResult:
     """Wall-clock days to train: C / (G · P · MFU), with C = 6ND unless the FLOPs are given.
 
@@ -109,26 +117,29 @@ def train_time(
     `recompute` adds hardware FLOPs, and `hfu` in place of `mfu` divides those by G · P · HFU.
     Defaults reproduce CS336 lecture 2: 70B params, 15T tokens, 1024 H100s, bf16, MFU 0.5 → 143.93 days.
     """
+    model = as_optional_model(model, "model")
+    hardware = as_hardware(hardware, "hardware")
     from napkin.errors import InputError
 
     if hfu is not None and mfu is not None:
-        raise InputError("give --mfu (model FLOPs) or --hfu (hardware FLOPs), not both")
+        raise InputError("give `mfu` (model FLOPs) or `hfu` (hardware FLOPs), not both")
     i = validated(
         TrainTimeInputs, gpus=gpus, gpu=hardware.name, dtype=parse_dtype(dtype), mfu=0.5 if mfu is None else mfu,
         sparse=sparse, params=params, tokens=tokens, flops=flops, price_per_gpu_hour=price_per_gpu_hour, pue=pue,
-        architecture=None if model is None else model.name, seq=seq, recompute=recompute, hfu=hfu,
+        model=None if model is None else model.name, seq=seq, recompute=recompute, hfu=hfu, causal=causal,
     )
     _check_hfu(i.hfu, i.recompute, model is not None)
     d = Derivation()
     hw_total = six = None
+    six_act = None
     if model is not None:
-        total, hw_total, six, note = _model_flops(d, model, i)
+        total, hw_total, six, six_act, note = _model_flops(d, model, i)
     elif i.recompute == "selective":
-        raise InputError("--recompute selective needs --model: what it recomputes depends on the architecture "
-                         "(with --params, --recompute full counts 8ND, Narayanan et al. 2021 eq. 4)")
+        raise InputError("`recompute` selective needs `model`: what it recomputes depends on the architecture "
+                         "(with `params`, `recompute` full counts 8ND, Narayanan et al. 2021 eq. 4)")
     elif i.flops is not None:
         if i.params is not None or i.tokens is not None:
-            raise InputError("give --flops (the total) or --params with --tokens (C = 6ND), not both")
+            raise InputError("give `flops` (the total) or `params` with `tokens` (C = 6ND), not both")
         total = d.given("training FLOPs (given)", "C", i.flops, "FLOP")
     elif i.params is not None and i.tokens is not None:
         N, D = i.params, i.tokens
@@ -137,7 +148,7 @@ def train_time(
             hw_total = d.add("hardware FLOPs (full recomputation)", "C_hw = 8·N·D", f"8 × {g(N)} × {g(D)}",
                              8 * N * D, "FLOP", NARAYANAN_EQ4)
     else:
-        raise InputError("give --params and --tokens (C = 6ND), or --flops for the total directly")
+        raise InputError("give `params` and `tokens` (C = 6ND), or `flops` for the total directly")
     cluster = _cluster_flops_per_s(d, hardware, i, i.hfu)
     per_day = d.add("FLOPs per day", f"G · P · {'HFU' if i.hfu else 'MFU'} · 86400 s", f"{g(cluster)} × 86400",
                     cluster * SECONDS_PER_DAY, "FLOP/day", LECTURE)
@@ -155,7 +166,8 @@ def train_time(
         cost = d.add("cost", "GPU-hours · price", f"{g(gpu_hours)} × {g(i.price_per_gpu_hour)}",
                      gpu_hours * i.price_per_gpu_hour, "$", DEFINITION)
     # Energy at board power for the whole run: an upper-bound napkin (GPUs rarely sit at TDP).
-    energy = d.add("energy", "TDP · GPU-hours · PUE / 1000", f"{g(hardware.tdp_w)} W × {g(gpu_hours)} × {g(i.pue)} / 1000",
+    energy = d.add("energy", "TDP · GPU-hours · PUE / 1000",
+                   f"{g(hardware.tdp_w)} W × {g(gpu_hours)} × {g(i.pue)} / 1000",
                    hardware.tdp_w * gpu_hours * i.pue / 1000, "kWh", f"{hardware.name} TDP (datasheet); PUE as given")
     notes = [note] if model is not None and note else []
     if i.flops is None and model is None:
@@ -165,45 +177,48 @@ def train_time(
     return TrainTimeResult(
         inputs=i, total_flops=total, peak_flops_per_s=hardware.peak(i.dtype, i.sparse), cluster_flops_per_s=cluster,
         flops_per_day=per_day, time_s=days * SECONDS_PER_DAY, days=days, gpu_hours=gpu_hours, cost=cost,
-        energy_kwh=energy, hardware_flops=hw_total, six_nd=six, steps=d.steps, notes=notes,
+        energy_kwh=energy, hardware_flops=hw_total, six_nd=six, six_n_active_d=six_act, steps=d.steps, notes=notes,
     )
 
 
 def _model_flops(d: Derivation, model: TransformerSpec | LinearSpec,
-                 i: TrainTimeInputs) -> tuple[float, float, float, str | None]:
-    """Exact model and hardware FLOPs of `model` on i.tokens (napkin flops), and 6ND beside them."""
+                 i: TrainTimeInputs) -> tuple[float, float, float, float, str | None]:
+    """Exact model and hardware FLOPs of `model` on i.tokens (napkin flops), and 6·N·D and 6·N_active·D beside."""
     from napkin.accounting.flops import count_flops
     from napkin.errors import InputError
     from napkin.specs.model import TransformerSpec
 
     if i.params is not None or i.flops is not None:
-        raise InputError("--model counts the FLOPs itself: leave out --params and --flops")
+        raise InputError("`model` counts the FLOPs itself: leave out `params` and `flops`")
     if i.tokens is None:
-        raise InputError("--model needs --tokens (D, the training tokens)")
+        raise InputError("`model` needs `tokens` (D, the training tokens)")
     note = None
     seq = i.seq
     if seq is None and isinstance(model, TransformerSpec):
         seq, note = model.default_seq()
-    fc = count_flops(model, i.tokens, seq or 1, recompute=i.recompute)
+    fc = count_flops(model, i.tokens, seq or 1, recompute=i.recompute, causal=i.causal)
     src = f"napkin flops --model {model.name} (exact matmul count; Korthikanti et al. 2022 App. A)"
     total = d.add("training FLOPs (exact)", "forward + backward, per component", f"{fc.model_flops:.6g}",
                   fc.model_flops, "FLOP", src)
     hw = d.add("hardware FLOPs", f"model FLOPs + recompute ({i.recompute})", f"{g(total)} + {g(fc.recompute_flops)}",
                fc.hardware_flops, "FLOP", src)
+    six = d.add("6ND, for comparison", "6 · N · D", f"6 × {g(fc.params)} × {g(i.tokens)}", fc.six_nd, "FLOP",
+                KAPLAN)
+    six_act = six
     if fc.active_params != fc.params:  # MoE: a token only touches the active parameters
-        six = d.add("6·N_active·D, for comparison", "6 · N_active · D", f"6 × {g(fc.active_params)} × {g(i.tokens)}",
-                    fc.six_n_active_d, "FLOP", KAPLAN)
-    else:
-        six = d.add("6ND, for comparison", "6 · N · D", f"6 × {g(fc.params)} × {g(i.tokens)}", fc.six_nd, "FLOP",
-                    KAPLAN)
-    return total, hw, six, note
+        six_act = d.add("6·N_active·D, for comparison", "6 · N_active · D",
+                        f"6 × {g(fc.active_params)} × {g(i.tokens)}", fc.six_n_active_d, "FLOP", KAPLAN)
+    return total, hw, six, six_act, note
 
 
 class BudgetInputs(ClusterInputs):
-    days: Positive
+    days: Positive | None = Field(default=None, description="time the cluster runs (or give flops)")
+    flops: Positive | None = Field(default=None, description="the compute budget C, in place of days")
+    price_per_gpu_hour: NonNegative | None = None
+    causal: bool = True
     mfu: Fraction = 1.0
     tokens_per_param: Positive = 20.0
-    architecture: str | None = Field(default=None, description="model whose tokens the budget buys (--model)")
+    model: str | None = Field(default=None, description="model whose tokens the budget buys (--model)")
     seq: PositiveInt | None = None
     recompute: Recompute = "none"
     hfu: Fraction | None = None
@@ -217,13 +232,19 @@ class BudgetResult(Result):
     optimal_tokens: float = Field(description="compute-optimal D = tokens_per_param · N")
     model_flops_per_token: float | None = Field(default=None, description="with --model: exact, per token")
     model_tokens: float | None = Field(default=None, description="with --model: tokens the budget trains it on")
+    days: float = Field(description="days the budget takes on the cluster (given, or C / FLOPs per day)")
+    gpu_hours: float
+    cost: float | None = Field(default=None, description="with a price per GPU-hour")
 
 
 def budget(
     hardware: HardwareSpec,
     gpus: int,
-    days: float,
+    days: float | None = None,
     *,
+    flops: float | None = None,
+    price_per_gpu_hour: float | None = None,
+    causal: bool = True,
     dtype: str | DType = DType.bf16,
     mfu: float | None = None,
     sparse: bool = False,
@@ -233,26 +254,46 @@ def budget(
     recompute: Recompute = "none",
     hfu: float | None = None,
 ) -> BudgetResult:
-    """FLOPs a cluster delivers in some days, and the compute-optimal N and D for that budget.
+    """FLOPs a cluster delivers in some days (or the days a budget of ``flops`` takes), and the compute-optimal
+    N and D for that budget; the GPU-hours, and the cost at ``price_per_gpu_hour``.
 
     With `model`: the tokens that budget trains it on, at its exact FLOPs per token (hardware FLOPs with `hfu`).
     CS336 lecture 2: 8 H100 for a week at dense bf16 peak (MFU 1) deliver 4.7875968e21 FLOPs.
     """
+    model = as_optional_model(model, "model")
+    hardware = as_hardware(hardware, "hardware")
     from napkin.errors import InputError
 
     if hfu is not None and mfu is not None:
-        raise InputError("give --mfu (model FLOPs) or --hfu (hardware FLOPs), not both")
+        raise InputError("give `mfu` (model FLOPs) or `hfu` (hardware FLOPs), not both")
     if model is None and recompute == "selective":
-        raise InputError("--recompute selective needs --model: what it recomputes depends on the architecture "
-                         "(with no model, --recompute full counts 8ND, Narayanan et al. 2021 eq. 4)")
+        raise InputError("`recompute` selective needs `model`: what it recomputes depends on the architecture "
+                         "(with no model, `recompute` full counts 8ND, Narayanan et al. 2021 eq. 4)")
     _check_hfu(hfu, recompute, model is not None)
+    if (days is None) == (flops is None):
+        raise InputError("give `days` (what the cluster delivers in that time) or `flops` (the budget C: how long it "
+                         "takes), one of the two")
     i = validated(BudgetInputs, gpus=gpus, gpu=hardware.name, dtype=parse_dtype(dtype),
-                  mfu=1.0 if mfu is None else mfu, sparse=sparse, days=days, tokens_per_param=tokens_per_param,
-                  architecture=None if model is None else model.name, seq=seq, recompute=recompute, hfu=hfu)
+                  mfu=1.0 if mfu is None else mfu, sparse=sparse, days=days, flops=flops,
+                  price_per_gpu_hour=price_per_gpu_hour, causal=causal, tokens_per_param=tokens_per_param,
+                  model=None if model is None else model.name, seq=seq, recompute=recompute, hfu=hfu)
     d = Derivation()
     cluster = _cluster_flops_per_s(d, hardware, i, i.hfu)
-    C = d.add("compute budget", f"C = G · P · {'HFU' if i.hfu else 'MFU'} · T", f"{g(cluster)} × {g(i.days)} × 86400",
-              cluster * i.days * SECONDS_PER_DAY, "FLOP", LECTURE)
+    if i.days is not None:
+        T = i.days
+        C = d.add("compute budget", f"C = G · P · {'HFU' if i.hfu else 'MFU'} · T", f"{g(cluster)} × {g(T)} × 86400",
+                  cluster * T * SECONDS_PER_DAY, "FLOP", LECTURE)
+    else:
+        assert i.flops is not None
+        C = d.given("compute budget (given)", "C", i.flops, "FLOP")
+        T = d.add("days to spend it", f"C / (G · P · {'HFU' if i.hfu else 'MFU'} · 86400)", f"{g(C)} / ({g(cluster)} × "
+                  "86400)", C / (cluster * SECONDS_PER_DAY), "days", LECTURE)
+    gpu_hours = d.add("GPU-hours", "days · 24 · G", f"{g(T)} × 24 × {i.gpus}", T * HOURS_PER_DAY * i.gpus, "GPU·h",
+                      DEFINITION)
+    cost = None
+    if i.price_per_gpu_hour is not None:
+        cost = d.add("cost", "GPU-hours · price", f"{g(gpu_hours)} × {g(i.price_per_gpu_hour)}",
+                     gpu_hours * i.price_per_gpu_hour, "$", DEFINITION)
     r = i.tokens_per_param
     C_model = C
     if i.hfu is not None and model is None:  # C is in hardware FLOPs: full recomputation spends 8ND for 6ND of model
@@ -263,7 +304,7 @@ def budget(
         from napkin.specs.model import TransformerSpec
 
         s_ = i.seq or (model.default_seq()[0] if isinstance(model, TransformerSpec) else 1)
-        fc1 = count_flops(model, 1.0, s_, recompute=i.recompute)
+        fc1 = count_flops(model, 1.0, s_, recompute=i.recompute, causal=i.causal)
         C_model = d.add("model FLOPs in the budget", "C · model / hardware FLOPs per token",
                         f"{g(C)} × {g(fc1.model_flops)} / {g(fc1.hardware_flops)}",
                         C * fc1.model_flops / fc1.hardware_flops, "FLOP", f"napkin flops --model {model.name}")
@@ -280,7 +321,7 @@ def budget(
         from napkin.specs.model import TransformerSpec
 
         s = i.seq or (model.default_seq()[0] if isinstance(model, TransformerSpec) else 1)
-        fc = count_flops(model, 1.0, s, recompute=i.recompute)
+        fc = count_flops(model, 1.0, s, recompute=i.recompute, causal=i.causal)
         kind = "hardware" if i.hfu else "model"
         per_tok = d.add(f"{model.name} {kind} FLOPs per token (s = {s})", "exact forward + backward"
                         + (f" + recompute ({i.recompute})" if i.hfu else ""), g(fc.hardware_flops if i.hfu else
@@ -288,5 +329,9 @@ def budget(
                         f"napkin flops --model {model.name}")
         tokens = d.add(f"tokens the budget trains {model.name} on", "C / FLOPs per token", f"{g(C)} / {g(per_tok)}",
                        C / per_tok, "tokens", LECTURE)
+    if not i.causal:
+        notes.append("attention counted over the whole s×s (not the causal half), as Megatron-LM, PaLM and NVIDIA "
+                     "quote their FLOPs")
     return BudgetResult(inputs=i, cluster_flops_per_s=cluster, total_flops=C, optimal_params=N, optimal_tokens=D,
-                        model_flops_per_token=per_tok, model_tokens=tokens, steps=d.steps, notes=notes)
+                        model_flops_per_token=per_tok, model_tokens=tokens, days=T, gpu_hours=gpu_hours, cost=cost,
+                        steps=d.steps, notes=notes)

@@ -86,7 +86,9 @@ def _weights(spec: TransformerSpec) -> list[tuple[str, Linear, float, int]]:
     out = []
     for kind in layer_plan(spec).kinds:
         for gm in kind.gemms:
-            label = gm.name.replace("ffn.", "moe." if kind.moe else "mlp.", 1) if gm.name.startswith("ffn.") else gm.name
+            label = gm.name
+            if label.startswith("ffn."):
+                label = label.replace("ffn.", "moe." if kind.moe else "mlp.", 1)
             share = gm.active / gm.copies  # routed experts: balanced, T·top_k/E tokens each
             out.append((label, gm.linear, share, kind.count * gm.copies))
     out.append(("head", layer_plan(spec).head.linear, 1.0, 1))  # LM head h×V, tied or not

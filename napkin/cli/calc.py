@@ -7,10 +7,13 @@ from typing import Annotated
 
 import typer
 
-from napkin.cli.context import hardware
+from napkin.cli.context import hardware, state
 from napkin.cli.context import model as model_of
 from napkin.cli.options import (
     ACTS,
+    GpuOrAll,
+    Causal,
+    Check,
     PARALLEL,
     Calibration,
     Cp,
@@ -42,9 +45,11 @@ from napkin.cli.options import (
     Tp,
     Zero,
     count,
+    days as days_of,
     number,
     opt,
     whole,
+    exit_if_does_not_fit,
 )
 from napkin.cli.root import app
 
@@ -59,7 +64,7 @@ def train_time_cmd(
                                         help="Training tokens: 15e12, 15T.")] = None,
     flops: Annotated[float | None, opt("--flops", parser=count("FLOP count"), metavar="C",
                                        help="Total training FLOPs, in place of 6ND.")] = None,
-    gpu: Gpu = "h100",
+    gpu: GpuOrAll = "h100",
     dtype: DTypeOpt = "bf16",
     mfu: Mfu = None,
     sparse: Sparse = False,
@@ -92,6 +97,7 @@ def train_time_cmd(
     intra_node_bandwidth: IntraBandwidth = None,
     inter_node_bandwidth: InterBandwidth = None,
     calibration: Calibration = None,
+    causal: Causal = True,
     plan: Annotated[bool, opt("--plan", panel=PARALLEL, help="Plan at the MFU of the fastest layout `napkin plan` "
                               "finds (needs --model, --tokens, --global-batch and --seq).")] = False,
     json: Json = False,
@@ -106,7 +112,12 @@ def train_time_cmd(
     from napkin import render
     from napkin.accounting.training import train_time
 
-    hw, measured = hardware(ctx, gpu), None
+    all_gpus = gpu.strip().lower() == "all"
+    if all_gpus and (mfu_from is not None or plan):
+        from napkin.errors import InputError
+
+        raise InputError("--gpu all asks every GPU at one MFU: leave out --mfu-from and --plan")
+    hw, measured = (None if all_gpus else hardware(ctx, gpu)), None
     if plan:
         from napkin.accounting.plan import train_time_planned
         from napkin.errors import InputError
@@ -146,11 +157,20 @@ def train_time_cmd(
         measured = measured_mfu(mfu_from, mfu_fraction, hardware=hw.name, dtype=dtype)
         mfu = measured.mfu
     spec = model_of(ctx, model) if model is not None else None
-    result = train_time(hw, gpus, params, tokens, flops=flops, dtype=dtype, mfu=mfu, sparse=sparse,
-                        price_per_gpu_hour=price, pue=pue, model=spec, seq=seq,
-                        recompute=recompute, hfu=hfu)  # type: ignore[arg-type]
-    if measured is not None:
-        result = measured.apply(result)  # the measured MFU's derivation goes in front of train-time's
+
+    def ask(h):  # type: ignore[no-untyped-def]
+        r = train_time(h, gpus, params, tokens, flops=flops, dtype=dtype, mfu=mfu, sparse=sparse,
+                       price_per_gpu_hour=price, pue=pue, model=spec, seq=seq, recompute=recompute,  # type: ignore
+                       hfu=hfu, causal=causal)
+        return r if measured is None else measured.apply(r)  # the measured MFU's derivation goes in front
+
+    if all_gpus:
+        from napkin.accounting.across_gpus import across_gpus
+        from napkin.specs.catalog import hardware_catalog
+
+        result = across_gpus("train-time", list(hardware_catalog(state(ctx).specs_dirs)), ask)
+    else:
+        result = ask(hw)
     render.show(result, as_json=json, explain=explain)
 
 
@@ -159,7 +179,7 @@ def max_model_cmd(
     ctx: typer.Context,
     gpus: Gpus,
     optimizer: Optimizer = "adamw",
-    precision: Precision = "fp32",
+    precision: Precision = "bf16-mixed",
     zero: Zero = 3,
     gpu: Gpu = "h100",
     memory: Memory = None,
@@ -176,6 +196,7 @@ def max_model_cmd(
     flash: Flash = True,
     tp: Tp = 1,
     pp: Pp = 1,
+    check: Check = False,
     json: Json = False,
     explain: Explain = False,
 ) -> None:
@@ -199,13 +220,20 @@ def max_model_cmd(
                                zero=zero, recompute=recompute, flash=flash, tp=tp, pp=pp, memory_bytes=memory,
                                reserve_bytes=reserve)
     render.show(result, as_json=json, explain=explain)
+    exit_if_does_not_fit(check, result.max_params > 0 if hasattr(result, "max_params") else result.spec is not None)
 
 
 @app.command("budget")
 def budget_cmd(
     ctx: typer.Context,
     gpus: Gpus,
-    days: Annotated[float, opt("--days", parser=number("days"), metavar="T", help="Wall-clock days.")],
+    days: Annotated[float | None, opt("--days", parser=days_of("wall-clock time"), metavar="T",
+                                      help="Wall-clock time: days (7), or with a unit: 36h, 2w, 90min, 3600s.")
+                    ] = None,
+    flops: Annotated[float | None, opt("--flops", parser=count("FLOP count"), metavar="C",
+                                       help="The compute budget C, in place of --days: how long it takes.")] = None,
+    price: Annotated[float | None, opt("--price-per-gpu-hour", parser=number("price per GPU-hour"), metavar="$",
+                                       help="Price of one GPU-hour, to print the cost.")] = None,
     gpu: Gpu = "h100",
     dtype: DTypeOpt = "bf16",
     mfu: Mfu = None,
@@ -218,10 +246,12 @@ def budget_cmd(
     seq: Seq = None,
     recompute: Recompute = "none",
     hfu: Hfu = None,
+    causal: Causal = True,
     json: Json = False,
     explain: Explain = False,
 ) -> None:
-    """FLOPs a cluster delivers in T days, and the compute-optimal N and D for them (C = 6ND, D = 20N).
+    """FLOPs a cluster delivers in T days (or how long a budget of --flops takes), and the compute-optimal N and D
+    for them (C = 6ND, D = 20N).
 
     MFU defaults to 1 (the datasheet ceiling, as in the lecture); pass --mfu for a realistic budget.
     """
@@ -229,7 +259,7 @@ def budget_cmd(
     from napkin.accounting.training import budget
 
     spec = model_of(ctx, model) if model is not None else None
-    result = budget(hardware(ctx, gpu), gpus, days, dtype=dtype, mfu=mfu, sparse=sparse,
-                    tokens_per_param=tokens_per_param, model=spec, seq=seq,
+    result = budget(hardware(ctx, gpu), gpus, days, flops=flops, price_per_gpu_hour=price, causal=causal, dtype=dtype,
+                    mfu=mfu, sparse=sparse, tokens_per_param=tokens_per_param, model=spec, seq=seq,
                     recompute=recompute, hfu=hfu)  # type: ignore[arg-type]
     render.show(result, as_json=json, explain=explain)

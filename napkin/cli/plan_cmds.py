@@ -19,7 +19,7 @@ from napkin.cli.options import (
     NodeSize,
     Precision,
     count,
-    number,
+    days as days_of,
     opt,
     whole,
 )
@@ -58,8 +58,8 @@ def plan_cmd(
                                     help="GPUs to lay out (leave out with --days to find the fewest).")] = None,
     gpu: Gpu = "h100",
     tokens: Annotated[float | None, opt("--tokens", "-D", parser=count("token count"), metavar="D",
-                                        help="Training tokens: prints days and GPU-hours at the winner's step.")] = None,
-    days: Annotated[float | None, opt("--days", parser=number("days"), metavar="X",
+                                        help="Training tokens: days and GPU-hours at the winner's step.")] = None,
+    days: Annotated[float | None, opt("--days", parser=days_of("days"), metavar="X",
                                       help="With --tokens and no --gpus: the fewest GPUs (whole nodes) that train "
                                            "in X days.")] = None,
     precision: Precision = "bf16-mixed",

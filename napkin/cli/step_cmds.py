@@ -13,7 +13,7 @@ from napkin.cli.options import (
     Explain,
     Flash,
     GlobalBatch,
-    Gpu,
+    GpuOrAll,
     Gpus,
     InterBandwidth,
     IntraBandwidth,
@@ -39,7 +39,7 @@ def step_time_cmd(
     ctx: typer.Context,
     model: ModelOpt,
     gpus: Gpus,
-    gpu: Gpu = "h100",
+    gpu: GpuOrAll = "h100",
     tp: Tp = 1,
     pp: Pp = 1,
     vp: Vp = 1,
@@ -65,15 +65,30 @@ def step_time_cmd(
 
     GPUs = TP · CP · DP · PP; m = global batch / (micro-batch · DP) micro-batches per pipeline.
 
-    Example: napkin step-time --model llama3-70b --gpu h100 --gpus 1024 --tp 8 --pp 4 --micro-batch 1 --global-batch 1024 --seq 8192 --recompute selective --sp
+    Example:
+
+      napkin step-time --model llama3-70b --gpu h100 --gpus 1024 --tp 8 --pp 4 --micro-batch 1
+        --global-batch 1024 --seq 8192 --recompute selective --sp
     """
     from napkin import render
     from napkin.accounting.step_time import step_time
 
-    result = step_time(model_of(ctx, model), hardware(ctx, gpu), gpus=gpus, tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, sp=sp,
-                       zero=zero, micro_batch=micro_batch, global_batch=global_batch, seq=seq,
-                       recompute=recompute,  # type: ignore[arg-type]
-                       precision=precision, flash=flash, overlap_grad_reduce=overlap_grad_reduce, node_size=node_size,
-                       intra_node_bandwidth=intra_node_bandwidth, inter_node_bandwidth=inter_node_bandwidth,
-                       calibration=calibration)
+    spec = model_of(ctx, model)
+
+    def ask(hw):  # type: ignore[no-untyped-def]
+        return step_time(spec, hw, gpus=gpus, tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, sp=sp, zero=zero,
+                         micro_batch=micro_batch, global_batch=global_batch, seq=seq,
+                         recompute=recompute,  # type: ignore[arg-type]
+                         precision=precision, flash=flash, overlap_grad_reduce=overlap_grad_reduce,
+                         node_size=node_size, intra_node_bandwidth=intra_node_bandwidth,
+                         inter_node_bandwidth=inter_node_bandwidth, calibration=calibration)
+
+    if gpu.strip().lower() == "all":
+        from napkin.accounting.across_gpus import across_gpus
+        from napkin.cli.context import state
+        from napkin.specs.catalog import hardware_catalog
+
+        result = across_gpus("step-time", list(hardware_catalog(state(ctx).specs_dirs)), ask)
+    else:
+        result = ask(hardware(ctx, gpu))
     render.show(result, as_json=json, explain=explain)

@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from napkin.render import fmt, kv_table, renders
-from napkin.units import format_count
+from napkin.units import format_count, format_days, format_duration
 
 
-def _six_label(r: Any) -> str:
-    """'6ND', or '6·N_active·D' for a mixture of experts (the derivation says which was computed)."""
-    return "6·N_active·D" if any(s.name.startswith("6·N_active·D") for s in r.steps) else "6ND"
+def _six(r: Any) -> str:
+    """'6ND = …', and for a mixture of experts '6·N_active·D = …' beside it."""
+    out = f"6ND = {fmt(r.six_nd, 'FLOP')}"
+    if r.six_n_active_d is not None and r.six_n_active_d != r.six_nd:
+        out += f", 6·N_active·D = {fmt(r.six_n_active_d, 'FLOP')}"
+    return out
 
 
 @renders("TrainTimeResult")
@@ -20,13 +23,15 @@ def train_time(r: Any) -> list[Any]:
     rows = []
     if i.params is not None and i.flops is None:
         rows += [("parameters N", format_count(i.params, "params")), ("tokens D", format_count(i.tokens, "tokens"))]
-    if getattr(i, "architecture", None):  # --model: exact FLOPs of the architecture (napkin flops)
-        rows += [("model", i.architecture), ("tokens D", format_count(i.tokens, "tokens")),
-                 ("training FLOPs", fmt(r.total_flops, "FLOP") + f"  (exact; {_six_label(r)} = {fmt(r.six_nd, 'FLOP')})")]
+    if getattr(i, "model", None):  # --model: exact FLOPs of the architecture (napkin flops)
+        rows += [("model", i.model), ("tokens D", format_count(i.tokens, "tokens")),
+                 ("training FLOPs", fmt(r.total_flops, "FLOP") + f"  (exact; {_six(r)})")]
         if i.recompute != "none":
             rows.append((f"hardware FLOPs (recompute {i.recompute})", fmt(r.hardware_flops, "FLOP")))
     else:
         rows.append(("training FLOPs", fmt(r.total_flops, "FLOP") + ("" if i.flops else "  (6ND)")))
+        if r.hardware_flops is not None:
+            rows.append(("hardware FLOPs (full recompute)", fmt(r.hardware_flops, "FLOP") + "  (8ND)"))
     rows += [
         ("hardware", f"{i.gpus} × {i.gpu}, {i.dtype.value} {kind} peak {fmt(r.peak_flops_per_s, 'FLOP/s')}"),
         ("HFU", f"{i.hfu:g}") if getattr(i, "hfu", None) else
@@ -34,7 +39,7 @@ def train_time(r: Any) -> list[Any]:
         ("cluster throughput", fmt(r.cluster_flops_per_s, "FLOP/s")),
         *([("predicted step", f"{r.step_time_s:.3g} s")] if r.step_time_s is not None else []),
         ("FLOPs per day", fmt(r.flops_per_day, "FLOP/day")),
-        ("training time", fmt(r.days, "days")),
+        ("training time", format_duration(r.time_s)),
         ("GPU-hours", fmt(r.gpu_hours, "GPU·h")),
     ]
     if r.cost is not None:
@@ -51,14 +56,16 @@ def budget(r: Any) -> list[Any]:
         ("hardware", f"{i.gpus} × {i.gpu}, {i.dtype.value}{' sparse' if i.sparse else ''}, "
                      + (f"HFU {i.hfu:g}" if getattr(i, "hfu", None) else f"MFU {i.mfu:g}")),
         ("cluster throughput", fmt(r.cluster_flops_per_s, "FLOP/s")),
-        ("time", fmt(i.days, "days")),
+        ("time", format_days(r.days)),
         ("compute budget C", fmt(r.total_flops, "FLOP")),
+        ("GPU-hours", fmt(r.gpu_hours, "GPU·h")),
+        *([("cost", fmt(r.cost, "$"))] if r.cost is not None else []),
         (f"compute-optimal N ({i.tokens_per_param:g} tokens/param)", format_count(r.optimal_params, "params")),
         ("compute-optimal D", format_count(r.optimal_tokens, "tokens")),
     ]
     if getattr(r, "model_tokens", None) is not None:
-        rows += [(f"{i.architecture}: FLOPs per token", fmt(r.model_flops_per_token, "FLOP")),
-                 (f"{i.architecture}: tokens the budget buys", format_count(r.model_tokens, "tokens"))]
+        rows += [(f"{i.model}: FLOPs per token", fmt(r.model_flops_per_token, "FLOP")),
+                 (f"{i.model}: tokens the budget buys", format_count(r.model_tokens, "tokens"))]
     return [kv_table("napkin budget", rows)]
 
 

@@ -38,10 +38,10 @@ def inference(r: Any) -> list[Any]:
     i, kv = r.inputs, r.kv
     tp = f"{i.gpus} × " if i.gpus > 1 else ""
     head = kv_table(
-        f"napkin inference: {i.architecture} on {tp}{i.gpu}",
+        f"napkin inference: {i.model} on {tp}{i.gpu}",
         [("batch × (prompt + generate)", f"{i.batch} × ({i.prompt:,} + {i.generate:,}) tokens"),
-         ("parameters", format_count(r.params_total, "params") + (
-             f" ({format_count(r.params_active, 'active')})" if r.params_active != r.params_total else "")),
+         ("parameters", format_count(r.params, "params") + (
+             f" ({format_count(r.active_params, 'active')})" if r.active_params != r.params else "")),
          ("dtypes", f"weights {i.weights_dtype.value}, KV cache {i.kv_dtype.value}, matmuls {i.compute_dtype.value}"),
          ("efficiency", f"MFU {i.mfu:g}, MBU {i.mbu:g}" + ("  (ideal lower bound)" if i.mfu == i.mbu == 1 else ""))])
     saving = f"  ({kv.attention}: {kv.saving_vs_mha:.3g}× less than MHA)" if kv.attention != "MHA" else "  (MHA)"
@@ -101,7 +101,7 @@ def roofline(r: Any) -> list[Any]:
     ] + ([("dtypes", f"weights {i.weights_dtype.value}, KV cache {i.kv_dtype.value}")] if r.ops else []))
     out = [head]
     if r.ops:
-        t = Table(title=f"{i.architecture}, one layer: batch {i.batch}, prompt {i.prompt:,}, KV context {i.context:,}",
+        t = Table(title=f"{i.model}, one layer: batch {i.batch}, prompt {i.prompt:,}, KV context {i.context:,}",
                   title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
         for col in ("operation", "FLOPs", "bytes", "FLOP/B", "TFLOP/s", "of peak", "bound"):
             t.add_column(col, justify="left" if col in ("operation", "bound") else "right", no_wrap=True)
@@ -138,7 +138,7 @@ def plot_roofline(result: Any, path: str) -> str:
     ax.set_xlabel("arithmetic intensity (FLOP/byte)")
     ax.set_ylabel("attainable TFLOP/s")
     i = result.inputs
-    ax.set_title(f"{i.gpu} {i.dtype.value}" + (f": {i.architecture}, batch {i.batch}" if i.architecture else ""))
+    ax.set_title(f"{i.gpu} {i.dtype.value}" + (f": {i.model}, batch {i.batch}" if i.model else ""))
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(True, which="both", alpha=0.3)
     try:

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from napkin.accounting.params import ParamCount, count_params
+from napkin.specs.query import CatalogQuery
 from napkin.results import Result
 from napkin.specs.catalog import get_model, model_catalog
 from napkin.specs.model import LinearSpec, TransformerSpec
@@ -18,15 +19,17 @@ class ModelRow(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     spec: TransformerSpec | LinearSpec
-    total: int
-    active: int
+    params: int
+    active_params: int
 
 
 class ModelList(Result):
+    inputs: CatalogQuery
     models: list[ModelRow]
 
 
 class ModelShow(Result):
+    inputs: CatalogQuery
     spec: TransformerSpec | LinearSpec
     file: str | None
     params: ParamCount
@@ -36,8 +39,8 @@ def list_models(specs_dirs: Sequence[str | Path] | None = None) -> ModelList:
     rows = []
     for spec in model_catalog(specs_dirs):
         pc = count_params(spec)
-        rows.append(ModelRow(spec=spec, total=pc.total, active=pc.active))
-    return ModelList(models=rows)
+        rows.append(ModelRow(spec=spec, params=pc.params, active_params=pc.active_params))
+    return ModelList(inputs=CatalogQuery(specs_dirs=[str(x) for x in specs_dirs or []]), models=rows)
 
 
 def show_model(name: str, specs_dirs: Sequence[str | Path] | None = None) -> ModelShow:
@@ -46,4 +49,5 @@ def show_model(name: str, specs_dirs: Sequence[str | Path] | None = None) -> Mod
     cat = model_catalog(specs_dirs)
     file = str(cat.files[spec.name]) if spec.name in cat.files and cat.get(spec.name) == spec else name
     pc = count_params(spec)
-    return ModelShow(spec=spec, file=file, params=pc, steps=pc.steps, notes=list(spec.notes))
+    q = CatalogQuery(name=name, specs_dirs=[str(x) for x in specs_dirs or []])
+    return ModelShow(inputs=q, spec=spec, file=file, params=pc, steps=pc.steps, notes=list(spec.notes))

@@ -13,7 +13,17 @@ from napkin.specs.dtypes import DType
 from napkin.specs.hardware import HardwareSpec
 
 
+class CatalogQuery(BaseModel):
+    """What a catalog listing was asked: a name (show) or none (list), and the user's spec directories."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str | None = None
+    specs_dirs: list[str] = []
+
+
 class HardwareList(Result):
+    inputs: CatalogQuery
     specs: list[HardwareSpec]
     short_names: list[list[str]]
 
@@ -28,6 +38,7 @@ class PeakRow(BaseModel):
 
 
 class HardwareShow(Result):
+    inputs: CatalogQuery
     spec: HardwareSpec
     file: str
     peaks: list[PeakRow]
@@ -37,7 +48,8 @@ def list_hardware(specs_dirs: Sequence[str | Path] | None = None) -> HardwareLis
     cat = hardware_catalog(specs_dirs)
     specs = list(cat)
     short = [[a for a in cat.aliases_of(s.name) if len(a) <= 12] for s in specs]
-    return HardwareList(specs=specs, short_names=short)
+    return HardwareList(inputs=CatalogQuery(specs_dirs=[str(x) for x in specs_dirs or []]), specs=specs,
+                        short_names=short)
 
 
 def show_hardware(name: str, specs_dirs: Sequence[str | Path] | None = None) -> HardwareShow:
@@ -58,4 +70,5 @@ def show_hardware(name: str, specs_dirs: Sequence[str | Path] | None = None) -> 
                       dense / spec.memory_bandwidth_bytes_per_s, "FLOP/B",
                       "Williams, Waterman & Patterson 2009, Roofline, §2")
         rows.append(PeakRow(dtype=dt, dense_flops_per_s=dense, sparse_flops_per_s=sparse, ridge_flops_per_byte=ridge))
-    return HardwareShow(spec=spec, file=str(cat.files[spec.name]), peaks=rows, steps=d.steps)
+    q = CatalogQuery(name=name, specs_dirs=[str(x) for x in specs_dirs or []])
+    return HardwareShow(inputs=q, spec=spec, file=str(cat.files[spec.name]), peaks=rows, steps=d.steps)

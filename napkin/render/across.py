@@ -1,0 +1,47 @@
+"""The `--gpu all` table: one row per catalog GPU, the columns of the command asked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from napkin.render import renders
+from napkin.units import format_bytes, format_duration
+
+
+def _columns(command: str) -> list[tuple[str, Any]]:
+    if command == "train-time":
+        return [("days", lambda r: f"{r.days:,.2f}"), ("GPU-hours", lambda r: f"{r.gpu_hours:,.0f}"),
+                ("cost", lambda r: "—" if r.cost is None else f"${r.cost:,.0f}"),
+                ("energy kWh", lambda r: "—" if r.energy_kwh is None else f"{r.energy_kwh:,.0f}")]
+    if command == "inference":
+        return [("fits", lambda r: "yes" if r.fits else "no"), ("memory/GPU", lambda r: format_bytes(r.total_bytes)),
+                ("TTFT", lambda r: format_duration(r.ttft_s)),
+                ("decode tokens/s", lambda r: f"{r.tokens_per_s_total:,.0f}")]
+    if command == "step-time":
+        return [("step", lambda r: format_duration(r.step_time_s)), ("tokens/s", lambda r: f"{r.tokens_per_s:,.0f}"),
+                ("MFU", lambda r: f"{r.mfu:.3f}"), ("memory/GPU", lambda r: format_bytes(r.memory_bytes)),
+                ("fits", lambda r: "yes" if r.fits else "no")]
+    return []
+
+
+@renders("AcrossGpusResult")
+def across(r: Any) -> list[Any]:
+    from rich.table import Table
+
+    cols = _columns(r.inputs.command)
+    t = Table(title=f"napkin {r.inputs.command} on every catalog GPU", title_justify="left")
+    t.add_column("gpu")
+    for name, _ in cols:
+        t.add_column(name, justify="right")
+    for row in r.rows:
+        if row.error:
+            t.add_row(f"[dim]{row.gpu}[/dim]", *["—"] * len(cols))
+        else:
+            t.add_row(row.gpu, *[fn(row.result) for _, fn in cols])
+    out: list[Any] = [t]
+    from rich.text import Text
+
+    for row in r.rows:
+        if row.error:
+            out.append(Text(f"— {row.gpu}: {row.error}", style="dim"))
+    return out
