@@ -10,7 +10,8 @@ from collections.abc import Iterable
 # its flag. Fields whose flag is not simply --field-name:
 FLAGS = {"memory_bytes": "--memory", "reserve_bytes": "--reserve", "fraction": "--mfu-fraction",
          "model": "--model", "link_bytes_per_s": "--link-bandwidth", "allreduce_latency_s": "--allreduce-latency",
-         "intra_node_bandwidth": "--intra-node-bandwidth", "inter_node_bandwidth": "--inter-node-bandwidth"}
+         "intra_node_bandwidth": "--intra-node-bandwidth", "inter_node_bandwidth": "--inter-node-bandwidth",
+         "step_time_s": "--step-time", "price_per_gpu_hour": "--price-per-gpu-hour"}
 _FIELD = re.compile(r"`([a-z][a-z0-9_]*)`")
 
 

@@ -156,7 +156,7 @@ def test_mqa_tp_replicates_the_cache() -> None:
 
 
 def test_context_beyond_max_refused_unless_allowed() -> None:
-    with pytest.raises(InputError, match="--allow-longer"):
+    with pytest.raises(InputError, match="`allow_longer`"):
         inference(LLAMA2_7B, H100, 1, 4000, 200)
     r = inference(LLAMA2_7B, H100, 1, 4000, 200, allow_longer=True)
     assert any("beyond the model's maximum" in n for n in r.notes)

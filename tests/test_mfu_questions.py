@@ -139,14 +139,14 @@ def test_model_path_keeps_its_fields_and_adds_new_ones(h100):
 # --- contradictory or missing inputs: one line each ------------------------------------------------
 
 @pytest.mark.parametrize("spec, kwargs, message", [
-    ("llama3-8b", dict(gpus=8, params=8e9, tokens_per_s=1e4), "leave out --params"),
+    ("llama3-8b", dict(gpus=8, params=8e9, tokens_per_s=1e4), "leave out `params`"),
     (None, dict(gpus=8, params=8e9, tokens_per_s=1e4, tflops_per_gpu=400), "not both"),
     (None, dict(gpus=8, params=8e9, step_time_s=1.0, batch=8, seq=2048, tflops_per_gpu=400), "not both"),
-    (None, dict(gpus=8, tokens_per_s=1e4), "--model .* or --params"),
-    (None, dict(params=8e9, tokens_per_s=1e4), "--gpus is needed"),
-    (None, dict(gpus=8, params=8e9, tokens_per_s=1e4, recompute="selective"), "selective needs --model"),
-    (None, dict(gpus=8, params=8e9, step_time_s=1.0, batch=8), "--seq"),
-    (None, dict(gpus=8, params=8e9), "--tflops-per-gpu"),
+    (None, dict(gpus=8, tokens_per_s=1e4), "`model` .* or `params`"),
+    (None, dict(params=8e9, tokens_per_s=1e4), "`gpus` is needed"),
+    (None, dict(gpus=8, params=8e9, tokens_per_s=1e4, recompute="selective"), "selective needs `model`"),
+    (None, dict(gpus=8, params=8e9, step_time_s=1.0, batch=8), "`seq`"),
+    (None, dict(gpus=8, params=8e9), "`tflops_per_gpu`"),
     (None, dict(tflops_per_gpu=-1.0), "tflops_per_gpu"),
     (None, dict(gpus=8, params=-1.0, tokens_per_s=1e4), "params"),
 ])

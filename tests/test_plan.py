@@ -75,7 +75,7 @@ def test_days_from_tokens_and_fewest_gpus():
 @pytest.mark.parametrize("kw, msg", [
     (dict(gpus=8, global_batch=8, seq=8192, model="llama3-405b"), "smallest per-GPU footprint"),
     (dict(gpus=8, global_batch=8, seq=1024, fix={"tq": 1}), "unknown dimension"),
-    (dict(global_batch=8, seq=1024), "give --gpus"),
+    (dict(global_batch=8, seq=1024), "give `gpus`"),
     (dict(gpus=26, global_batch=3, seq=1024), "no layout"),  # 12 heads, 12 layers: nothing divides 26 GPUs and B 3
 ])
 def test_errors_are_one_line(kw, msg):

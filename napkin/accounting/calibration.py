@@ -44,7 +44,7 @@ def calibrate(files: str | list[str], c: StepConstants, hw: HardwareSpec, spec: 
             dtype = r.timing.dtype
         if dtype != compute:
             raise InputError(f"'{path}' timed {dtype.value} GEMMs but {precision} computes in {compute.value}; "
-                             f"measure with --dtype {compute.value}")
+                             f"measure with `dtype` {compute.value}")
         if isinstance(r, ModelGemmsResult):
             shapes = [(row.shape.m, row.shape.n, row.shape.k, row.count, row.timing.stats.median_s) for row in r.rows]
         elif isinstance(r, MatmulSweepResult):

@@ -273,11 +273,11 @@ def training_flops(spec: TransformerSpec | LinearSpec, *, tokens: float | None =
     """
     spec = as_model(spec, "spec")
     if tokens is not None and batch is not None:
-        raise InputError("give --tokens D or --batch B (D = B·seq), not both")
+        raise InputError("give `tokens` D or `batch` B (D = B·seq), not both")
     if tokens is None and batch is None:
-        raise InputError("give --tokens D (training tokens; linear net: examples B), or --batch with --seq")
+        raise InputError("give `tokens` D (training tokens; linear net: examples B), or `batch` with `seq`")
     if batch is not None and batch < 1:
-        raise InputError(f"--batch must be a positive whole number, got {batch}")
+        raise InputError(f"`batch` must be a positive whole number, got {batch}")
     note = None
     if isinstance(spec, LinearSpec):
         s = 1

@@ -322,11 +322,11 @@ def _check(spec: TransformerSpec, hw: HardwareSpec, i: InferenceInputs) -> None:
     S = i.prompt + i.generate
     if S > spec.max_context and not i.allow_longer:
         raise InputError(f"prompt + generate = {i.prompt} + {i.generate} = {S} tokens exceeds {spec.name}'s maximum "
-                         f"context of {spec.max_context}; shorten them or pass --allow-longer to extrapolate")
+                         f"context of {spec.max_context}; shorten them or pass `allow_longer` to extrapolate")
     if i.reserve_bytes >= i.memory_bytes:
         raise InputError(f"reserve ({g(i.reserve_bytes)} B) leaves no memory on a {g(i.memory_bytes)} B GPU")
     if i.gpus > 1 and i.link_bytes_per_s is None:
-        raise InputError(f"{hw.name} has no interconnect bandwidth in its profile; pass --link-bandwidth for "
+        raise InputError(f"{hw.name} has no interconnect bandwidth in its profile; pass `link_bandwidth` for "
                          f"tensor parallelism over {i.gpus} GPUs")
     hw.peak(i.compute_dtype)  # refuses a dtype the datasheet has no peak for, with the ones it has
 

@@ -90,34 +90,34 @@ def check_layout(par: Layout, spec: TransformerSpec | LinearSpec | None) -> None
     if G % mp:
         what = f"tp·pp = {t}·{p}" if c == 1 else f"tp·cp·pp = {t}·{c}·{p}"
         raise InputError(f"{what} = {mp} must divide gpus ({G}); use a multiple of {mp} GPUs or smaller "
-                         f"--tp/--pp" + ("/--cp" if c > 1 else ""))
+                         f"`tp`/`pp`" + ("/`cp`" if c > 1 else ""))
     if par.zero and par.dp == 1:
         sym = "tp·pp" if c == 1 else "tp·cp·pp"
         raise InputError(f"ZeRO-{par.zero} shards over data-parallel ranks, but DP = gpus / ({sym}) = {G} / {mp} = 1; "
-                         "use --zero 0 or more GPUs")
+                         "use `zero` 0 or more GPUs")
     if par.vp > 1 and p == 1:
-        raise InputError(f"--vp {par.vp} interleaves the chunks of a pipeline stage: it needs --pp 2 or more")
+        raise InputError(f"`vp` {par.vp} interleaves the chunks of a pipeline stage: it needs `pp` 2 or more")
     if par.ep > 1 and par.dp % par.ep:
         raise InputError(f"ep ({par.ep}) must divide the data-parallel degree DP = {par.dp} (experts are split inside "
                          f"the data-parallel group); use a divisor of {par.dp}")
     if isinstance(spec, LinearSpec):
         if t > 1 or p > 1 or c > 1 or par.ep > 1:
             raise InputError(f"{spec.name} is a deep linear network; napkin splits it over data-parallel ranks only "
-                             f"(use --tp 1 --pp 1)")
+                             f"(use `tp` 1 `pp` 1)")
         return
     if spec is None:
         if t > 1 or p > 1 or c > 1 or par.ep > 1:
-            raise InputError("--tp/--pp/--cp/--ep need an architecture (--model) to split; with --params use data "
-                             "parallelism (--gpus, --zero)")
+            raise InputError("`tp`/`pp`/`cp`/`ep` need an architecture (`model`) to split; with `params` use data "
+                             "parallelism (`gpus`, `zero`)")
         return
     if par.ep > 1 and spec.moe is None:
-        raise InputError(f"--ep {par.ep} splits routed experts, but {spec.name} has none (it is dense); use --ep 1")
+        raise InputError(f"`ep` {par.ep} splits routed experts, but {spec.name} has none (it is dense); use `ep` 1")
     if spec.moe is not None and spec.moe.experts % par.ep:
         raise InputError(f"ep ({par.ep}) must divide the routed experts of {spec.name} ({spec.moe.experts}); use a "
                          f"divisor of {spec.moe.experts}")
     if par.vp > 1 and spec.layers % (p * par.vp):
         raise InputError(f"interleaving needs the layers ({spec.layers}) to divide into pp·vp = {p}·{par.vp} = "
-                         f"{p * par.vp} chunks, as Megatron-LM requires; pick --vp with pp·vp dividing {spec.layers}")
+                         f"{p * par.vp} chunks, as Megatron-LM requires; pick `vp` with pp·vp dividing {spec.layers}")
     heads = spec.heads
     if heads % t:
         raise InputError(f"tp ({t}) must divide the attention heads of {spec.name} ({heads}); "

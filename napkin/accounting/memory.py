@@ -284,7 +284,7 @@ def memory_ledger(
     hardware = as_hardware(hardware)
     model = as_optional_model(model)
     if (model is None) == (params is None):
-        raise InputError("give either a model (--model, for the full ledger) or a parameter count (--params, "
+        raise InputError("give either a model (`model`, for the full ledger) or a parameter count (`params`, "
                          "model state only)")
     prec, opt = require_precision(hardware, precision), get_optimizer(optimizer)
     if layout is not None:

@@ -40,7 +40,7 @@ def max_micro_batch(model: ModelArg | str, hardware: HardwareSpec | str, **setup
     """Largest micro-batch b whose ledger fits: b = ⌊(usable − fixed) / per-sequence⌋."""
     model, hardware = as_optional_model(model), as_hardware(hardware)
     if model is None:
-        raise InputError("the largest micro-batch needs an architecture (--model), not --params")
+        raise InputError("the largest micro-batch needs an architecture (`model`), not `params`")
     setup.pop("batch", None)
     r1 = memory_ledger(model, hardware, batch=1, **setup)
     r2 = memory_ledger(model, hardware, batch=2, **setup)
@@ -192,9 +192,9 @@ def max_model_fit(hardware: HardwareSpec, template: TransformerSpec, *, aspect: 
     template = as_model(template, "template")
     hardware = as_hardware(hardware, "hardware")
     if not isinstance(template, TransformerSpec):
-        raise InputError(f"--like {template.name}: scaling needs a transformer family (e.g. llama3-8b)")
+        raise InputError(f"`like` {template.name}: scaling needs a transformer family (e.g. llama3-8b)")
     if template.moe is not None or template.mla is not None:
-        raise InputError(f"--like {template.name}: scaling needs a dense model without MLA (e.g. llama3-8b)")
+        raise InputError(f"`like` {template.name}: scaling needs a dense model without MLA (e.g. llama3-8b)")
     r = aspect if aspect is not None else template.d_model / template.layers
     if not r > 0 or not math.isfinite(r):
         raise InputError(f"aspect ratio must be a positive number (d_model / layers, e.g. 128), got {r}")

@@ -87,24 +87,24 @@ def mfu(spec: TransformerSpec | LinearSpec | None, hardware: HardwareSpec, gpus:
     spec = as_optional_model(spec, "spec")
     hardware = as_hardware(hardware, "hardware")
     if spec is not None and params is not None:
-        raise InputError("--model counts the FLOPs per token itself: leave out --params")
+        raise InputError("`model` counts the FLOPs per token itself: leave out `params`")
     if tokens_per_s is not None and step_time_s is not None:
-        raise InputError("give the throughput as --tokens-per-s, or as --step-time with --batch and --seq (not both)")
+        raise InputError("give the throughput as `tokens_per_s`, or as `step_time_s` with `batch` and `seq` (not both)")
     throughput = tokens_per_s is not None or step_time_s is not None
     if throughput and tflops_per_gpu is not None:
-        raise InputError("give a throughput (--tokens-per-s or --step-time) or --tflops-per-gpu, not both: "
+        raise InputError("give a throughput (`tokens_per_s` or `step_time_s`) or `tflops_per_gpu`, not both: "
                          "either one determines the other")
     if not throughput and tflops_per_gpu is None:
-        raise InputError("give the throughput as --tokens-per-s, or as --step-time with --batch and --seq, or a "
-                         "quoted --tflops-per-gpu")
+        raise InputError("give the throughput as `tokens_per_s`, or as `step_time_s` with `batch` and `seq`, or a "
+                         "quoted `tflops_per_gpu`")
     if throughput and gpus is None:
-        raise InputError("--gpus is needed: a throughput is the whole cluster's, MFU divides by G · peak")
+        raise InputError("`gpus` is needed: a throughput is the whole cluster's, MFU divides by G · peak")
     if throughput and spec is None and params is None:
-        raise InputError("a throughput needs FLOPs per token: give --model (counted exactly) or --params "
+        raise InputError("a throughput needs FLOPs per token: give `model` (counted exactly) or `params` "
                          "(6N per token)")
     if spec is None and recompute == "selective":
-        raise InputError("--recompute selective needs --model: what it recomputes depends on the architecture "
-                         "(without one, --recompute full counts 8N hardware FLOPs per token, Narayanan et al. 2021 "
+        raise InputError("`recompute` selective needs `model`: what it recomputes depends on the architecture "
+                         "(without one, `recompute` full counts 8N hardware FLOPs per token, Narayanan et al. 2021 "
                          "eq. 4)")
     i = validated(MfuInputs, gpus=1 if gpus is None else gpus, gpu=hardware.name, dtype=parse_dtype(dtype),
                   tokens_per_s=tokens_per_s, step_time_s=step_time_s, batch=batch, seq=seq, recompute=recompute,
@@ -122,9 +122,9 @@ def mfu(spec: TransformerSpec | LinearSpec | None, hardware: HardwareSpec, gpus:
         tps = d.given("observed throughput", "tokens/s", i.tokens_per_s, "tokens/s")
     elif i.step_time_s is not None:
         if i.batch is None:
-            raise InputError("--step-time needs --batch (sequences per step, whole cluster) and --seq")
+            raise InputError("`step_time_s` needs `batch` (sequences per step, whole cluster) and `seq`")
         if i.seq is None and not isinstance(spec, LinearSpec):
-            raise InputError("--step-time needs --seq (tokens per sequence) as well as --batch")
+            raise InputError("`step_time_s` needs `seq` (tokens per sequence) as well as `batch`")
         tps = d.add("observed throughput", "batch · seq / step time", f"{i.batch} × {s} / {g(i.step_time_s)}",
                     i.batch * (s or 1) / i.step_time_s, "tokens/s", DEFINITION)
 

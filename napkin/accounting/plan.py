@@ -152,10 +152,10 @@ def plan(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, global_
                   calibration=calibration)
     if gpus is None:
         if days is None or tokens is None:
-            raise InputError("give --gpus, or --tokens with --days to find the fewest GPUs that train in time")
+            raise InputError("give `gpus`, or `tokens` with `days` to find the fewest GPUs that train in time")
         return _fewest_gpus(model, hardware, i, progress)
     if days is not None:
-        raise InputError("--days asks for the fewest GPUs: leave out --gpus, or leave out --days")
+        raise InputError("`days` asks for the fewest GPUs: leave out `gpus`, or leave out `days`")
     return _search(model, hardware, i, gpus, progress)
 
 
@@ -240,7 +240,7 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
         what = (f"the smallest per-GPU footprint is {smallest[0] / 1e9:.1f} GB with {smallest[1]}" if smallest
                 else "no layout was tried")
         raise InputError(f"no layout of {spec.name} fits {G} × {hw.name}: {what}; the {hw.name} has "
-                         f"{usable / 1e9:.0f} GB (more GPUs, a shorter --seq or a smaller --global-batch help)")
+                         f"{usable / 1e9:.0f} GB (more GPUs, a shorter `seq` or a smaller `global_batch` help)")
     # fastest first; on a tie the lower ZeRO stage, then the lighter recomputation, then less memory
     timed.sort(key=lambda x: (x[0], x[1].inputs.layout.zero, RECOMPUTES.index(x[1].inputs.recompute), x[2]))
     rows = [_row(st, mem) for _, st, mem in timed[:i.top]]

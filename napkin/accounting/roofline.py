@@ -149,7 +149,7 @@ def roofline(hardware: HardwareSpec, dtype: str | DType = DType.bf16, spec: Tran
     hardware = as_hardware(hardware, "hardware")
     if spec is not None and not isinstance(spec, TransformerSpec):
         raise InputError(f"{getattr(spec, 'name', spec)} is not a transformer; the roofline places attention and "
-                         "matmul operations of a transformer (omit --model for the GPU's roofline alone)")
+                         "matmul operations of a transformer (omit `model` for the GPU's roofline alone)")
     i = validated(RooflineInputs, gpu=hardware.name, dtype=parse_dtype(dtype), model=spec.name if spec else None,
                   batch=batch, prompt=prompt, context=context, weights_dtype=parse_dtype(weights_dtype),
                   kv_dtype=parse_dtype(kv_dtype))

@@ -138,10 +138,10 @@ def default_cluster(hw: HardwareSpec, node_size: int | None = None, intra: float
         hw.interconnect_bandwidth_bytes_per_s / 2 if hw.interconnect_bandwidth_bytes_per_s else None)
     out = inter or hw.scale_out_bandwidth_bytes_per_s
     if up is None:
-        raise InputError(f"{hw.name} has no scale-up bandwidth in its profile; pass --intra-node-bandwidth "
+        raise InputError(f"{hw.name} has no scale-up bandwidth in its profile; pass `intra_node_bandwidth` "
                          "(per GPU per direction, e.g. 300GB/s)")
     if out is None:
-        raise InputError(f"{hw.name} has no scale-out bandwidth in its profile; pass --inter-node-bandwidth "
+        raise InputError(f"{hw.name} has no scale-out bandwidth in its profile; pass `inter_node_bandwidth` "
                          "(per GPU per direction, e.g. 25GB/s or 200Gb/s)")
     return validated(Cluster, node_size=n, intra_node_bytes_per_s=up, inter_node_bytes_per_s=out)
 
@@ -151,10 +151,10 @@ def _check(spec: TransformerSpec, lay: Layout, b: int, B: int, s: int) -> int:
     dp = lay.dp
     if B % (b * dp):
         raise InputError(f"global batch {B} must be a multiple of micro-batch × DP = {b} × {dp} = {b * dp}; use "
-                         f"--global-batch {max(1, B // (b * dp)) * b * dp} or another --micro-batch")
+                         f"`global_batch` {max(1, B // (b * dp)) * b * dp} or another `micro_batch`")
     if lay.cp > 1 and s % (2 * lay.cp):
         raise InputError(f"context parallelism splits each sequence into 2·cp = {2 * lay.cp} chunks (Megatron's "
-                         f"load balancing): --seq {s} must be a multiple of {2 * lay.cp}")
+                         f"load balancing): `seq` {s} must be a multiple of {2 * lay.cp}")
     return B // (b * dp)
 
 

@@ -192,7 +192,7 @@ def resize_linear(spec: TransformerSpec | LinearSpec, width: int | None = None, 
     if not isinstance(spec, LinearSpec):
         from napkin.errors import InputError
 
-        raise InputError(f"--width/--depth/--out resize a linear net (e.g. cruncher); '{spec.name}' is a "
+        raise InputError(f"`width`/`depth`/`out` resize a linear net (e.g. cruncher); '{spec.name}' is a "
                          f"{spec.kind}: use a config file or a spec YAML to change its shape")
     update = {k: v for k, v in (("d_model", width), ("layers", depth), ("out_dim", out)) if v is not None}
     tag = ",".join(f"{k[0].upper()}={v}" for k, v in (("D", width), ("L", depth), ("K", out)) if v is not None)
