@@ -147,8 +147,28 @@ def test_model_and_parameter_fields_are_named_the_same_everywhere():
 
 
 # --- the JSON shape is deliberate
+def _all_result_classes() -> list[type[Result]]:
+    import importlib
+    import pkgutil
+
+    for m in pkgutil.walk_packages(napkin.__path__, "napkin."):
+        if ".cli" not in m.name and not m.name.endswith("__main__"):
+            importlib.import_module(m.name)
+    out, todo = [], list(Result.__subclasses__())
+    while todo:
+        c = todo.pop()
+        out.append(c)
+        todo += c.__subclasses__()
+    return sorted(set(out), key=lambda c: c.__name__)
+
+
+@pytest.mark.parametrize("cls", _all_result_classes(), ids=lambda c: c.__name__)
+def test_every_result_class_has_inputs(cls):
+    assert "inputs" in cls.model_fields and "kind" in cls.model_fields
+
+
 def _schemas() -> dict[str, object]:
-    return {type(r).__name__: type(r).model_json_schema() for r in RESULTS}
+    return {c.__name__: c.model_json_schema() for c in _all_result_classes()}
 
 
 def test_json_schemas_match_the_snapshot():

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from napkin.bench.device import BenchError, first_line, resolve_device
-from napkin.bench.models import AllreduceBenchResult, AllreduceEnvironment, AllreduceRow
+from napkin.bench.models import AllreduceBenchResult, AllreduceEnvironment, AllreduceRow, BenchInputs
 from napkin.errors import InputError
 from napkin.results import Derivation, g
 from napkin.specs.dtypes import DType, bytes_per_element, parse_dtype
@@ -256,5 +256,9 @@ def _result(env: AllreduceEnvironment, rows: list[AllreduceRow], iters: int, war
     ]
     notes = ["busbw is one direction's bandwidth; the catalog's link figures (e.g. NVLink4 900 GB/s) count both "
              "directions"]
-    return AllreduceBenchResult(environment=env, method=method, iters=iters, warmup_iters=warmup_iters, rows=rows,
+    asked = BenchInputs(dtype=rows[0].dtype.value if rows else None, device=env.device,
+                        sizes_bytes=[r.size_bytes for r in rows], iters=iters, backend=env.backend,
+                        nproc=env.world_size)
+    return AllreduceBenchResult(inputs=asked, environment=env, method=method, iters=iters, warmup_iters=warmup_iters,
+                                rows=rows,
                                 steps=d.steps, notes=notes)

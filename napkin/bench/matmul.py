@@ -24,6 +24,7 @@ from napkin.bench.device import (
     l2_flush_plan,
 )
 from napkin.bench.models import (
+    BenchInputs,
     GemmShape,
     GemmTiming,
     MatmulBenchResult,
@@ -270,7 +271,11 @@ def bench_matmul(m: int | None = None, n: int | None = None, k: int | None = Non
     d = Derivation()
     mfu = matmul_steps(d, timing, choice)
     notes = [choice.note] if choice.note else []
-    return MatmulBenchResult(environment=bench.environment(choice.hardware, [shape]), method=bench.method(timing),
+    asked = BenchInputs(dtype=None if dtype is None else str(getattr(dtype, "value", dtype)), device=device,
+                        shapes=[[shape.m, shape.n, shape.k]], warmup_s=warmup_s, iters=iters, target_s=target_s,
+                        gpu=gpu, peak_flops_per_s=peak)
+    return MatmulBenchResult(inputs=asked, environment=bench.environment(choice.hardware, [shape]),
+                             method=bench.method(timing),
                              timing=timing, peak=choice, mfu=mfu, steps=d.steps, notes=notes)
 
 
@@ -330,6 +335,10 @@ def sweep_matmul(sizes: Sequence[int] | None = None, *, dtype: str | DType | Non
     if interrupted:
         notes.append(f"interrupted (Ctrl-C) after {len(rows) + len(skipped)} of {len(shapes)} shapes: "
                      "best so far shown")
-    return MatmulSweepResult(environment=bench.environment(choice.hardware, shapes, read_clocks=not interrupted),
+    asked = BenchInputs(dtype=None if dtype is None else str(getattr(dtype, "value", dtype)), device=device,
+                        shapes=[[s.m, s.n, s.k] for s in shapes], warmup_s=warmup_s, iters=iters, target_s=target_s,
+                        gpu=gpu, peak_flops_per_s=peak)
+    return MatmulSweepResult(inputs=asked, environment=bench.environment(choice.hardware, shapes,
+                                                                         read_clocks=not interrupted),
                              method=bench.method(), peak=choice, rows=rows, skipped=skipped, best=best, spread=spread,
                              interrupted=interrupted, steps=d.steps, notes=notes)

@@ -106,6 +106,8 @@ class MatmulBenchResult(Result):
     """`napkin bench-matmul`: one shape, timed; TFLOP/s and the MFU it achieves."""
 
     kind: Literal["bench-matmul"] = "bench-matmul"
+    inputs: BenchInputs | None = Field(default=None, description="what was asked (None in files saved before "
+                                       "napkin recorded it)")
     environment: BenchEnvironment
     method: list[str]
     timing: GemmTiming
@@ -127,6 +129,8 @@ class MatmulSweepResult(Result):
     """`napkin bench-matmul --sweep`: many shapes, the best one and the spread."""
 
     kind: Literal["bench-matmul-sweep"] = "bench-matmul-sweep"
+    inputs: BenchInputs | None = Field(default=None, description="what was asked (None in files saved before "
+                                       "napkin recorded it)")
     environment: BenchEnvironment
     method: list[str]
     peak: PeakChoice
@@ -158,10 +162,28 @@ class AllreduceRow(_Frozen):
     busbw_bytes_per_s: float = Field(description="algbw · 2(n−1)/n")
 
 
+class BenchInputs(_Frozen):
+    """What a benchmark was asked (the measurement itself says what ran: environment, method)."""
+
+    dtype: str | None = Field(default=None, description="requested dtype (None: the device's default)")
+    device: str = "auto"
+    shapes: list[list[int]] = Field(default_factory=list, description="requested GEMM shapes as [M, N, K]")
+    sizes_bytes: list[float] = Field(default_factory=list, description="requested all-reduce sizes")
+    warmup_s: float | None = None
+    iters: int | None = None
+    target_s: float | None = None
+    gpu: str | None = Field(default=None, description="hardware catalog entry given for the peak")
+    peak_flops_per_s: float | None = Field(default=None, description="peak given in place of the catalog's")
+    backend: str | None = None
+    nproc: int | None = None
+
+
 class AllreduceBenchResult(Result):
     """`napkin bench-allreduce`: algorithm and bus bandwidth per size, as nccl-tests defines them."""
 
     kind: Literal["bench-allreduce"] = "bench-allreduce"
+    inputs: BenchInputs | None = Field(default=None, description="what was asked (None in files saved before "
+                                       "napkin recorded it)")
     environment: AllreduceEnvironment
     method: list[str]
     iters: int
