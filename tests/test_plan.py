@@ -144,5 +144,5 @@ def test_plan_answers_on_every_catalog_gpu(gpu):
 
     hw = get_hardware(gpu)
     prec = "bf16-mixed" if DType.bf16 in hw.peak_flops_per_s else "fp16-mixed"
-    r = plan(get_model("llama3-8b"), hw, gpus=8, global_batch=16, seq=2048, precision=prec, top=2)
+    r = plan(get_model("gpt3-1.3b"), hw, gpus=8, global_batch=16, seq=2048, precision=prec, top=2)
     assert r.winner.fits and r.winner.step_time_s > 0
