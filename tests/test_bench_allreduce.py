@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+import uuid
 
 import pytest
 
@@ -73,8 +76,105 @@ def test_without_a_launcher_it_says_how_to_launch(monkeypatch):
 def test_a_failing_rank_is_one_line(monkeypatch):
     for var in ("RANK", "WORLD_SIZE"):
         monkeypatch.delenv(var, raising=False)
-    with pytest.raises(BenchError, match="nccl backend needs CUDA devices"):
+    with pytest.raises(InputError, match="nccl backend needs CUDA devices"):  # refused before spawning
         bench_allreduce(SIZES, nproc=2, device="cpu", backend="nccl")
+    t0 = time.monotonic()
+    with pytest.raises(BenchError, match="process failed: .*would put all 2 ranks of this node on one GPU"):
+        bench_allreduce(SIZES, nproc=2, device="cuda:0")  # each rank refuses it: no rank waits in rendezvous
+    assert time.monotonic() - t0 < 60
+
+
+# -- issue 12: bounded --nproc, Ctrl-C while the ranks start -----------------------------------------------------------
+
+def test_nproc_is_bounded_by_the_machine(cli, monkeypatch):
+    for var in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    t0 = time.monotonic()
+    r = cli("bench-allreduce", "--nproc", "1e6", "--device", "cpu", "--sizes", "4KiB")
+    assert r.exit_code == 2 and "--nproc 1000000" in r.stderr and "CPU core" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and time.monotonic() - t0 < 30  # nothing was spawned
+
+
+def _marked(marker: str) -> list[int]:
+    """Processes whose environment carries ``marker`` (the launcher and every rank it started)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/environ", "rb") as f:
+                    if marker.encode() in f.read():
+                        out.append(int(d))
+            except OSError:
+                pass
+    return out
+
+
+def _launch(tmp_path, sizes: str, iters: str):
+    marker = f"NAPKIN_TEST_MARKER={uuid.uuid4().hex}"
+    env = {**os.environ, "TMPDIR": str(tmp_path), marker.split("=")[0]: marker.split("=")[1]}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        env.pop(var, None)
+    cmd = [sys.executable, "-m", "napkin", "bench-allreduce", "--nproc", "2", "--device", "cpu", "--sizes", sizes,
+           "--iters", iters, "--warmup-iters", "0"]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)  # its own group, so that SIGINT goes to it as a terminal sends it
+    return p, marker
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_while_the_ranks_start_stops_them_all_without_a_traceback(tmp_path):
+    p, marker = _launch(tmp_path, "4KiB", "3")
+    try:
+        assert _wait_for(lambda: list(tmp_path.glob("napkin-allreduce-*/rank1.err")), 60)  # the ranks are starting
+        os.killpg(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "interrupted (Ctrl-C)" in err and "ranks were stopped" in err
+    assert _wait_for(lambda: not _marked(marker), 10), "orphaned ranks"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_after_a_size_prints_the_partial_result_and_exits_130(tmp_path):
+    p, marker = _launch(tmp_path, "4KiB,64MiB", "1000")  # the second size would run for minutes
+
+    def first_row_done() -> bool:
+        for log in tmp_path.glob("napkin-allreduce-*/rank0.jsonl"):
+            if '"row"' in log.read_text():
+                return True
+        return False
+
+    try:
+        assert _wait_for(first_row_done, 90)
+        os.killpg(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err + out
+    assert "4,096" in out and "interrupted (Ctrl-C): 1 size(s) done" in out and "67,108,864" not in out
+    assert _wait_for(lambda: not _marked(marker), 10), "orphaned ranks"
+    assert not list(tmp_path.glob("napkin-allreduce-*")), "the ranks' scratch directory was left behind"
+
+
+def test_save_path_is_checked_before_the_ranks_start(cli, monkeypatch, tmp_path):
+    import napkin.bench.allreduce as ar
+
+    monkeypatch.setattr(ar, "_spawn", lambda *a, **k: pytest.fail("spawned before checking --save"))
+    r = cli("bench-allreduce", "--nproc", "2", "--device", "cpu", "--save", str(tmp_path / "nodir" / "x.json"))
+    assert r.exit_code == 2 and "no directory" in r.stderr
 
 
 def test_cli_refuses_a_single_process(cli):

@@ -14,8 +14,7 @@ import pytest
 
 from napkin.bench.allreduce import algorithm_bandwidth, bus_bandwidth, launched_by_torchrun
 from napkin.bench.device import (
-    L2_FLUSH_MARGIN,
-    MIN_FLUSH_BYTES,
+    FLUSH_BYTES,
     DeviceError,
     ShapeDoesNotFit,
     check_fits,
@@ -67,6 +66,12 @@ def test_cuda_requested_but_absent_says_why():
     ("NVIDIA A100-SXM4-80GB", "a100-sxm-80gb"),
     ("NVIDIA A100-SXM4-40GB", "a100-sxm-40gb"),
     ("NVIDIA H200", "h200"),
+    # issue 14 (10): these reported TFLOP/s without MFU
+    ("NVIDIA GH200 480GB", "gh200"),
+    ("NVIDIA H200 NVL", "h200-nvl"),
+    ("NVIDIA H800", "h800"),
+    ("NVIDIA A100-PCIE-40GB", "a100-pcie-40gb"),
+    ("Tesla V100-SXM2-16GB", "v100-sxm2-16gb"),
 ])
 def test_torch_device_names_match_their_catalog_entry(name, entry):
     assert match_hardware(name).name == entry
@@ -114,14 +119,12 @@ def _operands(n: int, bytes_per: int) -> int:
     return 3 * n * n * bytes_per  # A, B and C of an n³ GEMM
 
 
-def test_l2_is_flushed_only_on_a_gpu_and_only_when_the_operands_could_stay_in_it():
-    assert l2_flush_plan("cpu", 1e3, H100_L2) == (False, 0)
-    assert l2_flush_plan("cuda", _operands(2048, 2), None) == (False, 0)  # L2 size unknown
-    assert l2_flush_plan("cuda", _operands(2048, 2), H100_L2) == (True, 2 * H100_L2)  # 25 MB of bf16 operands
-    assert l2_flush_plan("cuda", _operands(8192, 2), H100_L2) == (False, 0)  # 403 MB stream from HBM anyway
-    edge = L2_FLUSH_MARGIN * H100_L2
-    assert l2_flush_plan("cuda", edge, H100_L2)[0] and not l2_flush_plan("cuda", edge + 1, H100_L2)[0]
-    assert l2_flush_plan("cuda", 1e3, 2**20) == (True, MIN_FLUSH_BYTES)
+def test_caches_are_flushed_before_every_call_on_a_gpu_with_256_mib_as_do_bench_does():
+    # issue 14 (7): the old rule looked at A+B+C, so a skinny A and B beside a big C were never flushed.
+    assert l2_flush_plan("cpu", H100_L2) == (False, 0)
+    assert l2_flush_plan("cuda", None) == (True, FLUSH_BYTES) == (True, 256 * 2**20)  # L2 size unknown: flush anyway
+    assert l2_flush_plan("cuda", H100_L2) == (True, 256 * 2**20)  # 2 × 50 MiB < 256 MiB
+    assert l2_flush_plan("cuda", 192 * 2**20) == (True, 384 * 2**20)  # a bigger cache: twice it
 
 
 @pytest.mark.parametrize(("capability", "ok"), [((7, 0), False), ((8, 0), False), ((8, 6), False), ((8, 9), True),

@@ -14,7 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from napkin.bench.device import L2_FLUSH_MARGIN, BenchError, DeviceError, ShapeDoesNotFit  # noqa: E402
+from napkin.bench.device import BenchError, DeviceError, ShapeDoesNotFit  # noqa: E402
 from napkin.bench.matmul import GemmBench, bench_matmul, matmul_precision, sweep_matmul  # noqa: E402
 from napkin.bench.models import MatmulBenchResult, MatmulSweepResult  # noqa: E402
 from napkin.errors import InputError  # noqa: E402
@@ -236,6 +236,84 @@ def test_cli_plot_writes_a_png(cli, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+# -- issue 12: outputs checked first, saved last; what is refused ----------------------------------------------------
+
+@pytest.mark.parametrize("flag, name", [("--save", "x.json"), ("--plot", "x.png")])
+def test_an_output_path_that_cannot_be_written_is_refused_before_measuring(cli, monkeypatch, tmp_path, flag, name):
+    if flag == "--plot":
+        pytest.importorskip("matplotlib")
+    monkeypatch.setattr(GemmBench, "time", lambda self, shape: pytest.fail("measured before checking the path"))
+    args = ["--sizes", "16"] if flag == "--plot" else ["--size", "16"]
+    r = cli("bench-matmul", *QUICK_CLI, *args, flag, str(tmp_path / "nodir" / name))
+    assert r.exit_code == 2 and f"{flag} " in r.stderr and "no directory" in r.stderr
+    (tmp_path / name).mkdir()
+    r = cli("bench-matmul", *QUICK_CLI, *args, flag, str(tmp_path / name))
+    assert r.exit_code == 2 and "is a directory" in r.stderr
+
+
+def test_the_result_is_printed_even_when_saving_fails(cli, monkeypatch, tmp_path):
+    import napkin.bench.saved as saved
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(saved.os, "replace", full_disk)
+    out = tmp_path / "m.json"
+    r = cli("bench-matmul", *QUICK_CLI, "--size", "32", "--save", str(out))
+    assert r.exit_code == 2
+    assert "achieved (median)" in r.stdout  # the measurement is not lost
+    assert "No space left on device" in r.stderr and "not saved" in r.stderr
+    assert not out.exists() and not list(tmp_path.iterdir())  # no temporary file left behind
+
+
+def test_size_zero_is_refused_not_taken_as_the_default():
+    with pytest.raises(InputError, match="`size` must be at least 1, got 0"):
+        bench_matmul(size=0, **QUICK)
+    with pytest.raises(InputError, match="`size` must be at least 1"):
+        sweep_matmul(m=[16], size=0, **QUICK)
+
+
+@pytest.mark.parametrize("flag", ["--seq", "--batch"])
+def test_batch_and_seq_without_shapes_from_name_the_flag_they_need(cli, flag):
+    r = cli("bench-matmul", *QUICK_CLI, flag, "128")
+    assert r.exit_code == 2 and flag in r.stderr and "--shapes-from" in r.stderr
+
+
+def test_a_negative_warmup_is_reported_in_ms(cli):
+    r = cli("bench-matmul", *QUICK_CLI[:2], "--warmup-ms", "-1", "--size", "16")
+    assert r.exit_code == 2 and "got -1 ms" in r.stderr
+    r = cli("validate", "--device", "cpu", "--warmup-ms", "-1")
+    assert r.exit_code == 2 and "got -1 ms" in r.stderr
+    with pytest.raises(InputError, match="got -2.5 ms"):
+        GemmBench("fp32", "cpu", warmup_s=-0.0025)
+
+
+def test_a_peak_below_any_device_is_refused_before_measuring(cli, monkeypatch):
+    monkeypatch.setattr(GemmBench, "time", lambda self, shape: pytest.fail("measured with an impossible peak"))
+    r = cli("bench-matmul", *QUICK_CLI, "--size", "16", "--peak", "1")
+    assert r.exit_code == 2 and "--peak 1 FLOP/s is below any device" in r.stderr
+
+
+def test_a_peak_below_the_achieved_rate_gives_no_mfu_and_says_why(cli, monkeypatch):
+    import napkin.bench.matmul as matmul
+
+    real = matmul.time_calls
+
+    def fast(*args, **kw):  # as if each call took a nanosecond: 2·64³ FLOPs / 1e-9 s = 524 TFLOP/s
+        stats, times = real(*args, **kw)
+        return stats.model_copy(update={"min_s": 1e-9, "median_s": 1e-9, "max_s": 1e-9}), times
+
+    monkeypatch.setattr(matmul, "time_calls", fast)
+    r = bench_matmul(size=64, peak=67e12, **QUICK)
+    assert r.timing.flops_per_s > 67e12 and r.mfu is None
+    assert any("above the dense peak" in n and "impossible" in n for n in r.notes)
+    assert "MFU" not in [s.name for s in r.steps]
+    s = sweep_matmul([64], peak=67e12, **QUICK)
+    assert s.rows[0].mfu is None and any("above the dense peak" in n for n in s.notes)
+    out = cli("bench-matmul", *QUICK_CLI, "--size", "64", "--peak", "67T")
+    assert out.exit_code == 0 and "above this peak" in out.stdout
+
+
 PROBE = r"""
 import json, sys
 from napkin.cli import app
@@ -253,10 +331,9 @@ def test_bench_matmul_help_does_not_import_torch():
 
 @cuda
 def test_gpu_measurement_uses_cuda_events_and_the_catalog_peak():
-    r = bench_matmul(size=2048, dtype="bf16", device="cuda", warmup_s=0.05, iters=20)
+    r = bench_matmul(size=2048, dtype="bf16", device="cuda", warmup_s=0.05, iters=20, device_warmup_s=1.0)
     assert r.timing.stats.timer == "cuda-events" and r.environment.cuda_version == torch.version.cuda
-    l2 = r.environment.l2_cache_bytes
-    assert r.timing.l2_flush == bool(l2 and r.timing.operand_bytes <= L2_FLUSH_MARGIN * l2)  # 25 MB: flushed on A100+
+    assert r.timing.l2_flush  # every call on a GPU (issue 14: do_bench / mamf-finder's 256 MiB)
     assert r.environment.clocks is None or r.environment.clocks.source in ("nvidia-smi", "torch.cuda.clock_rate")
     if r.peak.hardware is not None:  # a catalog GPU: MFU against its dense bf16 peak
         assert 0 < r.mfu <= 1
@@ -267,7 +344,7 @@ def test_gpu_measurement_uses_cuda_events_and_the_catalog_peak():
 def test_gpu_fp32_and_tf32_both_run_and_leave_the_tf32_switch_as_it_was():
     before = torch.backends.cuda.matmul.allow_tf32
     for dtype in ("fp32", "tf32"):
-        r = bench_matmul(size=1024, dtype=dtype, device="cuda", warmup_s=0.02, iters=10)
+        r = bench_matmul(size=1024, dtype=dtype, device="cuda", warmup_s=0.02, iters=10, device_warmup_s=0)
         assert r.timing.dtype.value == dtype and r.timing.flops_per_s > 0
     assert torch.backends.cuda.matmul.allow_tf32 == before
 
@@ -276,7 +353,8 @@ def test_gpu_fp32_and_tf32_both_run_and_leave_the_tf32_switch_as_it_was():
 def test_gpu_fp8_runs_where_the_capability_allows_it():
     major, minor = torch.cuda.get_device_capability()
     if (major, minor) >= (8, 9):
-        assert bench_matmul(size=1024, dtype="fp8", device="cuda", warmup_s=0.02, iters=10).timing.flops_per_s > 0
+        assert bench_matmul(size=1000, dtype="fp8", device="cuda", warmup_s=0.02, iters=10,
+                            device_warmup_s=0).timing.flops_per_s > 0  # K = N = 1000: padded to 1008
     else:
         with pytest.raises(BenchError, match="not supported on this device"):
             GemmBench("fp8", "cuda")

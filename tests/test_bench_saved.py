@@ -144,3 +144,35 @@ def test_reading_a_measurement_does_not_import_torch(saved):
                          text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+# -- issue 12: --save replaces the file in one rename ------------------------------------------------------------------
+
+def test_a_failed_save_keeps_the_previous_file_whole(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    path = tmp_path / "m.json"
+    save_result(_single(0.8), path)
+    good = path.read_text()
+    real = Path.write_text
+
+    def half_then_disk_full(self, data, *a, **kw):  # the disk fills up halfway through the JSON
+        real(self, data[: len(data) // 2], *a, **kw)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", half_then_disk_full)
+    with pytest.raises(InputError, match="No space left on device"):
+        save_result(_single(0.5), path)
+    monkeypatch.undo()
+    assert path.read_text() == good and load_measurement(path).mfu == 0.8  # not truncated, not replaced
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]  # no temporary file left
+
+
+def test_a_save_replaces_the_file_and_keeps_its_permissions(tmp_path):
+    import os
+
+    path = tmp_path / "m.json"
+    path.write_text("old")
+    os.chmod(path, 0o640)
+    save_result(_single(0.5), path)
+    assert load_measurement(path).mfu == 0.5 and (path.stat().st_mode & 0o777) == 0o640

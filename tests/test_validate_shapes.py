@@ -79,7 +79,7 @@ def test_timed_gemms_give_the_flop_weighted_rate():
     assert r.flops_per_s == pytest.approx(r.gemm_flops / r.gemm_time_s)
     assert r.mfu == pytest.approx(r.flops_per_s / 1e12)
     # one timing per distinct shape, shared by the GEMMs that have it
-    distinct = {(row.shape.m, row.shape.n, row.shape.k) for row in r.rows}
+    distinct = {(row.shape.m, row.shape.n, row.shape.k, row.shape.layout) for row in r.rows}
     assert len({id(row.timing) for row in r.rows}) <= len(distinct) <= len(r.rows)
     assert all(row.timing.stats.iters == 3 for row in r.rows)
     fc = count_flops(spec, 32, 16)

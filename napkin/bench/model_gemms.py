@@ -4,9 +4,14 @@ The shapes come from the layer plan (napkin.accounting.layers): the one descript
 and FLOP counts use. With T = B·s tokens, each weight matrix W (fan_in × fan_out) takes
 part in three GEMMs per training step, each 2·T·in·out FLOPs (backward = 2 × forward, Kaplan et al. 2020):
 
-    forward       Y  = X·W      (T × in) @ (in × out)     M = T,  N = out, K = in
-    input grad    dX = dY·Wᵀ    (T × out) @ (out × in)    M = T,  N = in,  K = out
-    weight grad   dW = Xᵀ·dY    (in × T) @ (T × out)      M = in, N = out, K = T
+    forward       Y  = X·W      (T × in) @ (in × out)     M = T,  N = out, K = in    layout nt
+    input grad    dX = dY·Wᵀ    (T × out) @ (out × in)    M = T,  N = in,  K = out   layout nn
+    weight grad   dW = Xᵀ·dY    (in × T) @ (T × out)      M = in, N = out, K = T     layout tn
+
+The layouts are those autograd hands cuBLAS for an nn.Linear, whose weight is stored (out × in): the forward's B is
+that weight transposed (column-major), the input gradient's B is the weight as stored (row-major), the weight
+gradient's A is Xᵀ (column-major). fp8 (torch._scaled_mm) runs every GEMM with A row-major and B column-major, K and
+N padded to 16, as fp8 recipes transpose and pad while casting; the method says so.
 
 MoE experts each get T·top_k/E tokens (balanced routing). Each distinct shape is timed once with ``GemmBench``
 (bench-matmul's method) and counted as often as it occurs (layers, experts). The model's achievable MFU is
@@ -25,9 +30,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from napkin.accounting.layers import Linear, layer_plan
-from napkin.bench.device import BenchError, ShapeDoesNotFit, choose_peak
+from napkin.bench.device import BenchError, ShapeDoesNotFit, choose_peak, plausible_mfu
 from napkin.bench.matmul import FLOPS_SOURCE, MFU_SOURCE, GemmBench, Progress
-from napkin.bench.models import BenchEnvironment, GemmShape, GemmTiming, PeakChoice, SkippedShape
+from napkin.bench.models import BenchEnvironment, GemmShape, GemmTiming, Layout, PeakChoice, SkippedShape
 from napkin.bench.timer import DEFAULT_TARGET_S, DEFAULT_WARMUP_S
 from napkin.errors import InputError
 from napkin.results import DEFINITION, KAPLAN, Derivation, Result, g
@@ -37,6 +42,7 @@ from napkin.validation import Inputs, PositiveInt, validated
 
 Phase = Literal["forward", "input grad", "weight grad"]
 PHASES: tuple[Phase, ...] = ("forward", "input grad", "weight grad")
+PHASE_LAYOUTS: dict[Phase, Layout] = {"forward": "nt", "input grad": "nn", "weight grad": "tn"}  # nn.Linear's
 SRC_PHASES = f"{KAPLAN}: per weight matrix, forward Y = XW, backward dX = dY·Wᵀ and dW = Xᵀ·dY, 2·T·in·out FLOPs each"
 
 
@@ -103,7 +109,8 @@ def model_gemm_shapes(spec: TransformerSpec, batch: int, seq: int) -> list[tuple
         t = T if share == 1.0 else max(1, math.ceil(T * share))
         i, o = lin.fan_in, lin.fan_out
         for phase, (m, n, k) in zip(PHASES, ((t, o, i), (t, i, o), (i, o, t)), strict=True):
-            rows.append((label, phase, GemmShape(m=m, n=n, k=k, label=f"{label} {phase}"), count))
+            rows.append((label, phase, GemmShape(m=m, n=n, k=k, label=f"{label} {phase}",
+                                                 layout=PHASE_LAYOUTS[phase]), count))
     return rows
 
 
@@ -111,7 +118,8 @@ def bench_model_gemms(model: str | TransformerSpec, *, batch: int = 1, seq: int 
                       dtype: str | DType | None = None, device: str = "auto", warmup_s: float = DEFAULT_WARMUP_S,
                       iters: int | None = None, target_s: float = DEFAULT_TARGET_S, gpu: str | None = None,
                       peak: float | None = None, specs_dirs: Sequence[str | Path] | None = None,
-                      progress: Progress | None = None) -> ModelGemmsResult:
+                      progress: Progress | None = None, fast_accum: bool = False,
+                      device_warmup_s: float | None = None) -> ModelGemmsResult:
     """Time every distinct weight GEMM of ``model`` at ``batch`` × ``seq`` tokens; the FLOP-weighted MFU."""
     from napkin.accounting.flops import count_flops
 
@@ -128,31 +136,43 @@ def bench_model_gemms(model: str | TransformerSpec, *, batch: int = 1, seq: int 
     if seq is None:
         seq = spec.max_context
         notes.append(f"--seq not given: using {spec.name}'s maximum context, {seq} tokens.")
-    bench = GemmBench(dtype, device, warmup_s=warmup_s, iters=iters, target_s=target_s)
+    bench = GemmBench(dtype, device, warmup_s=warmup_s, iters=iters, target_s=target_s, fast_accum=fast_accum,
+                      device_warmup_s=device_warmup_s)
     i = validated(ModelGemmsInputs, model=spec.name, batch=batch, seq=seq, dtype=bench.dtype)
     choice = choose_peak(bench.dtype, bench.device.type, bench.device_name, gpu=gpu, peak=peak, specs_dirs=specs_dirs)
     P = choice.peak_flops_per_s
     wanted = model_gemm_shapes(spec, i.batch, i.seq)
-    distinct = list(dict.fromkeys((s.m, s.n, s.k) for _, _, s, _ in wanted))
-    timed: dict[tuple[int, int, int], GemmTiming] = {}
+
+    def key(s: GemmShape) -> tuple[int, int, int, str]:  # what runs: fp8 pads and fixes the layout
+        r = bench.run_shape(s)
+        return (s.m, s.n, s.k, r.layout)
+
+    distinct = list(dict.fromkeys(key(s) for _, _, s, _ in wanted))
+    timed: dict[tuple[int, int, int, str], GemmTiming] = {}
     skipped: list[SkippedShape] = []
-    for n, (m, nn, k) in enumerate(distinct):
-        shape = next(s for _, _, s, _ in wanted if (s.m, s.n, s.k) == (m, nn, k))
+    for n, want in enumerate(distinct):
+        shape = next(s for _, _, s, _ in wanted if key(s) == want)
         if progress is not None:
             progress(n, len(distinct), shape)
         try:
-            timed[(m, nn, k)] = bench.time(shape)
+            timed[want] = bench.time(shape)
         except (ShapeDoesNotFit, BenchError) as e:
             skipped.append(SkippedShape(shape=shape, reason=str(e)))
     if progress is not None:
         progress(len(distinct), len(distinct), None)
     rows = []
+    untimed_flops = 0.0
+    implausible: list[str] = []
     for label, phase, shape, count in wanted:
-        t = timed.get((shape.m, shape.n, shape.k))
+        t = timed.get(key(shape))
         if t is None:
+            untimed_flops += count * shape.flops
             continue
+        mfu_row, why = plausible_mfu(t.flops_per_s, choice)
+        if why and not implausible:
+            implausible.append(why)
         rows.append(ModelGemm(label=label, phase=phase, shape=shape, count=count, flops=count * shape.flops,
-                              timing=t, time_s=count * t.stats.median_s, mfu=t.flops_per_s / P if P else None))
+                              timing=t, time_s=count * t.stats.median_s, mfu=mfu_row))
     if not rows:
         raise BenchError(f"no GEMM of {spec.name} could be timed: {skipped[0].reason if skipped else 'none found'}")
     d = Derivation()
@@ -165,10 +185,12 @@ def bench_model_gemms(model: str | TransformerSpec, *, batch: int = 1, seq: int 
     rate = d.add("achieved FLOP/s over the model's GEMMs", "Σ FLOPs / Σ time", f"{g(F)} / {g(t)}", F / t, "FLOP/s",
                  "FLOP-weighted harmonic mean of the per-GEMM rates")
     mfu = None
-    if P is not None:
+    if P is not None and rate <= P:
         Pk = d.given(f"dense {bench.dtype.value} peak", "P", P, "FLOP/s", choice.source or "")
         mfu = d.add("achievable MFU for this model", "achieved / P", f"{g(rate)} / {g(Pk)}", rate / Pk, "fraction",
                     MFU_SOURCE)
+    elif P is not None:
+        implausible = implausible or [plausible_mfu(rate, choice)[1] or ""]
     model_flops = count_flops(spec, T, i.seq, causal=True).model_flops
     M = d.given("model FLOPs per step (napkin, causal)", "C", model_flops, "FLOP",
                 "napkin.accounting.flops.count_flops")
@@ -176,14 +198,23 @@ def bench_model_gemms(model: str | TransformerSpec, *, batch: int = 1, seq: int 
                 "the rest: attention's QKᵀ and ·V (batched GEMMs) and any rounding of expert tokens")
     if choice.note:
         notes.append(choice.note)
+    notes += implausible + bench.notes
     notes += [f"skipped: {s.reason}" for s in skipped]
+    if skipped:
+        share = untimed_flops / (untimed_flops + F)
+        notes.append(f"the achieved rate and MFU cover the GEMMs that ran: {len(skipped)} distinct shape(s), "
+                     f"{share:.1%} of the GEMM FLOPs, could not be timed and are left out")
     if spec.moe is not None:
         notes.append("MoE: each routed expert's GEMMs are timed at T·top_k/E tokens (balanced routing); real routing "
                      "is uneven, and grouped-GEMM kernels differ from one GEMM per expert.")
+    layouts = ("all with A row-major and B column-major, as torch._scaled_mm requires (fp8 recipes transpose while "
+               "casting)" if bench.dtype is DType.fp8 else
+               "in the layouts autograd gives cuBLAS for nn.Linear: forward nt (B = Wᵀ column-major), input "
+               "gradient nn (W as stored), weight gradient tn (A = Xᵀ column-major)")
     method = bench.method() + [
         "shapes: every weight matrix of the model (napkin.accounting.layers: the layer plan; LM head h×V) in its "
         "forward (Y = X·W), input-gradient (dX = dY·Wᵀ) and weight-gradient (dW = Xᵀ·dY) GEMMs; Q, K and V "
-        "unfused, as the plan lists them",
+        f"unfused, as the plan lists them; {layouts}",
         "each distinct shape timed once; the model's rate = Σ FLOPs / Σ count·t_median over every GEMM of a step",
     ]
     env = bench.environment(choice.hardware, [r.shape for r in rows if r.phase == "forward"])

@@ -14,6 +14,15 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
+# How A and B sit in memory, cuBLAS-style letters against row-major: N = stored as used (row-major), T = a transposed
+# view (column-major). "nt" is nn.Linear's forward X·Wᵀ (B = Wᵀ, column-major), "nn" its input gradient dY·W, "tn"
+# its weight gradient Xᵀ·dY (A = Xᵀ, column-major).
+Layout = Literal["nt", "nn", "tn"]
+LAYOUTS: dict[str, str] = {"nt": "A row-major, B column-major (X·Wᵀ, as nn.Linear's forward)",
+                           "nn": "A and B row-major (dY·W, the input gradient)",
+                           "tn": "A column-major, B row-major (Xᵀ·dY, the weight gradient)"}
+
+
 class GemmShape(_Frozen):
     """C (M×N) = A (M×K) @ B (K×N)."""
 
@@ -21,6 +30,8 @@ class GemmShape(_Frozen):
     n: int = Field(gt=0)
     k: int = Field(gt=0)
     label: str | None = Field(default=None, description="what the GEMM is, e.g. 'mlp.up' (for model shapes)")
+    layout: Layout = Field(default="nt", description="memory order of A and B: nt = X·Wᵀ (nn.Linear's forward), "
+                                                     "nn = dY·W, tn = Xᵀ·dY")
 
     @property
     def flops(self) -> float:
@@ -30,6 +41,26 @@ class GemmShape(_Frozen):
     def __str__(self) -> str:
         dims = f"{self.m}³" if self.m == self.n == self.k else f"{self.m}×{self.k} @ {self.k}×{self.n}"
         return f"{self.label}: {dims}" if self.label else dims
+
+
+class ClockSummary(_Frozen):
+    """SM clock, power and temperature sampled in a thread WHILE the timed calls ran (not after them)."""
+
+    source: str = Field(description="nvml (pynvml), nvidia-smi, or torch.cuda (pynvml / amdsmi)")
+    samples: int = Field(description="readings taken during the timed calls")
+    period_s: float = Field(description="time between readings")
+    sm_mhz_min: float | None = None
+    sm_mhz_median: float | None = None
+    sm_mhz_max: float | None = None
+    max_sm_mhz: float | None = Field(default=None, description="the part's maximum SM clock, where the driver says")
+    power_w_mean: float | None = None
+    power_w_max: float | None = None
+    power_limit_w: float | None = Field(default=None, description="the enforced board power limit")
+    temperature_c_max: float | None = None
+    reasons: list[str] = Field(default_factory=list, description="clock-limiting reasons the driver reported during "
+                                                                 "the calls (power cap, thermal slowdown...)")
+    capped: Literal["power", "thermal", "power and thermal"] | None = Field(
+        default=None, description="whether the GPU was held below its clocks by power or heat during the calls")
 
 
 class TimingStats(_Frozen):
@@ -43,6 +74,7 @@ class TimingStats(_Frozen):
     mean_s: float
     warmup_s: float = Field(description="wall time spent warming up before timing")
     warmup_iters: int
+    clocks: ClockSummary | None = Field(default=None, description="sampled during the timed calls (GPU only)")
 
 
 class GemmTiming(_Frozen):
@@ -57,10 +89,19 @@ class GemmTiming(_Frozen):
     stats: TimingStats
     flops_per_s: float = Field(description="achieved, from the median time")
     best_flops_per_s: float = Field(description="from the fastest call")
+    ran_as: GemmShape | None = Field(default=None, description="the shape and layout actually run where they differ "
+                                     "from the one asked (fp8: K and N padded to 16, A row-major and B column-major); "
+                                     "FLOPs and rates count the shape asked")
+    busy_before_s: float | None = Field(default=None, description="seconds the GPU had been under load when the timed "
+                                        "calls began (device warm-up, earlier shapes, this shape's warm-up)")
+    regime: Literal["burst", "sustained"] | None = Field(
+        default=None, description="sustained: timed after at least SUSTAINED_AFTER_S of load; burst: a cooler GPU "
+                                  "(GPU only)")
 
 
 class GpuClocks(_Frozen):
-    """Clocks and power read right after the timed loop (None where the driver would not say)."""
+    """Clocks and power read once, after the timed loops (None where the driver would not say); the figures taken
+    during the calls are each timing's ``stats.clocks``."""
 
     source: str
     sm_mhz: float | None = None
@@ -91,6 +132,11 @@ class BenchEnvironment(_Frozen):
     clocks: GpuClocks | None = None
     dtype: DType | None = None
     shapes: list[str] = Field(default_factory=list)
+    libraries: dict[str, str] = Field(default_factory=dict, description="GPU library versions (cuBLASLt, cuDNN, NCCL, "
+                                      "hipBLASLt) as loaded by this process")
+    matmul_flags: dict[str, str] = Field(default_factory=dict, description="torch's matmul precision switches during "
+                                         "the timed calls (TF32, reduced-precision reductions) and the environment "
+                                         "variables that change the kernels")
 
 
 class PeakChoice(_Frozen):
@@ -160,6 +206,10 @@ class AllreduceRow(_Frozen):
     max_time_s: float = Field(description="slowest rank's per-call time")
     algbw_bytes_per_s: float = Field(description="S / t")
     busbw_bytes_per_s: float = Field(description="algbw · 2(n−1)/n")
+    launch_s: float | None = Field(default=None, description="host time to enqueue one call (CUDA: the calls are "
+                                   "asynchronous)")
+    host_bound: bool = Field(default=False, description="the host took nearly all of t to enqueue the calls: the "
+                             "GPU waited on Python, so t is launch overhead, not the all-reduce")
 
 
 class BenchInputs(_Frozen):
@@ -176,6 +226,8 @@ class BenchInputs(_Frozen):
     peak_flops_per_s: float | None = Field(default=None, description="peak given in place of the catalog's")
     backend: str | None = None
     nproc: int | None = None
+    fast_accum: bool | None = Field(default=None, description="fp8: torch._scaled_mm's use_fast_accum")
+    device_warmup_s: float | None = Field(default=None, description="load run once before the first shape")
 
 
 class AllreduceBenchResult(Result):
@@ -189,3 +241,4 @@ class AllreduceBenchResult(Result):
     iters: int
     warmup_iters: int
     rows: list[AllreduceRow]
+    interrupted: bool = Field(default=False, description="stopped by Ctrl-C: the rows are the sizes done so far")

@@ -28,7 +28,24 @@ def plot_sweep(result: MatmulSweepResult, path: str | Path) -> None:
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     FigureCanvasAgg(fig)  # draws to a file, no display needed
     ax = fig.add_subplot()
-    pts = sorted((r.timing.shape.m, r.timing.flops_per_s / 1e12) for r in result.rows)
+    shapes = [r.timing.shape for r in result.rows]
+    varying = [d for d in "mnk" if len({getattr(s, d) for s in shapes}) > 1]
+    if all(s.m == s.n == s.k for s in shapes):
+        def x_of(s):
+            return s.m
+        xlabel = "M = N = K"
+    elif len(varying) == 1:
+        dim = varying[0]
+
+        def x_of(s):
+            return getattr(s, dim)
+        fixed = ", ".join(f"{d.upper()} = {getattr(shapes[0], d)}" for d in "mnk" if d != dim)
+        xlabel = f"{dim.upper()} ({fixed})"
+    else:
+        def x_of(s):
+            return round((s.m * s.n * s.k) ** (1 / 3))
+        xlabel = "(M·N·K)^(1/3)"
+    pts = sorted((x_of(r.timing.shape), r.timing.flops_per_s / 1e12) for r in result.rows)
     pow2 = [(s, t) for s, t in pts if s & (s - 1) == 0]
     ax.plot([s for s, _ in pts], [t for _, t in pts], color="0.6", lw=1, zorder=1)
     ax.scatter([s for s, _ in pts], [t for _, t in pts], s=18, facecolors="none", edgecolors="tab:blue",
@@ -40,11 +57,11 @@ def plot_sweep(result: MatmulSweepResult, path: str | Path) -> None:
                    label=f"dense peak {result.peak.peak_flops_per_s / 1e12:g} TFLOP/s")
     if result.best is not None:
         b = result.best.timing
-        ax.annotate(f"best {b.flops_per_s / 1e12:.4g} @ {b.shape.m}", (b.shape.m, b.flops_per_s / 1e12),
+        ax.annotate(f"best {b.flops_per_s / 1e12:.4g} @ {b.shape}", (x_of(b.shape), b.flops_per_s / 1e12),
                     textcoords="offset points", xytext=(-10, 8), ha="right", fontsize=8)
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(ScalarFormatter())  # 1024, not 2^10
-    ax.set_xlabel("M = N = K")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("achieved TFLOP/s (median)")
     dtype = env.dtype.value if env.dtype else ""
     ax.set_title(f"napkin bench-matmul --sweep: {dtype} on {env.device_name} (torch {env.torch_version})",

@@ -119,6 +119,8 @@ class Attention(nn.Module):
         self.k = nn.Linear(h, k * d, bias=qkv_b, **fk)
         self.v = nn.Linear(h, k * d, bias=qkv_b, **fk)
         self.o = nn.Linear(a * d, h, bias=spec.attention_bias == "all", **fk)
+        if spec.attention_sinks:  # GPT-OSS: a learned sink logit per head (parameters only; not in the softmax here)
+            self.sinks = nn.Parameter(torch.zeros(a, **fk))
         self.qk_norm_kind = spec.qk_norm
         if spec.qk_norm == "per_head":
             self.qk_norm = nn.ModuleDict({"q": _norm(spec, d, fk), "k": _norm(spec, d, fk)})
@@ -263,6 +265,8 @@ class MoE(nn.Module):
         self.experts = Experts(spec, e.experts, e.expert_ffn_dim, fk)
         self.shared_experts = (Experts(spec, e.shared_experts, e.shared_ffn_dim or e.expert_ffn_dim, fk)
                                if e.shared_experts else None)
+        self.shared_expert_gate = (nn.Linear(spec.d_model, 1, bias=False, **fk)
+                                   if e.shared_experts and e.shared_expert_gate else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -284,7 +288,10 @@ class MoE(nn.Module):
             y = self.experts.expert(e, x[tok_d]) * w[tok_d, slot.to(x.device)][:, None]
             out = out.index_add(0, tok_d, y)
         if self.shared_experts is not None:
-            out = out + self.shared_experts(x)
+            shared = self.shared_experts(x)
+            if self.shared_expert_gate is not None:  # Qwen2-MoE: sigmoid(x·w) scales the shared expert
+                shared = torch.sigmoid(self.shared_expert_gate(x)) * shared
+            out = out + shared
         return out.reshape(shape)
 
 
@@ -292,12 +299,23 @@ class Block(nn.Module):
     def __init__(self, spec: TransformerSpec, i: int, fk: dict[str, Any]) -> None:
         super().__init__()
         self.pre = spec.norm_placement == "pre"
+        self.norms = spec.norms_per_layer
         self.norm_attn = _norm(spec, spec.d_model, fk)
         self.attention = Attention(spec, fk)
-        self.norm_ffn = _norm(spec, spec.d_model, fk)
+        if self.norms != 1:  # 1: Falcon-7B's norm, shared by the parallel attention and MLP
+            self.norm_ffn = _norm(spec, spec.d_model, fk)
+        if self.norms == 4:  # Gemma 2/3: a norm on each sub-layer's output too
+            self.norm_attn_post = _norm(spec, spec.d_model, fk)
+            self.norm_ffn_post = _norm(spec, spec.d_model, fk)
         self.ffn: nn.Module = MoE(spec, fk) if spec.is_moe_layer(i) else FFN(spec, spec.ffn_dim, fk)
 
     def forward(self, x: torch.Tensor, rope: Rope = None) -> torch.Tensor:
+        if self.norms == 1:  # parallel attention and MLP on one normalised input
+            y = self.norm_attn(x)
+            return x + self.attention(y, rope) + self.ffn(y)
+        if self.norms == 4:
+            x = x + self.norm_attn_post(self.attention(self.norm_attn(x), rope))
+            return x + self.norm_ffn_post(self.ffn(self.norm_ffn(x)))
         if self.pre:
             x = x + self.attention(self.norm_attn(x), rope)
             return x + self.ffn(self.norm_ffn(x))

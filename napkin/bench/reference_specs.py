@@ -19,7 +19,7 @@ def component_of(name: str) -> str:
         if len(parts) == 3:  # LinearNet: layers.<i>.weight
             return "layers"
         parts = parts[2:]
-    if parts[0] in ("norm_attn", "norm_ffn"):
+    if parts[0] in ("norm_attn", "norm_ffn", "norm_attn_post", "norm_ffn_post"):
         return "norms.layers"
     if parts[0] == "norm_final":
         return "norms.final"

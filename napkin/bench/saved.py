@@ -5,6 +5,7 @@ Reading a measurement never imports torch: a laptop without it plans with number
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -30,12 +31,55 @@ FRACTION_SOURCE = (
 )
 
 
+def check_writable(path: str | Path, what: str = "--save") -> None:
+    """Refuse, before anything is measured, an output path that cannot be written: a missing or read-only
+    directory, or a directory where the file should be."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise InputError(f"{what} {path}: that is a directory; give a file name")
+    if not parent.is_dir():
+        raise InputError(f"{what} {path}: there is no directory '{parent}' (create it first)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {path}: the directory '{parent}' is not writable")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise InputError(f"{what} {path}: the file exists and is not writable")
+
+
 def save_result(result: Result, path: str | Path) -> None:
-    """Write the result model as JSON (what --json prints), for --mfu-from and for later comparison."""
+    """Write the result model as JSON (what --json prints), for --mfu-from and for later comparison.
+
+    The JSON goes to a temporary file in the same directory, which then replaces ``path`` in one rename: a
+    failure on the way (a full disk, Ctrl-C) leaves the previous file as it was, never a truncated one."""
+    import tempfile
+
+    target = Path(path)
+    text = result.model_dump_json(indent=2) + "\n"
+    tmp: Path | None = None
     try:
-        Path(path).write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        fd, name = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.",
+                                    suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
+        tmp.write_text(text, encoding="utf-8")
+        mode = target.stat().st_mode & 0o777 if target.exists() else 0o666 & ~_umask()
+        os.chmod(tmp, mode)  # mkstemp makes it 0600; the file gets what a plain write would have given it
+        os.replace(tmp, target)
+        tmp = None
     except OSError as e:
         raise InputError(f"cannot write '{path}': {e.strerror or e}") from None
+    finally:
+        if tmp is not None:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load_measurement(path: str | Path) -> MatmulBenchResult | MatmulSweepResult | AllreduceBenchResult:

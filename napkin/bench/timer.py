@@ -20,7 +20,7 @@ from napkin.bench.models import TimingStats
 from napkin.bench.runtime import synchronizer
 from napkin.errors import InputError
 
-DEFAULT_WARMUP_S = 0.25  # long enough for a GPU to leave its idle clocks and for cuBLAS to pick its kernel
+DEFAULT_WARMUP_S = 0.25  # per shape: long enough for cuBLAS to pick its kernel (the device warm-up heats the GPU)
 DEFAULT_TARGET_S = 1.0  # timed calls add up to about a second unless --iters says otherwise
 MIN_ITERS = 10  # fewer timed calls make the median a coin toss
 MAX_ITERS = 10_000  # a tiny kernel on a fast GPU would otherwise ask for millions of event pairs
@@ -37,12 +37,22 @@ def plan_iters(per_call_s: float, target_s: float = DEFAULT_TARGET_S, iters: int
     return int(min(MAX_ITERS, max(MIN_ITERS, math.ceil(target_s / per_call_s))))
 
 
+def check_warmup(warmup_s: float, what: str = "the warm-up") -> None:
+    """A warm-up is a finite time >= 0; the message gives it in ms, as --warmup-ms takes it."""
+    if not (math.isfinite(warmup_s) and warmup_s >= 0):
+        raise InputError(f"{what} must be at least 0 ms (a finite time), got {warmup_s * 1e3:g} ms")
+
+
 def time_calls(torch: Any, device: Any, fn: Callable[[], Any], *, warmup_s: float = DEFAULT_WARMUP_S,
                iters: int | None = None, target_s: float = DEFAULT_TARGET_S,
-               between: Callable[[], Any] | None = None) -> tuple[TimingStats, list[float]]:
-    """Per-call seconds of ``fn`` on ``device``; ``between`` runs before each call, outside the timing."""
-    if warmup_s < 0:
-        raise InputError(f"warm-up must be at least 0, got {warmup_s:g} s")
+               between: Callable[[], Any] | None = None, sampler: Any = None) -> tuple[TimingStats, list[float]]:
+    """Per-call seconds of ``fn`` on ``device``; ``between`` runs before each call, outside the timing.
+
+    ``sampler`` (napkin.bench.runtime.ClockSampler, GPU only) reads clocks and power in a thread while the timed
+    calls run; its summary is ``stats.clocks``."""
+    check_warmup(warmup_s)
+    if not (math.isfinite(target_s) and target_s > 0):
+        raise InputError(f"the timing target must be a finite time > 0, got {target_s:g} s")
     sync = synchronizer(torch, device)
     cuda = device.type == "cuda"
     with torch.cuda.device(device) if cuda else contextlib.nullcontext():
@@ -63,30 +73,41 @@ def time_calls(torch: Any, device: Any, fn: Callable[[], Any], *, warmup_s: floa
         n = plan_iters(last, target_s, iters)
         gc_was_enabled = gc.isenabled()
         gc.disable()  # as timeit does: a collection inside a timed call is not the kernel's time
+        clocks = None
         try:
-            times = _time_cuda(torch, fn, n, between, sync) if cuda else _time_host(fn, n, between, sync)
+            if cuda:
+                times, clocks = _time_cuda(torch, fn, n, between, sync, sampler)
+            else:
+                times = _time_host(fn, n, between, sync)
         finally:
             if gc_was_enabled:
                 gc.enable()
     stats = TimingStats(timer="cuda-events" if cuda else "perf_counter", iters=n, min_s=min(times),
                         median_s=statistics.median(times), max_s=max(times), mean_s=statistics.fmean(times),
-                        warmup_s=warmup_elapsed, warmup_iters=warmup_iters)
+                        warmup_s=warmup_elapsed, warmup_iters=warmup_iters, clocks=clocks)
     return stats, times
 
 
 def _time_cuda(torch: Any, fn: Callable[[], Any], n: int, between: Callable[[], Any] | None,
-               sync: Callable[[], Any]) -> list[float]:
+               sync: Callable[[], Any], sampler: Any = None) -> tuple[list[float], Any]:
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
     sync()
-    for i in range(n):
-        if between is not None:
-            between()
-        starts[i].record()
-        fn()
-        ends[i].record()
-    sync()
-    return [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends, strict=True)]  # elapsed_time is in ms
+    if sampler is not None:
+        sampler.start()  # reads while the GPU runs the calls: the host enqueues them, then waits in sync()
+    try:
+        for i in range(n):
+            if between is not None:
+                between()
+            starts[i].record()
+            fn()
+            ends[i].record()
+        if sampler is not None:
+            sampler.sample_now()  # the queue is full: the GPU is busy whatever the sampling period
+        sync()
+    finally:
+        clocks = sampler.stop() if sampler is not None else None
+    return [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends, strict=True)], clocks  # elapsed_time is in ms
 
 
 def _time_host(fn: Callable[[], Any], n: int, between: Callable[[], Any] | None,

@@ -11,7 +11,10 @@ Two models run forward, loss, backward and a ``torch.optim.AdamW`` step in fp32:
   ``predicted_activation_bytes`` (the activations.py terms ``napkin memory`` sums, same settings).
 - model state after the step: parameters, gradients and AdamW's m and v (storage bytes); napkin: count_params ×
   the fp32 AdamW bytes per parameter of model_state.py (4 + 4 + 4·2 = 16 B/param, the lecture's count).
-- on CUDA, ``torch.cuda.max_memory_allocated`` over one step; napkin: model state + activations.
+- on CUDA, memory in the steady state: what stays allocated between steps (parameters, AdamW's m and v; napkin:
+  their bytes), the rise of ``torch.cuda.max_memory_allocated`` above that during one step (gradients and
+  activations; napkin: their bytes) and, apart, the cuBLAS/cuBLASLt workspace the first matmul allocated (measured
+  by clearing it; napkin does not predict it): without that split the workspace, tens of MiB, swamps a small model.
 - the step time with the bench harness (``time_calls``): achieved FLOP/s = counted FLOPs / median, and MFU
   against the dense fp32 peak of ``--gpu`` or the detected GPU (a CPU has one only with ``--peak``).
 """
@@ -25,10 +28,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from napkin.bench.device import check_fits, choose_peak
+from napkin.bench.device import check_fits, choose_peak, plausible_mfu
 from napkin.bench.measure import SavedTensors, model_state_bytes, predicted_activation_bytes
 from napkin.bench.models import BenchEnvironment, PeakChoice, TimingStats
-from napkin.bench.timer import DEFAULT_TARGET_S, DEFAULT_WARMUP_S, time_calls
+from napkin.bench.timer import DEFAULT_TARGET_S, DEFAULT_WARMUP_S, check_warmup, time_calls
 from napkin.errors import InputError
 from napkin.results import DEFINITION, LECTURE, Derivation, Result, g
 from napkin.specs.dtypes import DType
@@ -91,7 +94,14 @@ class ModelCheck(BaseModel):
     flops_per_step: float = Field(description="counted FLOPs of one step (forward + backward + AdamW)")
     flops_per_s: float = Field(description="flops_per_step / median step time")
     mfu: float | None = None
-    peak_allocated_bytes: float | None = Field(default=None, description="torch.cuda.max_memory_allocated (CUDA)")
+    peak_allocated_bytes: float | None = Field(default=None, description="torch.cuda.max_memory_allocated over a "
+                                               "steady-state step (CUDA)")
+    resident_bytes: float | None = Field(default=None, description="allocated between steps, the BLAS workspace "
+                                         "left out (CUDA)")
+    peak_rise_bytes: float | None = Field(default=None, description="max_memory_allocated during a step minus what "
+                                          "was allocated before it (CUDA)")
+    blas_workspace_bytes: float | None = Field(default=None, description="cuBLAS/cuBLASLt workspace, measured by "
+                                               "clearing it (CUDA; None where torch cannot clear it)")
 
 
 class ValidateResult(Result):
@@ -163,15 +173,31 @@ class _Step:
         f = float(fwd.get_total_flops())
         return f, f + float(rest.get_total_flops()), saved.bytes
 
-    def peak_allocated(self) -> float:
-        """max_memory_allocated over one step with AdamW's states already there (steady state), CUDA only."""
+    def memory_in_a_step(self) -> tuple[float, float, float, float | None]:
+        """(allocated between steps, max_memory_allocated during one step, its rise above the former, BLAS
+        workspace) in the steady state: AdamW's states exist and cuBLAS has made its workspace (CUDA only).
+
+        The workspace is measured by clearing it (torch._C._cuda_clearCublasWorkspaces) and given back by one more
+        step, so the measured step starts as every later one does."""
+        from napkin.bench import runtime
+
         torch, dev = self.torch, self.dev
         self.opt.zero_grad(set_to_none=True)
         torch.cuda.synchronize(dev)
+        workspace = None
+        before = float(torch.cuda.memory_allocated(dev))
+        if runtime.clear_blas_workspaces(torch):
+            torch.cuda.synchronize(dev)
+            workspace = max(0.0, before - float(torch.cuda.memory_allocated(dev)))
+            self.step()  # the first matmul makes the workspace again
+            self.opt.zero_grad(set_to_none=True)
+            torch.cuda.synchronize(dev)
+        base = float(torch.cuda.memory_allocated(dev))
         torch.cuda.reset_peak_memory_stats(dev)
         self.step()
         torch.cuda.synchronize(dev)
-        return float(torch.cuda.max_memory_allocated(dev))
+        peak = float(torch.cuda.max_memory_allocated(dev))
+        return base, peak, peak - base, workspace
 
 
 def _compare(d: Derivation, name: str, quantity: str, unit: Literal["FLOP", "B"], measured: float,
@@ -241,14 +267,28 @@ def _check_model(d: Derivation, torch: Any, dev: Any, spec: TransformerSpec | Li
                          "measured: AdamW's other state tensors", "",
                          f"one fp32 scalar per parameter tensor ({state.param_tensors}); napkin counts per-parameter "
                          "state only"))
-    peak_alloc = None
+    peak_alloc = resident = rise = workspace = None
     if dev.type == "cuda":
-        peak_alloc = run.peak_allocated()
-        rows.append(_compare(d, name, "peak allocated during a step", "B", peak_alloc, state_pred + act_pred,
-                             "measured: torch.cuda.max_memory_allocated over one step",
-                             "napkin: model state + activations",
-                             "the peak also holds transient tensors (logits' gradient, activation gradients, "
-                             "AdamW's temporaries)"))
+        base, peak_alloc, rise, workspace = run.memory_in_a_step()
+        resident = base - (workspace or 0.0)
+        held = per_param["params"].bytes_per_param * N + per_param["optimizer"].bytes_per_param * N
+        grads = per_param["grads"].bytes_per_param * N
+        src_mem = "measured: torch.cuda.memory_allocated / max_memory_allocated, steady state (second step on)"
+        if workspace is not None:
+            rows.append(_compare(d, name, "cuBLAS workspace", "B", workspace, None,
+                                 "measured: memory freed by torch._C._cuda_clearCublasWorkspaces", "",
+                                 "allocated by cuBLAS/cuBLASLt at the first matmul, per stream (CUBLAS_WORKSPACE_CONFIG)"
+                                 ", and kept: not part of the model; napkin does not predict it"))
+        rows.append(_compare(d, name, "allocated between steps", "B", resident, held, src_mem,
+                             "napkin: parameters + AdamW m and v",
+                             "also the inputs, AdamW's step counters and module buffers" +
+                             ("" if workspace is not None else "; and the cuBLAS workspace (this torch cannot clear "
+                              "it to measure it)")))
+        rows.append(_compare(d, name, "peak rise during a step", "B", rise, grads + act_pred, src_mem,
+                             "napkin: gradients + activations",
+                             "max_memory_allocated minus what was allocated before the step: gradients and saved "
+                             "activations, plus transients (the logits' gradient, activation gradients, AdamW's "
+                             "temporaries)"))
     phase(f"{spec.name}: timing steps")
     stats, _ = time_calls(torch, dev, run.step, **timing_kw)
     t = d.given(f"{name}: median step time", "t", stats.median_s, "s",
@@ -256,14 +296,15 @@ def _check_model(d: Derivation, torch: Any, dev: Any, spec: TransformerSpec | Li
     rate = d.add(f"{name}: achieved FLOP/s", "counted FLOPs / t", f"{g(step_flops)} / {g(t)}", step_flops / t,
                  "FLOP/s", DEFINITION)
     mfu = None
-    if peak.peak_flops_per_s is not None:
+    if plausible_mfu(rate, peak)[0] is not None:
         P = peak.peak_flops_per_s
         mfu = d.add(f"{name}: MFU", "achieved / P", f"{g(rate)} / {g(P)}", rate / P, "fraction", MFU_SOURCE)
     flops_ok = all(r.rel_error is not None and abs(r.rel_error) <= FLOPS_TOLERANCE for r in rows if r.unit == "FLOP")
     exact = all(r.measured == r.predicted for r in state_rows)
     return ModelCheck(model=spec.name, display_name=spec.display_name, kind=spec.kind, batch=batch, seq=s, params=N,
                       rows=rows, flops_within_tolerance=flops_ok, model_state_exact=exact, timing=stats,
-                      flops_per_step=step_flops, flops_per_s=rate, mfu=mfu, peak_allocated_bytes=peak_alloc)
+                      flops_per_step=step_flops, flops_per_s=rate, mfu=mfu, peak_allocated_bytes=peak_alloc,
+                      resident_bytes=resident, peak_rise_bytes=rise, blas_workspace_bytes=workspace)
 
 
 def _method(torch: Any, dev: Any, stats: TimingStats | None) -> list[str]:
@@ -278,6 +319,10 @@ def _method(torch: Any, dev: Any, stats: TimingStats | None) -> list[str]:
         "parameters left out",
         "model state: storage bytes of the parameters, their .grad and AdamW's state tensors after the first step",
         "true fp32 matmuls on CUDA (TF32 off for the run)" if dev.type == "cuda" else "CPU: torch's own kernels",
+        *(["memory (CUDA), in the steady state: the cuBLAS workspace measured by clearing it "
+           "(torch._C._cuda_clearCublasWorkspaces) and one more step; then what stays allocated between steps, and "
+           "the rise of max_memory_allocated above it over one step (reset_peak_memory_stats first)"]
+          if dev.type == "cuda" else []),
         f"step time: the bench harness (napkin.bench.timer.time_calls): warm-up, then {timer}"
         + (f", {stats.iters} timed steps" if stats else "") + "; FLOP/s and MFU from the median",
     ]
@@ -295,6 +340,7 @@ def validate_step(model: str | TransformerSpec | LinearSpec | None = None, *, ba
     from napkin.bench import runtime
     from napkin.bench.matmul import matmul_precision
 
+    check_warmup(warmup_s)  # before anything is built or measured
     spec = _spec(model, specs_dirs)
     b = batch if batch is not None else DEFAULT_BATCH[spec.kind]
     s = 1 if isinstance(spec, LinearSpec) else (seq or min(DEFAULT_SEQ, spec.max_context))
@@ -307,7 +353,8 @@ def validate_step(model: str | TransformerSpec | LinearSpec | None = None, *, ba
     dev = runtime.torch_device(torch, device)
     name = runtime.device_name(torch, dev)
     choice = choose_peak(DType.fp32, dev.type, name, gpu=gpu, peak=peak, specs_dirs=specs_dirs)
-    timing_kw = {"warmup_s": warmup_s, "iters": iters, "target_s": target_s}
+    timing_kw: dict[str, Any] = {"warmup_s": warmup_s, "iters": iters, "target_s": target_s,
+                                 "sampler": runtime.clock_sampler(torch, dev)}
     todo: list[tuple[Any, int, int]] = []
     if cruncher and not (isinstance(spec, LinearSpec) and spec.name == "cruncher"):
         from napkin.specs.catalog import get_model
@@ -331,6 +378,9 @@ def validate_step(model: str | TransformerSpec | LinearSpec | None = None, *, ba
     if progress is not None:
         progress(total, total, None)
     notes = [choice.note] if choice.note else []
+    for c in checks:
+        if c.mfu is None and choice.peak_flops_per_s is not None:
+            notes.append(f"{c.model}: " + (plausible_mfu(c.flops_per_s, choice)[1] or "no MFU"))
     if dev.type == "cpu":
         notes.append("tiny models on a CPU are bound by per-op overhead, not arithmetic: their FLOP/s says little "
                      "about the CPU's peak")

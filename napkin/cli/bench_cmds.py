@@ -12,7 +12,19 @@ import typer
 
 from napkin.cli.context import model as resolve_model
 from napkin.cli.context import state
-from napkin.cli.options import MODEL, MODEL_HELP, Explain, Json, Plot, count, nbytes, number, opt, whole
+from napkin.cli.options import (
+    MODEL,
+    MODEL_HELP,
+    Explain,
+    Json,
+    Plot,
+    count,
+    duration,
+    nbytes,
+    number,
+    opt,
+    whole,
+)
 from napkin.cli.root import app
 
 MEASURE = "Measurement"
@@ -25,6 +37,53 @@ Save = Annotated[Path | None, opt("--save", metavar="FILE", help="Write the resu
 AllreduceSave = Annotated[Path | None, opt("--save", metavar="FILE", help="Write the result as JSON to FILE (it "
                                            "feeds `napkin step-time --calibration FILE`: the measured bus "
                                            "efficiency and latency).", panel="Output")]
+DeviceWarmup = Annotated[float | None, opt("--device-warmup", parser=duration("device warm-up"), metavar="SECONDS",
+                                           help="Load the GPU this long with large GEMMs once, before the first "
+                                                "shape, so figures are sustained, not boost bursts (30s, 0 for none). "
+                                                "Default: 30 s on a GPU (as mamf-finder), none on the CPU.",
+                                           panel=MEASURE)]
+Fp8FastAccum = Annotated[bool, opt("--fp8-fast-accum", help="fp8: torch._scaled_mm(use_fast_accum=True), the faster "
+                                   "lower-precision accumulation (default: full precision).", panel=MEASURE)]
+def _range_opt(dim: str) -> Any:
+    return opt(f"--{dim}-range", metavar="START STOP STEP", panel=MEASURE,
+               help=f"Sweep {dim.upper()} over START, START+STEP, ... below STOP (mamf-finder's --{dim}_range; START 0 "
+                    "means STEP). Combine with the other ranges, or fix the other dimensions with --m/--n/--k.")
+
+
+def check_outputs(**paths: Any) -> None:
+    """Every output path must be writable before anything is measured (a run can take minutes)."""
+    from napkin.bench.saved import check_writable
+
+    for flag, path in paths.items():
+        if path is not None:
+            check_writable(path, flag)
+
+
+def save_after_showing(result: Any, save: Path | None, plot: str | None = None) -> None:
+    """Write --save (and --plot) once the result is on the screen: if writing fails, the measurement is not lost,
+    the error says why and the exit status is 2."""
+    from napkin.errors import NapkinError
+
+    failed = []
+    if save:
+        from napkin.bench.saved import save_result
+
+        try:
+            save_result(result, save)
+        except NapkinError as e:
+            failed.append(str(e))
+    if plot:
+        from napkin.bench.plot import plot_sweep
+
+        try:
+            plot_sweep(result, plot)
+            typer.echo(f"wrote {plot}", err=True)  # as roofline --plot does: stdout stays the result
+        except NapkinError as e:
+            failed.append(str(e))
+    for message in failed:
+        typer.echo(f"napkin: error: {message} (the result above was not saved)", err=True)
+    if failed:
+        raise typer.Exit(2)
 
 
 def _list(parse: Any) -> Any:
@@ -64,6 +123,11 @@ def bench_matmul_cmd(
                                     "before timing each shape.", panel=MEASURE)] = 250.0,
     iters: Annotated[int | None, opt("--iters", parser=whole("iterations"), metavar="N", help="Timed calls per "
                                      "shape (default: enough for ~1 s, at least 10).", panel=MEASURE)] = None,
+    device_warmup: DeviceWarmup = None,
+    fp8_fast_accum: Fp8FastAccum = False,
+    m_range: Annotated[tuple[int, int, int] | None, _range_opt("m")] = None,
+    n_range: Annotated[tuple[int, int, int] | None, _range_opt("n")] = None,
+    k_range: Annotated[tuple[int, int, int] | None, _range_opt("k")] = None,
     gpu: Annotated[str | None, opt("--gpu", metavar="NAME", help="Catalog entry whose dense peak MFU is measured "
                                    "against, in place of the detected device.", panel=PEAK)] = None,
     peak: Annotated[float | None, opt("--peak", parser=count("peak FLOP/s"), metavar="FLOP/S", help="Dense peak "
@@ -73,8 +137,8 @@ def bench_matmul_cmd(
                                            "(QKV, out proj, MLP up/gate/down, LM head; forward and both backward "
                                            "GEMMs) at --batch × --seq tokens and report its FLOP-weighted MFU. "
                                            + MODEL_HELP, panel=MODEL)] = None,
-    batch: Annotated[int, opt("--batch", "-b", parser=whole("batch"), metavar="B", help="Sequences per step for "
-                              "--shapes-from.", panel=MODEL)] = 1,
+    batch: Annotated[int | None, opt("--batch", "-b", parser=whole("batch"), metavar="B", help="Sequences per step "
+                                     "for --shapes-from (default 1).", panel=MODEL)] = None,
     seq: Annotated[int | None, opt("--seq", "-s", parser=whole("sequence length"), metavar="S", panel=MODEL,
                                    help="Sequence length for --shapes-from (default: the model's max "
                                         "context).")] = None,
@@ -88,31 +152,51 @@ def bench_matmul_cmd(
     torch.mm into a preallocated output, timed call by call after a warm-up (CUDA events or perf_counter).
 
     Reports min / median / max time, 2MNK / t and MFU; the report states the method. --shapes-from MODEL times
-    that model's own GEMMs and weights their rates by FLOPs: the MFU its matmuls can reach.
+    that model's own GEMMs and weights their rates by FLOPs: the MFU its matmuls can reach. --m-range/--n-range/
+    --k-range sweep rectangular shapes (mamf-finder's grid).
     """
     from napkin import render
-    from napkin.bench.saved import save_result
 
-    if shapes_from and (sweep or sizes or plot or size or m or n or k):
+    ranges = {"--m-range": m_range, "--n-range": n_range, "--k-range": k_range}
+    given_ranges = [flag for flag, v in ranges.items() if v is not None]
+    if shapes_from and (sweep or sizes or plot or size or m or n or k or given_ranges):
         raise typer.BadParameter("--shapes-from times the model's own shapes; drop --sweep/--sizes/--plot/--size/"
-                                 "--m/--n/--k")
+                                 "--m/--n/--k/--m-range/--n-range/--k-range")
+    if not shapes_from and (batch is not None or seq is not None):
+        given = " and ".join(f for f, v in (("--batch", batch), ("--seq", seq)) if v is not None)
+        raise typer.BadParameter(f"{given} size the GEMMs of a model: add --shapes-from NAME (e.g. --shapes-from "
+                                 "llama3-8b), or give the GEMM itself with --m/--n/--k")
+    if sizes and given_ranges:
+        raise typer.BadParameter(f"--sizes sweeps squares; {'/'.join(given_ranges)} sweep M, N, K: give one or the "
+                                 "other")
     if sizes or plot:
         sweep = True
-    if sweep and (size or m or n or k):
-        raise typer.BadParameter("--sweep times square sizes; give --sizes instead of --size/--m/--n/--k")
+    if sweep and not given_ranges and (size or m or n or k):
+        raise typer.BadParameter("--sweep times square sizes; give --sizes instead of --size/--m/--n/--k (or sweep "
+                                 "M, N, K with --m-range/--n-range/--k-range)")
     if plot:
         from napkin.bench.plot import require_matplotlib
 
         require_matplotlib()  # before the sweep, not after it
+    check_outputs(**{"--save": save, "--plot": plot})  # a path that cannot be written fails now, not after the run
     common: dict[str, Any] = {"dtype": dtype, "device": device, "warmup_s": warmup_ms / 1e3, "iters": iters,
-                              "gpu": gpu, "peak": peak, "specs_dirs": state(ctx).specs_dirs}
+                              "gpu": gpu, "peak": peak, "specs_dirs": state(ctx).specs_dirs,
+                              "fast_accum": fp8_fast_accum, "device_warmup_s": device_warmup}
     result: Any
     if shapes_from:
         from napkin.bench.model_gemms import bench_model_gemms
 
         with ProgressBar(enabled=not json) as progress:
-            result = bench_model_gemms(resolve_model(ctx, shapes_from), batch=batch, seq=seq, progress=progress,
-                                       **common)
+            result = bench_model_gemms(resolve_model(ctx, shapes_from), batch=1 if batch is None else batch, seq=seq,
+                                       progress=progress, **common)
+    elif given_ranges:
+        from napkin.bench.device import range_values
+        from napkin.bench.matmul import sweep_matmul
+
+        dims = {d: range_values(*r, what=flag) if r is not None else fixed
+                for (flag, r), d, fixed in zip(ranges.items(), "mnk", (m, n, k), strict=True)}
+        with ProgressBar(enabled=not json) as progress:
+            result = sweep_matmul(None, **dims, size=size, progress=progress, **common)
     elif not sweep:
         from napkin.bench.matmul import bench_matmul
 
@@ -122,15 +206,8 @@ def bench_matmul_cmd(
 
         with ProgressBar(enabled=not json) as progress:
             result = sweep_matmul(cast(list[int] | None, sizes), progress=progress, **common)
-    if save:
-        save_result(result, save)
-    if plot:
-        from napkin.bench.plot import plot_sweep
-
-        plot_sweep(result, plot)
     render.show(result, as_json=json, explain=explain)
-    if plot:
-        typer.echo(f"wrote {plot}", err=True)  # as roofline --plot does: stdout stays the result
+    save_after_showing(result, save, plot)
     if getattr(result, "interrupted", False):
         raise typer.Exit(130)  # the conventional status after Ctrl-C, once the best so far is printed
 
@@ -197,18 +274,24 @@ def bench_allreduce_cmd(
     import os
 
     from napkin import render
-    from napkin.bench.allreduce import bench_allreduce, launched_by_torchrun
-    from napkin.bench.saved import save_result
+    from napkin.bench.allreduce import Interrupted, bench_allreduce, launched_by_torchrun
     from napkin.units import format_bytes
 
     # under torchrun every rank runs this; only rank 0 draws (and only it hears of progress)
     rank0 = not launched_by_torchrun(os.environ) or os.environ.get("RANK") == "0"
-    with ProgressBar(enabled=not json and rank0,
-                   describe=lambda size: f"all-reduce {format_bytes(size, binary=False)}") as progress:
-        result = bench_allreduce(cast(list[float] | None, sizes), dtype=dtype, backend=backend, device=device,
-                                 iters=iters, warmup_iters=warmup_iters, nproc=nproc, progress=progress)
+    if rank0:
+        check_outputs(**{"--save": save})
+    try:
+        with ProgressBar(enabled=not json and rank0,
+                         describe=lambda size: f"all-reduce {format_bytes(size, binary=False)}") as progress:
+            result = bench_allreduce(cast(list[float] | None, sizes), dtype=dtype, backend=backend, device=device,
+                                     iters=iters, warmup_iters=warmup_iters, nproc=nproc, progress=progress)
+    except Interrupted as e:
+        typer.echo(f"napkin: {e}", err=True)
+        raise typer.Exit(130) from None
     if result is None:  # not rank 0
         return
-    if save:
-        save_result(result, save)
     render.show(result, as_json=json, explain=explain)
+    save_after_showing(result, save)
+    if result.interrupted:
+        raise typer.Exit(130)  # the sizes done so far are printed; the status says it was cut short

@@ -33,6 +33,12 @@ def _environment(env: Any, title: str) -> Any:
             versions.append(f"driver {c.driver_version}")
         rows.append(("clocks after timing", _clocks(c)))
     rows.append(("software", ", ".join(versions) + f", Python {env.python_version}, {env.platform}"))
+    libraries = getattr(env, "libraries", None)
+    if libraries:
+        rows.append(("libraries", ", ".join(f"{k} {v}" for k, v in libraries.items())))
+    flags = getattr(env, "matmul_flags", None)
+    if flags:
+        rows.append(("matmul switches", ", ".join(f"{k}={v}" for k, v in flags.items())))
     if env.dtype is not None:
         rows.append(("dtype", env.dtype.value))
     return kv_table(title, rows)
@@ -51,6 +57,22 @@ def _clocks(c: Any) -> str:
     return ", ".join(parts) + f" ({c.source})" if parts else f"unreadable ({c.source})"
 
 
+def during(c: Any) -> str:
+    """Clocks sampled while the timed calls ran (a ClockSummary): min / median SM clock, mean power, capping."""
+    parts = []
+    if c.sm_mhz_median is not None:
+        top = f" (max {c.max_sm_mhz:g})" if c.max_sm_mhz else ""
+        parts.append(f"SM min {c.sm_mhz_min:g} · median {c.sm_mhz_median:g} MHz{top}")
+    if c.power_w_mean is not None:
+        parts.append(f"{c.power_w_mean:.0f} W mean" + (f" of {c.power_limit_w:.0f} W" if c.power_limit_w else ""))
+    if c.temperature_c_max is not None:
+        parts.append(f"≤ {c.temperature_c_max:g} °C")
+    if c.capped:
+        parts.append(f"[bold yellow]{c.capped}-capped[/bold yellow]" + (f" ({', '.join(c.reasons)})" if c.reasons
+                                                                          else ""))
+    return " · ".join(parts) + f"  ({c.samples} readings, {c.source})"
+
+
 def _method(lines: list[str]) -> str:
     return "[bold]method[/bold]\n" + "\n".join(f"[dim]• {ln}[/dim]" for ln in lines)
 
@@ -67,16 +89,24 @@ def _mfu(value: float | None) -> str:
 def matmul(r: Any) -> list[Any]:
     t, s = r.timing, r.timing.stats
     peak = r.peak
+    ran = f"ran as {t.ran_as.m}×{t.ran_as.k} @ {t.ran_as.k}×{t.ran_as.n}, " if t.ran_as is not None and \
+        (t.ran_as.k, t.ran_as.n) != (t.shape.k, t.shape.n) else ""
     rows = [
-        ("shape", f"{t.shape}  (A+B+C {format_bytes(t.operand_bytes, binary=False)})"),
+        ("shape", f"{t.shape}  ({ran}A+B+C {format_bytes(t.operand_bytes, binary=False)})"),
         ("time per call", f"min {format_duration(s.min_s)} · median {format_duration(s.median_s)} · "
                           f"max {format_duration(s.max_s)}  ({s.iters} calls)"),
         ("achieved (median)",
          f"[bold]{format_rate(t.flops_per_s)}[/bold]  (fastest call {format_rate(t.best_flops_per_s)})"),
     ]
+    if s.clocks is not None:
+        rows.append(("clocks during timing", during(s.clocks)))
+    if t.regime is not None:
+        rows.append(("regime", f"{t.regime} (timed after {t.busy_before_s:.1f} s of load)"))
     if peak.peak_flops_per_s is not None:
         rows.append((f"dense {t.dtype.value} peak", f"{fmt(peak.peak_flops_per_s, 'FLOP/s')}  ({_peak_from(peak)})"))
-        rows.append(("MFU", f"[bold]{_mfu(r.mfu)}[/bold]"))
+        rows.append(("MFU", f"[bold]{_mfu(r.mfu)}[/bold]" + ("" if r.mfu is not None else
+                                                                "  (the achieved rate is above this peak: see the "
+                                                                "note)")))
     else:
         rows.append(("MFU", "— (no peak: see the note)"))
     return [_environment(r.environment, "napkin bench-matmul"), kv_table("", rows), _method(r.method)]
@@ -88,16 +118,31 @@ def sweep(r: Any) -> list[Any]:
     from rich.table import Table
 
     best = r.best.timing.shape if r.best else None
-    t = Table(title="sweep: square GEMMs (median of the timed calls)", title_justify="left", box=box.SIMPLE_HEAD,
-              pad_edge=False)
+    square = all(row.timing.shape.m == row.timing.shape.n == row.timing.shape.k for row in r.rows)
+    clocks = any(row.timing.stats.clocks is not None for row in r.rows)
+    regimes = any(row.timing.regime is not None for row in r.rows)
+    t = Table(title=f"sweep: {'square ' if square else ''}GEMMs (median of the timed calls)", title_justify="left",
+              box=box.SIMPLE_HEAD, pad_edge=False)
     scale, rate = rate_unit([row.timing.flops_per_s for row in r.rows])  # TFLOP/s on a GPU, GFLOP/s on a CPU
-    for name in ("M=N=K", "median", "min", rate, "MFU", "L2 flush"):
-        t.add_column(name, justify="left" if name == "M=N=K" else "right")
+    first = "M=N=K" if square else "M×N×K"
+    names = [first, "median", "min", rate, "MFU", "L2 flush"] + (["SM MHz", "W"] if clocks else []) + \
+        (["regime"] if regimes else [])
+    for name in names:
+        t.add_column(name, justify="left" if name == first else "right")
     for row in r.rows:
         g, st = row.timing, row.timing.stats
         style = "bold green" if g.shape == best else None
-        t.add_row(str(g.shape.m), format_duration(st.median_s), format_duration(st.min_s),
-                  f"{g.flops_per_s / scale:.4g}", _mfu(row.mfu), "yes" if g.l2_flush else "no", style=style)
+        dims = str(g.shape.m) if square else f"{g.shape.m}×{g.shape.n}×{g.shape.k}"
+        cells = [dims, format_duration(st.median_s), format_duration(st.min_s), f"{g.flops_per_s / scale:.4g}",
+                 _mfu(row.mfu), "yes" if g.l2_flush else "no"]
+        if clocks:
+            c = st.clocks
+            cells += ["—" if c is None or c.sm_mhz_median is None else f"{c.sm_mhz_median:g}",
+                      "—" if c is None or c.power_w_mean is None else f"{c.power_w_mean:.0f}" +
+                      ("*" if c.capped else "")]
+        if regimes:
+            cells.append(g.regime or "—")
+        t.add_row(*cells, style=style)
     summary = []
     if r.best is not None:
         b = r.best.timing
@@ -108,6 +153,8 @@ def sweep(r: Any) -> list[Any]:
         summary.append((f"dense peak ({_peak_from(r.peak)})", fmt(r.peak.peak_flops_per_s, "FLOP/s")))
     summary.append(("shapes", f"{len(r.rows)} timed, {len(r.skipped)} skipped"
                     + (" (interrupted)" if r.interrupted else "")))
+    if any(row.timing.stats.clocks is not None and row.timing.stats.clocks.capped for row in r.rows):
+        summary.append(("W *", "the GPU was power- or thermally-capped during those calls"))
     return [_environment(r.environment, "napkin bench-matmul --sweep"), t, kv_table("", summary), _method(r.method)]
 
 
@@ -126,10 +173,14 @@ def allreduce(r: Any) -> list[Any]:
     for name in ("size (B)", "count", "dtype", "time", "slowest rank", "algbw GB/s", "busbw GB/s"):
         t.add_column(name, justify="right")
     for row in r.rows:
-        t.add_row(f"{row.size_bytes:,.0f}", f"{row.count:,}", row.dtype.value, format_duration(row.time_s),
+        mark = " *" if row.host_bound else ""
+        t.add_row(f"{row.size_bytes:,.0f}", f"{row.count:,}", row.dtype.value, format_duration(row.time_s) + mark,
                   format_duration(row.max_time_s), f"{row.algbw_bytes_per_s / 1e9:.3f}",
                   f"[bold]{row.busbw_bytes_per_s / 1e9:.3f}[/bold]")
-    return [kv_table("napkin bench-allreduce", head), t, _method(r.method)]
+    parts: list[Any] = [kv_table("napkin bench-allreduce", head), t]
+    if r.interrupted:
+        parts.append(f"[bold yellow]interrupted (Ctrl-C): {len(r.rows)} size(s) done[/bold yellow]")
+    return parts + [_method(r.method)]
 
 
 @renders("ModelGemmsResult")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from napkin.render import kv_table, renders
-from napkin.render.bench import _environment, _method, _peak_from
+from napkin.render.bench import _environment, _method, _peak_from, during
 from napkin.units import format_duration, format_rate
 
 
@@ -47,6 +47,7 @@ def _model(c: Any) -> list[Any]:
     s = c.timing
     rows = [("step time", f"min {format_duration(s.min_s)} · median {format_duration(s.median_s)} · max "
                           f"{format_duration(s.max_s)}  ({s.iters} steps)"),
+            *([("clocks during timing", during(s.clocks))] if s.clocks is not None else []),
             ("achieved (median)",
              f"[bold]{format_rate(c.flops_per_s)}[/bold]  ({c.flops_per_step:,.0f} FLOPs per step)"),
             ("MFU", "—" if c.mfu is None else f"[bold]{c.mfu:.4f}[/bold]")]
