@@ -199,9 +199,11 @@ def _ffn(c: _Ctx, spec: TransformerSpec, width: float, sym: str, label: str, sou
 
 def _mlp(c: _Ctx, spec: TransformerSpec, moe_layer: bool, dropout: bool, fused_norm: bool) -> list[ActTerm]:
     h = spec.d_model
-    out = _norm(c, spec, "mlp", "pre-MLP", fused_norm)
-    out.append(c.term("mlp", "MLP input", "the norm's output, input of the up/gate projections (and router)", "h", h,
-                      split="sp"))
+    out: list[ActTerm] = []
+    if spec.norms_per_layer != 1:  # one shared norm (Falcon-7B): the MLP reads the attention's saved input
+        out += _norm(c, spec, "mlp", "pre-MLP", fused_norm)
+        out.append(c.term("mlp", "MLP input", "the norm's output, input of the up/gate projections (and router)", "h",
+                          h, split="sp"))
     if moe_layer and spec.moe is not None:
         e = spec.moe
         out.append(c.term("mlp", "router probabilities", "softmax over experts, fp32", "E", e.experts, 4, "sp", MOE))
@@ -217,6 +219,8 @@ def _mlp(c: _Ctx, spec: TransformerSpec, moe_layer: bool, dropout: bool, fused_n
             out += _ffn(c, spec, f_s, "n_shared·f_s", "shared experts", MOE)
     else:
         out += _ffn(c, spec, spec.ffn_dim, "f", "MLP", KORTHIKANTI)
+    if spec.norms_per_layer == 4:  # Gemma 2/3: a norm on the MLP's output too
+        out += _norm(c, spec, "mlp", "post-MLP", fused_norm)
     if dropout:
         out.append(c.term("mlp", "residual dropout mask", "1-byte mask after the MLP", "h", h, 1, "sp"))
     return out
@@ -226,9 +230,18 @@ def layer_terms(spec: TransformerSpec, s: int, b: int, *, bytes_per_element: flo
                 flash: bool = True, dropout: bool = False, fused_norm: bool = True,
                 moe_layer: bool | None = None) -> list[ActTerm]:
     """Every tensor one transformer layer saves for backward (no recomputation), for one micro-batch."""
+    if spec.block_pattern is not None:
+        from napkin.errors import InputError
+
+        raise InputError(f"{spec.name} is a hybrid stack (block_pattern {spec.block_pattern[:12]}...): napkin counts "
+                         "its parameters, FLOPs and cache, but not yet the activations of its Mamba-2 layers "
+                         "(memory, step-time and plan need them)")
     c = _Ctx(s, b, bytes_per_element, tp, sp)
     moe = spec.moe is not None if moe_layer is None else moe_layer
-    return _attention(c, spec, flash, dropout, fused_norm) + _mlp(c, spec, moe, dropout, fused_norm)
+    attn = _attention(c, spec, flash, dropout, fused_norm)
+    if spec.norms_per_layer == 4:  # Gemma 2/3: a norm on the attention's output before the residual add
+        attn += _norm(c, spec, "attention", "post-attention", fused_norm)
+    return attn + _mlp(c, spec, moe, dropout, fused_norm)
 
 
 def stored(terms: list[ActTerm], recompute: Recompute, spec: TransformerSpec, s: int, b: int,

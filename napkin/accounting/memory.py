@@ -12,7 +12,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from napkin.accounting import activations as act
-from napkin.accounting.model_state import get_optimizer, get_precision, require_precision, state_parts
+from napkin.accounting import finetune as ft
+from napkin.accounting.model_state import Precision, get_optimizer, get_precision, require_precision, state_parts
 from napkin.accounting.params import count_params
 from napkin.accounting.layers import layer_plan
 from napkin.accounting.layout import (INTERLEAVED, ONE_F_ONE_B, Layout, Stage, check_layout, layers_per_stage,
@@ -25,7 +26,8 @@ from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.specs.resolve import as_hardware, as_optional_model
 from napkin.validation import Inputs, NonNegative, Positive, PositiveInt, validated
 
-Part = Literal["params", "grads", "master", "optimizer", "activations", "embedding", "output", "recompute"]
+Part = Literal["params", "grads", "master", "optimizer", "activations", "embedding", "output", "recompute", "frozen",
+               "quant", "dequant"]
 ModelArg = TransformerSpec | LinearSpec | None
 
 
@@ -44,6 +46,12 @@ class MemoryInputs(Inputs):
     parallel: Layout = Field(default_factory=Layout)
     memory_bytes: Positive
     reserve_bytes: NonNegative = 0.0
+    finetune: ft.Finetune = Field(default="full", description="full: every weight trains; lora / qlora: adapters on "
+                                  "a frozen base")
+    lora: ft.LoraSetup | None = Field(default=None, description="the adapters and the frozen base (lora, qlora)")
+    paged_optimizer: bool = Field(default=False, description="optimizer states in CUDA unified memory (QLoRA §3)")
+    offload: ft.Offload = Field(default="none", description="what lives in host memory: the optimizer (ZeRO-Offload) "
+                                "or the optimizer and the parameters (FSDP CPU offload)")
 
 
 class LedgerRow(BaseModel):
@@ -85,6 +93,13 @@ class MemoryResult(Result):
     fits: bool
     activations: ActivationLedger | None = None
     other_stage_total_bytes: float | None = Field(default=None, description="the other pipeline stage's total")
+    trainable_params: float = Field(default=0.0, description="parameters the optimizer updates: all of them (full), "
+                                    "the adapters (lora, qlora)")
+    adapters: ft.AdapterPlan | None = Field(default=None, description="every adapter, matrix by matrix (lora, qlora)")
+    offload: ft.OffloadLedger | None = Field(default=None, description="what moved to host memory and the traffic")
+    checkpoint_bytes: float = Field(default=0.0, description="one checkpoint on disk, whole model: weights + "
+                                    "optimizer state (full) or the adapters alone (lora, qlora)")
+    checkpoint: ft.CheckpointSize | None = None
 
 
 def _layers_of(spec: TransformerSpec, par: Layout, stage: Stage) -> tuple[int, int]:
@@ -107,6 +122,8 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
         if n:
             full = act.layer_terms(spec, s, b, flash=i.flash, dropout=i.dropout, fused_norm=i.fused_norm,
                                    moe_layer=moe, **kw)
+            if i.lora is not None:  # frozen matmuls keep nothing; the adapters keep A·x
+                full = ft.lora_layer_terms(full, spec, moe, i.lora, s=s, b=b, bytes_per_element=p, flash=i.flash)
             per_layer_full[moe] = full
             per_layer_kept[moe] = act.stored(full, i.recompute, spec, s, b, **kw)
     shown = True if True in per_layer_kept else False
@@ -118,7 +135,8 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
         label = ("MoE " if moe else "dense " if spec.moe is not None else "") + "layer"
         d.add(f"activations per {label} (s={s}, b={b}, recompute {i.recompute}{', flash' if i.flash else ''})",
               "Σ s·b·width·bytes / t", " + ".join(g(x.bytes) for x in kept), act.total(kept), "B",
-              act.KORTHIKANTI if i.recompute == "none" else act.KORT_TP + "; §5 (recompute)")
+              (act.KORTHIKANTI if i.recompute == "none" else act.KORT_TP + "; §5 (recompute)")
+              + (f"; {ft.HU_ACT}" if i.lora is not None else ""))
     F = par.in_flight(stage)
     layers_bytes = F * sum(n * act.total(per_layer_kept[moe]) for moe, n in kinds if n)
     per_stage = hi - lo
@@ -126,6 +144,8 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
           f"{g(F)} × ({' + '.join(f'{n} × {g(act.total(per_layer_kept[m]))}' for m, n in kinds if n)})", layers_bytes,
           "B", (INTERLEAVED if par.vp > 1 else ONE_F_ONE_B) if par.pp > 1 else act.KORTHIKANTI)
     parts = act.outside_terms(spec, s, b, dropout=i.dropout, fused_norm=i.fused_norm, **kw)
+    if i.lora is not None:
+        parts = ft.lora_outside_terms(parts, spec, i.lora, s=s, b=b, bytes_per_element=p)
     outside: list[act.ActTerm] = []
     if stage in ("only", "first"):
         outside += parts["embedding"]
@@ -165,9 +185,94 @@ def _linear_acts(d: Derivation, spec: LinearSpec, i: MemoryInputs, p: float) -> 
                             working_set_bytes=0.0, total_bytes=total)
 
 
-def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None) -> MemoryResult:
+def _per_gpu(d: Derivation, label: str, dense: float, expert: float, bpp: float, div: int, ediv: int,
+             src: str) -> float:
+    """One ledger row: (dense / DP + experts / (DP/EP)) · bytes per parameter, as a step."""
+    if expert and ediv != div:
+        return d.add(f"{label} per GPU", "(N_dense / DP + N_experts / (DP/EP)) · bytes/param",
+                     f"({g(dense)} / {div} + {g(expert)} / {ediv}) × {g(bpp)}", (dense / div + expert / ediv) * bpp,
+                     "B", f"{ZERO}; {src}" if src != ZERO else src)
+    n = dense + expert
+    return d.add(f"{label} per GPU", "N_gpu · bytes/param" + (" / DP" if div > 1 else ""),
+                 f"{g(n)} × {g(bpp)}" + (f" / {div}" if div > 1 else ""), n * bpp / div, "B",
+                 f"{ZERO}; {src}" if div > 1 and src != ZERO else src)
+
+
+def _frozen_rows(d: Derivation, spec: TransformerSpec, lora: ft.LoraSetup, prec: Precision, par: Layout,
+                 stage: Stage, components: dict[str, int]) -> tuple[list[LedgerRow], float]:
+    """The frozen base on this GPU at its storage dtype (no gradients, no optimizer state); ZeRO-3 shards it."""
+    fb = ft.frozen_base(spec, lora, prec, par, stage, components)
+    div, ediv = (par.dp, par.expert_dp) if par.zero == 3 else (1, 1)
+    blocks, consts, rest = ft.frozen_label(lora, prec)
+    src, src_const = ft.base_sources(lora)
+    rows: list[LedgerRow] = []
+    if lora.base_dtype in ("nf4", "int8"):
+        for label, dense, expert, bpp, source, part in (
+                (blocks, fb.quantized_dense, fb.quantized_expert, fb.data_bytes_per_weight, src, "frozen"),
+                (consts, fb.quantized_dense, fb.quantized_expert, fb.constant_bytes_per_weight, src_const, "quant"),
+                (rest, fb.rest_dense, fb.rest_expert, fb.rest_bytes_per_param, ft.BNB_KEEP, "frozen")):
+            v = _per_gpu(d, label, dense, expert, bpp, div, ediv, source)
+            rows.append(LedgerRow(part=part, label=label, bytes=v, sharded_over_dp=div > 1))  # type: ignore[arg-type]
+    else:
+        v = _per_gpu(d, blocks, fb.quantized_dense + fb.rest_dense, fb.quantized_expert + fb.rest_expert,
+                     fb.data_bytes_per_weight, div, ediv, src)
+        rows.append(LedgerRow(part="frozen", label=blocks, bytes=v, sharded_over_dp=div > 1))
+    held = fb.quantized_dense + fb.quantized_expert + fb.rest_dense + fb.rest_expert
+    return rows, held
+
+
+def _offload(d: Derivation, rows: list[LedgerRow], i: MemoryInputs, spec: ModelArg, stage: Stage,
+             host_link: float | None) -> tuple[list[LedgerRow], ft.OffloadLedger]:
+    """Move the offloaded rows to host memory; with the parameters, one layer is copied in at a time."""
+    par, mode = i.parallel, i.offload
+    src = ft.offload_sources(mode)
+    moves = ft.MOVES[mode]
+    moved = [r for r in rows if r.part in moves and "cached" not in r.label]
+    kept = [r for r in rows if r not in moved]
+    host = d.add(f"host memory per GPU (offload {mode})", "Σ rows moved to the CPU",
+                 " + ".join(g(r.bytes) for r in moved) or "0", sum(r.bytes for r in moved), "B", src)
+    M = par.micro_batches
+    grads = sum(r.bytes for r in moved if r.part == "grads")
+    to_host = d.add("GPU → host per step (gradients)", "M · gradients", f"{M} × {g(grads)}", M * grads, "B",
+                    ft.ZERO_OFFLOAD)
+    params = [r for r in rows if r.part in ("params", "frozen", "quant") and "cached" not in r.label]
+    if mode == "optimizer":
+        up = sum(r.bytes for r in params if r.part == "params")
+        from_host = d.add("host → GPU per step (updated parameters)", "working parameters, once per step", g(up), up,
+                          "B", ft.ZERO_OFFLOAD)
+    else:
+        assert isinstance(spec, TransformerSpec)
+        lo, hi = _layers_of(spec, par, stage)
+        prec = get_precision(i.precision)
+        if i.lora is not None:
+            fb = ft.frozen_base(spec, i.lora, prec, par, stage, count_params(spec).components)
+            bw, bo = fb.data_bytes_per_weight + fb.constant_bytes_per_weight, fb.rest_bytes_per_param
+        else:
+            bw = bo = sum(p.bytes_per_param for p in state_parts(prec, get_optimizer(i.optimizer), 0)
+                          if p.part == "params")
+        nbytes, n = ft.one_layer_bytes(spec, par, lo, hi, bw, bo)
+        layer = d.add("one layer's parameters copied in (the largest)", "weights · bytes/weight + other · bytes",
+                      f"{n} params → {g(nbytes)}", nbytes, "B", ft.PARAM_OFFLOAD)
+        kept.append(LedgerRow(part="params", label="parameters of one layer, copied in from the host", bytes=layer,
+                              sharded_over_dp=False))
+        shard = sum(r.bytes for r in params)
+        from_host = d.add("host → GPU per step (parameters, forward and backward)", "2 · M · parameters on this GPU",
+                          f"2 × {M} × {g(shard)}", 2 * M * shard, "B", ft.PARAM_OFFLOAD)
+    t = None
+    if host_link:
+        t = d.add("host link time per step", "max(to host, from host) / B_link (full duplex)",
+                  f"{g(max(to_host, from_host))} / {g(host_link)}", max(to_host, from_host) / host_link, "s",
+                  f"{i.gpu} profile: host_link_bandwidth_bytes_per_s, per direction")
+    return kept, ft.OffloadLedger(mode=mode, moved=[r.label for r in moved], host_bytes=host,  # type: ignore[arg-type]
+                                  to_host_bytes_per_step=to_host, from_host_bytes_per_step=from_host,
+                                  host_link_bandwidth_bytes_per_s=host_link, transfer_time_s=t)
+
+
+def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None,
+           host_link: float | None = None) -> MemoryResult:
     d = Derivation()
     par, prec, opt = i.parallel, get_precision(i.precision), get_optimizer(i.optimizer)
+    lora = i.lora
     if spec is None:
         assert i.params is not None
         N = d.given("parameters", "N", i.params, "params")
@@ -185,19 +290,29 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None) -> Memo
               + ("; Megatron-core MoE (EP splits the routed experts)" if N_exp and par.ep > 1 else ""))
     dp, edp = par.dp, par.expert_dp
     rows: list[LedgerRow] = []
+    trainable, adapters, held = N, None, N_gpu
+    if lora is not None:
+        assert isinstance(spec, TransformerSpec)
+        frozen, held = _frozen_rows(d, spec, lora, prec, par, stage, pc.components)
+        rows += frozen
+        adapters = ft.adapter_plan(spec, lora)
+        trainable = d.add("trainable parameters (LoRA adapters)", "Σ r·(fan_in + fan_out)·copies·layers",
+                          f"{lora.rank} × {adapters.params // lora.rank}", adapters.params, "params", ft.HU)
+        lo, hi = _layers_of(spec, par, stage)
+        N_dense, N_exp = ft.adapters_on_gpu(spec, lora, par, lo, hi, stage)
+        if N_dense + N_exp != trainable:
+            d.add("adapter parameters held by this GPU", "adapters of the stage's layers at their TP shard",
+                  f"{g(N_dense)} + {g(N_exp)}", N_dense + N_exp, "params",
+                  "Shoeybi et al. 2019, Megatron-LM §3 (column-parallel: A whole, B split; row-parallel: A split, B "
+                  "whole); Narayanan et al. 2021 §2.2 (PP stages)")
     for part in state_parts(prec, opt, par.zero):
         div, ediv = (dp, edp) if part.sharded else (1, 1)
         src = opt.source if part.part == "optimizer" else prec.source
-        bpp = part.bytes_per_param
-        if N_exp and ediv != div:
-            v = d.add(f"{part.label} per GPU", "(N_dense / DP + N_experts / (DP/EP)) · bytes/param",
-                      f"({g(N_dense)} / {div} + {g(N_exp)} / {ediv}) × {g(bpp)}",
-                      (N_dense / div + N_exp / ediv) * bpp, "B", f"{ZERO}; {src}" if src != ZERO else src)
-        else:
-            v = d.add(f"{part.label} per GPU", "N_gpu · bytes/param" + (" / DP" if div > 1 else ""),
-                      f"{g(N_gpu)} × {g(bpp)}" + (f" / {div}" if div > 1 else ""),
-                      N_gpu * bpp / div, "B", f"{ZERO}; {src}" if div > 1 and src != ZERO else src)
-        rows.append(LedgerRow(part=part.part, label=part.label, bytes=v, sharded_over_dp=div > 1))
+        label = part.label if lora is None else f"LoRA {part.label}"
+        if i.paged_optimizer and part.part == "optimizer":
+            label, src = label + ", paged", f"{src}; {ft.PAGED}"
+        v = _per_gpu(d, label, N_dense, N_exp, part.bytes_per_param, div, ediv, src)
+        rows.append(LedgerRow(part=part.part, label=label, bytes=v, sharded_over_dp=div > 1))
     ledger: ActivationLedger | None = None
     if spec is not None:
         p = BYTES_PER_ELEMENT[prec.activations]
@@ -224,6 +339,18 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None) -> Memo
         if a.working_set_bytes:
             rows.append(LedgerRow(part="recompute", label=f"recompute working set ({i.recompute})",
                                   bytes=a.working_set_bytes, sharded_over_dp=False))
+        if lora is not None and lora.base_dtype in ("nf4", "int8"):
+            assert isinstance(spec, TransformerSpec)
+            lo, hi = _layers_of(spec, par, stage)
+            _, name, n = ft.dequant_workspace(spec, lora, prec, par, lo, hi)
+            pb = BYTES_PER_ELEMENT[prec.params] if prec.params.value in ("fp32", "bf16", "fp16") else 2.0
+            w = d.add(f"dequantized weight workspace ({name})", "largest frozen matrix · compute bytes",
+                      f"{g(n)} × {g(pb)}", n * pb, "B", ft.BNB_DEQUANT)
+            rows.append(LedgerRow(part="dequant", label=f"dequantized weight workspace (one {name}, "
+                                  f"{'bf16' if pb == 2 else prec.params.value})", bytes=w, sharded_over_dp=False))
+    off = None
+    if i.offload != "none":
+        rows, off = _offload(d, rows, i, spec, stage, host_link)
     total = d.add("total per GPU", "Σ ledger rows", " + ".join(g(r.bytes) for r in rows), sum(r.bytes for r in rows),
                   "B", "sum")
     M = d.given(f"memory per GPU ({i.gpu})", "M", i.memory_bytes, "B", "datasheet (nominal)")
@@ -232,10 +359,39 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None) -> Memo
         usable = d.add("usable memory", "M − reserve", minus(M, i.reserve_bytes), usable, "B", "input")
     head = d.add("headroom (negative: shortfall)", "usable − total", minus(usable, total), usable - total,
                  "B", "definition")
+    ckpt = ft.checkpoint_size(d, N, prec, opt, lora, trainable)
     return MemoryResult(inputs=i, stage=stage, seq=s if isinstance(spec, TransformerSpec) else None, data_parallel=dp,
-                        params=N, params_on_gpu=N_gpu, rows=rows,
+                        params=N, params_on_gpu=held, rows=rows,
                         total_bytes=total, usable_bytes=usable, headroom_bytes=head, fits=head >= 0,
-                        activations=ledger, steps=d.steps)
+                        activations=ledger, trainable_params=trainable, adapters=adapters, offload=off,
+                        checkpoint_bytes=ckpt.total_bytes, checkpoint=ckpt, steps=d.steps)
+
+
+def _finetune_notes(i: MemoryInputs, model: ModelArg, hardware: HardwareSpec) -> list[str]:
+    out: list[str] = []
+    lora = i.lora
+    if lora is not None and isinstance(model, TransformerSpec):
+        have = {n for gm in (g_ for k in layer_plan(model).kinds for g_ in k.gemms) for n in ft.role(gm)}
+        on = [t for t in lora.targets if t in have]
+        out.append(f"{ {'lora': 'LoRA', 'qlora': 'QLoRA'}[i.finetune]}: rank-{lora.rank} adapters on "
+                   f"{','.join(on) or 'nothing'}"
+                   + (" + embeddings" if lora.embeddings else "") + f" of a frozen {lora.base_dtype} base (no "
+                   "gradients or optimizer states for it); a frozen matmul keeps no input for backward, each adapter "
+                   "keeps its r-wide A·x.")
+        out.append("lora_dropout = 0 (peft's default) assumed: with dropout each adapter also keeps its dropped-out "
+                   "input. The first layer keeps less when nothing before it trains (counted as any other layer).")
+        if model.moe is not None and any(t in lora.targets for t in ("gate", "up", "down")):
+            out.append("Routed experts: one adapter per expert matrix (gate, up, down separate); a fused "
+                       "gate_up_proj (transformers 5) takes one adapter for both, r·h fewer parameters per expert.")
+    if i.paged_optimizer:
+        out.append("Paged optimizer: its states live in unified memory and page out to host RAM only under memory "
+                   "pressure (slow); the ledger counts them on the GPU.")
+    if i.offload != "none":
+        out.append("Offload: host memory is per GPU (a node of 8 GPUs needs 8 times it) and the CPU runs the optimizer "
+                   "step; gradients stream out through a bucket (not counted).")
+        if hardware.host_link_bandwidth_bytes_per_s is None:
+            out.append(f"{hardware.name} has no host link bandwidth in its profile: the transfer time is not shown.")
+    return out
 
 
 def default_zero(gpus: int, model_parallel: int) -> int:
@@ -268,6 +424,14 @@ def memory_ledger(
     fused_norm: bool = True,
     memory_bytes: float | None = None,
     reserve_bytes: float = 0.0,
+    finetune: str = "full",
+    lora_rank: int | None = None,
+    lora_targets: str | list[str] | None = None,
+    base_dtype: str | None = None,
+    double_quant: bool | None = None,
+    lora_embeddings: bool = False,
+    paged_optimizer: bool = False,
+    offload: str = "none",
 ) -> MemoryResult:
     """Per-GPU memory of training ``model`` (or ``params`` parameters, model state only) on ``hardware``.
 
@@ -278,6 +442,11 @@ def memory_ledger(
     ``layout`` (a Layout, with its CP, EP and VP) or, for short, the gpus/tp/pp/sp/zero/micro_batches keywords.
     ``zero`` defaults to 3 (all model state sharded over the data-parallel ranks, as FSDP and the lecture's
     napkin do) when there is more than one data-parallel rank, else 0 — the same default as ``max_model``.
+
+    Fine-tuning: ``finetune="lora"`` or ``"qlora"`` puts rank-``lora_rank`` adapters on ``lora_targets`` (attn, mlp,
+    all, or a list of q,k,v,o,router,gate,up,down) of a frozen base stored at ``base_dtype`` (qlora: nf4, with
+    ``double_quant``); ``lora_embeddings`` adds adapters on the embedding and an untied head. ``offload`` moves the
+    optimizer (ZeRO-Offload) or the optimizer and the parameters (FSDP CPU offload) to host memory.
     """
     if hardware is None:
         raise TypeError("memory_ledger() needs hardware: a GPU name (e.g. 'h100') or a HardwareSpec")
@@ -287,6 +456,15 @@ def memory_ledger(
         raise InputError("give either a model (`model`, for the full ledger) or a parameter count (`params`, "
                          "model state only)")
     prec, opt = require_precision(hardware, precision), get_optimizer(optimizer)
+    lora = ft.resolve_lora(finetune, prec, lora_rank=lora_rank, lora_targets=lora_targets, base_dtype=base_dtype,
+                           double_quant=double_quant, lora_embeddings=lora_embeddings)
+    mode = ft.check_finetune(finetune)
+    if lora is not None:
+        ft.require_transformer(model, mode)
+    off = ft.check_offload(offload)
+    if off == "optimizer+params" and not isinstance(model, TransformerSpec):
+        raise InputError("`offload` optimizer+params copies the parameters in layer by layer: give a transformer "
+                         "(`model`)")
     if layout is not None:
         if (gpus, tp, pp, sp, zero, micro_batches, vp, cp, ep) != (1, 1, 1, False, None, 1, 1, 1, 1):
             raise InputError("give the layout as layout=Layout(...) or as keywords (gpus, tp, pp, ...), not both")
@@ -300,7 +478,7 @@ def memory_ledger(
                   gpu=hardware.name, optimizer=opt.name, precision=prec.name, recompute=recompute, flash=flash,
                   dropout=dropout, fused_norm=fused_norm, parallel=par,
                   memory_bytes=memory_bytes if memory_bytes is not None else hardware.memory_bytes,
-                  reserve_bytes=reserve_bytes)
+                  reserve_bytes=reserve_bytes, finetune=mode, lora=lora, paged_optimizer=paged_optimizer, offload=off)
     check_layout(par, model)
     if i.reserve_bytes >= i.memory_bytes:
         raise InputError(f"reserve ({g(i.reserve_bytes)} B) leaves no memory on a {g(i.memory_bytes)} B GPU")
@@ -319,7 +497,8 @@ def memory_ledger(
     elif isinstance(model, LinearSpec):
         notes.append("Deep linear network: activations are the lecture's B·D·L layer outputs (torch also keeps "
                      "the B×D input for the first layer's weight gradient).")
-    results = [_stage(i, model, st, s) for st in stages(par)]
+    notes += _finetune_notes(i, model, hardware)
+    results = [_stage(i, model, st, s, hardware.host_link_bandwidth_bytes_per_s) for st in stages(par)]
     worst = max(results, key=lambda r: r.total_bytes)
     if len(results) > 1:
         other = next(r for r in results if r is not worst)

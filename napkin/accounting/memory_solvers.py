@@ -142,7 +142,9 @@ def compare_gpus(model: ModelArg | str, hardware: list[HardwareSpec], **setup: A
     model = as_optional_model(model)
     if not hardware:
         raise InputError("the hardware catalog is empty")
-    setup.pop("memory_bytes", None)
+    if setup.pop("memory_bytes", None) is not None:  # one memory for every GPU would compare nothing
+        raise InputError("`memory_bytes` replaces one GPU's memory, but comparing GPUs uses each one's own; leave "
+                         "`memory_bytes` out (or ask about one GPU), and hold memory back with `reserve_bytes`")
     from napkin.accounting.model_state import get_precision
 
     prec = get_precision(setup.get("precision", "bf16-mixed"))
@@ -182,7 +184,15 @@ def scaled_spec(template: TransformerSpec, layers: int, aspect: float, tp: int =
     data.update(name=f"{template.name}-scaled", display_name=f"{template.display_name} family, {layers} layers",
                 aliases=[], layers=layers, d_model=h, heads=heads, kv_heads=heads // group, ffn_dim=ffn,
                 head_dim=template.head_dim)
-    return TransformerSpec.model_validate(data)
+    from pydantic import ValidationError
+
+    try:
+        return TransformerSpec.model_validate(data)
+    except ValidationError as e:  # e.g. a `tp` so large that the scaled model's heads are absurd
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"])
+        raise InputError(f"scaling {template.name} to {layers} layers at `tp` {tp} gives no valid model ({field}: "
+                         f"{err['msg']}); use a smaller `tp`") from None
 
 
 def max_model_fit(hardware: HardwareSpec, template: TransformerSpec, *, aspect: float | None = None,

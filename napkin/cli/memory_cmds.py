@@ -33,6 +33,17 @@ from napkin.cli.options import (
     opt,
     whole,
 )
+from napkin.cli.finetune_options import (
+    BaseDtype,
+    DoubleQuant,
+    Finetune,
+    LoraEmbeddings,
+    LoraRank,
+    LoraTargets,
+    Offload,
+    PagedOptimizer,
+    finetune_setup,
+)
 from napkin.cli.root import app
 
 Batch = Annotated[int, opt("--batch", "-b", parser=whole("micro-batch size"), metavar="B", panel=ACTS,
@@ -73,6 +84,14 @@ def memory_cmd(
                                     "(saves x) or torch's eager composite (also saves x·rsqrt).")] = True,
     memory: Memory = None,
     reserve: Reserve = 0.0,
+    finetune: Finetune = "full",
+    lora_rank: LoraRank = None,
+    lora_targets: LoraTargets = None,
+    base_dtype: BaseDtype = None,
+    double_quant: DoubleQuant = None,
+    lora_embeddings: LoraEmbeddings = False,
+    paged_optimizer: PagedOptimizer = False,
+    offload: Offload = "none",
     max_batch: Annotated[bool, opt("--max-batch", help="Solve for the largest micro-batch that fits.")] = False,
     min_gpus: Annotated[bool, opt("--min-gpus", help="Solve for the fewest GPUs (multiples of tp·pp) that "
                                   "fit.")] = False,
@@ -83,6 +102,9 @@ def memory_cmd(
     """Per-GPU memory for training: parameters, gradients, master weights, optimizer states, activations.
 
     Example: napkin memory --model llama3-8b --batch 1 --seq 4096 --gpus 8 --zero 3
+
+    Fine-tuning: --finetune lora|qlora (adapters on a frozen base; --lora-rank, --lora-targets, --base-dtype),
+    --offload optimizer|optimizer+params (host memory and PCIe traffic); every ledger also gives the checkpoint size.
 
     With --check the exit status answers "does it fit?": 0 when it fits, 3 when it does not (2: bad input); the
     output is the same. With --max-batch, 3 means not even one sequence fits; with --min-gpus, no GPU count
@@ -97,13 +119,16 @@ def memory_cmd(
     setup: dict[str, Any] = dict(batch=batch, seq=seq, gpus=gpus, optimizer=optimizer, precision=precision,
                                  recompute=recompute, flash=flash, zero=zero, tp=tp, pp=pp, sp=sp, vp=vp, cp=cp, ep=ep,
                                  micro_batches=micro_batches, dropout=dropout, fused_norm=fused_norm,
-                                 reserve_bytes=reserve)
+                                 reserve_bytes=reserve,
+                                 **finetune_setup(finetune, lora_rank, lora_targets, base_dtype, double_quant,
+                                                  lora_embeddings, paged_optimizer, offload))
     if sum([max_batch, min_gpus, gpu.strip().lower() == "all"]) > 1:
         raise InputError("ask one question at a time: --max-batch, --min-gpus or --gpu all")
     if gpu.strip().lower() == "all":
         from napkin.specs.catalog import hardware_catalog
 
-        result: Any = solve.compare_gpus(spec, list(hardware_catalog(state(ctx).specs_dirs)), params=params, **setup)
+        result: Any = solve.compare_gpus(spec, list(hardware_catalog(state(ctx).specs_dirs)), params=params,
+                                         memory_bytes=memory, **setup)
     elif max_batch:
         if params is not None:
             raise InputError("--max-batch needs an architecture (--model), not --params")

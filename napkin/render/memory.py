@@ -9,12 +9,14 @@ from napkin.units import format_bytes, format_count
 
 BAR_WIDTH = 60  # characters of the stacked bar for the GPU's whole memory
 COLORS = {"params": "blue", "grads": "magenta", "master": "cyan", "optimizer": "yellow", "activations": "green",
-          "embedding": "green", "output": "red", "recompute": "bright_green"}
+          "embedding": "green", "output": "red", "recompute": "bright_green", "frozen": "bright_blue",
+          "quant": "bright_cyan", "dequant": "bright_magenta"}
 # Without colour (a pipe, NO_COLOR) each part is drawn in its own letter: PPPPGGGMMMMOOOOOOOOAAAA....
 GLYPHS = {"params": "P", "grads": "G", "master": "M", "optimizer": "O", "activations": "A", "embedding": "E",
-          "output": "L", "recompute": "R"}
+          "output": "L", "recompute": "R", "frozen": "F", "quant": "Q", "dequant": "D"}
 SHORT = {"params": "params", "grads": "grads", "master": "master", "optimizer": "optimizer",
-         "activations": "activations", "embedding": "embedding", "output": "logits/loss", "recompute": "recompute"}
+         "activations": "activations", "embedding": "embedding", "output": "logits/loss", "recompute": "recompute",
+         "frozen": "frozen base", "quant": "quant constants", "dequant": "dequant workspace"}
 
 
 def _mark(part: str, label: str) -> Any:
@@ -46,7 +48,21 @@ def _setup(r: Any) -> str:
     parts += [layout, i.precision, i.optimizer, f"ZeRO-{p.zero}"]
     if r.seq:
         parts.append(("flash" if i.flash else "no flash") + f", recompute {i.recompute}")
+    lora = getattr(i, "lora", None)
+    if lora is not None:
+        parts.append(f"{i.finetune} r={lora.rank} on {_targets(lora)}, {lora.base_dtype} base"
+                     + (" (double quant)" if lora.base_dtype == "nf4" and lora.double_quant else ""))
+    if getattr(i, "offload", "none") != "none":
+        parts.append(f"offload {i.offload}")
     return ", ".join(parts)
+
+
+def _targets(lora: Any) -> str:
+    from napkin.accounting.finetune import TARGET_GROUPS
+
+    t = list(lora.targets)
+    name = next((k for k in ("all", "attn", "mlp") if t == list(TARGET_GROUPS[k])), ",".join(t))
+    return name + (" + embeddings" if lora.embeddings else "")
 
 
 def bar(r: Any) -> Any:
@@ -69,8 +85,10 @@ def bar(r: Any) -> Any:
         line = StackedBar(parts, COLORS, GLYPHS, marker=round(BAR_WIDTH * r.usable_bytes / scale),
                           tail=Text(f"  {r.total_bytes / r.usable_bytes:.0%}: over by {_gb(-r.headroom_bytes)}",
                                     style="bold red"))
-    legend = [_mark(row.part, f"{SHORT[row.part]} {row.bytes / r.total_bytes:.0%}") for row in r.rows
-              if row.bytes / r.total_bytes >= 0.005]
+    share: dict[str, float] = {}
+    for row in r.rows:  # one legend entry per part (a fine-tune ledger has two frozen-base rows)
+        share[row.part] = share.get(row.part, 0.0) + row.bytes / r.total_bytes
+    legend = [_mark(part, f"{SHORT[part]} {v:.0%}") for part, v in share.items() if v >= 0.005]
     return Group(line, Legend(legend))
 
 
@@ -95,10 +113,33 @@ def memory(r: Any) -> list[Any]:
                 + (f" ({_count(r.params_on_gpu)} on this GPU before ZeRO)"
                    if r.params_on_gpu != r.params else "")),
                (f"memory of one {r.inputs.gpu}", _gb(r.usable_bytes)), ("verdict", verdict)]
+    if r.inputs.finetune != "full":
+        summary.insert(1, ("trainable (adapters)", f"{_count(r.trainable_params)} "
+                           f"({r.trainable_params / r.params:.3%} of the parameters)"))
+    if r.checkpoint is not None:
+        ck = r.checkpoint
+        summary.append(("checkpoint on disk", _gb(ck.total_bytes)))
+        if ck.resume_extra_bytes:
+            summary.append(("+ optimizer state to resume", _gb(ck.resume_extra_bytes)))
     out: list[Any] = [t, kv_table("", summary), bar(r)]
+    if r.checkpoint is not None:
+        out.append("checkpoint = " + " + ".join(p.label for p in r.checkpoint.parts))
+    if r.offload is not None:
+        out.append(offload_table(r.offload))
     if r.activations is not None:
         out.append(activation_table(r))
     return out
+
+
+def offload_table(o: Any) -> Any:
+    rows = [("moved to host memory", ", ".join(o.moved) or "nothing"),
+            ("host memory per GPU", _gb(o.host_bytes)),
+            ("GPU → host per step", _gb(o.to_host_bytes_per_step)),
+            ("host → GPU per step", _gb(o.from_host_bytes_per_step))]
+    if o.transfer_time_s is not None:
+        rows.append((f"at {fmt(o.host_link_bandwidth_bytes_per_s, 'B/s')} per direction",
+                     f"{o.transfer_time_s:.3g} s per step (hidden only where it overlaps compute)"))
+    return kv_table(f"offload {o.mode}", rows)
 
 
 def activation_table(r: Any) -> Any:
@@ -166,3 +207,38 @@ def max_model_fit(r: Any) -> list[Any]:
             ("largest model", f"[bold]{format_count(r.params, 'params')}[/bold]  ({r.params:.3e})"),
             ("shape", f"{s.layers} layers, d_model {s.d_model}, {s.heads} heads ({s.n_kv_heads} kv), ffn {s.ffn_dim}")]
     return [kv_table("napkin max-model (activations included)", rows)] + memory(r.ledger)
+
+
+@renders("FinetuneFlopsResult")
+def finetune_flops(r: Any) -> list[Any]:
+    from rich.table import Table
+
+    i = r.inputs
+    recompute = i.recompute != "none"
+    t = Table(title=f"{i.finetune} FLOPs of {r.model}: D = {format_count(r.tokens, 'tokens')}, s = {r.seq}, "
+              f"r = {i.lora.rank} on {_targets(i.lora)}", title_justify="left")
+    t.add_column("component")
+    t.add_column("kind")
+    for col in ("forward", "backward", *(["recompute"] if recompute else []), "model FLOPs", "share"):
+        t.add_column(col, justify="right")
+    for k, c in r.components.items():
+        cells = [fmt(c.forward, "FLOP"), fmt(c.backward, "FLOP")]
+        if recompute:
+            cells.append(fmt(c.recompute, "FLOP") if c.recompute else "–")
+        t.add_row(k, "adapter" if c.trainable else "frozen", *cells, fmt(c.forward + c.backward, "FLOP"),
+                  f"{(c.forward + c.backward) / r.model_flops:.1%}")
+    tot = [fmt(r.forward_flops, "FLOP"), fmt(r.backward_flops, "FLOP")]
+    if recompute:
+        tot.append(fmt(r.recompute_flops, "FLOP"))
+    t.add_row("[bold]total[/bold]", "", *tot, f"[bold]{fmt(r.model_flops, 'FLOP')}[/bold]", "100%")
+    rows = [
+        ("trainable (adapters)", f"{_count(r.trainable_params)} ({r.trainable_params / r.params:.3%} of "
+                                 f"{_count(r.params)})"),
+        ("model FLOPs (fwd + bwd)", f"{fmt(r.model_flops, 'FLOP')}  ({fmt(r.model_flops_per_token, 'FLOP')}/token)"),
+        ("hardware FLOPs" + (f" (recompute {i.recompute})" if recompute else ""), fmt(r.hardware_flops, "FLOP")),
+        ("full fine-tuning, same tokens", f"{fmt(r.full_model_flops, 'FLOP')}   {i.finetune} / full = "
+                                          f"{r.ratio_to_full:.3f}"),
+        ("napkin (4N + 6·N_adapter)·D", f"{fmt(r.four_nd, 'FLOP')}   exact / napkin = "
+                                        f"{r.model_flops / r.four_nd:.4f}"),
+    ]
+    return [t, kv_table("", rows)]
