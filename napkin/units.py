@@ -45,8 +45,18 @@ BYTE_SUFFIXES: dict[str, float] = {
     "pib": 2.0**50,
 }
 
-_NUMBER = r"[+-]?(?:\d+(?:_\d+)*(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+# ASCII digits only: Python's \d (and float()) also take '٣' (Arabic-Indic three) and '３' (full-width) as digits.
+_NUMBER = r"[+-]?(?:[0-9]+(?:_[0-9]+)*(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _QUANTITY = re.compile(rf"^\s*({_NUMBER})\s*([A-Za-z]*)\s*$")
+
+
+def _as_float(value: float, what: str) -> float:
+    """A number given as a Python int or float; an int beyond the float range is refused, not an OverflowError."""
+    try:
+        return float(value)
+    except OverflowError:
+        digits = int(int(value).bit_length() * 0.30103) + 1
+        raise InputError(f"{what} must be a finite number, got an integer of ~{digits} digits") from None
 
 
 def _finite(value: float, what: str, text: str) -> float:
@@ -57,7 +67,7 @@ def _finite(value: float, what: str, text: str) -> float:
 
 def _split(text: str, what: str, examples: str) -> tuple[float, str]:
     if isinstance(text, (int, float)):
-        return _finite(float(text), what, str(text)), ""
+        return _finite(_as_float(text, what), what, str(text)), ""
     m = _QUANTITY.match(str(text))
     if not m:
         lowered = str(text).strip().lower()
@@ -106,7 +116,7 @@ def _number_or_refuse(pattern: re.Pattern[str], text: str | float, what: str, ex
     if isinstance(text, bool):
         raise InputError(f"cannot read {what} '{text}'; expected a number like {examples}")
     if isinstance(text, (int, float)):
-        return _finite(float(text), what, str(text)), ""
+        return _finite(_as_float(text, what), what, str(text)), ""
     m = pattern.match(str(text))
     if not m:
         lowered = str(text).strip().lower().lstrip("+-")
@@ -194,8 +204,16 @@ def parse_positive_count(text: str | float, what: str) -> float:
     return require_positive(parse_count(text, what), what)
 
 
+# Above 2^53 consecutive whole numbers are no longer all floats: 9223372036854775809 would silently become ...808.
+MAX_EXACT_INT = 2**53
+
+
 def parse_positive_int(text: str | float, what: str) -> int:
-    return require_positive_int(parse_count(text, what), what)
+    value = parse_count(text, what)
+    if abs(value) > MAX_EXACT_INT:
+        raise InputError(f"{what} must be at most 2^53 = {MAX_EXACT_INT:,} (beyond it a whole number is not exact), "
+                         f"got {text}")
+    return require_positive_int(value, what)
 
 
 def parse_positive_bytes(text: str | float, what: str) -> float:

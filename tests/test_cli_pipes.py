@@ -39,7 +39,7 @@ def test_piped_hardware_list_keeps_each_row_on_one_line():
     out = napkin("hardware", "list")
     assert out.returncode == 0, out.stderr
     rows = [line for line in out.stdout.splitlines() if "a100" in line and not line.startswith("short names")]
-    assert [row.split()[0] for row in rows] == ["a100-pcie-80gb", "a100-sxm-40gb", "a100-sxm-80gb"]
+    assert [row.split()[0] for row in rows] == ["a100-pcie-40gb", "a100-pcie-80gb", "a100-sxm-40gb", "a100-sxm-80gb"]
     assert all(len(row.split()) == 9 for row in rows), rows  # name + 8 figures, nothing folded onto the next line
     assert "b" not in [line.strip() for line in out.stdout.splitlines()]  # the tail of 'a100-pcie-80gb' alone
 
@@ -65,7 +65,7 @@ def test_piped_table_title_stays_on_one_line():
 def test_columns_does_not_wrap_a_pipe():
     out = napkin("hardware", "list", COLUMNS="40")
     assert [line.split()[0] for line in out.stdout.splitlines() if line.startswith(" a100")] == [
-        "a100-pcie-80gb", "a100-sxm-40gb", "a100-sxm-80gb"]
+        "a100-pcie-40gb", "a100-pcie-80gb", "a100-sxm-40gb", "a100-sxm-80gb"]
 
 
 # --- a reader that leaves ------------------------------------------------------------------------------------------

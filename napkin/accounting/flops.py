@@ -13,7 +13,7 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from napkin.accounting.layers import attention_head_dims, attention_linears, layer_plan
+from napkin.accounting.layers import SRC_MAMBA2, attention_head_dims, attention_linears, layer_plan, ssm_linears
 from napkin.accounting.params import count_params
 from napkin.errors import InputError
 from napkin.results import KAPLAN, LECTURE, Derivation, Result, g, minus
@@ -26,6 +26,10 @@ RECOMPUTE_CHOICES = ("none", "selective", "full")
 SRC_MATMUL = f"{LECTURE}: (m×k)@(k×n) costs 2·m·k·n FLOPs (one multiply and one add per term)"
 SRC_ATTN = "Korthikanti et al. 2022, App. A: QKᵀ 2·b·s²·h and attention over V 2·b·s²·h per layer"
 SRC_CAUSAL = "causal mask: token i attends to i+1 positions, mean (s+1)/2 (what FlashAttention-style kernels skip)"
+SRC_WINDOW = ("Beltagy et al. 2020 (Longformer) §3.1 / Mistral 7B §2: a sliding-window layer attends to the last w "
+              "positions, so its attention is O(s·w), not O(s²)")
+SRC_SCAN = ("Dao & Gu 2024 (Mamba-2) §6: the SSM's recurrent form per token and head: h ← A·h + B·xᵀ (N·P "
+            "multiply-adds), y = C·h (N·P)")
 SRC_BWD = f"{KAPLAN}; backward = 2 × forward for matmuls (gradients w.r.t. inputs and weights)"
 SRC_SELECTIVE = "Korthikanti et al. 2022, §5: selective recomputation redoes QKᵀ, softmax and attention over V"
 SRC_FULL = ("Narayanan et al. 2021 (Megatron-LM), eq. 3: full recomputation adds one forward of every layer "
@@ -102,44 +106,89 @@ _SYMBOLS = {  # formula symbols for each projection's (fan_in, fan_out), by comp
 }
 
 
-def _terms(spec: TransformerSpec, context: float) -> list[Term]:
-    """Forward FLOPs of one token per component when it attends over `context` positions."""
+def _terms(spec: TransformerSpec, context: float, window_context: float | None = None) -> list[Term]:
+    """Forward FLOPs of one token per component when it attends over `context` positions (`window_context` in a
+    sliding-window layer; None: the same as the others)."""
     L, h, V = spec.layers, spec.d_model, spec.vocab
     plan = layer_plan(spec)
     F = plan.weight_flops_per_token()  # the values; the formulas below say them in symbols
+    L_at = spec.attention_layers
+    la = "L_attn" if plan.hybrid else "L"
     terms = []
-    for name, lin in attention_linears(spec).items():
-        i, o = _SYMBOLS.get(name, ("in", "out"))
-        if spec.mla is not None and name in ("q", "o"):
-            i, o = ("h", "a·d_qk") if name == "q" else ("a·d_v", "h")
-        terms.append(Term(f"attention.{name}", F[f"attention.{name}"], f"2·L·{i}·{o}",
-                          f"2 × {L} × {lin.fan_in} × {lin.fan_out}", SRC_MATMUL))
-    a, d_qk, d_v = attention_head_dims(spec)
-    c = g(context)
-    terms.append(Term("attention.scores", 2 * L * a * d_qk * context, "2·L·a·d_qk·c (q·kᵀ over c positions)",
-                      f"2 × {L} × {a} × {d_qk} × {c}", SRC_ATTN))
-    terms.append(Term("attention.values", 2 * L * a * d_v * context, "2·L·a·d_v·c (softmax · v)",
-                      f"2 × {L} × {a} × {d_v} × {c}", SRC_ATTN))
+    if L_at:
+        for name, lin in attention_linears(spec).items():
+            i, o = _SYMBOLS.get(name, ("in", "out"))
+            if spec.mla is not None and name in ("q", "o"):
+                i, o = ("h", "a·d_qk") if name == "q" else ("a·d_v", "h")
+            terms.append(Term(f"attention.{name}", F[f"attention.{name}"], f"2·{la}·{i}·{o}",
+                              f"2 × {L_at} × {lin.fan_in} × {lin.fan_out}", SRC_MATMUL))
+        a, d_qk, d_v = attention_head_dims(spec)
+        L_sw = spec.sliding_layers
+        L_full = L_at - L_sw
+        cw = context if window_context is None else window_context
+        for key, dd, what in (("attention.scores", d_qk, "q·kᵀ"), ("attention.values", d_v, "softmax · v")):
+            if L_sw:
+                flops = 2 * a * dd * (L_full * context + L_sw * cw)
+                formula = f"2·a·d·(L_full·c + L_window·c_w) ({what}; c_w: positions inside the window)"
+                subst = f"2 × {a} × {dd} × ({L_full} × {g(context)} + {L_sw} × {g(cw)})"
+                src = f"{SRC_ATTN}; {SRC_WINDOW}"
+            else:
+                flops = 2 * L_at * a * dd * context
+                formula = f"2·{la}·a·{'d_qk' if dd == d_qk and key.endswith('scores') else 'd_v'}·c ({what} over c " \
+                          "positions)"
+                subst = f"2 × {L_at} × {a} × {dd} × {g(context)}"
+                src = SRC_ATTN
+            terms.append(Term(key, flops, formula, subst, src))
+    if plan.hybrid and spec.ssm is not None and "M" in (spec.block_pattern or ""):
+        m = spec.ssm
+        n_m = spec.block_pattern.count("M")  # type: ignore[union-attr]
+        for name, lin in ssm_linears(spec).items():
+            terms.append(Term(f"ssm.{name}", F[f"ssm.{name}"], f"2·L_ssm·{lin.fan_in}·{lin.fan_out}",
+                              f"2 × {n_m} × {lin.fan_in} × {lin.fan_out}", f"{SRC_MATMUL}; {SRC_MAMBA2}"))
+        terms.append(Term("ssm.conv", 2 * n_m * m.conv_dim * m.conv_kernel, "2·L_ssm·(d_in + 2·G·N)·K (depthwise conv)",
+                          f"2 × {n_m} × {m.conv_dim} × {m.conv_kernel}", SRC_MAMBA2))
+        terms.append(Term("ssm.scan", 2 * n_m * 2 * m.heads * m.head_dim * m.state_size,
+                          "2·L_ssm·2·H·P·N (state update B·x and read-out C·h per token)",
+                          f"2 × {n_m} × 2 × {m.heads} × {m.head_dim} × {m.state_size}", SRC_SCAN))
     n_moe = sum(k.count for k in plan.kinds if k.moe)
-    n_dense = L - n_moe
-    m = spec.ffn_matrices
+    n_dense = sum(k.count for k in plan.kinds if k.ffn == "dense")
+    m_ = spec.ffn_matrices
     if n_dense:
-        terms.append(Term("ffn.dense", F["ffn.dense"], f"2·L_dense·{m}·h·f",
-                          f"2 × {n_dense} × {m} × {h} × {spec.ffn_dim}", SRC_MATMUL))
+        terms.append(Term("ffn.dense", F["ffn.dense"], f"2·L_dense·{m_}·h·f",
+                          f"2 × {n_dense} × {m_} × {h} × {spec.ffn_dim}", SRC_MATMUL))
     if n_moe and spec.moe is not None:
         e = spec.moe
         src = "Fedus et al. 2022 (Switch) §2: each token runs top_k experts; DeepSeek-V3 §2.1.2 (shared experts)"
         terms.append(Term("ffn.router", F["ffn.router"], "2·L_moe·h·E",
                           f"2 × {n_moe} × {h} × {e.experts}", src))
         terms.append(Term("ffn.experts", F["ffn.experts"],
-                          f"2·L_moe·top_k·{m}·h·f_e", f"2 × {n_moe} × {e.top_k} × {m} × {h} × {e.expert_ffn_dim}", src))
+                          f"2·L_moe·top_k·{m_}·h·f_e", f"2 × {n_moe} × {e.top_k} × {m_} × {h} × {e.expert_ffn_dim}",
+                          src))
         if e.shared_experts:
             f_s = e.shared_ffn_dim or e.expert_ffn_dim
             terms.append(Term("ffn.shared_experts", F["ffn.shared_experts"],
-                              f"2·L_moe·n_shared·{m}·h·f_s",
-                              f"2 × {n_moe} × {e.shared_experts} × {m} × {h} × {f_s}", src))
+                              f"2·L_moe·n_shared·{m_}·h·f_s",
+                              f"2 × {n_moe} × {e.shared_experts} × {m_} × {h} × {f_s}", src))
+            if e.shared_expert_gate:
+                terms.append(Term("ffn.shared_expert_gate", F["ffn.shared_expert_gate"], "2·L_moe·h·1",
+                                  f"2 × {n_moe} × {h}", "HF modeling_qwen2_moe (shared_expert_gate)"))
     terms.append(Term("head", 2 * h * V, "2·h·V (LM head, tied or not)", f"2 × {h} × {V}", SRC_MATMUL))
     return terms
+
+
+def window_context(seq: float, window: int | None, causal: bool) -> float:
+    """Positions the average token attends to in a sliding-window layer of window w.
+
+    causal: token i sees min(i + 1, w) positions; the mean over a sequence of s is (s + 1)/2 while s ≤ w, else
+    (w(w + 1)/2 + (s − w)·w)/s. Not causal (one token decoding over a cache of s entries): min(s, w).
+    """
+    if window is None:
+        return mean_context(seq, causal)
+    if not causal:
+        return float(min(seq, window))
+    if seq <= window:
+        return (seq + 1) / 2
+    return (window * (window + 1) / 2 + (seq - window) * window) / seq
 
 
 def mean_context(seq: float, causal: bool) -> float:
@@ -160,7 +209,8 @@ def forward_flops_per_token(spec: TransformerSpec, context: float, *, causal: bo
         raise InputError(f"forward_flops_per_token needs a transformer spec, got kind '{spec.kind}'")
     if context < 0:
         raise InputError(f"context must be at least 0 positions, got {context}")
-    return {t.name: t.flops for t in _terms(spec, mean_context(context, causal))}
+    return {t.name: t.flops for t in _terms(spec, mean_context(context, causal),
+                                             window_context(context, spec.sliding_window, causal))}
 
 
 def _check(tokens: float, seq: int, recompute: str) -> None:
@@ -194,7 +244,12 @@ def count_flops(spec: TransformerSpec | LinearSpec, tokens: float, seq: int = 1,
         else:
             d.add("attended positions", "c = s (no causal halving)", str(seq), ctx, "positions",
                   "Korthikanti et al. 2022, App. A")
-        terms = _terms(spec, ctx)
+        ctx_w = None
+        if spec.sliding_window is not None and spec.sliding_layers and causal:
+            ctx_w = d.add("mean attended positions, sliding-window layers", "c_w = Σ min(i, w) / s",
+                          f"w = {spec.sliding_window}, s = {seq}", window_context(seq, spec.sliding_window, True),
+                          "positions", SRC_WINDOW)
+        terms = _terms(spec, ctx, ctx_w)
     D = tokens
     per = "example" if isinstance(spec, LinearSpec) else "token"
     comps: dict[str, ComponentFlops] = {}
@@ -235,7 +290,7 @@ def count_flops(spec: TransformerSpec | LinearSpec, tokens: float, seq: int = 1,
                             6 * pc.active_params * D,
                             "FLOP", KAPLAN + "; active parameters for MoE")
         a, d_qk, d_v = attention_head_dims(spec)
-        L = spec.layers  # PaLM App. B: attention 12·L·H·Q·T per token (H·Q = a·d; d_qk + d_v = 2Q)
+        L = spec.attention_layers  # PaLM App. B: attention 12·L·H·Q·T per token (H·Q = a·d; d_qk + d_v = 2Q)
         palm = d.add("PaLM model FLOPs", "(6·N_active + 6·L·a·(d_qk + d_v)·s) · D  (= 12·L·H·Q·T)",
                      f"(6 × {g(pc.active_params)} + 6 × {L} × {a} × ({d_qk} + {d_v}) × {seq}) × {g(D)}",
                      (6 * pc.active_params + 6 * L * a * (d_qk + d_v) * seq) * D, "FLOP", SRC_PALM)

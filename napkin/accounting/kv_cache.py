@@ -28,6 +28,11 @@ SRC_MLA = ("DeepSeek-V2 §2.1.2-2.1.4 (MLA caches the compressed latent c_KV and
 SRC_TP_KV = ("Shoeybi et al. 2019, Megatron-LM §3 (attention heads split across TP ranks); vLLM / Megatron-LM "
              "replicate a KV head on tp/k ranks when tp > k (MQA: on every rank)")
 
+SRC_WINDOW = ("Jiang et al. 2023 (Mistral 7B) §2, rolling buffer cache: a sliding-window layer keeps the last w "
+              "keys and values")
+SRC_SSM_STATE = ("Dao & Gu 2024 (Mamba-2): a fixed-size recurrent state per layer (H·P·N) and the conv window "
+                 "((K − 1)·conv_dim), the same for any context; HF Mamba2Cache")
+
 Attention = Literal["MHA", "GQA", "MQA", "MLA"]
 
 
@@ -38,11 +43,38 @@ def attention_kind(spec: TransformerSpec) -> Attention:
     return "MHA" if k == spec.heads else ("MQA" if k == 1 else "GQA")
 
 
-def kv_elements_per_token(spec: TransformerSpec) -> int:
-    """Cached elements per token over all layers: 2·L·k·d (K and V), or (d_c + d_h^R)·L for MLA."""
+def kv_elements_per_layer_token(spec: TransformerSpec) -> int:
+    """Cached elements per token in one attention layer: 2·k·d (K and V), or d_c + d_h^R for MLA."""
     if spec.mla is not None:
-        return spec.layers * (spec.mla.kv_lora_rank + spec.mla.qk_rope_head_dim)
-    return 2 * spec.layers * spec.n_kv_heads * spec.d_head
+        return spec.mla.kv_lora_rank + spec.mla.qk_rope_head_dim
+    return 2 * spec.n_kv_heads * spec.d_head
+
+
+def kv_elements_per_token(spec: TransformerSpec) -> int:
+    """Cached elements per token over all attention layers: 2·L·k·d (K and V), or (d_c + d_h^R)·L for MLA.
+
+    Hybrid stacks count their attention layers only. Sliding-window layers hold at most w tokens: use
+    kv_elements_per_sequence for a context longer than the window."""
+    return spec.attention_layers * kv_elements_per_layer_token(spec)
+
+
+def ssm_state_elements(spec: TransformerSpec) -> int:
+    """A Mamba-2 stack's recurrent state per sequence, whatever its length: per layer H·P·N (the SSM state) plus
+    (K − 1)·conv_dim (the convolution's window). HF Mamba2Cache / NemotronH's HybridMambaAttentionDynamicCache."""
+    m = spec.ssm
+    if m is None or spec.block_pattern is None:
+        return 0
+    return spec.block_pattern.count("M") * (m.heads * m.head_dim * m.state_size + (m.conv_kernel - 1) * m.conv_dim)
+
+
+def kv_elements_per_sequence(spec: TransformerSpec, context: int) -> float:
+    """Cached elements of one sequence of `context` tokens: full layers hold every token, sliding-window layers
+    the last w (Mistral's rolling buffer, HF's sliding-window cache), Mamba-2 layers their fixed state."""
+    per = kv_elements_per_layer_token(spec)
+    L_sw = spec.sliding_layers
+    L_full = spec.attention_layers - L_sw
+    w = min(context, spec.sliding_window or context)
+    return per * (L_full * context + L_sw * w) + ssm_state_elements(spec)
 
 
 def kv_bytes_per_token(spec: TransformerSpec, kv_dtype: str | DType = DType.bf16) -> float:
@@ -117,6 +149,10 @@ class KVCacheResult(Result):
     bytes_per_token_mha: float = Field(description="the same model with a KV head per query head")
     saving_vs_mha: float = Field(description="MHA bytes / these bytes (GQA/MQA: heads / kv_heads)")
     bytes_per_sequence: float
+    sliding_window: int | None = Field(default=None, description="w: tokens a sliding-window layer keeps")
+    sliding_layers: int = Field(default=0, description="attention layers that keep only the last w tokens")
+    attention_layers: int = Field(default=0, description="layers with a KV cache (hybrids: the attention ones)")
+    ssm_state_bytes_per_sequence: float = Field(default=0.0, description="Mamba-2 layers' fixed recurrent state")
     total_bytes: float = Field(description="whole batch, before tensor parallelism")
     shard: KVShard
     bytes_per_gpu: float = Field(description="what one GPU stores under tensor parallelism")
@@ -135,7 +171,7 @@ def kv_cache(spec: TransformerSpec, context: int, batch: int = 1, *, kv_dtype: s
     d = d if d is not None else Derivation()
     first = len(d.steps)  # this result carries only its own steps, also when appending to a caller's
     kind = attention_kind(spec)
-    L, a, b = spec.layers, spec.heads, bytes_per_element(i.kv_dtype)
+    L, a, b = spec.attention_layers, spec.heads, bytes_per_element(i.kv_dtype)
     src = {"MHA": SRC_KV, "GQA": f"{SRC_KV}; {SRC_GQA}", "MQA": f"{SRC_KV}; {SRC_MQA}", "MLA": SRC_MLA}[kind]
     if spec.mla is not None:
         m = spec.mla
@@ -155,13 +191,32 @@ def kv_cache(spec: TransformerSpec, context: int, batch: int = 1, *, kv_dtype: s
         if kind != "MHA":
             d.add("the same model with MHA (k = a)", "2 · L · a · d · bytes", f"2 × {L} × {a} × {dh} × {g(b)}",
                   mha, "B", SRC_KV)
-    saving = mha / per_tok
-    if kind != "MHA":
+    saving = mha / per_tok if per_tok else 1.0
+    if kind != "MHA" and per_tok:
         d.add(f"{kind} saving vs MHA", "a / k" if kind != "MLA" else "MHA bytes / MLA bytes",
               f"{a} / {k}" if kind != "MLA" else f"{g(mha)} / {g(per_tok)}", saving, "ratio",
               {"GQA": SRC_GQA, "MQA": SRC_MQA, "MLA": SRC_MLA}[kind])
-    per_seq = d.add("KV cache per sequence", "bytes/token · s", f"{g(per_tok)} × {i.context}", per_tok * i.context,
-                    "B", SRC_KV)
+    L_sw, w = spec.sliding_layers, spec.sliding_window
+    ssm_bytes = ssm_state_elements(spec) * b
+    if L_sw and w is not None:
+        per_layer = per_tok / L if L else 0.0
+        kept = min(i.context, w)
+        per_seq = d.add("KV cache per sequence (sliding-window layers keep the last w tokens)",
+                        "bytes/token/layer · (L_full · s + L_window · min(s, w))",
+                        f"{g(per_layer)} × ({L - L_sw} × {i.context} + {L_sw} × {kept})",
+                        per_layer * ((L - L_sw) * i.context + L_sw * kept), "B", SRC_WINDOW)
+    else:
+        per_seq = d.add("KV cache per sequence", "bytes/token · s", f"{g(per_tok)} × {i.context}",
+                        per_tok * i.context, "B", SRC_KV)
+    if ssm_bytes:
+        m = spec.ssm
+        assert m is not None and spec.block_pattern is not None
+        n_m = spec.block_pattern.count("M")
+        d.add("Mamba-2 state per sequence (any length)", "L_ssm · (H·P·N + (K − 1)·conv_dim) · bytes",
+              f"{n_m} × ({m.heads} × {m.head_dim} × {m.state_size} + {m.conv_kernel - 1} × {m.conv_dim}) × {g(b)}",
+              ssm_bytes, "B", SRC_SSM_STATE)
+        per_seq = d.add("cache per sequence (KV + SSM state)", "KV + state", f"{g(per_seq)} + {g(ssm_bytes)}",
+                        per_seq + ssm_bytes, "B", SRC_SSM_STATE)
     total = d.add("KV cache, whole batch", "bytes/sequence · B", f"{g(per_seq)} × {i.batch}", per_seq * i.batch, "B",
                   SRC_KV)
     shard = shard_kv(spec, i.tp)
@@ -172,5 +227,7 @@ def kv_cache(spec: TransformerSpec, context: int, batch: int = 1, *, kv_dtype: s
                         total * shard.fraction_per_gpu, "B", SRC_TP_KV)
     return KVCacheResult(inputs=i, attention=kind, layers=L, heads=a, kv_heads=k, head_dim=dh,
                          elements_per_token=kv_elements_per_token(spec), bytes_per_token=per_tok,
-                         bytes_per_token_mha=mha, saving_vs_mha=saving, bytes_per_sequence=per_seq, total_bytes=total,
+                         bytes_per_token_mha=mha, saving_vs_mha=saving, bytes_per_sequence=per_seq,
+                         sliding_window=w if L_sw else None, sliding_layers=L_sw, attention_layers=L,
+                         ssm_state_bytes_per_sequence=ssm_bytes, total_bytes=total,
                          shard=shard, bytes_per_gpu=per_gpu, steps=d.steps[first:])

@@ -73,17 +73,31 @@ class Gemm(NamedTuple):
         return i, o
 
 
+Mixer = Literal["attention", "mamba2", "none"]
+Ffn = Literal["dense", "moe", "none"]
+
+
 class LayerKind(NamedTuple):
-    """The layers of one kind: how many, and the matrices each holds."""
+    """The layers of one kind: how many, and the matrices each holds.
+
+    A plain transformer has at most two kinds (dense-FFN and MoE layers, each attention + FFN). A hybrid stack
+    (``block_pattern``) has one kind per block type, each one mixer: Mamba-2, attention, a dense MLP or an MoE.
+    """
 
     moe: bool
     count: int
     gemms: tuple[Gemm, ...]
-    norm_params: int  # the block's two norms (pre-attention and pre-MLP, or their sublayer-output twins)
-    attention_norm_params: int  # norms inside the attention block (q/k norms, MLA's latent norms)
+    norm_params: int  # the block's norms (2: pre-attention and pre-MLP; 4: Gemma's pre and post; 1: parallel/hybrid)
+    attention_norm_params: int  # norms inside the attention block (q/k norms, MLA's latent norms, sinks)
+    mixer: Mixer = "attention"  # what mixes positions: attention, a Mamba-2 SSM, or nothing (an MLP-only block)
+    ffn: Ffn = "dense"
+    extras: tuple[tuple[str, int], ...] = ()  # non-GEMM parameters by component (q/k norms, sinks, SSM conv, ...)
+    char: str = ""  # the block_pattern character of a hybrid kind; "" in a plain stack
 
     @property
     def label(self) -> str:
+        if self.char:
+            return {"M": "Mamba-2 layer", "*": "attention layer", "-": "MLP layer", "E": "MoE layer"}[self.char]
         return "MoE layer" if self.moe else "dense layer"
 
     @property
@@ -116,13 +130,24 @@ class LayerPlan(NamedTuple):
 
     def counts_in(self, lo: int, hi: int) -> list[tuple[LayerKind, int]]:
         """(kind, layers of that kind) among layers lo..hi−1: a pipeline stage's share, by arithmetic."""
-        n_moe = self.spec.moe_layers_between(lo, hi)
         out = []
+        if self.spec.block_pattern is not None:
+            for k in self.kinds:
+                n = self.spec.blocks_between(k.char, lo, hi)
+                if n:
+                    out.append((k, n))
+            return out
+        n_moe = self.spec.moe_layers_between(lo, hi)
         for k in self.kinds:
             n = n_moe if k.moe else (hi - lo) - n_moe
             if n:
                 out.append((k, n))
         return out
+
+    @property
+    def hybrid(self) -> bool:
+        """A stack of single-mixer blocks (block_pattern), not attention + FFN in every layer."""
+        return self.spec.block_pattern is not None
 
 
 def norm_params(spec: TransformerSpec, width: int) -> int:
@@ -136,14 +161,15 @@ def attention_linears(spec: TransformerSpec) -> dict[str, Linear]:
         m = spec.mla
         qk = m.qk_nope_head_dim + m.qk_rope_head_dim
         out: dict[str, Linear] = {}
+        b = spec.attention_bias == "all"  # modeling_deepseek_v2/v3: attention_bias on q_a, kv_a and o only
         if m.q_lora_rank:
-            out["q_a"] = Linear(h, m.q_lora_rank)  # down-projection (its RMSNorm: attention_norms)
+            out["q_a"] = Linear(h, m.q_lora_rank, b)  # down-projection (its RMSNorm: attention_norms)
             out["q_b"] = Linear(m.q_lora_rank, a * qk)
         else:
             out["q"] = Linear(h, a * qk)
-        out["kv_a"] = Linear(h, m.kv_lora_rank + m.qk_rope_head_dim)  # latent + the shared RoPE key
+        out["kv_a"] = Linear(h, m.kv_lora_rank + m.qk_rope_head_dim, b)  # latent + the shared RoPE key
         out["kv_b"] = Linear(m.kv_lora_rank, a * (m.qk_nope_head_dim + m.v_head_dim))
-        out["o"] = Linear(a * m.v_head_dim, h)
+        out["o"] = Linear(a * m.v_head_dim, h, b)
         return out
     k, d = spec.n_kv_heads, spec.d_head
     qkv_b = spec.attention_bias in ("qkv", "all")
@@ -166,11 +192,14 @@ def attention_norms(spec: TransformerSpec) -> dict[str, int]:
             out["q_a"] = norm_params(spec, m.q_lora_rank)  # q_a_layernorm
         return out
     a, k, d = spec.heads, spec.n_kv_heads, spec.d_head
+    out = {}
     if spec.qk_norm == "per_head":  # one norm of width d shared by the heads (Qwen3, Gemma 3)
-        return {"qk_norm": norm_params(spec, d) * 2}
-    if spec.qk_norm == "full":  # over the whole projection (OLMo 2)
-        return {"qk_norm": norm_params(spec, a * d) + norm_params(spec, k * d)}
-    return {}
+        out["qk_norm"] = norm_params(spec, d) * 2
+    elif spec.qk_norm == "full":  # over the whole projection (OLMo 2, OLMoE)
+        out["qk_norm"] = norm_params(spec, a * d) + norm_params(spec, k * d)
+    if spec.attention_sinks:  # modeling_gpt_oss: self.sinks = nn.Parameter(torch.empty(num_attention_heads))
+        out["sinks"] = a
+    return out
 
 
 def attention_head_dims(spec: TransformerSpec) -> tuple[int, int, int]:
@@ -204,20 +233,81 @@ def _ffn_gemms(spec: TransformerSpec, prefix: str, component: str, width: int, c
             for n, lin in zip(ffn_names(spec), ffn_linears(spec, width), strict=True)]
 
 
-def _kind(spec: TransformerSpec, moe: bool, count: int) -> LayerKind:
-    attn = [Gemm(f"attention.{n}", f"attention.{n}", lin, split=_ATTN_SPLIT.get(n, "none"))
+def _moe_gemms(spec: TransformerSpec) -> list[Gemm]:
+    assert spec.moe is not None
+    e = spec.moe
+    ffn = [Gemm("ffn.router", "ffn.router", router_linear(spec))]
+    ffn += _ffn_gemms(spec, "ffn.experts", "ffn.experts", e.expert_ffn_dim, e.experts, e.top_k, True)
+    if e.shared_experts:
+        ffn += _ffn_gemms(spec, "ffn.shared", "ffn.shared_experts", e.shared_ffn_dim or e.expert_ffn_dim,
+                          e.shared_experts, e.shared_experts, False)
+        if e.shared_expert_gate:  # modeling_qwen2_moe: shared_expert_gate = nn.Linear(h, 1, bias=False)
+            ffn.append(Gemm("ffn.shared_expert_gate", "ffn.shared_expert_gate", Linear(spec.d_model, 1)))
+    return ffn
+
+
+def _attention_gemms(spec: TransformerSpec) -> list[Gemm]:
+    return [Gemm(f"attention.{n}", f"attention.{n}", lin, split=_ATTN_SPLIT.get(n, "none"))
             for n, lin in attention_linears(spec).items()]
+
+
+def _kind(spec: TransformerSpec, moe: bool, count: int) -> LayerKind:
+    attn = _attention_gemms(spec)
     if moe and spec.moe is not None:
-        e = spec.moe
-        ffn = [Gemm("ffn.router", "ffn.router", router_linear(spec))]
-        ffn += _ffn_gemms(spec, "ffn.experts", "ffn.experts", e.expert_ffn_dim, e.experts, e.top_k, True)
-        if e.shared_experts:
-            ffn += _ffn_gemms(spec, "ffn.shared", "ffn.shared_experts", e.shared_ffn_dim or e.expert_ffn_dim,
-                              e.shared_experts, e.shared_experts, False)
+        ffn = _moe_gemms(spec)
     else:
         ffn = _ffn_gemms(spec, "ffn", "ffn.dense", spec.ffn_dim, 1, 1, False)
-    return LayerKind(moe=moe, count=count, gemms=tuple(attn + ffn), norm_params=2 * norm_params(spec, spec.d_model),
-                     attention_norm_params=sum(attention_norms(spec).values()))
+    extras = attention_norms(spec)
+    return LayerKind(moe=moe, count=count, gemms=tuple(attn + ffn),
+                     norm_params=spec.norms_per_layer * norm_params(spec, spec.d_model),
+                     attention_norm_params=sum(extras.values()), mixer="attention", ffn="moe" if moe else "dense",
+                     extras=tuple((f"attention.{k}", v) for k, v in extras.items()))
+
+
+# Mamba-2 (Dao & Gu 2024 §7; HF modeling_mamba2 / modeling_nemotron_h Mamba2Mixer): in_proj and out_proj are GEMMs;
+# the depthwise conv1d, the per-head dt_bias / A_log / D and the gated RMSNorm are the other parameters.
+SRC_MAMBA2 = ("Dao & Gu 2024, Transformers are SSMs (Mamba-2) §7; HF modeling_mamba2: in_proj h→2·d_in+2·G·N+H, "
+              "conv1d over d_in+2·G·N channels, dt_bias/A_log/D per head, gated RMSNorm d_in, out_proj d_in→h")
+
+
+def ssm_linears(spec: TransformerSpec) -> dict[str, Linear]:
+    """The two projections of a Mamba-2 mixer."""
+    m = spec.ssm
+    assert m is not None
+    h = spec.d_model
+    return {"in_proj": Linear(h, 2 * m.d_inner + 2 * m.groups * m.state_size + m.heads, m.proj_bias),
+            "out_proj": Linear(m.d_inner, h, m.proj_bias)}
+
+
+def ssm_extras(spec: TransformerSpec) -> dict[str, int]:
+    """A Mamba-2 mixer's parameters outside its GEMMs, by component."""
+    m = spec.ssm
+    assert m is not None
+    return {"ssm.conv": m.conv_dim * m.conv_kernel + (m.conv_dim if m.conv_bias else 0),
+            "ssm.heads": 3 * m.heads,  # dt_bias, A_log, D
+            "ssm.norm": m.d_inner}  # the gated RMSNorm's weight
+
+
+def _hybrid_kind(spec: TransformerSpec, char: str, count: int) -> LayerKind:
+    norm = norm_params(spec, spec.d_model)  # one pre-norm per block
+    if char == "M":
+        gemms = [Gemm(f"ssm.{n}", f"ssm.{n}", lin, split="column" if n == "in_proj" else "row")
+                 for n, lin in ssm_linears(spec).items()]
+        extras = ssm_extras(spec)
+        return LayerKind(moe=False, count=count, gemms=tuple(gemms), norm_params=norm,
+                         attention_norm_params=sum(extras.values()), mixer="mamba2", ffn="none",
+                         extras=tuple(extras.items()), char=char)
+    if char == "*":
+        extras = {f"attention.{k}": v for k, v in attention_norms(spec).items()}
+        return LayerKind(moe=False, count=count, gemms=tuple(_attention_gemms(spec)), norm_params=norm,
+                         attention_norm_params=sum(extras.values()), mixer="attention", ffn="none",
+                         extras=tuple(extras.items()), char=char)
+    if char == "E":
+        return LayerKind(moe=True, count=count, gemms=tuple(_moe_gemms(spec)), norm_params=norm,
+                         attention_norm_params=0, mixer="none", ffn="moe", char=char)
+    return LayerKind(moe=False, count=count, gemms=tuple(_ffn_gemms(spec, "ffn", "ffn.dense", spec.ffn_dim, 1, 1,
+                                                                     False)),
+                     norm_params=norm, attention_norm_params=0, mixer="none", ffn="dense", char=char)
 
 
 _PLANS: dict[int, LayerPlan] = {}  # by id(spec); specs are frozen, and the entry keeps its spec alive
@@ -236,8 +326,11 @@ def layer_plan(spec: TransformerSpec) -> LayerPlan:
 
 def _build(spec: TransformerSpec) -> LayerPlan:
     L, h, V = spec.layers, spec.d_model, spec.vocab
-    n_moe = spec.moe_layers
-    kinds = tuple(_kind(spec, moe, n) for moe, n in ((False, L - n_moe), (True, n_moe)) if n)
+    if spec.block_pattern is not None:
+        kinds = tuple(_hybrid_kind(spec, c, spec.block_pattern.count(c)) for c in "M*-E" if c in spec.block_pattern)
+    else:
+        n_moe = spec.moe_layers
+        kinds = tuple(_kind(spec, moe, n) for moe, n in ((False, L - n_moe), (True, n_moe)) if n)
     emb = {"embedding.tokens": V * h}
     if spec.positions == "learned":
         emb["embedding.positions"] = spec.max_context * h

@@ -22,6 +22,10 @@ SRC_MOE = "Fedus et al. 2022 (Switch) §2.1 router h·E; DeepSeek-V3 §2.1.2 (sh
 SRC_EMB = "Radford et al. 2019 (GPT-2) / nanoGPT: wte V·h, wpe s_max·h; tied head reuses wte"
 SRC_NORM = "Ba et al. 2016 (LayerNorm: weight + bias); Zhang & Sennrich 2019 (RMSNorm: weight only)"
 SRC_LINEAR = "CS336 lecture 2: deep linear network, params D²·L + D"
+SRC_NORM_GEMMA = ("Gemma 2 report §2 (Team Gemma 2024): RMSNorm on the input and the output of each sub-layer, "
+                  "4 per block; HF modeling_gemma2")
+SRC_SSM = ("Dao & Gu 2024 (Mamba-2) §7; HF modeling_mamba2: conv1d (d_in+2GN)·K (+ bias), dt_bias/A_log/D per head, "
+           "gated norm d_in")
 
 
 class ParamInputs(Inputs):
@@ -46,7 +50,10 @@ def ffn_matrix_params(spec: TransformerSpec, width: int) -> int:
 def _formula(spec: TransformerSpec, component: str) -> tuple[str, str]:
     """(formula, source) of one component's per-layer count, in the paper's symbols."""
     if component.startswith("attention."):
-        return f"L · {component.split('.', 1)[1]}", SRC_MLA if spec.mla else SRC_ATTN
+        n = "L_attn" if spec.block_pattern is not None else "L"
+        return f"{n} · {component.split('.', 1)[1]}", SRC_MLA if spec.mla else SRC_ATTN
+    if component.startswith("ssm."):
+        return f"L_ssm · {component.split('.', 1)[1]}", SRC_SSM
     if component == "ffn.dense":
         return f"L_dense · {spec.ffn_matrices}·h·f" + (" (+ biases)" if spec.mlp_bias else ""), SRC_FFN
     return f"L_moe · {component.split('.', 1)[1]}", SRC_MOE
@@ -89,8 +96,8 @@ def _count(spec: TransformerSpec | LinearSpec) -> ParamCount:
         comp: dict[str, int] = {}
         for gm in kind.gemms:
             comp[gm.component] = comp.get(gm.component, 0) + gm.params
-        for name, n in plan.attention_norms.items():
-            comp[f"attention.{name}"] = comp.get(f"attention.{name}", 0) + n
+        for name, n in kind.extras:  # q/k norms, sinks, MLA latent norms, the SSM's conv/heads/norm
+            comp[name] = comp.get(name, 0) + n
         for key, n in comp.items():
             per_layer.setdefault(key, []).append((kind.count, n))
     for key, parts in sorted(per_layer.items(), key=lambda kv: not kv[0].startswith("attention.")):
@@ -99,8 +106,10 @@ def _count(spec: TransformerSpec | LinearSpec) -> ParamCount:
             parts = [(sum(k for k, _ in parts), parts[0][1])]
         put(key, sum(k * n for k, n in parts), formula, " + ".join(f"{k} × {n}" for k, n in parts), src)
     per_layer_norms = plan.kinds[0].norm_params
-    put("norms.layers", L * per_layer_norms, "L · 2 norms · h" + (" · 2 (weight, bias)" if spec.has_norm_bias else ""),
-        f"{L} × {per_layer_norms}", SRC_NORM)
+    n_norms = 1 if plan.hybrid else spec.norms_per_layer
+    put("norms.layers", L * per_layer_norms,
+        f"L · {n_norms} norm{'s' if n_norms > 1 else ''} · h" + (" · 2 (weight, bias)" if spec.has_norm_bias else ""),
+        f"{L} × {per_layer_norms}", SRC_NORM_GEMMA if n_norms == 4 else SRC_NORM)
     put("norms.final", plan.final_norm_params, "h" + (" · 2" if spec.has_norm_bias else ""), str(h), SRC_NORM)
     if not spec.tied_embeddings:
         put("head", plan.head.params, "V·h (untied LM head)", f"{V} × {h}", SRC_EMB)

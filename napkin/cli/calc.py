@@ -51,7 +51,18 @@ from napkin.cli.options import (
     whole,
     exit_if_does_not_fit,
 )
-from napkin.cli.root import app
+from napkin.cli.finetune_options import (
+    BaseDtype,
+    DoubleQuant,
+    Finetune,
+    LoraEmbeddings,
+    LoraRank,
+    LoraTargets,
+    Offload,
+    PagedOptimizer,
+    finetune_setup,
+)
+from napkin.cli.root import app, refuse_unused
 
 
 @app.command("train-time")
@@ -117,6 +128,9 @@ def train_time_cmd(
         from napkin.errors import InputError
 
         raise InputError("--gpu all asks every GPU at one MFU: leave out --mfu-from and --plan")
+    layout = dict(tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, micro_batch=micro_batch, global_batch=global_batch)
+    _refuse_ignored_train_flags(ctx, model=model, mfu_from=mfu_from, plan=plan,
+                                with_layout=any(v is not None for v in layout.values()))
     hw, measured = (None if all_gpus else hardware(ctx, gpu)), None
     if plan:
         from napkin.accounting.plan import train_time_planned
@@ -132,7 +146,6 @@ def train_time_cmd(
                                     inter_node_bandwidth=inter_node_bandwidth, calibration=calibration)
         render.show(result, as_json=json, explain=explain)
         return
-    layout = dict(tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, micro_batch=micro_batch, global_batch=global_batch)
     if any(v is not None for v in layout.values()):
         from napkin.accounting.step_time import train_time_at_layout
         from napkin.errors import InputError
@@ -174,6 +187,33 @@ def train_time_cmd(
     render.show(result, as_json=json, explain=explain)
 
 
+_LAYOUT_ONLY = ("sp", "zero", "precision", "node_size", "intra_node_bandwidth", "inter_node_bandwidth", "calibration")
+_SEARCHED = ("tp", "pp", "vp", "cp", "ep", "micro_batch", "sp", "zero", "recompute")
+
+
+def _refuse_ignored_train_flags(ctx: typer.Context, *, model: str | None, mfu_from: Path | None, plan: bool,
+                                with_layout: bool) -> None:
+    """Each train-time mode reads some flags; one that its mode would drop is refused, naming what it needs."""
+    if mfu_from is None:
+        refuse_unused(ctx, ["mfu_fraction"], "without --mfu-from (it scales the MFU measured in that file)",
+                      "give --mfu-from FILE")
+    if plan or with_layout:
+        if model is None:
+            return  # the layout's own check comes first: it needs --model and --tokens
+        how = "--plan" if plan else "a layout"
+        refuse_unused(ctx, ["params", "flops", "dtype", "sparse", "causal"], f"with {how}, which counts --model's "
+                      "exact FLOPs at the dense peak of --precision's compute dtype",
+                      f"drop {how} to plan at an --mfu with them")
+        if plan:
+            refuse_unused(ctx, _SEARCHED, "with --plan, which searches them", "run `napkin step-time` for one layout")
+        return
+    if model is None:
+        refuse_unused(ctx, ["seq", "causal"], "without --model (6ND has no sequence length)",
+                      "give --model for its exact FLOPs")
+    refuse_unused(ctx, _LAYOUT_ONLY, "without a layout (only the MFU step-time predicts for a layout reads them)",
+                  "give --model, --tokens and a layout (--tp, --pp, --micro-batch, ...) or --plan")
+
+
 @app.command("max-model")
 def max_model_cmd(
     ctx: typer.Context,
@@ -196,6 +236,14 @@ def max_model_cmd(
     flash: Flash = True,
     tp: Tp = 1,
     pp: Pp = 1,
+    finetune: Finetune = "full",
+    lora_rank: LoraRank = None,
+    lora_targets: LoraTargets = None,
+    base_dtype: BaseDtype = None,
+    double_quant: DoubleQuant = None,
+    lora_embeddings: LoraEmbeddings = False,
+    paged_optimizer: PagedOptimizer = False,
+    offload: Offload = "none",
     check: Check = False,
     json: Json = False,
     explain: Explain = False,
@@ -204,12 +252,20 @@ def max_model_cmd(
 
     Without --seq, --batch, --like or --aspect it counts parameters, gradients, master weights and optimizer
     state only. With any of them it scales a model family (--like, default llama3-8b; --seq defaults to its
-    pre-training length) and counts activations too.
+    pre-training length) and counts activations too. With --finetune lora|qlora (or --offload) it always scales
+    the family: the adapters need an architecture (`napkin max-model --finetune qlora --gpus 1 --gpu l4 --seq 2048`).
     """
     from napkin import render
     from napkin.accounting.model_state import max_model
 
-    if seq is None and batch is None and like is None and aspect is None:
+    tune = finetune_setup(finetune, lora_rank, lora_targets, base_dtype, double_quant, lora_embeddings,
+                          paged_optimizer, offload)
+    tuned = finetune != "full" or offload != "none" or paged_optimizer or lora_embeddings or any(
+        v is not None for v in (lora_rank, lora_targets, base_dtype, double_quant))
+    if not tuned and seq is None and batch is None and like is None and aspect is None:
+        refuse_unused(ctx, ["tp", "pp", "recompute", "flash"], "without --seq, --batch, --like or --aspect (model "
+                      "state alone: parameters, gradients and optimizer state, sharded by --zero)",
+                      "give --seq and --batch to count activations")
         result = max_model(hardware(ctx, gpu), gpus, optimizer, precision, zero, memory_bytes=memory,
                            reserve_bytes=reserve)
     else:
@@ -218,7 +274,7 @@ def max_model_cmd(
         result = max_model_fit(hardware(ctx, gpu), model_of(ctx, like or "llama3-8b"), aspect=aspect,
                                batch=batch or 1, seq=seq, gpus=gpus, optimizer=optimizer, precision=precision,
                                zero=zero, recompute=recompute, flash=flash, tp=tp, pp=pp, memory_bytes=memory,
-                               reserve_bytes=reserve)
+                               reserve_bytes=reserve, **tune)
     render.show(result, as_json=json, explain=explain)
     exit_if_does_not_fit(check, result.max_params > 0 if hasattr(result, "max_params") else result.spec is not None)
 
@@ -258,6 +314,12 @@ def budget_cmd(
     from napkin import render
     from napkin.accounting.training import budget
 
+    if model is None:
+        refuse_unused(ctx, ["seq", "causal"], "without --model (the budget in FLOPs has no sequence length)",
+                      "give --model for the tokens it buys")
+        if hfu is None:
+            refuse_unused(ctx, ["recompute"], "without --model or --hfu (recomputation spends hardware FLOPs; an "
+                          "--mfu budget counts model FLOPs)", "give --hfu, or --model")
     spec = model_of(ctx, model) if model is not None else None
     result = budget(hardware(ctx, gpu), gpus, days, flops=flops, price_per_gpu_hour=price, causal=causal, dtype=dtype,
                     mfu=mfu, sparse=sparse, tokens_per_param=tokens_per_param, model=spec, seq=seq,

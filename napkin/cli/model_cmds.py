@@ -25,6 +25,7 @@ from napkin.cli.options import (
     opt,
     whole,
 )
+from napkin.cli.finetune_options import Finetune, LoraEmbeddings, LoraRank, LoraTargets
 from napkin.cli.root import app
 
 LINEAR = "Linear net (cruncher) shape"
@@ -88,6 +89,10 @@ def flops_cmd(
     width: Width = None,
     depth: Depth = None,
     out: Out = None,
+    finetune: Finetune = "full",
+    lora_rank: LoraRank = None,
+    lora_targets: LoraTargets = None,
+    lora_embeddings: LoraEmbeddings = False,
     json: Json = False,
     explain: Explain = False,
 ) -> None:
@@ -104,13 +109,17 @@ def flops_cmd(
       napkin flops -m cruncher --width 32768 --depth 1 --out 8192 -D 16384  → fwd 2BD²+2BDK = 4.398e13
 
       napkin flops -m cruncher --width 32768 --depth 0 --out 8192 -D 16384  → one matmul: 2BDK = 8.796e12
+
+    Fine-tuning (--finetune lora|qlora): frozen matrices cost forward + activation gradients only (no weight
+    gradients), the adapters forward + backward: ≈ 4N + 6·N_adapter per token, beside full fine-tuning.
     """
     from napkin import render
-    from napkin.accounting.flops import training_flops
+    from napkin.accounting.finetune import finetune_flops
 
     spec = resolve_model(ctx, model, width, depth, out)
-    result = training_flops(spec, tokens=tokens, batch=batch, seq=seq, causal=causal,
-                            recompute=recompute)  # type: ignore[arg-type]
+    result = finetune_flops(spec, tokens=tokens, batch=batch, seq=seq, causal=causal,
+                            recompute=recompute, finetune=finetune, lora_rank=lora_rank,  # type: ignore[arg-type]
+                            lora_targets=lora_targets, lora_embeddings=lora_embeddings)
     render.show(result, as_json=json, explain=explain)
 
 

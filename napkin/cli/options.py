@@ -80,7 +80,8 @@ def positive_bytes(what: str) -> Callable[[str], float]:
 
 MODEL = "Model"
 MEMORY = "Memory"
-MODEL_HELP = "Catalog model (`napkin models list`), a Hugging Face config.json, or a model YAML."
+MODEL_HELP = ("Catalog model (`napkin models list`), a Hugging Face config.json, a model YAML, or a Hub id "
+              "org/name[@revision] (its config.json only).")
 
 ModelOpt = Annotated[str, opt("--model", "-m", metavar="NAME|FILE", panel=MODEL, help=MODEL_HELP)]
 Seq = Annotated[int | None, opt("--seq", "-s", parser=whole("sequence length"), metavar="S", panel=MODEL,
@@ -237,3 +238,20 @@ Causal = Annotated[bool, opt("--causal/--no-causal", panel=MODEL,
 GpuOrAll = Annotated[str, opt("--gpu", metavar="NAME|all", panel=CATALOG, help="Accelerator from `napkin hardware "
                               "list` (short names like h100 pick the default variant); 'all' asks every GPU of the "
                               "catalog, one row each.")]
+
+
+# The shape of a transformer on the command line (added to every command that takes --model; see
+# napkin.cli.context.add_shape_options): field name → (flag, what it counts, help).
+SHAPE_OPTION_HELP: dict[str, tuple[str, str, str]] = {
+    "layers": ("--layers", "layer count", "L, transformer blocks (with --d-model and --heads: a model without a "
+               "file; with --model: that model with L layers)."),
+    "d_model": ("--d-model", "hidden size", "h, the hidden size."),
+    "heads": ("--heads", "head count", "a, query heads (head dim h/a)."),
+    "kv_heads": ("--kv-heads", "KV head count", "k, key/value heads (GQA; 1 = MQA). Default: --heads (MHA)."),
+    "ffn_dim": ("--ffn", "FFN width", "f, FFN inner width (with --experts: one expert's). Default: 4h for mlp, "
+                "8h/3 rounded up to 256 for swiglu."),
+    "ffn_kind": ("--ffn-kind", "FFN kind", "swiglu (3 matrices, default), geglu, or mlp (2 matrices)."),
+    "vocab": ("--vocab", "vocabulary size", "V, vocabulary size. Default: 32000."),
+    "experts": ("--experts", "expert count", "E, routed experts per layer (MoE in every layer; with --top-k)."),
+    "top_k": ("--top-k", "experts per token", "experts each token runs through."),
+}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
@@ -26,8 +27,11 @@ EPILOG = (
 
 def _fail(message: str, code: int = 2) -> None:
     """One line per problem on stderr, prefixed so it reads as napkin's, never a traceback."""
-    for line in for_cli(str(message)).splitlines() or [""]:
-        typer.echo(f"napkin: error: {line}", err=True)
+    try:
+        for line in for_cli(str(message)).splitlines() or [""]:
+            typer.echo(f"napkin: error: {line}", err=True)
+    except (OSError, ValueError):  # stderr itself is gone (2> /dev/full): the exit status still says it
+        pass
     sys.exit(code)
 
 
@@ -43,6 +47,48 @@ def _quiet_closed_pipe() -> None:
     except (OSError, ValueError, AttributeError):  # no real file descriptor (embedded, captured): nothing to flush
         pass
     sys.exit(1)
+
+
+def _os_error(e: OSError) -> None:
+    """An OSError no command turned into a message: one line on stderr, exit 1. Writing stdout to a full disk
+    (`> /dev/full`) raises one without a file name; stdout then points at devnull so that the flush at exit cannot
+    fail again ('Exception ignored ...')."""
+    import errno
+
+    reason = e.strerror or str(e) or type(e).__name__
+    if e.filename is not None:
+        _fail(f"{e.filename}: {reason}", 1)
+    lost = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+    try:
+        typer.echo(f"napkin: error: {'cannot write the output: ' if lost else ''}{reason}", err=True)
+    except (OSError, ValueError):  # stderr is gone too: the exit status is all that is left
+        pass
+    _quiet_closed_pipe()
+
+
+def given(ctx: Any, *names: str) -> list[str]:
+    """The options among ``names`` (parameter names) that the user typed, as the flags typed (a flag pair's
+    --no-... when it was given off); an option left at its default is not given, even where it holds one."""
+    params = {p.name: p for p in ctx.command.params}
+    flags = []
+    for name in names:
+        source = ctx.get_parameter_source(name)
+        if source is None or source.name not in ("COMMANDLINE", "ENVIRONMENT", "PROMPT"):
+            continue
+        p = params[name]
+        off = getattr(p, "is_flag", False) and p.secondary_opts and not ctx.params.get(name)
+        flags.append(p.secondary_opts[0] if off else max(p.opts, key=len))
+    return flags
+
+
+def refuse_unused(ctx: Any, names: Sequence[str], reason: str, fix: str) -> None:
+    """Refuse options a command would accept and then ignore: '--seq would be ignored without --model (...); give
+    --model, or leave it out'. Nothing a user types is silently dropped."""
+    flags = given(ctx, *names)
+    if flags:
+        shown = flags[0] if len(flags) == 1 else ", ".join(flags[:-1]) + " and " + flags[-1]
+        raise InputError(f"{shown} would be ignored {reason}; {fix}, or leave {'it' if len(flags) == 1 else 'them'} "
+                         "out")
 
 
 def hoist_specs_dirs(args: list[str]) -> list[str]:
@@ -95,6 +141,7 @@ class NapkinGroup(TyperGroup):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        context.add_shape_options(self)  # --layers/--d-model/--heads/... beside every --model
         _flags_without_placeholder(self)
 
     def get_params(self, ctx: Any) -> list[Any]:
@@ -128,12 +175,16 @@ class NapkinGroup(TyperGroup):
             _fail(str(e), e.exit_code)
         except BrokenPipeError:
             _quiet_closed_pipe()
+        except OSError as e:
+            _os_error(e)
         if not standalone_mode:
             return rv
         try:
             sys.stdout.flush()  # here, not at exit: a reader that left shows up as BrokenPipeError we can catch
         except BrokenPipeError:
             _quiet_closed_pipe()
+        except OSError as e:
+            _os_error(e)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 

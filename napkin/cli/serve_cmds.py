@@ -26,7 +26,7 @@ from napkin.cli.options import (
     opt,
     whole,
 )
-from napkin.cli.root import app
+from napkin.cli.root import app, refuse_unused
 from napkin.errors import InputError
 
 WORKLOAD = "Workload"
@@ -163,6 +163,9 @@ def roofline_cmd(
     from napkin import render
     from napkin.accounting.roofline import roofline
 
+    if not model:
+        refuse_unused(ctx, ["batch", "prompt", "context", "weights_dtype", "kv_dtype"], "without --model (they size "
+                      "a model's operations; the roofline alone is the GPU's)", "give --model")
     result = roofline(hardware(ctx, gpu), dtype, model_of(ctx, model) if model else None, batch=batch, prompt=prompt,
                       context=context, weights_dtype=weights_dtype, kv_dtype=kv_dtype)
     if plot:

@@ -37,18 +37,36 @@ def builtin_dir(folder: str) -> Path:
     raise SpecError(f"built-in specs folder '{folder}' not found (looked in {_PACKAGE_DATA} and {_REPO_ROOT})")
 
 
+def _is_dir(d: Path, what: str) -> bool:
+    """Path.is_dir, with a directory napkin may not enter said in one line (is_dir raises PermissionError)."""
+    try:
+        return d.is_dir()
+    except OSError as e:
+        raise SpecError(f"{what} '{d}' cannot be read: {e.strerror or e}") from None
+
+
+def _readable(d: Path, what: str) -> None:
+    """A directory napkin cannot list is refused, not read as empty (which would silently keep the built-ins)."""
+    if not os.access(d, os.R_OK | os.X_OK):
+        raise SpecError(f"{what} '{d}' cannot be read (permission denied); napkin would silently use the built-in "
+                        "specs instead: fix its permissions or leave it out")
+
+
 def user_dirs(explicit: Sequence[str | Path] | None = None) -> tuple[Path, ...]:
-    """User spec directories: the explicit ones (flag) first, then those in $NAPKIN_SPECS_DIR."""
+    """User spec directories: the explicit ones (flag) first, then those in $NAPKIN_SPECS_DIR. One directory given
+    twice (flag and variable) is read once."""
     dirs: list[Path] = [Path(d) for d in (explicit or [])]
     env = os.environ.get(ENV_VAR, "")
     dirs += [Path(p) for p in env.split(os.pathsep) if p.strip()]
+    what = f"specs directory (from --specs-dir or ${ENV_VAR})"
     for d in dirs:
-        if not d.is_dir():
-            what = "is not a directory" if d.exists() else "does not exist"
-            raise SpecError(f"specs directory '{d}' {what} (from --specs-dir or ${ENV_VAR}); give a directory holding "
-                            "hardware_specs/ and/or model_specs/")
+        if not _is_dir(d, what):
+            state = "is not a directory" if d.exists() else "does not exist"
+            raise SpecError(f"specs directory '{d}' {state} (from --specs-dir or ${ENV_VAR}); give a directory "
+                            "holding hardware_specs/ and/or model_specs/")
+        _readable(d, what)
         _check_layout(d)
-    return tuple(d.resolve() for d in dirs)
+    return tuple(dict.fromkeys(d.resolve() for d in dirs))
 
 
 SPEC_FOLDERS = ("hardware_specs", "model_specs")
@@ -57,7 +75,7 @@ SPEC_FOLDERS = ("hardware_specs", "model_specs")
 def _check_layout(d: Path) -> None:
     """A specs directory holds hardware_specs/ or model_specs/; anything else is surely the wrong folder (a typo,
     or the YAML files one level too high), said in one line rather than silently reading nothing."""
-    if any((d / folder).is_dir() for folder in SPEC_FOLDERS):
+    if any(_is_dir(d / folder, "specs folder") for folder in SPEC_FOLDERS):
         return
     where = f"(from --specs-dir or ${ENV_VAR})"
     yaml_files = [p.name for p in d.glob("*.y*ml") if p.is_file()]
@@ -78,6 +96,14 @@ def normalize(name: str) -> str:
 _UNION_TAGS = {"transformer", "linear"}
 
 
+def _given(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, str):
+        return f"{value[:40]!r} (a string)"
+    return f"{value!r:.40}"
+
+
 def format_validation_error(path: Path | str, err: ValidationError, prefix: str = "") -> str:
     """pydantic errors as ``file: field: message``, one per line."""
     lines = []
@@ -89,25 +115,29 @@ def format_validation_error(path: Path | str, err: ValidationError, prefix: str 
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; see the shipped specs for the fields)"
+        elif e["type"] in ("int_type", "bool_type"):  # strict fields: say what was given, a boolean or a string
+            want = "a whole number" if e["type"] == "int_type" else "true or false"
+            msg = f"expected {want}, got {_given(e.get('input'))}"
         lines.append(f"{path}: {prefix}{loc}: {msg}")
     return "\n".join(lines)
 
 
 def read_yaml(path: Path) -> Any:
-    import yaml  # imported here: only catalog loading needs it
+    """One spec file (napkin.specs.safe_load: duplicate keys, over-long integers and deep nesting refused)."""
+    from napkin.specs.safe_load import read_yaml as safe_read_yaml  # yaml is imported only when a file is read
 
+    return safe_read_yaml(path)
+
+
+def _yaml_files(directory: Path) -> list[Path]:
+    """The *.yaml / *.yml files of a spec folder, sorted; a folder napkin cannot list is refused, not skipped."""
     try:
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml is ~10x faster when present
-        with path.open(encoding="utf-8") as f:
-            return yaml.load(f, Loader=loader)  # noqa: S506 - a safe loader
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise SpecError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+        with os.scandir(directory) as entries:
+            found = [Path(e.path) for e in entries if e.name.endswith((".yaml", ".yml")) and e.is_file()]
     except OSError as e:
-        raise SpecError(f"{path}: cannot read: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise SpecError(f"{path}: not a text file (not UTF-8); expected a YAML spec") from None
+        raise SpecError(f"specs folder '{directory}' cannot be read: {e.strerror or e}; napkin would silently skip "
+                        "its specs: fix its permissions or leave it out") from None
+    return sorted(found)
 
 
 def _documents(path: Path, data: Any) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -166,39 +196,63 @@ class Catalog(Generic[T]):
         return sorted(a for a, n in self._aliases.items() if n == name and a != name)
 
 
+@functools.lru_cache(maxsize=8)
+def _adapter(model: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(model)
+
+
+def _read_specs(directory: Path, model: Any) -> list[tuple[Path, Any]]:
+    """Every spec in a folder's YAML files, validated, with the file it came from."""
+    out = []
+    for path in _yaml_files(directory):
+        for prefix, doc in _documents(path, read_yaml(path)):
+            try:
+                out.append((path, _adapter(model).validate_python(doc)))
+            except ValidationError as e:
+                raise SpecError(format_validation_error(path, e, prefix)) from None
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _builtin_specs(directory: Path, model: Any) -> list[tuple[Path, Any]]:
+    """The shipped specs, read once per process (they cannot change under it; specs are frozen)."""
+    return _read_specs(directory, model)
+
+
 def load_catalog(kind: str, folder: str, model: Any, extra_dirs: Sequence[Path] = ()) -> Catalog[Any]:
     """Read the built-in folder then each user dir's ``folder``; later files override earlier names.
 
     ``model`` is a pydantic model class or any type a TypeAdapter accepts (a discriminated union).
     """
-    adapter = TypeAdapter(model)
     specs: dict[str, T] = {}
     files: dict[str, Path] = {}
     aliases: dict[str, str] = {}
     sources = [(builtin_dir(folder), True)] + [(d / folder, False) for d in extra_dirs]
+    user_files: dict[str, Path] = {}  # where each user spec came from: two of one name are refused
     for directory, builtin in sources:
-        if not directory.is_dir():
+        if not _is_dir(directory, "specs folder"):
             continue
-        for path in sorted(directory.glob("*.y*ml")):
-            for prefix, doc in _documents(path, read_yaml(path)):
-                try:
-                    spec = adapter.validate_python(doc)
-                except ValidationError as e:
-                    raise SpecError(format_validation_error(path, e, prefix)) from None
-                name = spec.name  # type: ignore[attr-defined]
-                if builtin and name in specs:
-                    raise SpecError(f"{path}: name: '{name}' is also defined in {files[name]}")
-                if name in specs:  # a user spec replaces the built-in: drop the old aliases
-                    aliases = {a: n for a, n in aliases.items() if n != name}
-                specs[name], files[name] = spec, path
-                for alias in [name, *getattr(spec, "aliases", [])]:
-                    key = normalize(alias)
-                    owner = aliases.get(key)
-                    if owner is not None and owner != name:
-                        hint = "" if builtin else (f"; to replace {owner}, keep its name '{owner}' in your file, or "
-                                                   "drop this alias")
-                        raise SpecError(f"{path}: aliases: '{alias}' already names {owner} ({files[owner]}){hint}")
-                    aliases[key] = name
+        read = _builtin_specs if builtin else _read_specs
+        for path, spec in read(directory, model):
+            name = spec.name  # type: ignore[attr-defined]
+            if builtin and name in specs:
+                raise SpecError(f"{path}: name: '{name}' is also defined in {files[name]}")
+            if not builtin and name in user_files:
+                raise SpecError(f"{path}: name: '{name}' is also defined in {user_files[name]} (both user "
+                                "specs; napkin would silently keep the last one): rename or remove one")
+            if not builtin:
+                user_files[name] = path
+            if name in specs:  # a user spec replaces the built-in: drop the old aliases
+                aliases = {a: n for a, n in aliases.items() if n != name}
+            specs[name], files[name] = spec, path
+            for alias in [name, *getattr(spec, "aliases", [])]:
+                key = normalize(alias)
+                owner = aliases.get(key)
+                if owner is not None and owner != name:
+                    hint = "" if builtin else (f"; to replace {owner}, keep its name '{owner}' in your file, or "
+                                               "drop this alias")
+                    raise SpecError(f"{path}: aliases: '{alias}' already names {owner} ({files[owner]}){hint}")
+                aliases[key] = name
     return Catalog(kind, specs, files, aliases)
 
 
@@ -214,9 +268,19 @@ def hardware_catalog(specs_dirs: Sequence[str | Path] | None = None) -> Catalog[
     return _hardware(user_dirs(specs_dirs))
 
 
+def _name_arg(name: Any, what: str, expected: str) -> str:
+    """The name argument of get_model/get_hardware as a str (a path object as its text); anything else is a
+    TypeError naming it, not an AttributeError deep inside."""
+    if isinstance(name, str):
+        return name
+    if isinstance(name, os.PathLike) and what == "model":
+        return os.fspath(name)  # type: ignore[return-value]
+    raise TypeError(f"{what} must be {expected}, not {type(name).__name__}")
+
+
 def get_hardware(name: str, specs_dirs: Sequence[str | Path] | None = None) -> Any:
     """A HardwareSpec by name or alias ('h100', 'NVIDIA H100 80GB HBM3', 'a100-sxm-80gb')."""
-    return hardware_catalog(specs_dirs).get(name)
+    return hardware_catalog(specs_dirs).get(_name_arg(name, "hardware", "a GPU name (e.g. 'h100')"))
 
 
 @functools.lru_cache(maxsize=8)
@@ -231,12 +295,51 @@ def model_catalog(specs_dirs: Sequence[str | Path] | None = None) -> Catalog[Any
     return _models(user_dirs(specs_dirs))
 
 
+MODEL_FILE_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def is_model_path(name: str) -> bool:
+    """A --model argument names a file when it looks like a path: it holds a '/' (./llama3-8b/, models/x.yaml) or
+    ends in .json/.yaml/.yml. Anything else is a catalog name, even where a folder of that name is here."""
+    return ("/" in name or os.sep in name or name in (".", "..") or name.startswith("~")
+            or name.lower().endswith(MODEL_FILE_SUFFIXES))
+
+
 def get_model(name: str, specs_dirs: Sequence[str | Path] | None = None) -> Any:
-    """A TransformerSpec/LinearSpec by catalog name or alias, or from a file path:
-    a Hugging Face ``config.json`` or a napkin model YAML."""
-    path = Path(name)
-    if path.suffix.lower() in (".json", ".yaml", ".yml") or path.name == "config.json" or path.is_dir():
+    """A TransformerSpec/LinearSpec by catalog name or alias, or from a file path (see is_model_path):
+    a Hugging Face ``config.json`` (or the folder holding one) or a napkin model YAML; or a Hugging Face Hub id
+    ``org/name[@revision]`` that is no path here (napkin.specs.hub: its config.json, cached)."""
+    name = _name_arg(name, "model", "a model name (e.g. 'llama3-8b') or a config.json path")
+    if is_model_path(name):
+        from napkin.specs.hub import parse_hub_id
+
+        if parse_hub_id(name) is not None:
+            from napkin.specs.hub import spec_from_hub
+
+            return spec_from_hub(name)
         from napkin.specs.model_files import load_model_file
 
-        return load_model_file(path)
-    return model_catalog(specs_dirs).get(name)
+        return load_model_file(_expand(Path(name)))
+    try:
+        return model_catalog(specs_dirs).get(name)
+    except UnknownNameError as e:
+        local = Path(name)
+        if _exists(local):  # a folder or file here of that name: say how to read it rather than guess
+            hint = f"; to read the file '{name}' here, write ./{name}"
+            e.args = (str(e) + hint,)
+        raise
+
+
+def _expand(path: Path) -> Path:
+    """~/x as the home folder's x; '~nosuchuser/x' (no such home) stays as written, and fails as a missing file."""
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        return path
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:
+        return False

@@ -4,14 +4,40 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from napkin.errors import InputError
 from napkin.specs.dtypes import DType, parse_dtype
 
-PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-PositiveInt = Annotated[int, Field(gt=0, strict=True)]  # strict: a YAML `true` or `8.5` is not a count
-Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+
+def _not_bool(v: object) -> object:
+    """A YAML `true` is not 1 W: numbers stay lax (the shipped specs write 989.5e12, which YAML reads as a string)
+    but booleans are refused."""
+    if isinstance(v, bool):
+        raise PydanticCustomError("bool_not_number", f"expected a number, got {str(v).lower()} (a boolean)")
+    return v
+
+
+def _at_most(limit: float, why: str) -> AfterValidator:
+    def check(v: float) -> float:
+        if v > limit:
+            shown = (f"{v:g}" if isinstance(v, float) else f"{v:,}" if v.bit_length() < 64
+                     else f"an integer of ~{int(v.bit_length() * 0.30103) + 1} digits")
+            raise PydanticCustomError("implausible", f"{shown} is implausibly large (at most {limit:g}: {why}); is it "
+                                      "a typo?")
+        return v
+
+    return AfterValidator(check)
+
+
+# 1e21 (a zetta-) is 100,000x the largest figure of the shipped specs (B200: 9e15 fp4 FLOP/s); a bound keeps every
+# product of figures finite.
+PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False), BeforeValidator(_not_bool),
+                           _at_most(1e21, "no datasheet figure comes within 100,000x of it")]
+PositiveInt = Annotated[int, Field(gt=0, strict=True),  # strict: a YAML `true` or `8.5` is not a count
+                        _at_most(1e6, "a count of SMs or of GPUs in one scale-up domain; NVL576 has 576")]
+Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False), BeforeValidator(_not_bool)]
 
 
 class HardwareSpec(BaseModel):
@@ -27,7 +53,8 @@ class HardwareSpec(BaseModel):
     peak_flops_per_s: dict[DType, PositiveFinite] = Field(
         description="dense peak FLOP/s (INT8/INT4: OP/s) per dtype, without sparsity"
     )
-    sparsity_factor: Annotated[float, Field(ge=1, allow_inf_nan=False)] = Field(
+    sparsity_factor: Annotated[float, Field(ge=1, allow_inf_nan=False), BeforeValidator(_not_bool),
+                               _at_most(16, "2:4 structured sparsity doubles the peak")] = Field(
         default=1.0, description="speed-up with 2:4 structured sparsity on sparse_dtypes (NVIDIA: 2)"
     )
     sparse_dtypes: list[DType] = Field(default_factory=list, description="dtypes the sparsity factor applies to")

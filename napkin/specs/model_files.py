@@ -11,13 +11,24 @@ from napkin.errors import SpecError
 from napkin.specs.catalog import format_validation_error, read_yaml
 
 
+def _kind(path: Path) -> str:
+    """'dir', 'file' or 'missing'; a path napkin may not look at is said in one line (is_dir raises)."""
+    try:
+        return "dir" if path.is_dir() else "file" if path.is_file() else "missing"
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
 def load_model_file(path: Path) -> Any:
     """Validate one model spec from a file path (a directory means its config.json)."""
     from napkin.specs.model import MODEL_ADAPTER
 
-    if path.is_dir():
+    if _kind(path) == "dir":
+        if _kind(path / "config.json") != "file":
+            raise SpecError(f"{path}: a folder without a config.json (expected a Hugging Face model folder, a "
+                            "config.json or a napkin model YAML)")
         path = path / "config.json"
-    if not path.is_file():
+    if _kind(path) != "file":
         raise SpecError(f"{path}: no such file (expected a Hugging Face config.json or a napkin model YAML)")
     if path.suffix.lower() == ".json":
         from napkin.specs.hf_config import spec_from_hf_config

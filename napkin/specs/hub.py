@@ -1,0 +1,133 @@
+"""A model named by its Hugging Face Hub id (``org/name[@revision]``): its config.json, and nothing else.
+
+Only ``config.json`` is fetched, with ``huggingface_hub.hf_hub_download`` (imported here, on first use, so the
+calculators never pay for it), into the standard Hub cache (``HF_HUB_CACHE``, ``HF_HOME``): a second run works
+offline. ``offline=True`` (the CLI's ``--offline``) or ``HF_HUB_OFFLINE=1`` never touches the network. The
+endpoint is ``HF_ENDPOINT`` when set (the tests point it at a local server). No code from the repository is run
+(never ``trust_remote_code``) and transformers is never imported: the config is read by napkin.specs.hf_config.
+
+Each failure is one line: a gated repository (accept the licence, then log in), one that does not exist (with
+the catalog's closest names), offline with nothing cached, the network down.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from napkin.errors import SpecError
+
+# org/name, optionally @revision: the Hub's own rules (letters, digits, '-', '_', '.'; no '--' or '..' edges)
+_HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95})(?:@(?P<rev>[\w./-]{1,200}))?$")
+
+
+def parse_hub_id(name: str) -> tuple[str, str | None] | None:
+    """(repo_id, revision) when ``name`` reads as a Hub id and is no path here, else None."""
+    m = _HUB_ID.match(name)
+    if m is None or name.startswith((".", "/", "~")) or name.lower().endswith((".json", ".yaml", ".yml")):
+        return None
+    try:
+        if Path(m.group("repo")).exists():  # a local folder org/name wins: it is what the user has
+            return None
+    except OSError:
+        return None
+    return m.group("repo"), m.group("rev")
+
+
+def is_hub_id(name: str) -> bool:
+    return parse_hub_id(name) is not None
+
+
+def _offline(offline: bool) -> bool:
+    return offline or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _did_you_mean(repo: str) -> str:
+    try:
+        import difflib
+
+        from napkin.specs.catalog import model_catalog
+
+        names = model_catalog().names()
+        close = difflib.get_close_matches(repo.split("/")[-1].lower(), names, n=3, cutoff=0.5)
+    except Exception:  # noqa: BLE001 - a hint must never hide the error it hints at
+        close = []
+    return f"; did you mean the catalog's {', '.join(close)}?" if close else ""
+
+
+def download_config(repo: str, revision: str | None = None, *, offline: bool = False) -> Path:
+    """The cached path of ``repo``'s config.json at ``revision`` (fetched once, then read from the cache)."""
+    try:
+        import huggingface_hub
+        from huggingface_hub import errors as hf_errors
+    except ImportError:
+        raise SpecError(f"{repo}: reading a Hub id needs huggingface_hub (pip install huggingface_hub); or download "
+                        "its config.json and pass the file") from None
+    where = f"{repo}@{revision}" if revision else repo
+    off = _offline(offline)
+    try:  # its retry warnings would print lines of their own: the failure is said once, below
+        huggingface_hub.utils.logging.set_verbosity_error()
+    except Exception:  # noqa: BLE001 - cosmetic
+        pass
+    try:
+        path = huggingface_hub.hf_hub_download(repo, "config.json", revision=revision, local_files_only=off)
+    except hf_errors.GatedRepoError:
+        raise SpecError(f"{where}: a gated repository: accept the licence on the model page "
+                        f"(https://huggingface.co/{repo}), then `hf auth login` or set HF_TOKEN") from None
+    except hf_errors.RepositoryNotFoundError:
+        raise SpecError(f"{where}: no such model on the Hub (or it is private: `hf auth login` or set HF_TOKEN)"
+                        + _did_you_mean(repo)) from None
+    except hf_errors.RevisionNotFoundError:
+        raise SpecError(f"{where}: no revision '{revision}' in {repo} (a branch, tag or commit)") from None
+    except hf_errors.LocalEntryNotFoundError:
+        if off:
+            raise SpecError(f"{where}: offline (--offline or HF_HUB_OFFLINE) and its config.json is not in the Hub "
+                            "cache; run once online to cache it") from None
+        raise SpecError(f"{where}: cannot reach the Hub ({_endpoint()}) and its config.json is not cached; check the "
+                        "network, or pass a downloaded config.json") from None
+    except hf_errors.EntryNotFoundError:
+        raise SpecError(f"{where}: the repository has no config.json (napkin reads transformers-style configs)") \
+            from None
+    except hf_errors.HfHubHTTPError as e:
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        raise SpecError(f"{where}: the Hub answered {status or 'an error'}: {str(e).splitlines()[0][:160]}") from None
+    except (OSError, ValueError) as e:  # network down (httpx errors are OSError-like), a bad cache folder
+        raise SpecError(f"{where}: cannot fetch config.json from {_endpoint()}: {str(e).splitlines()[0][:160]}") \
+            from None
+    except Exception as e:  # noqa: BLE001 - httpx's ConnectError and friends: one line, never a traceback
+        raise SpecError(f"{where}: cannot fetch config.json from {_endpoint()}: {type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:160] if str(e) else 'no detail'}") from None
+    return Path(path)
+
+
+def _endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+def commit_of(path: Path) -> str | None:
+    """The commit a cached file belongs to: the Hub cache keeps it under snapshots/<commit>/."""
+    parts = path.parts
+    if "snapshots" in parts:
+        i = len(parts) - 1 - parts[::-1].index("snapshots")
+        if i + 1 < len(parts):
+            return parts[i + 1]
+    return None
+
+
+def spec_from_hub(name: str, *, offline: bool = False) -> Any:
+    """A TransformerSpec from the config.json of a Hub repository, named ``org/name@<commit>``."""
+    parsed = parse_hub_id(name)
+    if parsed is None:
+        raise SpecError(f"'{name}' is not a Hub id (org/name, optionally @revision)")
+    repo, revision = parsed
+    path = download_config(repo, revision, offline=offline)
+    commit = commit_of(path)
+    from napkin.specs.hf_config import spec_from_hf_config_at
+
+    label = f"{repo}@{commit[:12]}" if commit else (f"{repo}@{revision}" if revision else repo)
+    source = f"https://huggingface.co/{repo}/blob/{commit or revision or 'main'}/config.json"
+    return spec_from_hf_config_at(path, name=label.lower(), source=source,
+                                  note=f"read from the Hugging Face Hub: {repo}, commit {commit or 'unknown'} "
+                                       f"(cached at {path}).")
