@@ -41,6 +41,15 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "qwen3-minimal": dict(model_type="qwen3", num_hidden_layers=2, hidden_size=64, num_attention_heads=32,
                           intermediate_size=96, vocab_size=128, max_position_embeddings=256),
     "olmo2": dict(model_type="olmo2", **SMALL),
+    "llama4_text": dict(model_type="llama4_text", **SMALL, head_dim=16, intermediate_size_mlp=128,
+                        num_local_experts=4, num_experts_per_tok=1, attention_chunk_size=32),
+    "llama4_text-interleaved": dict(model_type="llama4_text", **{**SMALL, "intermediate_size": 48}, head_dim=16,
+                                    intermediate_size_mlp=128, num_local_experts=4, num_experts_per_tok=2,
+                                    interleave_moe_layer_step=2, attention_chunk_size=32, use_qk_norm=False),
+    "llama4_text-minimal": dict(model_type="llama4_text", num_hidden_layers=2, hidden_size=64, num_attention_heads=8,
+                                vocab_size=128, max_position_embeddings=256),
+    "nemotron": dict(model_type="nemotron", **SMALL),
+    "nemotron-biases": dict(model_type="nemotron", **SMALL, attention_bias=True, mlp_bias=True),
     "granite": dict(model_type="granite", **SMALL, embedding_multiplier=12.0, residual_multiplier=0.22),
     "phi3": dict(model_type="phi3", **SMALL, sliding_window=64, pad_token_id=0),
     "gemma": dict(model_type="gemma", **SMALL, head_dim=16),
@@ -144,7 +153,8 @@ def test_family_defaults_as_transformers_config_classes_have_them():
             assert getattr(config, key) == value, f"{mt}.{key}"
 
 
-@pytest.mark.parametrize("mt, key, value", [("mistral", "num_key_value_heads", 8), ("mixtral", "num_key_value_heads", 8),
+@pytest.mark.parametrize("mt, key, value", [("mistral", "num_key_value_heads", 8),
+                                            ("mixtral", "num_key_value_heads", 8),
                                             ("qwen3", "head_dim", 128), ("gemma", "head_dim", 256)])
 def test_missing_keys_take_the_family_default(mt, key, value):
     cfg = {k: v for k, v in CONFIGS[f"{mt}-minimal"].items()}
@@ -161,6 +171,10 @@ BAD = [
     (dict(CONFIGS["gemma2"], layer_types=["full_attention", "sliding_attention"] * 2),
      "layer_types: full-attention layers at [0, 2]"),
     (dict(CONFIGS["llama"], model_type="bloom"), "model_type: 'bloom' is not supported"),
+    (dict(CONFIGS["llama4_text"], no_rope_layers=[1, 0]), "no_rope_layers: 2 entries for 4 layers"),
+    (dict(CONFIGS["llama4_text"], no_rope_layers=5), "no_rope_layers: must be a list of whole numbers"),
+    (dict(CONFIGS["llama4_text"], layer_types=["linear_attention"] * 4), "layer_types: 'linear_attention' layers"),
+    (dict(CONFIGS["llama4_text"], interleave_moe_layer_step=0), "interleave_moe_layer_step: must be at least 1"),
     (dict(CONFIGS["qwen2"]), None),  # a well-formed config passes
 ]
 
@@ -182,6 +196,109 @@ def test_multimodal_config_reads_its_text_config():
     spec = spec_from_config_dict(cfg)
     assert spec.family == "gemma3_text" and spec.norms_per_layer == 4 and spec.qk_norm == "per_head"
     assert any("vision tower" in n for n in spec.notes)
+
+
+# --- catalog entries against transformers built from their published config.json
+
+# The shape keys of each entry's published config.json (Llama 4: the text_config of Llama4ForConditionalGeneration;
+# Nemotron-4 ships a NeMo model_config.yaml, written here as the transformers config it converts to).
+_SCOUT = dict(model_type="llama4_text", hidden_size=5120, intermediate_size=8192, intermediate_size_mlp=16384,
+              num_hidden_layers=48, num_attention_heads=40, num_key_value_heads=8, head_dim=128, vocab_size=202048,
+              num_local_experts=16, num_experts_per_tok=1, interleave_moe_layer_step=1, attention_chunk_size=8192,
+              max_position_embeddings=10485760, use_qk_norm=True, attention_bias=False, hidden_act="silu",
+              tie_word_embeddings=False, no_rope_layers=[],
+              rope_scaling={"rope_type": "llama3", "factor": 16.0, "high_freq_factor": 1.0, "low_freq_factor": 1.0,
+                            "original_max_position_embeddings": 8192})
+_MAVERICK = dict(_SCOUT, num_local_experts=128, interleave_moe_layer_step=2, max_position_embeddings=1048576,
+                 use_qk_norm=False, rope_scaling=None)
+_NEMOTRON4 = dict(model_type="nemotron", num_key_value_heads=8, vocab_size=256000, max_position_embeddings=4096,
+                  hidden_act="relu2", partial_rotary_factor=0.5, tie_word_embeddings=False)
+_OLMO2 = dict(model_type="olmo2", hidden_size=5120, num_attention_heads=40, vocab_size=100352,
+              max_position_embeddings=4096, tie_word_embeddings=False)
+PUBLISHED: dict[str, dict[str, Any]] = {
+    "llama4-scout": _SCOUT,
+    "llama4-maverick": _MAVERICK,
+    "nemotron4-15b": dict(_NEMOTRON4, num_hidden_layers=32, hidden_size=6144, num_attention_heads=48,
+                          intermediate_size=24576),
+    "nemotron4-340b": dict(_NEMOTRON4, num_hidden_layers=96, hidden_size=18432, num_attention_heads=96,
+                           intermediate_size=73728),
+    "nemotron-h-8b": dict(model_type="nemotron_h", hidden_size=4096, num_hidden_layers=52,
+                          hybrid_override_pattern="M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-",
+                          num_attention_heads=32, num_key_value_heads=8, head_dim=128, intermediate_size=21504,
+                          mamba_num_heads=128, mamba_head_dim=64, ssm_state_size=128, n_groups=8, conv_kernel=4,
+                          expand=2, use_conv_bias=True, mamba_proj_bias=False, mlp_hidden_act="relu2",
+                          vocab_size=131072, max_position_embeddings=8192, tie_word_embeddings=False),
+    "nemotron-nano-9b-v2": dict(model_type="nemotron_h", hidden_size=4480, num_hidden_layers=56,
+                                hybrid_override_pattern="M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-",
+                                num_attention_heads=40, num_key_value_heads=8, head_dim=128, intermediate_size=15680,
+                                mamba_num_heads=128, mamba_head_dim=80, ssm_state_size=128, n_groups=8,
+                                conv_kernel=4, use_conv_bias=True, mamba_proj_bias=False, mlp_hidden_act="relu2",
+                                vocab_size=131072, max_position_embeddings=131072, tie_word_embeddings=False),
+    "mixtral-8x22b": dict(model_type="mixtral", hidden_size=6144, intermediate_size=16384, num_hidden_layers=56,
+                          num_attention_heads=48, num_key_value_heads=8, num_local_experts=8, num_experts_per_tok=2,
+                          vocab_size=32000, max_position_embeddings=65536, sliding_window=None,
+                          tie_word_embeddings=False),
+    "olmo2-13b": dict(_OLMO2, num_hidden_layers=40, num_key_value_heads=40, intermediate_size=13824),
+    "olmo2-32b": dict(_OLMO2, num_hidden_layers=64, num_key_value_heads=8, intermediate_size=27648),
+}
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED))
+def test_catalog_entry_equals_its_config_json_and_transformers(name):
+    from napkin.specs.catalog import get_model
+
+    cfg = PUBLISHED[name]
+    yaml_spec, read = get_model(name), spec_from_config_dict(cfg)
+    shape = ("layers", "d_model", "heads", "n_kv_heads", "d_head", "ffn_dim", "ffn_kind", "vocab", "max_context",
+             "tied_embeddings", "norm", "moe", "ssm", "block_pattern", "sliding_window", "full_attention_every",
+             "chunked_attention")
+    assert {k: getattr(yaml_spec, k) for k in shape} == {k: getattr(read, k) for k in shape}
+    assert count_params(yaml_spec).params == count_params(read).params == hf_param_count(cfg)
+
+
+def test_llama4_multimodal_config_reads_its_language_model():
+    cfg = {"model_type": "llama4", "architectures": ["Llama4ForConditionalGeneration"],
+           "text_config": _MAVERICK, "vision_config": {"model_type": "llama4_vision_model", "hidden_size": 1408}}
+    spec = spec_from_config_dict(cfg)
+    assert spec.family == "llama4_text" and any("vision tower" in n for n in spec.notes)
+    assert spec.moe_layers == 24 and spec.is_moe_layer(1) and not spec.is_moe_layer(0)
+    assert (spec.sliding_window, spec.full_attention_every, spec.sliding_layers) == (8192, 4, 36)
+    assert spec.chunked_attention and spec.moe.shared_experts == 1 and spec.moe.expert_ffn_dim == 8192
+    assert spec.ffn_dim == 16384 and spec_from_config_dict(_SCOUT).train_seq == 8192
+
+
+def test_llama4_moe_layers_off_the_interleave_are_refused():
+    cfg = dict(CONFIGS["llama4_text-interleaved"], moe_layers=[0, 1])
+    with pytest.raises(SpecError, match="moe_layers: MoE layers at \\[0, 1\\]"):
+        spec_from_config_dict(cfg, "x/config.json")
+
+
+def test_chunked_attention_context_by_hand():
+    # chunks of 32: token i sees i mod 32 + 1 positions; s = 100 = 3 chunks of 32 and 4 tokens
+    assert window_context(100, 32, True, chunked=True) == (3 * 32 * 33 / 2 + 4 * 5 / 2) / 100
+    assert window_context(20, 32, True, chunked=True) == window_context(20, 32, True) == 10.5
+    assert window_context(100, 32, False, chunked=True) == 4  # the 100th token opens the 4th chunk: 4 positions
+    assert window_context(96, 32, False, chunked=True) == 32
+
+
+def test_chunked_attention_flops_by_hand():
+    spec = spec_from_config_dict(CONFIGS["llama4_text"])  # 4 layers: 3 chunked (w = 32), 1 global; a = 4, d = 16
+    assert (spec.chunked_attention, spec.sliding_layers, spec.full_attention_every) == (True, 3, 4)
+    s = 100
+    out = count_flops(spec, tokens=s, seq=s)
+    c, cw = (s + 1) / 2, (3 * 32 * 33 / 2 + 4 * 5 / 2) / s
+    assert out.components["attention.scores"].forward == pytest.approx(2 * 4 * 16 * (1 * c + 3 * cw) * s)
+    sliding = spec.model_copy(update={"chunked_attention": False})
+    assert count_flops(sliding, tokens=s, seq=s).components["attention.scores"].forward > \
+        out.components["attention.scores"].forward
+
+
+def test_chunked_attention_needs_a_window():
+    from napkin.specs.model import TransformerSpec
+
+    fields = spec_from_config_dict(CONFIGS["llama"]).model_dump()
+    with pytest.raises(ValueError, match="chunked_attention needs sliding_window"):
+        TransformerSpec.model_validate({**fields, "chunked_attention": True})
 
 
 # --- sliding windows: FLOPs and KV cache by hand arithmetic
@@ -319,3 +436,20 @@ def test_shape_errors_are_one_line(cli, args, message):
 def test_every_command_taking_model_takes_a_shape(cli, command):
     out = cli(command, "--help")
     assert out.exit_code == 0 and "--d-model" in out.stdout and "--offline" in out.stdout
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_every_model_type_is_also_a_napkin_yaml(name, tmp_path):
+    """Every architecture a config.json can name can be written as a napkin model YAML and read back as the same
+    spec (issue 13: each type resolves from a Hub id, a config.json and a YAML)."""
+    import yaml
+
+    from napkin.specs.model_files import load_model_file
+
+    spec = spec_from_config_dict(CONFIGS[name])
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True)))
+    back = load_model_file(path)
+    assert back.model_dump(exclude={"source"}) == spec.model_dump(exclude={"source"})
+    assert count_params(back).params == count_params(spec).params
+    assert count_flops(back, 4096, 512).model_flops == count_flops(spec, 4096, 512).model_flops

@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("huggingface_hub")
 
 from napkin.errors import SpecError  # noqa: E402
+from napkin.specs.catalog import get_model  # noqa: E402
 from napkin.specs.hub import commit_of, parse_hub_id, spec_from_hub  # noqa: E402
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -67,7 +68,8 @@ class _Hub(BaseHTTPRequestHandler):
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # poll every 10 ms: shutdown() waits for the loop's next poll (0.5 s by default, paid by every test using this)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -111,8 +113,11 @@ def test_gated_missing_and_offline_are_one_line(hub):
     with pytest.raises(SpecError, match="gated repository: accept the licence.*hf auth login.*HF_TOKEN"):
         spec_from_hub("org/gated")
     with pytest.raises(SpecError, match="no such model on the Hub") as err:
-        spec_from_hub("org/llama3-8")
+        spec_from_hub("org/llama3-8", catalog_names=lambda: ["llama3-8b", "qwen3-8b"])
     assert "did you mean the catalog's llama3-8b" in str(err.value)
+    with pytest.raises(SpecError, match="no such model on the Hub") as via_catalog:
+        get_model("org/llama3-8")  # the catalog passes its own names
+    assert "did you mean the catalog's llama3-8b" in str(via_catalog.value)
     with pytest.raises(SpecError, match="offline .* not in the Hub cache") as off:
         spec_from_hub("org/never-fetched", offline=True)
     assert "\n" not in str(err.value) + str(off.value)
@@ -129,6 +134,25 @@ def test_cli_hub_id_everywhere_a_model_is_taken(hub, cli):
     assert shown.exit_code == 0 and f"org/tiny@{COMMIT[:12]}" in shown.stdout
     gated = cli("flops", "--model", "org/gated", "--tokens", "1e9")
     assert gated.exit_code == 2 and gated.stderr.count("\n") == 1 and "gated repository" in gated.stderr
+
+
+def test_unreachable_hub_is_one_line_without_retry_chatter(hub, monkeypatch, capfd):
+    import socket
+
+    import huggingface_hub.constants as constants
+    from huggingface_hub.utils import _http
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setattr(constants, "ENDPOINT", dead)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", dead + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setenv("HF_ENDPOINT", dead)
+    monkeypatch.setattr(_http.time, "sleep", lambda _s: None)  # its back-off between retries
+    with pytest.raises(SpecError, match="cannot reach the Hub") as err:
+        spec_from_hub("org/not-cached")
+    assert "\n" not in str(err.value)
+    assert "thrown while requesting" not in capfd.readouterr().err  # huggingface_hub's retry warnings silenced
 
 
 def test_commit_of_a_cached_path(tmp_path):

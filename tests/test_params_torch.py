@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from everyday import everyday
 
 torch = pytest.importorskip("torch")
 
@@ -59,9 +60,11 @@ def test_moe_active_params_are_the_ones_a_token_touches() -> None:
     assert count_params(spec).active_params == sum(p.numel() for p in model.parameters()) - idle
 
 
-@pytest.mark.parametrize("name", model_catalog().names())
+@pytest.mark.parametrize("name", everyday(model_catalog().names(), every=5))  # everyday: 1 in 5
 def test_every_catalog_model_matches_numel_on_meta(name: str) -> None:
     spec = get_model(name)
+    if getattr(spec, "block_pattern", None) is not None:  # the reference model has no Mamba-2 blocks
+        pytest.skip("hybrid stack: counted against transformers' own model in tests/test_architectures.py")
     model = build_linear(spec, device="meta") if spec.kind == "linear" else build_model(spec)
     counted = count_params(spec)
     assert sum(p.numel() for p in model.parameters()) == counted.params

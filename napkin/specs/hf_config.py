@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from napkin.errors import SpecError
 
@@ -45,6 +46,8 @@ _DEEPSEEK_KEYS = {
 }
 _QWEN_MOE_KEYS = {**_LLAMA_KEYS, "moe.experts": "num_experts", "moe.expert_ffn_dim": "moe_intermediate_size",
                   "moe.shared_ffn_dim": "shared_expert_intermediate_size", "moe.every": "decoder_sparse_step"}
+_LLAMA4_KEYS = {**_LLAMA_KEYS, "ffn_dim": "intermediate_size_mlp", "moe.every": "interleave_moe_layer_step",
+                "moe.first_dense_layers": "interleave_moe_layer_step", "sliding_window": "attention_chunk_size"}
 _FALCON_KEYS = {**_LLAMA_KEYS, "kv_heads": "num_kv_heads", "ffn_dim": "ffn_hidden_size"}
 _MAMBA_KEYS = {**_LLAMA_KEYS, "ssm.state_size": "state_size", "ssm.heads": "num_heads", "ssm.head_dim": "head_dim",
                "ssm.groups": "n_groups", "ssm.conv_kernel": "conv_kernel", "block_pattern": "num_hidden_layers"}
@@ -102,7 +105,8 @@ class Family:
 def _need(path: Path, cfg: Config, *keys: str) -> None:
     """Every key present and a whole number, or one line per problem naming the file and the key."""
     mt = cfg.get("model_type")
-    problems = [f"{path}: {k}: missing (a {mt} config.json needs it; transformers has no default for it)"
+    problems = [f"{path}: {k}: missing (napkin reads it from a {mt} config.json and does not guess it; add it as the "
+                f"model's published config.json has it)"
                 for k in keys if cfg.get(k) is None]
     problems += [f"{path}: {k}: must be a whole number, got {cfg[k]!r}" for k in keys
                  if cfg.get(k) is not None and (not isinstance(cfg[k], int) or isinstance(cfg[k], bool))]
@@ -271,6 +275,74 @@ def _gpt_oss(path: Path, cfg: Config) -> dict[str, Any]:
     return spec
 
 
+def _llama4(path: Path, cfg: Config) -> dict[str, Any]:
+    """modeling_llama4 (the text model, Llama4ForCausalLM): MoE in the layers of moe_layers, by default every
+    interleave_moe_layer_step-th (i with (i + 1) % step == 0: Scout every layer, Maverick every 2nd), each
+    num_local_experts routed SwiGLU experts of intermediate_size (top num_experts_per_tok, a bias-free router)
+    plus one shared expert of the same width; the other layers a dense SwiGLU MLP of intermediate_size_mlp.
+    Attention is chunked (attention_chunk_size) in the RoPE layers and global in the NoPE ones (every
+    no_rope_layer_interval-th, by default); its QK norm is an L2 norm without weights (no parameters)."""
+    spec = _llama(path, cfg)
+    _need(path, cfg, "intermediate_size_mlp", "num_local_experts", "num_experts_per_tok", "interleave_moe_layer_step")
+    L, step = spec["layers"], cfg["interleave_moe_layer_step"]
+    if step < 1:
+        raise SpecError(f"{path}: interleave_moe_layer_step: must be at least 1, got {step}")
+    placed = list(range(step - 1, L, step))
+    listed = _index_list(path, cfg, "moe_layers")
+    if listed is not None and listed != placed:
+        raise SpecError(f"{path}: moe_layers: MoE layers at {list(listed)[:6]}... are not every "
+                        f"interleave_moe_layer_step-th layer ({placed[:6]}...); napkin places MoE layers every n-th "
+                        "(write a napkin YAML for another placement)")
+    spec["ffn_dim"] = cfg["intermediate_size_mlp"]
+    if placed:
+        spec["moe"] = {"experts": cfg["num_local_experts"], "top_k": cfg["num_experts_per_tok"],
+                       "expert_ffn_dim": cfg["intermediate_size"], "shared_experts": 1,
+                       "first_dense_layers": step - 1, "every": step}
+    chunk = _int(path, cfg, "attention_chunk_size")
+    types = cfg.get("layer_types")
+    if types is not None and not (isinstance(types, list) and all(isinstance(t, str) for t in types)):
+        raise SpecError(f"{path}: layer_types: must be a list of strings such as \"chunked_attention\", got "
+                        f"{json.dumps(types)[:60]}")
+    unknown = sorted(set(types or []) - {"full_attention", "chunked_attention"})
+    if unknown:
+        raise SpecError(f"{path}: layer_types: '{unknown[0]}' layers are not supported in a llama4_text config "
+                        "(napkin knows full_attention and chunked_attention)")
+    if types is None and chunk:
+        interval = _int(path, cfg, "no_rope_layer_interval")
+        interval = 4 if interval is None else interval
+        if interval < 1:
+            raise SpecError(f"{path}: no_rope_layer_interval: must be at least 1, got {interval}")
+        rope = _index_list(path, cfg, "no_rope_layers") or [int((i + 1) % interval != 0) for i in range(L)]
+        if len(rope) != L:  # 1: the layer uses RoPE (and so is chunked); 0: NoPE, global attention
+            raise SpecError(f"{path}: no_rope_layers: {len(rope)} entries for {L} layers (num_hidden_layers)")
+        types = ["chunked_attention" if r else "full_attention" for r in rope]
+    if chunk and types is not None and "chunked_attention" in types:
+        types = ["sliding_attention" if t == "chunked_attention" else t for t in types]
+        windows = _windows(path, {**cfg, "sliding_window": chunk}, L, types)
+        if windows:
+            spec.update(windows, chunked_attention=True)
+    return spec
+
+
+def _index_list(path: Path, cfg: Config, key: str) -> list[int] | None:
+    """A list of whole numbers (layer indices or 0/1 flags), or None when the key is absent."""
+    v = cfg.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        raise SpecError(f"{path}: {key}: must be a list of whole numbers, got {json.dumps(v)[:60]}")
+    return list(v)
+
+
+def _nemotron(path: Path, cfg: Config) -> dict[str, Any]:
+    """modeling_nemotron (Nemotron-4, Minitron): a 2-matrix MLP (up, down) with squared ReLU, LayerNorm1P with a
+    bias (zero-centred weight, the same parameters), q, k, v and o with attention_bias, rotary on
+    partial_rotary_factor of each head (no parameters), untied head."""
+    spec = _llama(path, cfg)
+    spec.update(ffn_kind="mlp", activation=_act(cfg, "hidden_act", default="relu2"), norm="layernorm")
+    return spec
+
+
 def _gemma(path: Path, cfg: Config) -> dict[str, Any]:
     """modeling_gemma / gemma2 / gemma3: GeGLU, head_dim 256, tied embeddings; Gemma 2/3 add a norm after
     attention and after the MLP (4 per block) and slide a window in all but every 2nd (Gemma 2) / 6th (Gemma 3)
@@ -405,8 +477,9 @@ def _mamba2(path: Path, cfg: Config) -> dict[str, Any]:
         "max_context": _int(path, cfg, "max_position_embeddings") or 1_048_576,  # no positions: no limit of its own
         "tied_embeddings": _bool(path, cfg, "tie_word_embeddings", False), "positions": "none", "norm": "rmsnorm",
         "block_pattern": "M" * L, "activation": "silu",
-        "ssm": {"state_size": cfg["state_size"], "heads": nh, "head_dim": p, "groups": _int(path, cfg, "n_groups") or 1,
-                "conv_kernel": _int(path, cfg, "conv_kernel") or 4, "conv_bias": _bool(path, cfg, "use_conv_bias", True),
+        "ssm": {"state_size": cfg["state_size"], "heads": nh, "head_dim": p,
+                "groups": _int(path, cfg, "n_groups") or 1, "conv_kernel": _int(path, cfg, "conv_kernel") or 4,
+                "conv_bias": _bool(path, cfg, "use_conv_bias", True),
                 "proj_bias": _bool(path, cfg, "use_bias", False)},
     }
 
@@ -499,6 +572,12 @@ FAMILIES: dict[str, Family] = {
         "decoder_sparse_step": 1, "moe_intermediate_size": 768, "num_experts_per_tok": 8, "num_experts": 128,
         "mlp_only_layers": []}, aliases={"num_local_experts": "num_experts"}),
     "olmo2": Family(_llama, _LLAMA_KEYS, {**_LLAMA_DEFAULTS}),
+    "llama4_text": Family(_llama4, _LLAMA4_KEYS, {
+        **_LLAMA_DEFAULTS, "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 8192,
+        "intermediate_size_mlp": 16384, "num_local_experts": 16, "num_experts_per_tok": 1,
+        "interleave_moe_layer_step": 1, "attention_chunk_size": 8192, "no_rope_layer_interval": 4},
+        aliases={"num_experts": "num_local_experts"}, reads=_R({"moe_layers", "no_rope_layers"})),
+    "nemotron": Family(_nemotron, _LLAMA_KEYS, {**_LLAMA_DEFAULTS, "hidden_act": "relu2"}),
     "olmoe": Family(_olmoe, {**_LLAMA_KEYS, "moe.experts": "num_experts"}, {
         **_LLAMA_DEFAULTS, "num_experts": 64, "num_experts_per_tok": 8}, aliases={"num_local_experts": "num_experts"}),
     "phi3": Family(_phi3, _LLAMA_KEYS, {**_LLAMA_DEFAULTS, "sliding_window": None}),
@@ -590,7 +669,7 @@ def _name(path: Path, cfg: Config) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", raw.lower()).strip("-") or "config"
 
 
-def _field_error(path: Path, err: dict[str, Any], keys: dict[str, str]) -> str:
+def _field_error(path: Path, err: ErrorDetails, keys: dict[str, str]) -> str:
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     msg = str(err["msg"]).removeprefix("Value error, ")
     return f"{path}: {keys.get(loc, loc)}: {msg}"
@@ -614,7 +693,8 @@ def _text_config(path: Path, cfg: Config) -> tuple[Config, list[str]]:
         return cfg, []
     mt = text.get("model_type")
     if mt is None:
-        guess = {"gemma3": "gemma3_text", "llama4": "llama4_text", "mistral3": "mistral"}.get(str(cfg.get("model_type")))
+        guesses = {"gemma3": "gemma3_text", "llama4": "llama4_text", "mistral3": "mistral"}
+        guess = guesses.get(str(cfg.get("model_type")))
         if guess is None:
             raise SpecError(f"{path}: text_config.model_type: missing; napkin reads the language model of a "
                             "multimodal config through it")
@@ -671,23 +751,7 @@ def spec_from_config_dict(cfg: Config, path: str | Path = "config.json", *, sour
 def spec_from_hf_config(path: str | Path) -> Any:
     """Read a config.json into a TransformerSpec; errors name the file and the config key."""
     path = Path(path)
-    try:  # napkin.specs.safe_load: over-long integers, deep nesting and mistyped keys refused in one line
-        from napkin.specs.safe_load import read_config_json
-    except ImportError:  # pragma: no cover - an older tree without it
-        read_config_json = None
-    if read_config_json is not None:
-        return spec_from_config_dict(read_config_json(path), path)
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise SpecError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
-    except RecursionError:
-        raise SpecError(f"{path}: JSON nested too deeply to be a config.json") from None
-    except UnicodeDecodeError:
-        raise SpecError(f"{path}: not a text file (not UTF-8); expected a Hugging Face config.json") from None
-    except OSError as e:
-        raise SpecError(f"{path}: cannot read: {e.strerror}") from None
-    return spec_from_config_dict(cfg, path)
+    return spec_from_config_dict(_read_config(path), path)
 
 
 def _read_config(path: Path) -> Config:

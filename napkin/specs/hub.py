@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,29 +37,28 @@ def parse_hub_id(name: str) -> tuple[str, str | None] | None:
     return m.group("repo"), m.group("rev")
 
 
-def is_hub_id(name: str) -> bool:
-    return parse_hub_id(name) is not None
-
-
 def _offline(offline: bool) -> bool:
     return offline or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _did_you_mean(repo: str) -> str:
+def _did_you_mean(repo: str, catalog_names: Callable[[], Iterable[str]] | None) -> str:
+    """The catalog names close to a missing repo's; the caller passes them (napkin.specs.catalog imports this module,
+    so this module does not import the catalog)."""
+    if catalog_names is None:
+        return ""
     try:
         import difflib
 
-        from napkin.specs.catalog import model_catalog
-
-        names = model_catalog().names()
-        close = difflib.get_close_matches(repo.split("/")[-1].lower(), names, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(repo.split("/")[-1].lower(), list(catalog_names()), n=3, cutoff=0.5)
     except Exception:  # noqa: BLE001 - a hint must never hide the error it hints at
         close = []
     return f"; did you mean the catalog's {', '.join(close)}?" if close else ""
 
 
-def download_config(repo: str, revision: str | None = None, *, offline: bool = False) -> Path:
-    """The cached path of ``repo``'s config.json at ``revision`` (fetched once, then read from the cache)."""
+def download_config(repo: str, revision: str | None = None, *, offline: bool = False,
+                    catalog_names: Callable[[], Iterable[str]] | None = None) -> Path:
+    """The cached path of ``repo``'s config.json at ``revision`` (fetched once, then read from the cache);
+    ``catalog_names`` gives the names a missing repo's error suggests."""
     try:
         import huggingface_hub
         from huggingface_hub import errors as hf_errors
@@ -68,7 +68,9 @@ def download_config(repo: str, revision: str | None = None, *, offline: bool = F
     where = f"{repo}@{revision}" if revision else repo
     off = _offline(offline)
     try:  # its retry warnings would print lines of their own: the failure is said once, below
-        huggingface_hub.utils.logging.set_verbosity_error()
+        from huggingface_hub.utils import logging as hf_logging  # huggingface_hub 1.x+ loads `utils` lazily
+
+        hf_logging.set_verbosity_error()
     except Exception:  # noqa: BLE001 - cosmetic
         pass
     try:
@@ -78,7 +80,7 @@ def download_config(repo: str, revision: str | None = None, *, offline: bool = F
                         f"(https://huggingface.co/{repo}), then `hf auth login` or set HF_TOKEN") from None
     except hf_errors.RepositoryNotFoundError:
         raise SpecError(f"{where}: no such model on the Hub (or it is private: `hf auth login` or set HF_TOKEN)"
-                        + _did_you_mean(repo)) from None
+                        + _did_you_mean(repo, catalog_names)) from None
     except hf_errors.RevisionNotFoundError:
         raise SpecError(f"{where}: no revision '{revision}' in {repo} (a branch, tag or commit)") from None
     except hf_errors.LocalEntryNotFoundError:
@@ -116,13 +118,15 @@ def commit_of(path: Path) -> str | None:
     return None
 
 
-def spec_from_hub(name: str, *, offline: bool = False) -> Any:
-    """A TransformerSpec from the config.json of a Hub repository, named ``org/name@<commit>``."""
+def spec_from_hub(name: str, *, offline: bool = False, catalog_names: Callable[[], Iterable[str]] | None = None) \
+        -> Any:
+    """A TransformerSpec from the config.json of a Hub repository, named ``org/name@<commit>``; a missing repository's
+    error suggests the close names of ``catalog_names()`` (napkin.specs.catalog.get_model passes the catalog's)."""
     parsed = parse_hub_id(name)
     if parsed is None:
         raise SpecError(f"'{name}' is not a Hub id (org/name, optionally @revision)")
     repo, revision = parsed
-    path = download_config(repo, revision, offline=offline)
+    path = download_config(repo, revision, offline=offline, catalog_names=catalog_names)
     commit = commit_of(path)
     from napkin.specs.hf_config import spec_from_hf_config_at
 
