@@ -20,7 +20,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from napkin.accounting import activations as act
+from napkin.accounting import finetune as ft
+from napkin.accounting.finetune import LoraSetup
 from napkin.specs.model import LinearSpec, TransformerSpec
+from napkin.validation import Recompute
 
 
 class SavedTensors:
@@ -83,9 +86,10 @@ def reference_saved_bytes(spec: TransformerSpec, b: int, s: int, *, flash: bool,
         for layer in model.layers:
             layer.forward = _checkpointed(layer.forward)
     elif recompute == "selective":
-        for layer in model.layers:
-            attn = layer.attention
-            attn._explicit = _checkpointed(attn._explicit)
+        for block in model.blocks():
+            attn = block.attention
+            # checkpoint this instance's attention core only (Korthikanti et al. 2022 §4.2: selective recompute)
+            attn._explicit = _checkpointed(attn._explicit)  # type: ignore[method-assign]
     ids = torch.randint(0, spec.vocab, (b, s))
     targets = torch.randint(0, spec.vocab, (b, s))
     with SavedTensors(model.parameters()) as saved:
@@ -96,14 +100,16 @@ def reference_saved_bytes(spec: TransformerSpec, b: int, s: int, *, flash: bool,
 
 
 def predicted_activation_bytes(spec: TransformerSpec | LinearSpec, b: int, s: int = 1, *, flash: bool = False,
-                               recompute: str = "none", bytes_per_element: float = 4) -> float:
+                               recompute: Recompute = "none", bytes_per_element: float = 4,
+                               lora: LoraSetup | None = None) -> float:
     """napkin's activation bytes for one micro-batch of the reference model (one GPU, no parallelism).
 
     The reference's RMSNorm is torch's eager composite, so napkin is asked for that (fused_norm=False);
     its LayerNorm is torch's fused kernel. The layers (dense and MoE ones as the spec places them) plus the
-    embedding and output-layer terms: what ``napkin memory`` adds up for the same settings.
+    embedding and output-layer terms: what ``napkin memory`` adds up for the same settings. With ``lora`` the
+    terms are those of ``napkin memory --finetune lora`` (finetune.lora_layer_terms / lora_outside_terms: frozen
+    matmuls keep nothing for their weights, each adapter keeps its A·x).
     """
-    kw = dict(bytes_per_element=bytes_per_element)
     if isinstance(spec, LinearSpec):
         return float(act.linear_net_activation_elements(spec, b) * bytes_per_element)
     fused = spec.norm != "rmsnorm"
@@ -111,9 +117,15 @@ def predicted_activation_bytes(spec: TransformerSpec | LinearSpec, b: int, s: in
 
     layers = 0.0
     for kind in layer_plan(spec).kinds:  # MoE models may start with dense layers
-        layer = act.layer_terms(spec, s, b, flash=flash, fused_norm=fused, moe_layer=kind.moe, **kw)
-        layers += kind.count * act.total(act.stored(layer, recompute, spec, s, b, **kw))  # type: ignore[arg-type]
-    outside = act.outside_terms(spec, s, b, fused_norm=fused, **kw)
+        layer = act.layer_terms(spec, s, b, flash=flash, fused_norm=fused, moe_layer=kind.moe,
+                                bytes_per_element=bytes_per_element)
+        if lora is not None:
+            layer = ft.lora_layer_terms(layer, spec, kind.moe, lora, s=s, b=b, bytes_per_element=bytes_per_element,
+                                        flash=flash)
+        layers += kind.count * act.total(act.stored(layer, recompute, spec, s, b, bytes_per_element=bytes_per_element))
+    outside = act.outside_terms(spec, s, b, fused_norm=fused, bytes_per_element=bytes_per_element)
+    if lora is not None:
+        outside = ft.lora_outside_terms(outside, spec, lora, s=s, b=b, bytes_per_element=bytes_per_element)
     return layers + act.total(outside["embedding"]) + act.total(outside["output"])
 
 
@@ -147,7 +159,8 @@ def model_state_bytes(model: Any, optimizer: Any) -> StateBytes:
             seen[st.data_ptr()] = st.nbytes()
         return sum(seen.values())
 
-    per_param, other = [], []
+    per_param: list[Any] = []  # torch tensors
+    other: list[Any] = []
     for p in params:
         for value in optimizer.state.get(p, {}).values():
             if torch.is_tensor(value):

@@ -17,6 +17,15 @@ Two models run forward, loss, backward and a ``torch.optim.AdamW`` step in fp32:
   by clearing it; napkin does not predict it): without that split the workspace, tens of MiB, swamps a small model.
 - the step time with the bench harness (``time_calls``): achieved FLOP/s = counted FLOPs / median, and MFU
   against the dense fp32 peak of ``--gpu`` or the detected GPU (a CPU has one only with ``--peak``).
+
+``finetune="lora"`` (``--finetune lora``): the GPT-side model is wrapped with peft's LoRA (napkin.bench.lora: the
+adapters on the matrices napkin's accounting targets, no dropout) and AdamW updates the adapters only; the Cruncher
+(a linear net, nothing for LoRA to target) is left out. napkin's side is then ``napkin memory --finetune lora
+--precision fp32``'s: trainable parameters (finetune.adapter_plan, against peft's ``get_nb_trainable_parameters()``),
+FLOPs (finetune.finetune_flops: frozen matmuls compute dX only where their input needs a gradient, adapters dW and
+dX; ≈ 4N + 6·N_adapter per token), saved bytes (finetune.lora_layer_terms), the fp32 frozen base plus the adapters'
+weights, gradients and AdamW states, and on CUDA the memory rise (adapter gradients + activations). QLoRA is refused:
+its nf4 base needs bitsandbytes' CUDA kernels, not napkin's fp32 reference model.
 """
 
 from __future__ import annotations
@@ -28,12 +37,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from napkin.accounting.finetune import LoraSetup
 from napkin.bench.device import check_fits, choose_peak, plausible_mfu
 from napkin.bench.measure import SavedTensors, model_state_bytes, predicted_activation_bytes
 from napkin.bench.models import BenchEnvironment, PeakChoice, TimingStats
 from napkin.bench.timer import DEFAULT_TARGET_S, DEFAULT_WARMUP_S, check_warmup, time_calls
 from napkin.errors import InputError
-from napkin.results import DEFINITION, LECTURE, Derivation, Result, g
+from napkin.results import DEFINITION, LECTURE, MFU_SOURCE, Derivation, Result, g
 from napkin.specs.dtypes import DType
 from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.validation import Inputs, PositiveInt, validated
@@ -46,7 +56,15 @@ SRC_COUNTER = "measured: torch.utils.flop_counter.FlopCounterMode (matmuls at 2 
 SRC_FLOPS = "napkin.accounting.flops.count_flops (causal=False): matmul FLOPs per component, backward = 2 × forward"
 SRC_SAVED = "measured: saved_tensors_hooks over forward + loss, unique storages, parameters excluded"
 SRC_ACT = "napkin.accounting.activations (Korthikanti et al. 2022 §4, tensor by tensor), fp32, eager attention"
-MFU_SOURCE = "definition of MFU (Chowdhery et al. 2022, PaLM, App. B): achieved FLOP/s / dense peak FLOP/s"
+SRC_FT_FLOPS = ("napkin.accounting.finetune.finetune_flops (causal=False): frozen forward + dX only where the input "
+                "needs a gradient (Hu et al. 2021 §4.2), adapters forward + dW + dX")
+SRC_FT_ACT = ("napkin.accounting.finetune.lora_layer_terms on activations.py's terms (Korthikanti et al. 2022 §4; "
+              "Hu et al. 2021 §4.1: frozen matmuls keep nothing for their weights, each adapter keeps A·x), fp32")
+SRC_PEFT = "measured: peft PeftModel.get_nb_trainable_parameters() (numel of the parameters that require grad)"
+SRC_ADAPTERS = "napkin.accounting.finetune.adapter_plan (Hu et al. 2021, LoRA, §4.1: r·(fan_in + fan_out) per matrix)"
+QLORA_REFUSED = ("`finetune` qlora cannot be validated here: its nf4 base runs on bitsandbytes' CUDA kernels, and "
+                 "validate measures napkin's own fp32 reference model; validate the same adapters with `finetune` "
+                 "lora, and see `napkin memory --finetune qlora` for the nf4 ledger")
 
 # progress(done, total, phase): called as each phase starts ("cruncher: counting FLOPs and saved bytes", then
 # "cruncher: timing steps", then the GPT's), and with phase None once all are done.
@@ -61,6 +79,9 @@ class ValidateInputs(Inputs):
     cruncher: bool
     cruncher_batch: PositiveInt
     device: str
+    finetune: Literal["full", "lora"] = Field(default="full", description="full: every weight trains; lora: peft's "
+                                              "LoRA on the GPT-side model, the base frozen")
+    lora: LoraSetup | None = Field(default=None, description="the adapters (finetune lora; the base is fp32)")
 
 
 class Comparison(BaseModel):
@@ -69,7 +90,7 @@ class Comparison(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     quantity: str
-    unit: Literal["FLOP", "B"]
+    unit: Literal["FLOP", "B", "params"]
     measured: float
     predicted: float | None = Field(description="None where napkin makes no prediction of it (stated in the note)")
     rel_error: float | None = Field(description="predicted / measured − 1")
@@ -87,9 +108,13 @@ class ModelCheck(BaseModel):
     batch: int
     seq: int = Field(description="sequence length (1 for a linear net)")
     params: int
+    finetune: Literal["full", "lora"] = "full"
+    trainable_params: int = Field(description="napkin's count of what AdamW updates: params (full) or the LoRA "
+                                  "adapters")
     rows: list[Comparison]
     flops_within_tolerance: bool = Field(description=f"every FLOP row within {FLOPS_TOLERANCE:.0%}")
-    model_state_exact: bool = Field(description="parameters, gradients and AdamW m, v: measured == predicted")
+    model_state_exact: bool = Field(description="parameters, gradients and AdamW m, v: measured == predicted "
+                                    "(LoRA: and the trainable parameters, against peft's count)")
     timing: TimingStats
     flops_per_step: float = Field(description="counted FLOPs of one step (forward + backward + AdamW)")
     flops_per_s: float = Field(description="flops_per_step / median step time")
@@ -136,13 +161,14 @@ class _Step:
     """One model on one device: built once, then instrumented for a step and timed for many."""
 
     def __init__(self, torch: Any, dev: Any, spec: TransformerSpec | LinearSpec, batch: int, seq: int,
-                 seed: int) -> None:
+                 seed: int, lora: LoraSetup | None = None, peft: Any = None) -> None:
         import torch.nn.functional as F
 
         from napkin.bench.reference import build_linear, build_model
 
         torch.manual_seed(seed)
         self.torch, self.dev, self.spec = torch, dev, spec
+        self.net: Any  # a LinearNet, a Transformer, or peft's PeftModel around one
         if isinstance(spec, LinearSpec):
             self.net = build_linear(spec, dev, torch.float32)
             # the lecture's 6·B·params counts the first layer's input gradient too: x requires grad
@@ -150,11 +176,18 @@ class _Step:
             self.loss = lambda: self.net(x).mean()
         else:
             self.net = build_model(spec, dev, torch.float32, flash=False, causal=False)
+            if lora is not None:  # peft's LoRA on the matrices napkin targets; every other parameter frozen
+                from napkin.bench.lora import wrap
+
+                pm = wrap(self.net, spec, lora, peft)
+                self.peft_trainable = int(pm.get_nb_trainable_parameters()[0])
+                self.net = pm
             ids = torch.randint(0, spec.vocab, (batch, seq), device=dev)
             targets = torch.randint(0, spec.vocab, (batch, seq), device=dev)
             V = spec.vocab
             self.loss = lambda: F.cross_entropy(self.net(ids).reshape(-1, V), targets.reshape(-1))
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=LR)
+        self.trainable = [p for p in self.net.parameters() if p.requires_grad]  # LoRA: the adapters only
+        self.opt = torch.optim.AdamW(self.trainable, lr=LR)
 
     def step(self) -> None:
         self.opt.zero_grad(set_to_none=True)
@@ -200,7 +233,7 @@ class _Step:
         return base, peak, peak - base, workspace
 
 
-def _compare(d: Derivation, name: str, quantity: str, unit: Literal["FLOP", "B"], measured: float,
+def _compare(d: Derivation, name: str, quantity: str, unit: Literal["FLOP", "B", "params"], measured: float,
              predicted: float | None, src_measured: str, src_predicted: str, note: str | None = None) -> Comparison:
     m = d.given(f"{name}: {quantity}, measured", "measured", measured, unit, src_measured)
     rel = None
@@ -215,77 +248,117 @@ def _compare(d: Derivation, name: str, quantity: str, unit: Literal["FLOP", "B"]
 
 def _check_model(d: Derivation, torch: Any, dev: Any, spec: TransformerSpec | LinearSpec, batch: int, seq: int,
                  peak: PeakChoice, timing_kw: dict[str, Any], seed: int,
-                 phase: Callable[[str], Any] = lambda what: None) -> ModelCheck:
+                 phase: Callable[[str], Any] = lambda what: None, lora: LoraSetup | None = None,
+                 peft: Any = None) -> ModelCheck:
+    from napkin.accounting.finetune import adapter_plan, finetune_flops
     from napkin.accounting.flops import count_flops
     from napkin.accounting.model_state import get_optimizer, get_precision, state_parts
     from napkin.accounting.params import count_params
     from napkin.bench import runtime
+    from napkin.specs.dtypes import BYTES_PER_ELEMENT
 
     linear = isinstance(spec, LinearSpec)
     s = 1 if linear else seq
     N = count_params(spec).params
     prec, opt = get_precision("fp32"), get_optimizer("adamw")
-    per_param = {p.part: p for p in state_parts(prec, opt, zero=0)}  # params 4, grads 4, optimizer 2 × 4 B
-    state_pred = sum(p.bytes_per_param for p in per_param.values()) * N
-    act_pred = predicted_activation_bytes(spec, batch, s, flash=False, recompute="none", bytes_per_element=4)
+    per_param: dict[str, Any] = {p.part: p for p in state_parts(prec, opt, zero=0)}  # params 4, grads 4, m, v 2 × 4
+    # what AdamW updates: every parameter (full), or the adapters on a frozen base (LoRA: finetune.adapter_plan)
+    T = N if lora is None else adapter_plan(spec, lora).params  # type: ignore[arg-type]
+    frozen = 0.0 if lora is None else N * BYTES_PER_ELEMENT[DType(lora.base_dtype)]  # the base: no grad, no state
+    pred: dict[str, float] = {part: sp.bytes_per_param * T for part, sp in per_param.items()}
+    pred["params"] += frozen
+    state_pred = sum(pred.values())
+    act_pred = predicted_activation_bytes(spec, batch, s, flash=False, recompute="none", bytes_per_element=4,
+                                          lora=lora)
     what = f"{spec.name} (B={batch}" + ("" if linear else f", s={s}") + ") in fp32 with AdamW"
     check_fits(state_pred + act_pred, runtime.free_memory_bytes(torch, dev), what)
 
     phase(f"{spec.name}: counting FLOPs and saved bytes")
-    run = _Step(torch, dev, spec, batch, s, seed)
+    run = _Step(torch, dev, spec, batch, s, seed, lora, peft)
     fwd_flops, step_flops, saved = run.instrumented()
     state = model_state_bytes(run.net, run.opt)
-    fc = count_flops(spec, batch if linear else batch * s, s, causal=False)
     name = spec.name
+    if lora is None:
+        fc = count_flops(spec, batch if linear else batch * s, s, causal=False)
+        fwd_pred, step_pred, step_note = fc.forward_flops, fc.model_flops, None
+        src_fwd, src_step = SRC_FLOPS, SRC_FLOPS + " (model FLOPs = 3 × forward)"
+    else:
+        ff = finetune_flops(spec, tokens=batch * s, seq=s, causal=False, lora_rank=lora.rank,
+                            lora_targets=lora.targets, lora_embeddings=lora.embeddings)
+        fwd_pred, step_pred = ff.forward_flops, ff.model_flops
+        src_fwd, src_step = SRC_FT_FLOPS, SRC_FT_FLOPS
+        step_note = (f"full training of the same tokens: {ff.full_model_flops:,.0f} FLOPs (3 × forward); LoRA / full "
+                     f"= {ff.ratio_to_full:.3f}; the napkin (4N + 6·N_adapter)·D = {ff.four_nd:,.0f}")
     left_out = ["the loss scalar"]
     if isinstance(spec, TransformerSpec):
+        learned_ids = spec.positions == "learned" and lora is None  # a frozen position table saves no ids
         left_out = (["RoPE's cos/sin tables"] if spec.positions == "rope" or spec.mla else []) + \
-            (["the position ids"] if spec.positions == "learned" else []) + left_out
-    rows = [
-        _compare(d, name, "forward FLOPs", "FLOP", fwd_flops, fc.forward_flops, SRC_COUNTER + ", forward + loss",
-                 SRC_FLOPS),
-        _compare(d, name, "training-step FLOPs", "FLOP", step_flops, fc.model_flops,
-                 SRC_COUNTER + ", forward + backward + AdamW.step", SRC_FLOPS + " (model FLOPs = 3 × forward)"),
+            (["the position ids"] if learned_ids else []) + left_out
+    saved_note = ("torch also keeps the B×D input of the first layer (its weight gradient needs it)" if linear else
+                  f"napkin leaves out what does not grow with the batch: {', '.join(left_out)}")
+    if lora is not None and not lora.embeddings:
+        saved_note += ("; and napkin counts every layer alike, but with a frozen embedding nothing needs a gradient "
+                       "before the first adapter, so torch keeps less in the first layer (napkin is above by at most "
+                       "one layer)")
+    rows: list[Comparison] = []
+    if lora is not None:
+        rows.append(_compare(d, name, "trainable parameters", "params", float(run.peft_trainable), float(T),
+                             SRC_PEFT, SRC_ADAPTERS))
+    exact_rows = list(rows)  # LoRA: the trainable count must be exact, as the model state must
+    rows += [
+        _compare(d, name, "forward FLOPs", "FLOP", fwd_flops, fwd_pred, SRC_COUNTER + ", forward + loss", src_fwd),
+        _compare(d, name, "training-step FLOPs", "FLOP", step_flops, step_pred,
+                 SRC_COUNTER + ", forward + backward + AdamW.step", src_step, step_note),
         _compare(d, name, "saved for backward", "B", saved, act_pred, SRC_SAVED,
-                 f"{LECTURE}: B·D·L layer outputs" if linear else SRC_ACT,
-                 "torch also keeps the B×D input of the first layer (its weight gradient needs it)" if linear else
-                 f"napkin leaves out what does not grow with the batch: {', '.join(left_out)}"),
+                 f"{LECTURE}: B·D·L layer outputs" if linear else SRC_FT_ACT if lora is not None else SRC_ACT,
+                 saved_note),
     ]
     state_rows = []
     for part, label, got in (("params", "parameters", state.params), ("grads", "gradients", state.grads),
                              ("optimizer", "AdamW m and v", state.optimizer_per_param)):
         sp = per_param[part]
-        state_rows.append(_compare(d, name, label, "B", got, sp.bytes_per_param * N,
-                             f"measured: storage bytes of {label} after the step",
-                             f"count_params × {g(sp.bytes_per_param)} B/param ({sp.label}; "
-                             f"{opt.source if part == 'optimizer' else prec.source})"))
+        src = f"{opt.source if part == 'optimizer' else prec.source}"
+        if lora is None:
+            how = f"count_params × {g(sp.bytes_per_param)} B/param ({sp.label}; {src})"
+        elif part == "params":
+            how = (f"napkin memory --finetune lora: the frozen fp32 base, count_params × 4 B, + the adapters, "
+                   f"N_adapter × {g(sp.bytes_per_param)} B ({src})")
+        else:
+            how = (f"napkin memory --finetune lora: the adapters only, N_adapter × {g(sp.bytes_per_param)} B/param "
+                   f"({sp.label}; {src}); the frozen base has none")
+        state_rows.append(_compare(d, name, label, "B", got, pred[part], f"measured: storage bytes of {label} after "
+                                   "the step", how))
     state_rows.append(_compare(d, name, "model state", "B", state.per_param_total, state_pred,
                                "measured: parameters + gradients + AdamW m and v",
-                               f"{LECTURE}: fp32 AdamW, 4 + 4 + 4·2 = 16 B/param × N"))
+                               f"{LECTURE}: fp32 AdamW, 4 + 4 + 4·2 = 16 B/param × N" if lora is None else
+                               "napkin memory --finetune lora --precision fp32: 4 B × N frozen + 16 B × N_adapter"))
     rows += state_rows
+    tensors = f"trainable tensor ({len(run.trainable)})" if lora is not None else \
+        f"parameter tensor ({state.param_tensors})"
     rows.append(_compare(d, name, "AdamW step counters", "B", state.optimizer_other, None,
                          "measured: AdamW's other state tensors", "",
-                         f"one fp32 scalar per parameter tensor ({state.param_tensors}); napkin counts per-parameter "
-                         "state only"))
+                         f"one fp32 scalar per {tensors}; napkin counts per-parameter state only"))
     peak_alloc = resident = rise = workspace = None
     if dev.type == "cuda":
         base, peak_alloc, rise, workspace = run.memory_in_a_step()
         resident = base - (workspace or 0.0)
-        held = per_param["params"].bytes_per_param * N + per_param["optimizer"].bytes_per_param * N
-        grads = per_param["grads"].bytes_per_param * N
+        held, grads = pred["params"] + pred["optimizer"], pred["grads"]
         src_mem = "measured: torch.cuda.memory_allocated / max_memory_allocated, steady state (second step on)"
         if workspace is not None:
             rows.append(_compare(d, name, "cuBLAS workspace", "B", workspace, None,
                                  "measured: memory freed by torch._C._cuda_clearCublasWorkspaces", "",
-                                 "allocated by cuBLAS/cuBLASLt at the first matmul, per stream (CUBLAS_WORKSPACE_CONFIG)"
-                                 ", and kept: not part of the model; napkin does not predict it"))
+                                 "allocated by cuBLAS/cuBLASLt at the first matmul, per stream "
+                                 "(CUBLAS_WORKSPACE_CONFIG), and kept: not part of the model; napkin does not "
+                                 "predict it"))
         rows.append(_compare(d, name, "allocated between steps", "B", resident, held, src_mem,
-                             "napkin: parameters + AdamW m and v",
+                             "napkin: parameters + AdamW m and v" if lora is None else
+                             "napkin: frozen base + adapters + the adapters' AdamW m and v",
                              "also the inputs, AdamW's step counters and module buffers" +
                              ("" if workspace is not None else "; and the cuBLAS workspace (this torch cannot clear "
                               "it to measure it)")))
         rows.append(_compare(d, name, "peak rise during a step", "B", rise, grads + act_pred, src_mem,
-                             "napkin: gradients + activations",
+                             "napkin: gradients + activations" if lora is None else
+                             "napkin: adapter gradients + activations",
                              "max_memory_allocated minus what was allocated before the step: gradients and saved "
                              "activations, plus transients (the logits' gradient, activation gradients, AdamW's "
                              "temporaries)"))
@@ -296,21 +369,31 @@ def _check_model(d: Derivation, torch: Any, dev: Any, spec: TransformerSpec | Li
     rate = d.add(f"{name}: achieved FLOP/s", "counted FLOPs / t", f"{g(step_flops)} / {g(t)}", step_flops / t,
                  "FLOP/s", DEFINITION)
     mfu = None
-    if plausible_mfu(rate, peak)[0] is not None:
-        P = peak.peak_flops_per_s
+    P = peak.peak_flops_per_s
+    if plausible_mfu(rate, peak)[0] is not None and P is not None:
         mfu = d.add(f"{name}: MFU", "achieved / P", f"{g(rate)} / {g(P)}", rate / P, "fraction", MFU_SOURCE)
     flops_ok = all(r.rel_error is not None and abs(r.rel_error) <= FLOPS_TOLERANCE for r in rows if r.unit == "FLOP")
-    exact = all(r.measured == r.predicted for r in state_rows)
+    exact = all(r.measured == r.predicted for r in exact_rows + state_rows)
     return ModelCheck(model=spec.name, display_name=spec.display_name, kind=spec.kind, batch=batch, seq=s, params=N,
-                      rows=rows, flops_within_tolerance=flops_ok, model_state_exact=exact, timing=stats,
+                      finetune="full" if lora is None else "lora", trainable_params=T, rows=rows,
+                      flops_within_tolerance=flops_ok, model_state_exact=exact, timing=stats,
                       flops_per_step=step_flops, flops_per_s=rate, mfu=mfu, peak_allocated_bytes=peak_alloc,
                       resident_bytes=resident, peak_rise_bytes=rise, blas_workspace_bytes=workspace)
 
 
-def _method(torch: Any, dev: Any, stats: TimingStats | None) -> list[str]:
+def _method(torch: Any, dev: Any, stats: TimingStats | None, lora: LoraSetup | None = None,
+            peft: Any = None, spec: TransformerSpec | LinearSpec | None = None) -> list[str]:
     timer = ("a pair of CUDA events around each step" if dev.type == "cuda" else
              f"time.perf_counter around each step; {torch.get_num_threads()} threads")
-    return [
+    from napkin.bench.lora import ALPHA_PER_RANK, LORA_DROPOUT, targets_present
+
+    lora_lines = [] if lora is None or not isinstance(spec, TransformerSpec) else [
+        f"LoRA: peft {getattr(peft, '__version__', '?')} get_peft_model on napkin's reference model (no transformers): "
+        f"LoraConfig(r={lora.rank}, lora_alpha={ALPHA_PER_RANK * lora.rank}, lora_dropout={LORA_DROPOUT:g}, "
+        f"bias='none', target_modules = the modules of {', '.join(targets_present(spec, lora))}"
+        + (" + the embedding and an untied head" if lora.embeddings else "") + " by full name); every other "
+        "parameter frozen, AdamW over the adapters only; trainable count from get_nb_trainable_parameters()"]
+    return [*lora_lines,
         "each model: fp32 weights, forward + loss, loss.backward(), torch.optim.AdamW.step() (zero_grad(set_to_none) "
         "between steps); the Cruncher's input requires grad (the lecture's 6·B·params counts its gradient)",
         "FLOPs: FlopCounterMode over the first step; attention as explicit matmuls (flash=False), no causal mask, "
@@ -333,30 +416,50 @@ def validate_step(model: str | TransformerSpec | LinearSpec | None = None, *, ba
                   device: str = "auto", gpu: str | None = None, peak: float | None = None,
                   warmup_s: float = DEFAULT_WARMUP_S, iters: int | None = None, target_s: float = DEFAULT_TARGET_S,
                   specs_dirs: Sequence[str | Path] | None = None, seed: int = 0,
-                  progress: Progress | None = None) -> ValidateResult:
+                  progress: Progress | None = None, finetune: str = "full", lora_rank: int | None = None,
+                  lora_targets: str | list[str] | None = None, lora_embeddings: bool = False) -> ValidateResult:
     """One AdamW training step of the Cruncher and of ``model`` (default: tiny_spec()), measured vs predicted.
 
+    ``finetune="lora"``: ``model`` under peft's LoRA (rank ``lora_rank``, on ``lora_targets``, ``lora_embeddings``
+    as for `napkin memory`), the base frozen in fp32, AdamW over the adapters; the Cruncher is left out.
     ``progress(done, total, phase)`` hears of each phase (counting, then timing, per model) as it starts."""
+    from napkin.accounting.finetune import check_finetune, require_transformer, resolve_lora
+    from napkin.accounting.model_state import get_precision
     from napkin.bench import runtime
+    from napkin.bench.lora import check_wrappable, import_peft, targets_present
     from napkin.bench.matmul import matmul_precision
 
     check_warmup(warmup_s)  # before anything is built or measured
     spec = _spec(model, specs_dirs)
+    mode = check_finetune(finetune)
+    if mode == "qlora":
+        raise InputError(QLORA_REFUSED)
+    given = [n for n, v in (("lora_rank", lora_rank), ("lora_targets", lora_targets),
+                            ("lora_embeddings", lora_embeddings or None)) if v is not None]
+    if mode == "full" and given:
+        raise InputError(f"{', '.join(f'`{n}`' for n in given)}: adapter settings, for `finetune` lora (without it "
+                         "validate trains every weight)")
+    lora = resolve_lora(mode, get_precision("fp32"), lora_rank=lora_rank, lora_targets=lora_targets,
+                        lora_embeddings=lora_embeddings)
+    if lora is not None:
+        spec = require_transformer(spec, mode)
+        check_wrappable(spec, lora)
     b = batch if batch is not None else DEFAULT_BATCH[spec.kind]
     s = 1 if isinstance(spec, LinearSpec) else (seq or min(DEFAULT_SEQ, spec.max_context))
     i = validated(ValidateInputs, model=spec.name, batch=b, seq=s, cruncher=cruncher, cruncher_batch=cruncher_batch,
-                  device=device)
+                  device=device, finetune=mode, lora=lora)
     if isinstance(spec, TransformerSpec) and spec.positions == "learned" and s > spec.max_context:
         raise InputError(f"--seq {s} is longer than {spec.name}'s learned position table ({spec.max_context}); "
                          f"use --seq {spec.max_context} or less")
     torch = runtime.import_torch("napkin validate")
+    peft = import_peft() if lora is not None else None
     dev = runtime.torch_device(torch, device)
     name = runtime.device_name(torch, dev)
     choice = choose_peak(DType.fp32, dev.type, name, gpu=gpu, peak=peak, specs_dirs=specs_dirs)
     timing_kw: dict[str, Any] = {"warmup_s": warmup_s, "iters": iters, "target_s": target_s,
                                  "sampler": runtime.clock_sampler(torch, dev)}
     todo: list[tuple[Any, int, int]] = []
-    if cruncher and not (isinstance(spec, LinearSpec) and spec.name == "cruncher"):
+    if cruncher and lora is None and not (isinstance(spec, LinearSpec) and spec.name == "cruncher"):
         from napkin.specs.catalog import get_model
 
         todo.append((get_model("cruncher", specs_dirs), i.cruncher_batch, 1))
@@ -373,11 +476,16 @@ def validate_step(model: str | TransformerSpec | LinearSpec | None = None, *, ba
 
     with matmul_precision(torch, DType.fp32) if dev.type == "cuda" else contextlib.nullcontext():
         for sp, bb, ss in todo:
-            checks.append(_check_model(d, torch, dev, sp, bb, ss, choice, timing_kw, seed, phase))
+            checks.append(_check_model(d, torch, dev, sp, bb, ss, choice, timing_kw, seed, phase,
+                                       lora if sp is spec else None, peft))
             runtime.empty_cache(torch, dev)
     if progress is not None:
         progress(total, total, None)
     notes = [choice.note] if choice.note else []
+    if lora is not None:
+        notes.append(f"LoRA: rank-{lora.rank} adapters on {','.join(targets_present(spec, lora))}"
+                     + (" + the embeddings" if lora.embeddings else "") + f" of {spec.name}, the base frozen in fp32"
+                     + ("; the Cruncher is left out (a linear net: nothing for LoRA to target)" if cruncher else ""))
     for c in checks:
         if c.mfu is None and choice.peak_flops_per_s is not None:
             notes.append(f"{c.model}: " + (plausible_mfu(c.flops_per_s, choice)[1] or "no MFU"))
@@ -389,5 +497,6 @@ def validate_step(model: str | TransformerSpec | LinearSpec | None = None, *, ba
                                       for c in checks],
                               clocks=runtime.read_clocks(torch, dev))
     passed = all(c.flops_within_tolerance and c.model_state_exact for c in checks)
-    return ValidateResult(inputs=i, environment=env, method=_method(torch, dev, checks[-1].timing), peak=choice,
+    return ValidateResult(inputs=i, environment=env, method=_method(torch, dev, checks[-1].timing, lora, peft, spec),
+                          peak=choice,
                           models=checks, passed=passed, steps=d.steps, notes=notes)

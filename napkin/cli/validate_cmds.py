@@ -12,6 +12,7 @@ import typer
 from napkin.cli.bench_cmds import MEASURE, PEAK, Device, ProgressBar
 from napkin.cli.context import model as resolve_model
 from napkin.cli.context import state
+from napkin.cli.finetune_options import Finetune, LoraEmbeddings, LoraRank, LoraTargets
 from napkin.cli.options import MODEL, Explain, Json, count, number, opt, whole
 from napkin.cli.root import app
 
@@ -34,6 +35,10 @@ def validate_cmd(
     cruncher_batch: Annotated[int, opt("--cruncher-batch", parser=whole("batch"), metavar="B", panel=MODEL,
                                        help="The Cruncher's batch (the lecture's B = 2).")] = 2,
     device: Device = "auto",
+    finetune: Finetune = "full",
+    lora_rank: LoraRank = None,
+    lora_targets: LoraTargets = None,
+    lora_embeddings: LoraEmbeddings = False,
     warmup_ms: Annotated[float, opt("--warmup-ms", parser=number("warm-up"), metavar="MS", panel=MEASURE,
                                     help="Warm-up time before timing each model's step.")] = 250.0,
     iters: Annotated[int | None, opt("--iters", parser=whole("iterations"), metavar="N", panel=MEASURE,
@@ -53,6 +58,9 @@ def validate_cmd(
     Compared: FLOPs (FlopCounterMode), bytes saved for backward, model state, peak memory (CUDA).
 
     Then the step is timed: FLOP/s and MFU. Exit 1 if FLOPs are off by > 1% or model state is not exact.
+
+    --finetune lora: the GPT-side model under peft's LoRA (pip install peft), AdamW on the adapters only; also
+    compared: trainable parameters against peft's count. qlora is refused (its nf4 base needs bitsandbytes on CUDA).
     """
     from napkin import render
     from napkin.bench.validate import validate_step
@@ -61,7 +69,8 @@ def validate_cmd(
     with ProgressBar(enabled=not json, describe=str) as progress:  # each phase: counting, then timing, per model
         result = validate_step(spec, batch=batch, seq=seq, cruncher=cruncher, cruncher_batch=cruncher_batch,
                                device=device, gpu=gpu, peak=peak, warmup_s=warmup_ms / 1e3, iters=iters,
-                               specs_dirs=state(ctx).specs_dirs, progress=progress)
+                               specs_dirs=state(ctx).specs_dirs, progress=progress, finetune=finetune,
+                               lora_rank=lora_rank, lora_targets=lora_targets, lora_embeddings=lora_embeddings)
     render.show(result, as_json=json, explain=explain)
     if not result.passed:
         raise typer.Exit(1)

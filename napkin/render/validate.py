@@ -26,13 +26,15 @@ def _error(row: Any) -> str:
     return f"{row.predicted - row.measured:+,.0f} B ({pct})" if row.unit == "B" else pct
 
 
-def _model(c: Any) -> list[Any]:
+def _model(c: Any, lora: Any = None) -> list[Any]:
     from rich import box
     from rich.markup import escape
     from rich.table import Table
 
     shape = f"B={c.batch}" + (f", s={c.seq}" if c.kind == "transformer" else "")
     title = f"{escape(c.model)} — {escape(c.display_name)}: {shape}, {c.params:,} params, fp32 AdamW"
+    if c.finetune == "lora" and lora is not None:
+        title += f" on rank-{lora.rank} LoRA adapters ({c.trainable_params:,} trainable), the base frozen"
     t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("", "measured", "napkin", "napkin vs measured"):
         t.add_column(name, justify="left" if not name else "right", no_wrap=bool(name))
@@ -53,7 +55,8 @@ def _model(c: Any) -> list[Any]:
             ("MFU", "—" if c.mfu is None else f"[bold]{c.mfu:.4f}[/bold]")]
     ok = "[green]✓[/green]"
     bad = "[red]✗[/red]"
-    rows.append(("check", f"FLOPs within 1% {ok if c.flops_within_tolerance else bad} · model state exact "
+    state = "trainable count and model state exact" if c.finetune == "lora" else "model state exact"
+    rows.append(("check", f"FLOPs within 1% {ok if c.flops_within_tolerance else bad} · {state} "
                           f"{ok if c.model_state_exact else bad}"))
     out: list[Any] = [t]
     out += [f"[dim]  ({n}) {text}[/dim]" for n, text in enumerate(notes, 1)]
@@ -71,7 +74,7 @@ def validate(r: Any) -> list[Any]:
                                                          f"({_peak_from(r.peak)})")]))
     for c in r.models:
         parts.append("")
-        parts += _model(c)
+        parts += _model(c, r.inputs.lora)
     verdict = ("[bold green]PASS[/bold green]: FLOPs within 1% and model state exact for every model" if r.passed
                else "[bold red]FAIL[/bold red]: see the ✗ above")
     parts += ["", verdict, _method(r.method)]
