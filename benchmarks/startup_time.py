@@ -1,20 +1,29 @@
 """Wall time of napkin's calculator commands beside the floor of their framework, measured side by side in one run.
 
-Run: python benchmarks/startup_time.py [--runs 21]
+Run: python benchmarks/startup_time.py [--runs 15] [--only train-time,memory]
 
 The floor is a minimal program of the same shape: a typer app with one command whose options are parsed by a
 pydantic model and whose answer is printed as a rich table (or JSON). napkin adds its own work on top (the
 command registry, the spec catalog, the accounting); the target (issue 16) is within 10% of that floor for every
-calculator command, table and --json. Runs are interleaved so machine drift hits every case alike; medians and
-the ratio to the floor are printed.
+calculator command, table and --json. Every case runs once to warm the caches, then the cases run interleaved
+``--runs`` times, so that machine drift hits each alike. Printed per command: the median wall time of napkin and of
+the floor, table and --json, with the ratio; then the same for CPU time (user + system, from the kernel's
+accounting of the child), which other processes on a busy machine disturb less than wall time.
+
+Bytecode: an installed napkin runs from compiled .pyc files (pip compiles them at install), so the children run
+with bytecode caching on. Where PYTHONDONTWRITEBYTECODE is set, they get it unset and PYTHONPYCACHEPREFIX pointing
+at a temporary folder instead, so that the tree is not written to.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 FLOOR = r'''
@@ -46,39 +55,86 @@ def main(params: Annotated[float, typer.Option()] = 70e9, tokens: Annotated[floa
 app()
 '''
 
-ARGS = ["--params", "70e9", "--tokens", "15e12", "--gpus", "1024"]
-CASES: dict[str, list[str]] = {
-    "python -c pass": [sys.executable, "-c", "pass"],
-    "floor: typer + pydantic + rich (table)": [sys.executable, "-c", FLOOR, *ARGS],
-    "floor: typer + pydantic (--json)": [sys.executable, "-c", FLOOR, *ARGS, "--json"],
-    "napkin train-time (table)": [sys.executable, "-m", "napkin", "train-time", *ARGS],
-    "napkin train-time --json": [sys.executable, "-m", "napkin", "train-time", *ARGS, "--json"],
-    "napkin budget (table)": [sys.executable, "-m", "napkin", "budget", "--gpus", "8", "--days", "7"],
-    "napkin max-model (table)": [sys.executable, "-m", "napkin", "max-model", "--gpus", "8"],
-    "napkin flops --model (table)": [sys.executable, "-m", "napkin", "flops", "--model", "llama3-8b", "--tokens",
-                                     "1e12"],
-    "napkin memory --model (table)": [sys.executable, "-m", "napkin", "memory", "--model", "llama3-8b", "--seq",
-                                      "4096"],
+FLOOR_ARGS = ["--params", "70e9", "--tokens", "15e12", "--gpus", "1024"]
+# Every calculator command (all but bench-* and validate), as a user would first type it.
+COMMANDS: dict[str, list[str]] = {
+    "train-time": ["train-time", "--params", "70e9", "--tokens", "15e12", "--gpus", "1024"],
+    "max-model": ["max-model", "--gpus", "8"],
+    "budget": ["budget", "--gpus", "8", "--days", "7"],
+    "flops": ["flops", "--model", "llama3-8b", "--tokens", "1e12"],
+    "mfu": ["mfu", "--model", "llama3-8b", "--tokens-per-s", "9000", "--gpus", "8"],
+    "memory": ["memory", "--model", "llama3-8b", "--seq", "4096"],
+    "inference": ["inference", "--model", "llama3-70b", "--gpus", "8", "--batch", "8"],
+    "roofline": ["roofline", "--gpu", "h100", "--model", "llama3-8b"],
+    "step-time": ["step-time", "--model", "llama3-8b", "--gpus", "8", "--global-batch", "64", "--seq", "4096"],
+    "plan": ["plan", "--model", "llama3-8b", "--gpus", "8", "--global-batch", "64", "--seq", "4096"],
+    "models list": ["models", "list"],
+    "models show": ["models", "show", "llama3-8b"],
+    "hardware list": ["hardware", "list"],
+    "hardware show": ["hardware", "show", "h100"],
 }
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    if env.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+        env["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="napkin-startup-pyc-")
+    return env
+
+
+def run_once(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system) of one run of ``cmd``, its output read through a pipe."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    subprocess.run(cmd, capture_output=True, check=True, env=env)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=21)
-    runs = ap.parse_args().runs
-    times: dict[str, list[float]] = {k: [] for k in CASES}
-    for _ in range(runs):  # interleaved, so drift hits every case alike
-        for name, cmd in CASES.items():
-            t = time.perf_counter()
-            subprocess.run(cmd, capture_output=True, check=True)
-            times[name].append(time.perf_counter() - t)
-    floor_table = statistics.median(times["floor: typer + pydantic + rich (table)"])
-    floor_json = statistics.median(times["floor: typer + pydantic (--json)"])
-    print(f"{'case':44s} {'median s':>9s} {'min s':>7s} {'x floor':>8s}")
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        ref = floor_json if "json" in name else floor_table
-        print(f"{name:44s} {med:9.3f} {min(ts):7.3f} {med / ref:8.2f}")
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--only", default="", help="comma-separated commands (default: every calculator command)")
+    args = ap.parse_args()
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(COMMANDS)
+    unknown = [n for n in names if n not in COMMANDS]
+    if unknown:
+        ap.error(f"unknown command {unknown[0]!r}; choose from {', '.join(COMMANDS)}")
+    cases: dict[tuple[str, str], list[str]] = {
+        ("python -c pass", ""): [sys.executable, "-c", "pass"],
+        ("floor", "table"): [sys.executable, "-c", FLOOR, *FLOOR_ARGS],
+        ("floor", "json"): [sys.executable, "-c", FLOOR, *FLOOR_ARGS, "--json"],
+    }
+    for name in names:
+        cases[(name, "table")] = [sys.executable, "-m", "napkin", *COMMANDS[name]]
+        cases[(name, "json")] = [sys.executable, "-m", "napkin", *COMMANDS[name], "--json"]
+    env = child_env()
+    for cmd in cases.values():  # warm-up: bytecode caches, the disk cache
+        run_once(cmd, env)
+    wall: dict[tuple[str, str], list[float]] = {k: [] for k in cases}
+    cpu: dict[tuple[str, str], list[float]] = {k: [] for k in cases}
+    t0 = time.perf_counter()
+    for _ in range(args.runs):  # interleaved, so drift hits every case alike
+        for key, cmd in cases.items():
+            w, c = run_once(cmd, env)
+            wall[key].append(w)
+            cpu[key].append(c)
+    print(f"{args.runs} runs of each case in {time.perf_counter() - t0:.0f} s; {os.cpu_count()} CPUs; load average "
+          + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    for title, times in (("wall time, median s", wall), ("CPU time (user + system), median s", cpu)):
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f"\n{title} (python -c pass: {med[('python -c pass', '')]:.3f})")
+        head = f"{'floor':>7s} {'x floor':>8s}"
+        print(f"{'command':15s} {'table':>7s} {head}   {'--json':>7s} {head}")
+        for name in names:
+            row = [f"{name:15s}"]
+            for mode in ("table", "json"):
+                n, f = med[(name, mode)], med[("floor", mode)]
+                row.append(f"{n:7.3f} {f:7.3f} {n / f:8.2f}")
+            print(" ".join(row[:1]) + " " + "   ".join(row[1:]))
+        worst = max(med[(n, m)] / med[("floor", m)] for n in names for m in ("table", "json"))
+        print(f"{'worst':15s} {worst:.2f} x floor")
 
 
 if __name__ == "__main__":

@@ -1,3 +1,3 @@
-from napkin.cli import main
+from napkin.cli import console
 
-main()
+console()

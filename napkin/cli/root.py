@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from collections.abc import Sequence
@@ -231,7 +232,8 @@ COMMAND_MODULES: dict[str, str] = {
     "hardware": "catalog_cmds",
 }
 # The order of `napkin --help`: planning, architecture, memory, serving, measuring, catalogs.
-_ORDER = ["calc", "step_cmds", "plan_cmds", "model_cmds", "memory_cmds", "serve_cmds", "bench_cmds", "validate_cmds", "catalog_cmds"]
+_ORDER = ["calc", "step_cmds", "plan_cmds", "model_cmds", "memory_cmds", "serve_cmds", "bench_cmds", "validate_cmds",
+          "catalog_cmds"]
 
 
 def register(command: str | None = None) -> None:
@@ -266,17 +268,119 @@ def _reflow_help(group: typer.Typer) -> None:
 
 def _command_in(args: list[str]) -> str | None:
     """The subcommand in argv, skipping the root's options (--specs-dir takes a value; after the command it
-    does not matter here)."""
+    does not matter here). None where the root's own --help comes first: `napkin --help train-time` is the root's
+    help, which lists every command."""
     it = iter(args)
     for a in it:
         if a == "--specs-dir":
             next(it, None)
+        elif a in ("-h", "--help"):
+            return None
         elif not a.startswith("-"):
             return a
     return None
 
 
+def _completing() -> bool:
+    """Shell completion is asking (click's ``_NAPKIN_COMPLETE``): it needs every command."""
+    return any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ)
+
+
+def _name(info: Any) -> str:
+    return info.name or info.callback.__name__.replace("_", "-")
+
+
+def only(command: str | None) -> typer.Typer:
+    """The app with `command` the only command registered, where it is one of napkin's: typer builds every
+    registered command (reads its annotations, makes each option) before it runs any, so the one run is the only
+    one built. `napkin --help`, an unknown command (did-you-mean) and shell completion get the whole app."""
+    if command not in COMMAND_MODULES:
+        return app
+    view = copy.copy(app)  # the same root (callback, settings); its own lists of what is registered
+    view.registered_commands = [c for c in app.registered_commands if _name(c) == command]
+    view.registered_groups = [g for g in app.registered_groups if g.name == command]
+    return view
+
+
 def main() -> None:
-    completing = any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ)
-    register(None if completing else _command_in(sys.argv[1:]))
-    app()
+    """Run the command in sys.argv, with only its module imported and only it built. It ends, as any click
+    program does, by raising SystemExit (so it can be called in-process); the console script is `console()`."""
+    command = None if _completing() else _command_in(sys.argv[1:])
+    register(command)
+    only(command)()
+
+
+# Modules whose commands end like any Python program (atexit handlers, non-daemon threads joined, modules torn
+# down): the measured mode, where torch, CUDA and torch.distributed (NCCL, gloo) clean up at exit.
+NORMAL_EXIT_MODULES = frozenset({"bench_cmds", "validate_cmds"})
+# Young-generation threshold of the garbage collector in a calculator command (Python's default is 700): a whole
+# run allocates ~60,000 container objects (`napkin train-time`, counted with gc.get_objects()) and makes almost no
+# cyclic garbage, so it runs no collection at all; a command that allocates more still collects, once per 100,000.
+GC_YOUNG_THRESHOLD = 100_000
+_CLEAN_UP_AT_EXIT = ("torch", "coverage")  # modules whose atexit handlers must run: exit_now leaves those to Python
+
+
+def is_calculator(command: str | None) -> bool:
+    """A command that only computes and prints (everything but bench-* and validate): console() ends it fast."""
+    return command in COMMAND_MODULES and COMMAND_MODULES[command] not in NORMAL_EXIT_MODULES
+
+
+def console() -> None:
+    """The console script (`napkin`, `python -m napkin`): main(), then the process ends.
+
+    A calculator command is one short process, and three things done for long ones cost it more than the
+    command's own arithmetic (benchmarks/startup_time.py measures them against a minimal typer + pydantic + rich
+    program):
+
+    - the cyclic garbage collector, which runs ~85 times while the modules load (every 700 new objects) and frees
+      ~800 objects in all (`napkin train-time`, counted with gc.callbacks): napkin.cli.console turns it off before
+      typer is imported, and it is on again here once the command's modules are; for a calculator, with what
+      they built frozen out of any later collection (gc.freeze, Python docs, module gc) and its threshold raised
+      (GC_YOUNG_THRESHOLD);
+    - the interpreter's teardown, which frees every module one by one: the output is flushed and the process ends
+      with os._exit (exit_now);
+    - pydantic's plugin discovery, which reads the entry points of every installed distribution when the first
+      model is built (2.6 ms with this project's 66; more in a larger environment): napkin's models are internal
+      to the command, so it sets pydantic's documented PYDANTIC_DISABLE_PLUGINS for itself, unless the user has
+      set the variable (to anything, '' included: plugins then load as they would anywhere).
+
+    bench-*, validate and anything that has loaded torch end the usual way.
+    """
+    import gc
+
+    command = None if _completing() else _command_in(sys.argv[1:])
+    fast = is_calculator(command)
+    if fast:
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+        os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    register(command)
+    if fast:
+        gc.freeze()
+    gc.enable()
+    try:
+        only(command)()
+    except SystemExit as e:
+        if fast:
+            exit_now(e.code)
+        raise
+
+
+def exit_now(code: Any) -> None:
+    """Flush stdout and stderr and end the process at once (os._exit: no atexit handlers, no teardown), with the
+    status SystemExit would have given. Returns, leaving the exit to Python, where that would lose something:
+    a message as the status (sys.exit("...") prints it), a module that does its own work at exit loaded (torch;
+    coverage, which writes its data then), a non-daemon thread still running, or a stream that cannot be flushed
+    (the usual exit then reports it as it always has)."""
+    if not (code is None or isinstance(code, int)):
+        return
+    threading = sys.modules.get("threading")
+    if any(m in sys.modules for m in _CLEAN_UP_AT_EXIT) or (threading is not None and any(
+            not t.daemon and t is not threading.main_thread() and t.is_alive() for t in threading.enumerate())):
+        return
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except (OSError, ValueError):
+        return
+    os._exit(code or 0)

@@ -21,6 +21,8 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from napkin.errors import SpecError, UnknownNameError
+from napkin.specs import precompiled
+from napkin.specs.spec_files import format_validation_error, read_yaml
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -90,43 +92,6 @@ def _check_layout(d: Path) -> None:
 def normalize(name: str) -> str:
     """Case, spaces and underscores do not matter in names: 'NVIDIA H100 80GB HBM3' works."""
     return "-".join(str(name).strip().lower().replace("_", " ").replace("-", " ").split())
-
-
-# Tags of discriminated unions (model kinds) that pydantic puts first in an error's location.
-_UNION_TAGS = {"transformer", "linear"}
-
-
-def _given(value: Any) -> str:
-    if isinstance(value, bool):
-        return f"{str(value).lower()} (a boolean)"
-    if isinstance(value, str):
-        return f"{value[:40]!r} (a string)"
-    return f"{value!r:.40}"
-
-
-def format_validation_error(path: Path | str, err: ValidationError, prefix: str = "") -> str:
-    """pydantic errors as ``file: field: message``, one per line."""
-    lines = []
-    for e in err.errors():
-        parts = list(e["loc"])
-        if len(parts) > 1 and parts[0] in _UNION_TAGS:
-            parts = parts[1:]
-        loc = ".".join(str(p) for p in parts) or "(top level)"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; see the shipped specs for the fields)"
-        elif e["type"] in ("int_type", "bool_type"):  # strict fields: say what was given, a boolean or a string
-            want = "a whole number" if e["type"] == "int_type" else "true or false"
-            msg = f"expected {want}, got {_given(e.get('input'))}"
-        lines.append(f"{path}: {prefix}{loc}: {msg}")
-    return "\n".join(lines)
-
-
-def read_yaml(path: Path) -> Any:
-    """One spec file (napkin.specs.safe_load: duplicate keys, over-long integers and deep nesting refused)."""
-    from napkin.specs.safe_load import read_yaml as safe_read_yaml  # yaml is imported only when a file is read
-
-    return safe_read_yaml(path)
 
 
 def _yaml_files(directory: Path) -> list[Path]:
@@ -201,22 +166,29 @@ def _adapter(model: Any) -> TypeAdapter[Any]:
     return TypeAdapter(model)
 
 
+def _validated(path: Path, prefix: str, doc: Any, model: Any) -> Any:
+    """One spec document validated, its problems said as `file: field: message`."""
+    try:
+        return _adapter(model).validate_python(doc)
+    except ValidationError as e:
+        raise SpecError(format_validation_error(path, e, prefix)) from None
+
+
 def _read_specs(directory: Path, model: Any) -> list[tuple[Path, Any]]:
     """Every spec in a folder's YAML files, validated, with the file it came from."""
-    out = []
-    for path in _yaml_files(directory):
-        for prefix, doc in _documents(path, read_yaml(path)):
-            try:
-                out.append((path, _adapter(model).validate_python(doc)))
-            except ValidationError as e:
-                raise SpecError(format_validation_error(path, e, prefix)) from None
-    return out
+    return [(path, _validated(path, prefix, doc, model))
+            for path in _yaml_files(directory) for prefix, doc in _documents(path, read_yaml(path))]
 
 
 @functools.lru_cache(maxsize=8)
 def _builtin_specs(directory: Path, model: Any) -> list[tuple[Path, Any]]:
-    """The shipped specs, read once per process (they cannot change under it; specs are frozen)."""
-    return _read_specs(directory, model)
+    """The shipped specs, read once per process (they cannot change under it; specs are frozen): from their
+    precompiled documents (napkin.specs.precompiled; no YAML parsed) where those were made from exactly the
+    folder's files, else from the YAML files. Either way each document is validated here."""
+    docs = precompiled.documents(directory.name, _yaml_files(directory))
+    if docs is None:
+        return _read_specs(directory, model)
+    return [(path, _validated(path, prefix, doc, model)) for path, prefix, doc in docs]
 
 
 def load_catalog(kind: str, folder: str, model: Any, extra_dirs: Sequence[Path] = ()) -> Catalog[Any]:
@@ -224,7 +196,7 @@ def load_catalog(kind: str, folder: str, model: Any, extra_dirs: Sequence[Path] 
 
     ``model`` is a pydantic model class or any type a TypeAdapter accepts (a discriminated union).
     """
-    specs: dict[str, T] = {}
+    specs: dict[str, Any] = {}
     files: dict[str, Path] = {}
     aliases: dict[str, str] = {}
     sources = [(builtin_dir(folder), True)] + [(d / folder, False) for d in extra_dirs]
@@ -234,7 +206,7 @@ def load_catalog(kind: str, folder: str, model: Any, extra_dirs: Sequence[Path] 
             continue
         read = _builtin_specs if builtin else _read_specs
         for path, spec in read(directory, model):
-            name = spec.name  # type: ignore[attr-defined]
+            name = spec.name
             if builtin and name in specs:
                 raise SpecError(f"{path}: name: '{name}' is also defined in {files[name]}")
             if not builtin and name in user_files:
@@ -274,7 +246,7 @@ def _name_arg(name: Any, what: str, expected: str) -> str:
     if isinstance(name, str):
         return name
     if isinstance(name, os.PathLike) and what == "model":
-        return os.fspath(name)  # type: ignore[return-value]
+        return os.fspath(name)
     raise TypeError(f"{what} must be {expected}, not {type(name).__name__}")
 
 
@@ -316,7 +288,7 @@ def get_model(name: str, specs_dirs: Sequence[str | Path] | None = None) -> Any:
         if parse_hub_id(name) is not None:
             from napkin.specs.hub import spec_from_hub
 
-            return spec_from_hub(name)
+            return spec_from_hub(name, catalog_names=lambda: model_catalog(specs_dirs).names())
         from napkin.specs.model_files import load_model_file
 
         return load_model_file(_expand(Path(name)))
