@@ -36,6 +36,9 @@ BYTES_PER_ELEMENT: dict[DType, float] = {
     DType.int4: 0.5,
 }
 
+# int64 (torch.long) indices: token ids, labels, top-k expert ids. Not a compute format, so not a DType.
+INT64_BYTES = 8  # 64 bits
+
 # Other spellings users type.
 ALIASES: dict[str, DType] = {
     "float64": DType.fp64,

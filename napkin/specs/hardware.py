@@ -49,7 +49,7 @@ class HardwareSpec(BaseModel):
     display_name: str = Field(description="vendor's product name")
     vendor: Literal["nvidia", "amd", "google", "intel", "other"]
     architecture: str | None = Field(default=None, description="e.g. Hopper, CDNA3")
-    aliases: list[str] = Field(default_factory=list, description="other names, incl. torch.cuda.get_device_name()")
+    aliases: list[str] = Field(default=[], description="other names, incl. torch.cuda.get_device_name()")
     peak_flops_per_s: dict[DType, PositiveFinite] = Field(
         description="dense peak FLOP/s (INT8/INT4: OP/s) per dtype, without sparsity"
     )
@@ -57,7 +57,7 @@ class HardwareSpec(BaseModel):
                                _at_most(16, "2:4 structured sparsity doubles the peak")] = Field(
         default=1.0, description="speed-up with 2:4 structured sparsity on sparse_dtypes (NVIDIA: 2)"
     )
-    sparse_dtypes: list[DType] = Field(default_factory=list, description="dtypes the sparsity factor applies to")
+    sparse_dtypes: list[DType] = Field(default=[], description="dtypes the sparsity factor applies to")
     memory_bytes: PositiveFinite = Field(description="nominal memory, decimal bytes (H100: 80e9)")
     memory_type: str | None = None
     memory_nvidia_smi_mib: PositiveFinite | None = Field(default=None, description="total memory nvidia-smi reports")
@@ -89,7 +89,7 @@ class HardwareSpec(BaseModel):
                                   "domains (DGX H100: 400 Gb/s NDR per GPU = 50e9)"
     )
     tdp_w: PositiveFinite = Field(description="board power (TDP), W")
-    notes: list[str] = Field(default_factory=list)
+    notes: list[str] = []
     sources: list[str] = Field(min_length=1, description="datasheet or product page for every figure")
 
     @field_validator("name")

@@ -1,15 +1,39 @@
 """Architecture specs: one YAML entry in model_specs/ validates into a TransformerSpec or LinearSpec.
 
 Symbols follow Korthikanti et al. 2022 / Megatron-LM: L layers, h = d_model, a heads, k kv heads,
-d = head_dim, f = FFN width, V vocab, s sequence length, b micro-batch.
+d = head_dim, f = FFN width (f_e a routed expert's, f_s a shared expert's), E experts, V vocab, s sequence length,
+b micro-batch.
+
+One notation across every derivation (the steps' formulas):
+
+- N parameters (N_active for a MoE), D training tokens, C FLOPs, B sequences per step (the global batch in
+  training; the sequences decoded together in serving), m micro-batches per step.
+- G GPUs; the parallel degrees as the Layout names them: TP, PP, CP, DP, EP, VP (G = TP · CP · DP · PP).
+- P a GPU's peak FLOP/s, BW a bandwidth (memory, or BW_bus of a collective), M memory per GPU, β bytes per
+  parameter, I* the ridge point, t a time (t_step, t_stage, ...).
+- Serving: s_p prompt tokens and s_g generated tokens per sequence, c the positions a decode step attends.
+- Scoped exceptions, each the notation of its source: the deep linear net keeps the lecture's B (batch rows) and
+  D (width); SSMSpec keeps Mamba-2's N (state), P (head dim), G (groups), K (conv width); a GEMM is M × N × K;
+  MLA keeps DeepSeek's d_c, d_h.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, StrictBool, Tag, TypeAdapter,
-                      ValidationError, field_validator, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 
@@ -60,6 +84,18 @@ class MoESpec(_Spec):
     router_bias: StrictBool = False
     shared_expert_gate: bool = Field(default=False, description="a sigmoid gate h→1 on the shared experts' output "
                                      "(Qwen2-MoE's shared_expert_gate)")
+
+    @property
+    def shared_width(self) -> int:
+        """f_s, the FFN width of one shared expert (Dai et al. 2024, DeepSeekMoE §3.2): shared_ffn_dim, or where the
+        spec gives none the routed experts' width, f_e (the field's documented default)."""
+        return self.shared_ffn_dim or self.expert_ffn_dim
+
+    @property
+    def ffn_width_per_token(self) -> int:
+        """FFN width one token runs through: top_k · f_e routed + n_shared · f_s shared (Fedus et al. 2022 §2.1;
+        Dai et al. 2024, DeepSeekMoE §3.2)."""
+        return self.top_k * self.expert_ffn_dim + self.shared_experts * self.shared_width
 
     @model_validator(mode="after")
     def _k(self) -> MoESpec:
@@ -119,7 +155,7 @@ class TransformerSpec(_Spec):
     name: str
     display_name: str
     family: str | None = None
-    aliases: list[str] = Field(default_factory=list)
+    aliases: list[str] = []
     layers: Layers = Field(description="L, transformer blocks")
     d_model: PositiveInt = Field(description="h, hidden size")
     heads: Heads = Field(description="a, query heads")
@@ -153,13 +189,16 @@ class TransformerSpec(_Spec):
     full_attention_every: PositiveInt | None = Field(
         default=None, description="with sliding_window: layers n−1, 2n−1, ... attend over the whole context "
         "(Gemma 2, GPT-OSS: 2; Gemma 3: 6); None: every layer slides")
+    chunked_attention: StrictBool = Field(
+        default=False, description="with sliding_window: the windowed layers attend within fixed chunks of "
+        "sliding_window positions (Llama 4's attention_chunk_size: token i sees i mod w + 1), not over the last w")
     attention_sinks: bool = Field(default=False, description="a learned sink logit per head and layer (GPT-OSS)")
     ssm: SSMSpec | None = Field(default=None, description="the Mamba-2 mixer of the 'M' layers of block_pattern")
     block_pattern: str | None = Field(
         default=None, description="hybrid stacks, one character per layer, each layer one mixer and one norm: "
         "M Mamba-2, * attention, - dense MLP, E MoE (Nemotron-H's hybrid_override_pattern); None: every layer is "
         "attention + FFN")
-    notes: list[str] = Field(default_factory=list)
+    notes: list[str] = []
     sources: list[str] = Field(min_length=1)
 
     @field_validator("name")
@@ -183,6 +222,9 @@ class TransformerSpec(_Spec):
             raise _bad("TransformerSpec", "full_attention_every", self.full_attention_every,
                        "full_attention_every places global layers in a plain stack; a hybrid block_pattern's "
                        "attention layers take sliding_window alone")
+        if self.chunked_attention and self.sliding_window is None:
+            raise _bad("TransformerSpec", "chunked_attention", True,
+                       "chunked_attention needs sliding_window (the chunk length, Llama 4's attention_chunk_size)")
         if self.full_attention_every is not None and self.sliding_window is None:
             raise _bad("TransformerSpec", "full_attention_every", self.full_attention_every,
                        "full_attention_every needs sliding_window (the window of the other layers)")
@@ -299,11 +341,11 @@ class LinearSpec(_Spec):
     name: str
     display_name: str
     family: str | None = None
-    aliases: list[str] = Field(default_factory=list)
+    aliases: list[str] = []
     layers: LayersOrZero = Field(description="L, D×D layers (0: the head alone, one (B,D)@(D,K) matmul)")
     d_model: PositiveInt = Field(description="D, width")
     out_dim: PositiveInt = Field(default=1, description="width of the head's output")
-    notes: list[str] = Field(default_factory=list)
+    notes: list[str] = []
     sources: list[str] = Field(min_length=1)
 
 
@@ -315,7 +357,7 @@ def _kind(v: object) -> str:
 
 # `kind` may be left out for transformers: the discriminator defaults it.
 ModelSpec = Annotated[
-    Union[Annotated[TransformerSpec, Tag("transformer")], Annotated[LinearSpec, Tag("linear")]],
+    Annotated[TransformerSpec, Tag("transformer")] | Annotated[LinearSpec, Tag("linear")],
     Discriminator(_kind, custom_error_type="unknown_kind", custom_error_message="kind must be transformer or linear"),
 ]
 MODEL_ADAPTER: TypeAdapter[TransformerSpec | LinearSpec] = TypeAdapter(ModelSpec)
@@ -352,7 +394,8 @@ SHAPE_DEFAULT_VOCAB = 32_000  # Llama 2's vocabulary: said in a note when --voca
 SHAPE_DEFAULT_SEQ = 4096  # the default --seq of a shape given on the command line, said in a note
 
 
-def transformer_from_shape(base: TransformerSpec | LinearSpec | None = None, **shape: object) -> TransformerSpec:
+def transformer_from_shape(base: TransformerSpec | LinearSpec | None = None,
+                           **shape: int | str | None) -> TransformerSpec:
     """A decoder-only transformer from its shape (the CLI's --layers, --d-model, --heads, ...), or `base` with those
     fields changed. Left out without a base: kv_heads = heads (MHA), ffn_kind swiglu, ffn_dim 4h (mlp) or 8h/3
     rounded up to a multiple of 256 (swiglu, as Llama), vocab 32000, RoPE, RMSNorm, untied head."""
@@ -375,7 +418,7 @@ def transformer_from_shape(base: TransformerSpec | LinearSpec | None = None, **s
         if missing:
             raise InputError(f"a shape on the command line needs {', '.join(missing)} (with --layers, --d-model "
                              "and --heads at least), or --model NAME to start from")
-        h = int(given["d_model"])  # type: ignore[arg-type]
+        h = int(given["d_model"])
         kind = str(given.get("ffn_kind", "swiglu"))
         if "ffn_dim" not in given:
             given["ffn_dim"] = 4 * h if kind == "mlp" else -(-(8 * h // 3) // 256) * 256

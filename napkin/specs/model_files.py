@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from napkin.errors import SpecError
-from napkin.specs.catalog import format_validation_error, read_yaml
+from napkin.specs.spec_files import format_validation_error, read_yaml
 
 
 def _kind(path: Path) -> str:

@@ -7,10 +7,14 @@ argument rather than an AttributeError deep inside.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for annotations only: the spec modules load on first use (start-up)
+    from napkin.specs.hardware import HardwareSpec
+    from napkin.specs.model import LinearSpec, TransformerSpec
 
 
-def as_model(value: Any, what: str = "model") -> Any:
+def as_model(value: Any, what: str = "model") -> TransformerSpec | LinearSpec:
     """A TransformerSpec/LinearSpec from itself or its name (catalog name, alias, config.json or YAML path)."""
     from napkin.specs.model import LinearSpec, TransformerSpec
 
@@ -28,7 +32,7 @@ def as_model(value: Any, what: str = "model") -> Any:
                     f"not {type(value).__name__}")
 
 
-def as_hardware(value: Any, what: str = "hardware") -> Any:
+def as_hardware(value: Any, what: str = "hardware") -> HardwareSpec:
     """A HardwareSpec from itself or its name ('h100', an alias, or torch's device name)."""
     from napkin.specs.hardware import HardwareSpec
 
@@ -41,5 +45,5 @@ def as_hardware(value: Any, what: str = "hardware") -> Any:
     raise TypeError(f"{what} must be a GPU name (e.g. 'h100') or a HardwareSpec, not {type(value).__name__}")
 
 
-def as_optional_model(value: Any, what: str = "model") -> Any:
+def as_optional_model(value: Any, what: str = "model") -> TransformerSpec | LinearSpec | None:
     return None if value is None else as_model(value, what)

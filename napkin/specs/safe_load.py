@@ -85,7 +85,7 @@ def yaml_loader() -> Any:
             text = str(node.value)
             if len(text.replace("_", "").lstrip("+-")) > MAX_INT_CHARS:
                 raise Refused(None, None, _long_int(text), node.start_mark)
-            return super().construct_yaml_int(node)  # type: ignore[no-any-return]
+            return super().construct_yaml_int(node)
 
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             if isinstance(node, yaml.MappingNode):
