@@ -33,6 +33,7 @@ from napkin.bench.device import (
     plausible_mfu,
     regime,
     tf32_support,
+    torch_dtype,
 )
 from napkin.bench.models import (
     LAYOUTS,
@@ -47,7 +48,7 @@ from napkin.bench.models import (
 )
 from napkin.bench.timer import DEFAULT_TARGET_S, DEFAULT_WARMUP_S, check_warmup, time_calls
 from napkin.errors import InputError
-from napkin.results import DEFINITION, LECTURE, Derivation, g
+from napkin.results import DEFINITION, LECTURE, MFU_SOURCE, Derivation, g
 from napkin.specs.dtypes import DType, bytes_per_element, parse_dtype
 from napkin.units import format_bytes
 from napkin.validation import validated
@@ -60,7 +61,6 @@ DEFAULT_DEVICE_WARMUP_S = {"cuda": 30.0, "cpu": 0.0}  # mamf-finder heats the GP
 # boost-then-throttle regime worth the wait
 MAX_SWEEP_SHAPES = 10_000  # an M × N × K grid beyond this is a typo, not a plan (hours of GPU time)
 FP8_OUT = DType.bf16  # _scaled_mm writes bf16, as fp8 training recipes do
-MFU_SOURCE = "definition of MFU (Chowdhery et al. 2022, PaLM, App. B): achieved FLOP/s / dense peak FLOP/s"
 FLOPS_SOURCE = f"{LECTURE}: a (B,D)@(D,K) matmul does 2·B·D·K FLOPs (one multiply and one add per term)"
 
 
@@ -71,11 +71,6 @@ def bench_dtype(dtype: str | DType | None, device_type: str) -> DType:
     if d is DType.tf32 and device_type != "cuda":
         raise InputError("tf32 is a tensor-core mode of NVIDIA GPUs; on the CPU use --dtype fp32")
     return d
-
-
-def _torch_dtype(torch: Any, d: DType) -> Any:
-    return {DType.fp32: torch.float32, DType.tf32: torch.float32, DType.bf16: torch.bfloat16,
-            DType.fp16: torch.float16}[d]
 
 
 @contextlib.contextmanager
@@ -194,11 +189,11 @@ class GemmBench:
             a = torch.randn(M, K, device=dev, dtype=torch.bfloat16).to(self.fp8)
             b = torch.randn(N, K, device=dev, dtype=torch.bfloat16).to(self.fp8).t()
             one = torch.ones((), device=dev, dtype=torch.float32)
-            c = torch.empty(M, N, device=dev, dtype=_torch_dtype(torch, FP8_OUT))
+            c = torch.empty(M, N, device=dev, dtype=torch_dtype(torch, FP8_OUT))
             fast = self.fast_accum
             return (lambda: torch._scaled_mm(a, b, one, one, out_dtype=c.dtype, use_fast_accum=fast, out=c)), \
                 [a, b, c, one]
-        t = _torch_dtype(torch, self.dtype)
+        t = torch_dtype(torch, self.dtype)
         a = torch.randn(K, M, device=dev, dtype=t).t() if shape.layout == "tn" else \
             torch.randn(M, K, device=dev, dtype=t)
         b = torch.randn(N, K, device=dev, dtype=t).t() if shape.layout == "nt" else \

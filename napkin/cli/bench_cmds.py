@@ -156,56 +156,20 @@ def bench_matmul_cmd(
     --k-range sweep rectangular shapes (mamf-finder's grid).
     """
     from napkin import render
+    from napkin.bench.matmul_question import matmul_question
 
-    ranges = {"--m-range": m_range, "--n-range": n_range, "--k-range": k_range}
-    given_ranges = [flag for flag, v in ranges.items() if v is not None]
-    if shapes_from and (sweep or sizes or plot or size or m or n or k or given_ranges):
-        raise typer.BadParameter("--shapes-from times the model's own shapes; drop --sweep/--sizes/--plot/--size/"
-                                 "--m/--n/--k/--m-range/--n-range/--k-range")
-    if not shapes_from and (batch is not None or seq is not None):
-        given = " and ".join(f for f, v in (("--batch", batch), ("--seq", seq)) if v is not None)
-        raise typer.BadParameter(f"{given} size the GEMMs of a model: add --shapes-from NAME (e.g. --shapes-from "
-                                 "llama3-8b), or give the GEMM itself with --m/--n/--k")
-    if sizes and given_ranges:
-        raise typer.BadParameter(f"--sizes sweeps squares; {'/'.join(given_ranges)} sweep M, N, K: give one or the "
-                                 "other")
-    if sizes or plot:
-        sweep = True
-    if sweep and not given_ranges and (size or m or n or k):
-        raise typer.BadParameter("--sweep times square sizes; give --sizes instead of --size/--m/--n/--k (or sweep "
-                                 "M, N, K with --m-range/--n-range/--k-range)")
     if plot:
         from napkin.bench.plot import require_matplotlib
 
         require_matplotlib()  # before the sweep, not after it
     check_outputs(**{"--save": save, "--plot": plot})  # a path that cannot be written fails now, not after the run
-    common: dict[str, Any] = {"dtype": dtype, "device": device, "warmup_s": warmup_ms / 1e3, "iters": iters,
-                              "gpu": gpu, "peak": peak, "specs_dirs": state(ctx).specs_dirs,
-                              "fast_accum": fp8_fast_accum, "device_warmup_s": device_warmup}
-    result: Any
-    if shapes_from:
-        from napkin.bench.model_gemms import bench_model_gemms
-
-        with ProgressBar(enabled=not json) as progress:
-            result = bench_model_gemms(resolve_model(ctx, shapes_from), batch=1 if batch is None else batch, seq=seq,
-                                       progress=progress, **common)
-    elif given_ranges:
-        from napkin.bench.device import range_values
-        from napkin.bench.matmul import sweep_matmul
-
-        dims = {d: range_values(*r, what=flag) if r is not None else fixed
-                for (flag, r), d, fixed in zip(ranges.items(), "mnk", (m, n, k), strict=True)}
-        with ProgressBar(enabled=not json) as progress:
-            result = sweep_matmul(None, **dims, size=size, progress=progress, **common)
-    elif not sweep:
-        from napkin.bench.matmul import bench_matmul
-
-        result = bench_matmul(m, n, k, size=size, **common)
-    else:
-        from napkin.bench.matmul import sweep_matmul
-
-        with ProgressBar(enabled=not json) as progress:
-            result = sweep_matmul(cast(list[int] | None, sizes), progress=progress, **common)
+    with ProgressBar(enabled=not json) as progress:
+        result = matmul_question(size=size, m=m, n=n, k=k, sweep=sweep, sizes=cast(list[int] | None, sizes),
+                                 m_range=m_range, n_range=n_range, k_range=k_range, plot=bool(plot),
+                                 shapes_from=resolve_model(ctx, shapes_from) if shapes_from else None, batch=batch,
+                                 seq=seq, progress=progress, dtype=dtype, device=device, warmup_s=warmup_ms / 1e3,
+                                 iters=iters, gpu=gpu, peak=peak, specs_dirs=state(ctx).specs_dirs,
+                                 fast_accum=fp8_fast_accum, device_warmup_s=device_warmup)
     render.show(result, as_json=json, explain=explain)
     save_after_showing(result, save, plot)
     if getattr(result, "interrupted", False):

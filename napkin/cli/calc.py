@@ -9,48 +9,6 @@ import typer
 
 from napkin.cli.context import hardware, state
 from napkin.cli.context import model as model_of
-from napkin.cli.options import (
-    ACTS,
-    GpuOrAll,
-    Causal,
-    Check,
-    PARALLEL,
-    Calibration,
-    Cp,
-    Ep,
-    GlobalBatch,
-    InterBandwidth,
-    IntraBandwidth,
-    MicroBatch,
-    NodeSize,
-    Sp,
-    Vp,
-    MODEL,
-    DTypeOpt,
-    Explain,
-    Flash,
-    Gpu,
-    Gpus,
-    Hfu,
-    Json,
-    Memory,
-    Mfu,
-    Optimizer,
-    Pp,
-    Precision,
-    Recompute,
-    Reserve,
-    Seq,
-    Sparse,
-    Tp,
-    Zero,
-    count,
-    days as days_of,
-    number,
-    opt,
-    whole,
-    exit_if_does_not_fit,
-)
 from napkin.cli.finetune_options import (
     BaseDtype,
     DoubleQuant,
@@ -60,7 +18,50 @@ from napkin.cli.finetune_options import (
     LoraTargets,
     Offload,
     PagedOptimizer,
-    finetune_setup,
+)
+from napkin.cli.options import (
+    ACTS,
+    MODEL,
+    PARALLEL,
+    Calibration,
+    Causal,
+    Check,
+    Cp,
+    DTypeOpt,
+    Ep,
+    Explain,
+    Flash,
+    GlobalBatch,
+    Gpu,
+    GpuOrAll,
+    Gpus,
+    Hfu,
+    InterBandwidth,
+    IntraBandwidth,
+    Json,
+    Memory,
+    Mfu,
+    MicroBatch,
+    NodeSize,
+    Optimizer,
+    Pp,
+    Precision,
+    Recompute,
+    Reserve,
+    Seq,
+    Sp,
+    Sparse,
+    Tp,
+    Vp,
+    Zero,
+    count,
+    exit_if_does_not_fit,
+    number,
+    opt,
+    whole,
+)
+from napkin.cli.options import (
+    days as days_of,
 )
 from napkin.cli.root import app, refuse_unused
 
@@ -121,69 +122,23 @@ def train_time_cmd(
     predicts for that layout, in place of --mfu; with --plan, the fastest layout `napkin plan` finds.
     """
     from napkin import render
-    from napkin.accounting.training import train_time
+    from napkin.bench.train_question import train_time_question
 
     all_gpus = gpu.strip().lower() == "all"
-    if all_gpus and (mfu_from is not None or plan):
-        from napkin.errors import InputError
-
-        raise InputError("--gpu all asks every GPU at one MFU: leave out --mfu-from and --plan")
     layout = dict(tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, micro_batch=micro_batch, global_batch=global_batch)
-    _refuse_ignored_train_flags(ctx, model=model, mfu_from=mfu_from, plan=plan,
-                                with_layout=any(v is not None for v in layout.values()))
-    hw, measured = (None if all_gpus else hardware(ctx, gpu)), None
-    if plan:
-        from napkin.accounting.plan import train_time_planned
-        from napkin.errors import InputError
-
-        if model is None or tokens is None or global_batch is None or seq is None:
-            raise InputError("--plan searches the layouts of a model: give --model, --tokens, --global-batch and --seq")
-        if mfu is not None or hfu is not None or mfu_from is not None:
-            raise InputError("--plan predicts the MFU: leave out --mfu, --hfu and --mfu-from")
-        result = train_time_planned(model_of(ctx, model), hw, tokens, gpus=gpus, global_batch=global_batch, seq=seq,
-                                    price_per_gpu_hour=price, pue=pue, precision=precision, node_size=node_size,
-                                    intra_node_bandwidth=intra_node_bandwidth,
-                                    inter_node_bandwidth=inter_node_bandwidth, calibration=calibration)
-        render.show(result, as_json=json, explain=explain)
-        return
-    if any(v is not None for v in layout.values()):
-        from napkin.accounting.step_time import train_time_at_layout
-        from napkin.errors import InputError
-
-        if model is None or tokens is None:
-            raise InputError("a layout (--tp/--pp/--micro-batch/...) predicts the MFU of a model: give --model and "
-                             "--tokens")
-        if mfu is not None or hfu is not None or mfu_from is not None:
-            raise InputError("a layout predicts the MFU: leave out --mfu, --hfu and --mfu-from")
-        given = {k: v for k, v in layout.items() if v is not None}
-        result = train_time_at_layout(model_of(ctx, model), hw, tokens, price_per_gpu_hour=price, pue=pue, gpus=gpus,
-                                      seq=seq, recompute=recompute, sp=sp, zero=zero, precision=precision,
-                                      node_size=node_size, intra_node_bandwidth=intra_node_bandwidth,
-                                      inter_node_bandwidth=inter_node_bandwidth, calibration=calibration, **given)
-        render.show(result, as_json=json, explain=explain)
-        return
-    if mfu_from is not None:
-        from napkin.bench.saved import measured_mfu
-
-        if mfu is not None:
-            raise typer.BadParameter("give --mfu or --mfu-from, not both")
-        measured = measured_mfu(mfu_from, mfu_fraction, hardware=hw.name, dtype=dtype)
-        mfu = measured.mfu
-    spec = model_of(ctx, model) if model is not None else None
-
-    def ask(h):  # type: ignore[no-untyped-def]
-        r = train_time(h, gpus, params, tokens, flops=flops, dtype=dtype, mfu=mfu, sparse=sparse,
-                       price_per_gpu_hour=price, pue=pue, model=spec, seq=seq, recompute=recompute,  # type: ignore
-                       hfu=hfu, causal=causal)
-        return r if measured is None else measured.apply(r)  # the measured MFU's derivation goes in front
-
+    if not all_gpus or not (mfu_from is not None or plan):  # that mistake is named by the question itself
+        _refuse_ignored_train_flags(ctx, model=model, mfu_from=mfu_from, plan=plan,
+                                    with_layout=any(v is not None for v in layout.values()))
     if all_gpus:
-        from napkin.accounting.across_gpus import across_gpus
         from napkin.specs.catalog import hardware_catalog
-
-        result = across_gpus("train-time", list(hardware_catalog(state(ctx).specs_dirs)), ask)
-    else:
-        result = ask(hw)
+    result = train_time_question(
+        list(hardware_catalog(state(ctx).specs_dirs)) if all_gpus else hardware(ctx, gpu), gpus, params, tokens,
+        model=model_of(ctx, model) if model is not None else None, mfu=mfu, hfu=hfu, mfu_from=mfu_from,
+        mfu_fraction=mfu_fraction, plan=plan, layout=layout, price_per_gpu_hour=price, pue=pue, seq=seq,
+        recompute=recompute, flops=flops, dtype=dtype, sparse=sparse, causal=causal,
+        step=dict(sp=sp, zero=zero, precision=precision, node_size=node_size,
+                  intra_node_bandwidth=intra_node_bandwidth, inter_node_bandwidth=inter_node_bandwidth,
+                  calibration=calibration))
     render.show(result, as_json=json, explain=explain)
 
 
@@ -256,27 +211,22 @@ def max_model_cmd(
     the family: the adapters need an architecture (`napkin max-model --finetune qlora --gpus 1 --gpu l4 --seq 2048`).
     """
     from napkin import render
-    from napkin.accounting.model_state import max_model
+    from napkin.accounting.finetune import FinetuneSetup
+    from napkin.accounting.memory_solvers import counts_activations, max_model_question
 
-    tune = finetune_setup(finetune, lora_rank, lora_targets, base_dtype, double_quant, lora_embeddings,
-                          paged_optimizer, offload)
-    tuned = finetune != "full" or offload != "none" or paged_optimizer or lora_embeddings or any(
-        v is not None for v in (lora_rank, lora_targets, base_dtype, double_quant))
-    if not tuned and seq is None and batch is None and like is None and aspect is None:
+    tune = FinetuneSetup(finetune=finetune, lora_rank=lora_rank, lora_targets=lora_targets, base_dtype=base_dtype,
+                         double_quant=double_quant, lora_embeddings=lora_embeddings, paged_optimizer=paged_optimizer,
+                         offload=offload)
+    if not counts_activations(seq=seq, batch=batch, like=like, aspect=aspect, finetune=tune):
         refuse_unused(ctx, ["tp", "pp", "recompute", "flash"], "without --seq, --batch, --like or --aspect (model "
                       "state alone: parameters, gradients and optimizer state, sharded by --zero)",
                       "give --seq and --batch to count activations")
-        result = max_model(hardware(ctx, gpu), gpus, optimizer, precision, zero, memory_bytes=memory,
-                           reserve_bytes=reserve)
-    else:
-        from napkin.accounting.memory_solvers import max_model_fit
-
-        result = max_model_fit(hardware(ctx, gpu), model_of(ctx, like or "llama3-8b"), aspect=aspect,
-                               batch=batch or 1, seq=seq, gpus=gpus, optimizer=optimizer, precision=precision,
-                               zero=zero, recompute=recompute, flash=flash, tp=tp, pp=pp, memory_bytes=memory,
-                               reserve_bytes=reserve, **tune)
+    result = max_model_question(hardware(ctx, gpu), gpus, optimizer=optimizer, precision=precision, zero=zero,
+                                memory_bytes=memory, reserve_bytes=reserve, seq=seq, batch=batch,
+                                like=model_of(ctx, like) if like is not None else None, aspect=aspect,
+                                recompute=recompute, flash=flash, tp=tp, pp=pp, finetune=tune)
     render.show(result, as_json=json, explain=explain)
-    exit_if_does_not_fit(check, result.max_params > 0 if hasattr(result, "max_params") else result.spec is not None)
+    exit_if_does_not_fit(check, result.fits)
 
 
 @app.command("budget")

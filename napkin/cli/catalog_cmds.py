@@ -19,7 +19,7 @@ app.add_typer(hardware_app, name="hardware")
 def hardware_list(ctx: typer.Context, json: Json = False) -> None:
     """List every accelerator, dense / sparse peaks side by side."""
     from napkin import render
-    from napkin.specs.query import list_hardware
+    from napkin.accounting.catalog_query import list_hardware
 
     render.show(list_hardware(state(ctx).specs_dirs), as_json=json)
 
@@ -27,12 +27,13 @@ def hardware_list(ctx: typer.Context, json: Json = False) -> None:
 @hardware_app.command("show")
 def hardware_show(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Catalog name or alias, e.g. h100, a100-sxm-40gb, 'NVIDIA H100 80GB HBM3'.")],
+    name: Annotated[str, typer.Argument(
+        help="Catalog name or alias, e.g. h100, a100-sxm-40gb, 'NVIDIA H100 80GB HBM3'.")],
     json: Json = False,
     explain: Explain = False,
 ) -> None:
     """Show one accelerator's profile, its sources, and the ridge point per dtype."""
     from napkin import render
-    from napkin.specs.query import show_hardware
+    from napkin.accounting.catalog_query import show_hardware
 
     render.show(show_hardware(name, state(ctx).specs_dirs), as_json=json, explain=explain)

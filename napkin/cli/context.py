@@ -58,9 +58,11 @@ def model(ctx: typer.Context, name: str | None):  # -> TransformerSpec | LinearS
         from napkin.specs.hub import parse_hub_id
 
         if parse_hub_id(name) is not None and not _in_catalog(ctx, name):
+            from napkin.specs.catalog import model_catalog
             from napkin.specs.hub import spec_from_hub
 
-            base = spec_from_hub(name, offline=bool(getattr(ctx, "meta", {}).get(_OFFLINE)))
+            base = spec_from_hub(name, offline=bool(getattr(ctx, "meta", {}).get(_OFFLINE)),
+                                 catalog_names=lambda: model_catalog(state(ctx).specs_dirs).names())
         else:
             from napkin.specs.catalog import get_model
 

@@ -6,7 +6,7 @@ command (the console script registers only the command it runs).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from napkin.cli.options import opt, whole
 
@@ -35,11 +35,3 @@ Offload = Annotated[str, opt("--offload", metavar="none|optimizer|optimizer+para
                                   "offload) in host memory: the GPU ledger without them, the host memory and the PCIe "
                                   "traffic per step.")]
 
-
-def finetune_setup(finetune: str, lora_rank: int | None, lora_targets: str | None, base_dtype: str | None,
-                   double_quant: bool | None, lora_embeddings: bool, paged_optimizer: bool = False,
-                   offload: str = "none") -> dict[str, Any]:
-    """The keywords memory_ledger and its solvers take, from the flags."""
-    return dict(finetune=finetune, lora_rank=lora_rank, lora_targets=lora_targets, base_dtype=base_dtype,
-                double_quant=double_quant, lora_embeddings=lora_embeddings, paged_optimizer=paged_optimizer,
-                offload=offload)

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from napkin.cli.context import hardware, state
 from napkin.cli.context import model as model_of
+from napkin.cli.finetune_options import (
+    BaseDtype,
+    DoubleQuant,
+    Finetune,
+    LoraEmbeddings,
+    LoraRank,
+    LoraTargets,
+    Offload,
+    PagedOptimizer,
+)
 from napkin.cli.options import (
     ACTS,
+    PARALLEL,
     Check,
     Cp,
     Ep,
-    Vp,
-    PARALLEL,
     Explain,
     Flash,
     Json,
@@ -27,22 +36,12 @@ from napkin.cli.options import (
     Seq,
     Sp,
     Tp,
+    Vp,
     Zero,
     count,
     exit_if_does_not_fit,
     opt,
     whole,
-)
-from napkin.cli.finetune_options import (
-    BaseDtype,
-    DoubleQuant,
-    Finetune,
-    LoraEmbeddings,
-    LoraRank,
-    LoraTargets,
-    Offload,
-    PagedOptimizer,
-    finetune_setup,
 )
 from napkin.cli.root import app
 
@@ -111,43 +110,22 @@ def memory_cmd(
     fits; with --gpu all, no GPU of the catalog fits.
     """
     from napkin import render
-    from napkin.accounting import memory_solvers as solve
-    from napkin.accounting.memory import memory_ledger
-    from napkin.errors import InputError
+    from napkin.accounting.finetune import FinetuneSetup
+    from napkin.accounting.memory import TrainingSetup
+    from napkin.accounting.memory_solvers import memory_question
 
-    spec = model_of(ctx, model) if model is not None else None
-    setup: dict[str, Any] = dict(batch=batch, seq=seq, gpus=gpus, optimizer=optimizer, precision=precision,
-                                 recompute=recompute, flash=flash, zero=zero, tp=tp, pp=pp, sp=sp, vp=vp, cp=cp, ep=ep,
-                                 micro_batches=micro_batches, dropout=dropout, fused_norm=fused_norm,
-                                 reserve_bytes=reserve,
-                                 **finetune_setup(finetune, lora_rank, lora_targets, base_dtype, double_quant,
-                                                  lora_embeddings, paged_optimizer, offload))
-    if sum([max_batch, min_gpus, gpu.strip().lower() == "all"]) > 1:
-        raise InputError("ask one question at a time: --max-batch, --min-gpus or --gpu all")
-    if gpu.strip().lower() == "all":
+    every = gpu.strip().lower() == "all"
+    if every:
         from napkin.specs.catalog import hardware_catalog
-
-        result: Any = solve.compare_gpus(spec, list(hardware_catalog(state(ctx).specs_dirs)), params=params,
-                                         memory_bytes=memory, **setup)
-    elif max_batch:
-        if params is not None:
-            raise InputError("--max-batch needs an architecture (--model), not --params")
-        result = solve.max_micro_batch(spec, hardware(ctx, gpu), memory_bytes=memory, **setup)
-    elif min_gpus:
-        result = solve.min_gpus(spec, hardware(ctx, gpu), params=params, memory_bytes=memory, **setup)
-    else:
-        result = memory_ledger(spec, hardware(ctx, gpu), params=params, memory_bytes=memory, **setup)
+    result = memory_question(
+        model_of(ctx, model) if model is not None else None,
+        list(hardware_catalog(state(ctx).specs_dirs)) if every else hardware(ctx, gpu),
+        TrainingSetup(batch=batch, seq=seq, optimizer=optimizer, precision=precision, recompute=recompute,
+                      flash=flash, dropout=dropout, fused_norm=fused_norm),
+        finetune=FinetuneSetup(finetune=finetune, lora_rank=lora_rank, lora_targets=lora_targets, base_dtype=base_dtype,
+                               double_quant=double_quant, lora_embeddings=lora_embeddings,
+                               paged_optimizer=paged_optimizer, offload=offload),
+        max_batch=max_batch, min_gpus=min_gpus, params=params, memory_bytes=memory, reserve_bytes=reserve,
+        gpus=gpus, tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, sp=sp, zero=zero, micro_batches=micro_batches)
     render.show(result, as_json=json, explain=explain)
-    exit_if_does_not_fit(check, _fits(result))
-
-
-def _fits(result: Any) -> bool:
-    """Whether the answer is 'it fits': the ledger's verdict, or that a solver found an answer."""
-    kind = type(result).__name__
-    if kind == "MaxBatchResult":
-        return result.max_batch > 0
-    if kind == "MinGpusResult":
-        return bool(result.gpus)
-    if kind == "GpuCompareResult":
-        return any(row.fits for row in result.rows)
-    return bool(result.fits)
+    exit_if_does_not_fit(check, result.fits)

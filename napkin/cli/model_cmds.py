@@ -8,11 +8,11 @@ import typer
 
 from napkin.cli.context import hardware, state
 from napkin.cli.context import model as model_of
+from napkin.cli.finetune_options import Finetune, LoraEmbeddings, LoraRank, LoraTargets
 from napkin.cli.options import (
-    StepTime,
-    Causal,
     MODEL,
     MODEL_HELP,
+    Causal,
     DTypeOpt,
     Explain,
     Gpu,
@@ -20,12 +20,12 @@ from napkin.cli.options import (
     ModelOpt,
     Recompute,
     Seq,
+    StepTime,
     count,
     number,
     opt,
     whole,
 )
-from napkin.cli.finetune_options import Finetune, LoraEmbeddings, LoraRank, LoraTargets
 from napkin.cli.root import app
 
 LINEAR = "Linear net (cruncher) shape"
@@ -54,7 +54,7 @@ def resolve_model(ctx: typer.Context, name: str, width: int | None = None, depth
 def models_list(ctx: typer.Context, json: Json = False) -> None:
     """List every model: shape, total and active parameters."""
     from napkin import render
-    from napkin.specs.model_query import list_models
+    from napkin.accounting.catalog_query import list_models
 
     render.show(list_models(state(ctx).specs_dirs), as_json=json)
 
@@ -69,7 +69,7 @@ def models_show(
 ) -> None:
     """One model's shape and its parameters per component: total, active (MoE), non-embedding."""
     from napkin import render
-    from napkin.specs.model_query import show_model
+    from napkin.accounting.catalog_query import show_model
 
     render.show(show_model(name, state(ctx).specs_dirs), as_json=json, explain=explain)
 
@@ -175,6 +175,6 @@ def mfu_cmd(
         raise InputError("--width, --depth and --out reshape a linear net: they need --model cruncher")
     spec = None if model is None else resolve_model(ctx, model, width, depth, out)
     result = mfu(spec, hardware(ctx, gpu), gpus, tokens_per_s=tokens_per_s, step_time_s=step_time, batch=batch,
-                 seq=seq, dtype=dtype, recompute=recompute, causal=causal, params=params,
-                 tflops_per_gpu=tflops_per_gpu)  # type: ignore[arg-type]
+                 seq=seq, dtype=dtype, causal=causal, params=params, tflops_per_gpu=tflops_per_gpu,
+                 recompute=recompute)  # type: ignore[arg-type]  # a str: mfu's input model refuses a bad one
     render.show(result, as_json=json, explain=explain)

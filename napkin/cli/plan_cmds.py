@@ -10,18 +10,20 @@ from napkin.cli.context import hardware
 from napkin.cli.context import model as model_of
 from napkin.cli.options import (
     Calibration,
+    Explain,
+    Gpu,
     InterBandwidth,
     IntraBandwidth,
     Json,
-    Explain,
-    Gpu,
     ModelOpt,
     NodeSize,
     Precision,
     count,
-    days as days_of,
     opt,
     whole,
+)
+from napkin.cli.options import (
+    days as days_of,
 )
 from napkin.cli.root import app
 

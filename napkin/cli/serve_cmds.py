@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -10,10 +10,10 @@ from napkin import units
 from napkin.cli.context import hardware
 from napkin.cli.context import model as model_of
 from napkin.cli.options import (
-    GpuOrAll,
     Check,
     Explain,
     Gpu,
+    GpuOrAll,
     Json,
     Memory,
     ModelOpt,
@@ -28,6 +28,11 @@ from napkin.cli.options import (
 )
 from napkin.cli.root import app, refuse_unused
 from napkin.errors import InputError
+
+if TYPE_CHECKING:  # annotations only: the command imports what it runs when it runs
+    from napkin.accounting.across_gpus import AcrossGpusResult
+    from napkin.accounting.inference import InferenceResult
+    from napkin.specs.hardware import HardwareSpec
 
 WORKLOAD = "Workload"
 PRECISION = "Precision and efficiency"
@@ -117,16 +122,19 @@ def inference_cmd(
     (2: bad input); the output is the same.
     """
     from napkin import render
-    from napkin.accounting.inference import inference
+    from napkin.accounting.inference import ServingSetup, inference
 
     spec = model_of(ctx, model)
+    serving = ServingSetup(batch=batch, prompt=prompt, generate=generate, weights_dtype=weights_dtype,
+                           kv_dtype=kv_dtype, compute_dtype=compute_dtype, prefill_chunk=prefill_chunk, mfu=mfu,
+                           mbu=mbu)
 
-    def ask(hw):  # type: ignore[no-untyped-def]
-        return inference(spec, hw, batch, prompt, generate, gpus=gpus, weights_dtype=weights_dtype, kv_dtype=kv_dtype,
-                         compute_dtype=compute_dtype, mfu=mfu, mbu=mbu, prefill_chunk=prefill_chunk,
-                         memory_bytes=memory, reserve_bytes=reserve, link_bytes_per_s=link_bandwidth,
-                         allreduce_latency_s=allreduce_latency, allow_longer=allow_longer)
+    def ask(hw: HardwareSpec) -> InferenceResult:
+        return inference(spec, hw, serving, gpus=gpus, memory_bytes=memory, reserve_bytes=reserve,
+                         link_bytes_per_s=link_bandwidth, allreduce_latency_s=allreduce_latency,
+                         allow_longer=allow_longer)
 
+    result: AcrossGpusResult | InferenceResult
     if gpu.strip().lower() == "all":
         from napkin.accounting.across_gpus import across_gpus
         from napkin.cli.context import state

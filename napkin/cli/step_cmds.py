@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from napkin.cli.context import hardware
@@ -32,6 +34,11 @@ from napkin.cli.options import (
     Zero,
 )
 from napkin.cli.root import app
+
+if TYPE_CHECKING:  # annotations only: the command imports what it runs when it runs
+    from napkin.accounting.across_gpus import AcrossGpusResult
+    from napkin.accounting.step_time import StepTimeResult
+    from napkin.specs.hardware import HardwareSpec
 
 
 @app.command("step-time")
@@ -75,14 +82,15 @@ def step_time_cmd(
 
     spec = model_of(ctx, model)
 
-    def ask(hw):  # type: ignore[no-untyped-def]
+    def ask(hw: HardwareSpec) -> StepTimeResult:
         return step_time(spec, hw, gpus=gpus, tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, sp=sp, zero=zero,
                          micro_batch=micro_batch, global_batch=global_batch, seq=seq,
-                         recompute=recompute,  # type: ignore[arg-type]
+                         recompute=recompute,  # type: ignore[arg-type]  # a str: step_time refuses a bad one
                          precision=precision, flash=flash, overlap_grad_reduce=overlap_grad_reduce,
                          node_size=node_size, intra_node_bandwidth=intra_node_bandwidth,
                          inter_node_bandwidth=inter_node_bandwidth, calibration=calibration)
 
+    result: AcrossGpusResult | StepTimeResult
     if gpu.strip().lower() == "all":
         from napkin.accounting.across_gpus import across_gpus
         from napkin.cli.context import state
