@@ -170,6 +170,11 @@ def main() -> int:
         return ok, f"{name} -> catalog {p.hardware or 'NONE (no peak: MFU checks cannot pass)'}", values
 
     rep.run("device and catalog match", environment, needs_s=1)
+    if not dry and not torch.cuda.is_available():  # every later check would time the CPU at GPU sizes for minutes
+        rep.write(note="no CUDA device: nothing else checked (use --dry-run on a CPU)")
+        print(f"FAIL  gpu_check: no CUDA device, nothing else checked; on a CPU run --dry-run; report: {out}",
+              flush=True)
+        return 1
 
     # -- bf16: MFU, the bare loop, clocks, regime, flush -------------------------------------------------------------
     def bare_loop(bench: Any, n: int, seconds: float) -> float:
@@ -308,8 +313,8 @@ def main() -> int:
             return True, f"{gemm_n}³ fp8 ran on the CPU ({r.timing.flops_per_s / 1e9:.3g} GFLOP/s)", values
         ok = r.mfu is not None and r.mfu >= THRESHOLDS["fp8_mfu"]
         mfu = "—" if r.mfu is None else f"{r.mfu:.3f}"
-        return ok, f"{gemm_n}³ fp8: {r.timing.flops_per_s / 1e12:.1f} TFLOP/s, MFU {mfu} (>= {THRESHOLDS['fp8_mfu']})", \
-            values
+        return ok, (f"{gemm_n}³ fp8: {r.timing.flops_per_s / 1e12:.1f} TFLOP/s, MFU {mfu} "
+                    f"(>= {THRESHOLDS['fp8_mfu']})"), values
 
     rep.run("fp8 GEMM reaches the peak fraction", fp8, needs_s=6, threshold=f"MFU >= {THRESHOLDS['fp8_mfu']}")
 

@@ -378,7 +378,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1) 
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
 
     def line(r: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+        return "  ".join(c.ljust(w) if i < left else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
 
     return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
 
@@ -620,7 +621,7 @@ def _objective(values: tuple[float, ...]) -> float:
 
     st = _FIT
     try:
-        constants = st["cls"].model_validate({**st["base"], **dict(zip(st["names"], values))})
+        constants = st["cls"].model_validate({**st["base"], **dict(zip(st["names"], values, strict=True))})
     except ValidationError:
         return math.inf
     recs = predict(st["rows"], st["step_time"], st["setup"], constants)
@@ -666,7 +667,7 @@ def fit_constants(names: Sequence[str], constants_cls: Any, base: dict[str, Any]
     _FIT.update(cls=constants_cls, base=dict(base), names=tuple(names), rows=rows, step_time=step_time, setup=setup)
     start = tuple(float(base[n]) if base.get(n) is not None else float(centre[n]) for n in names)
     frac = [is_fraction(fields[n], n) for n in names]
-    grids = [log_grid(float(centre[n]), f) for n, f in zip(names, frac)]
+    grids = [log_grid(float(centre[n]), f) for n, f in zip(names, frac, strict=True)]
     cache: dict[tuple[float, ...], float] = {}
     t0 = time.perf_counter()
 
@@ -678,7 +679,7 @@ def fit_constants(names: Sequence[str], constants_cls: Any, base: dict[str, Any]
         todo = [p for p in dict.fromkeys(points) if p not in cache]
         if todo:
             vals = pool.map(_objective, todo) if pool is not None and len(todo) > 1 else [_objective(p) for p in todo]
-            cache.update(zip(todo, vals))
+            cache.update(zip(todo, vals, strict=True))
         return [cache[p] for p in points]
 
     try:
@@ -732,8 +733,9 @@ def fit_constants(names: Sequence[str], constants_cls: Any, base: dict[str, Any]
             pool.close()
             pool.join()
         _FIT.clear()
-    edges = [n for n, v, g in zip(names, cur, grids) if v in (g[0], g[-1])]
-    return FitResult(dict(zip(names, cur)), start_mape, best, len(cache), time.perf_counter() - t0, stopped, edges)
+    edges = [n for n, v, g in zip(names, cur, grids, strict=True) if v in (g[0], g[-1])]
+    return FitResult(dict(zip(names, cur, strict=True)), start_mape, best, len(cache), time.perf_counter() - t0,
+                     stopped, edges)
 
 
 def split_rows(rows: Sequence[Row], how: str) -> tuple[list[Row], list[Row]]:

@@ -331,7 +331,7 @@ def print_table(results: list[Result]) -> None:
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     right = {2, 5, 6, 7, 8, 10}
     line = lambda cells: "  ".join(c.rjust(w) if i in right else c.ljust(w)  # noqa: E731
-                                   for i, (c, w) in enumerate(zip(cells, widths)))
+                                   for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
     print(line(head))
     print("  ".join("-" * w for w in widths))
     for row in rows:

@@ -64,8 +64,8 @@ class SpecError(NapkinError):
 class MissingExtraError(NapkinError):
     """An optional dependency (torch, matplotlib) is needed for this command but not installed."""
 
-    def __init__(self, package: str, extra: str, purpose: str) -> None:
+    def __init__(self, package: str, extra: str, purpose: str, *, install: str | None = None) -> None:
         self.package, self.extra = package, extra
         hint = " (GPU users: install torch for their CUDA version first, see README)" if package == "torch" else ""
-        super().__init__(f"{purpose} needs {package}, which is not installed; "
-                         f"install it with: pip install 'napkin[{extra}]'{hint}")
+        how = install or f"pip install 'napkin[{extra}]'"  # install: a command of its own (a package no extra holds)
+        super().__init__(f"{purpose} needs {package}, which is not installed; install it with: {how}{hint}")

@@ -65,7 +65,7 @@ def _finite(value: float, what: str, text: str) -> float:
     return value
 
 
-def _split(text: str, what: str, examples: str) -> tuple[float, str]:
+def _split(text: str | float, what: str, examples: str) -> tuple[float, str]:
     if isinstance(text, (int, float)):
         return _finite(_as_float(text, what), what, str(text)), ""
     m = _QUANTITY.match(str(text))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from napkin.errors import InputError
 
@@ -41,7 +41,7 @@ def shown(value: float) -> str:
     return short if float(short) == value else repr(value)
 
 
-def _describe(e: dict[str, Any]) -> str:
+def _describe(e: ErrorDetails) -> str:
     """One line naming the argument as `field` (the CLI shows it as its flag: napkin.errors.for_cli)."""
     name = ".".join(str(p) for p in e["loc"]) or "input"
     field = f"`{name}`" if name.replace("_", "").isalnum() and "." not in name else name
@@ -67,6 +67,17 @@ def _describe(e: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         return f"unknown argument '{field}'"
     return f"{field}: {e['msg'].lower()} (got {value!r})"
+
+
+class Setup(Inputs):
+    """Base of the setup objects a caller builds (TrainingSetup, FinetuneSetup, ServingSetup): a bad value is the
+    same one-line InputError as everywhere else, raised where the object is built."""
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as err:
+            raise InputError(_describe(err.errors()[0])) from None
 
 
 def validated(model: type[M], /, **values: Any) -> M:

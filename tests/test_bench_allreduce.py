@@ -40,12 +40,14 @@ def _check(r: AllreduceBenchResult, launcher: str) -> None:
     assert "nccl-tests" in r.steps[-1].source
 
 
+@pytest.mark.slow  # spawns the ranks
 def test_spawned_gloo_ranks_report_nccl_tests_bandwidths():
     r = bench_allreduce(SIZES, nproc=2, device="cpu", iters=3, warmup_iters=1)
     _check(r, "napkin --nproc 2")
     assert r.iters == 3 and r.warmup_iters == 1
 
 
+@pytest.mark.slow  # spawns the ranks
 def test_torchrun_launch_prints_one_report_from_rank_0(tmp_path):
     port = free_port()
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo" if sys.platform.startswith("linux") else "lo0"}
@@ -73,6 +75,7 @@ def test_without_a_launcher_it_says_how_to_launch(monkeypatch):
         bench_allreduce(SIZES, nproc=2, dtype="fp8")
 
 
+@pytest.mark.slow  # spawns the ranks
 def test_a_failing_rank_is_one_line(monkeypatch):
     for var in ("RANK", "WORLD_SIZE"):
         monkeypatch.delenv(var, raising=False)
@@ -130,6 +133,7 @@ def _wait_for(predicate, timeout: float) -> bool:
     return False
 
 
+@pytest.mark.slow  # spawns the ranks
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_ctrl_c_while_the_ranks_start_stops_them_all_without_a_traceback(tmp_path):
     p, marker = _launch(tmp_path, "4KiB", "3")
@@ -145,6 +149,7 @@ def test_ctrl_c_while_the_ranks_start_stops_them_all_without_a_traceback(tmp_pat
     assert _wait_for(lambda: not _marked(marker), 10), "orphaned ranks"
 
 
+@pytest.mark.slow  # spawns the ranks
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_ctrl_c_after_a_size_prints_the_partial_result_and_exits_130(tmp_path):
     p, marker = _launch(tmp_path, "4KiB,64MiB", "1000")  # the second size would run for minutes

@@ -7,10 +7,8 @@ derivation of a measurement checked against the lecture's measured-MFU numbers (
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
+from torch_probe import run_fresh
 
 from napkin.bench.allreduce import algorithm_bandwidth, bus_bandwidth, launched_by_torchrun
 from napkin.bench.device import (
@@ -246,22 +244,12 @@ def test_torchrun_is_recognised_by_its_environment():
 
 # -- without torch ---------------------------------------------------------------------------------------------------
 
-NO_TORCH = r"""
-import sys
-sys.modules["torch"] = None  # as if torch were not installed: `import torch` raises ImportError
-from napkin.cli import app
-code = app(sys.argv[1:], standalone_mode=False)
-"""
-
-
-@pytest.mark.parametrize("args", [["bench-matmul", "--device", "cpu"], ["bench-allreduce", "--nproc", "2"]])
-def test_without_torch_the_bench_commands_name_the_extra_to_install(args):
-    out = subprocess.run([sys.executable, "-c", NO_TORCH, *args], capture_output=True, text=True)
-    assert out.returncode == 2
-    assert "needs torch, which is not installed" in out.stderr and "napkin[bench]" in out.stderr
-    assert "Traceback" not in out.stderr
-
-
-def test_help_works_without_torch():
-    out = subprocess.run([sys.executable, "-c", NO_TORCH, "bench-matmul", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "--sweep" in out.stdout and "--peak" in out.stdout
+@pytest.mark.slow
+def test_without_torch_the_bench_commands_name_the_extra_and_help_still_works():
+    matmul, allreduce, help_ = run_fresh(["bench-matmul", "--device", "cpu"], ["bench-allreduce", "--nproc", "2"],
+                                         ["bench-matmul", "--help"], block=("torch",))  # as if torch were not installed
+    for out in (matmul, allreduce):
+        assert out.exit_code == 2, out.args
+        assert "needs torch, which is not installed" in out.stderr and "napkin[bench]" in out.stderr
+        assert "Traceback" not in out.stderr
+    assert help_.exit_code == 0 and "--sweep" in help_.stdout and "--peak" in help_.stdout

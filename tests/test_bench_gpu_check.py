@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("torch")
+pytestmark = pytest.mark.slow  # each test runs the script in its own process
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
 
@@ -33,3 +34,17 @@ def test_the_dry_run_runs_every_check_and_writes_a_json_report(tmp_path):
     lines = [ln for ln in r.stdout.splitlines() if ln[:5].strip() in ("PASS", "FAIL", "SKIP", "ERROR")]
     assert len(lines) == 14 and lines[-1].startswith("PASS  gpu_check")
     assert doc["thresholds"]["bf16_mfu"] == 0.70 and doc["thresholds"]["bare_loop_rel"] == 0.03
+
+
+def test_the_real_run_without_a_gpu_stops_at_once_and_says_how_to_dry_run(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the real run is the real check")
+    out = tmp_path / "report.json"
+    r = subprocess.run([sys.executable, str(SCRIPT), "--json-out", str(out)], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stdout.splitlines()[-1].startswith("FAIL  gpu_check: no CUDA device") and "--dry-run" in r.stdout
+    doc = json.loads(out.read_text())
+    assert doc["passed"] is False and [c["name"] for c in doc["checks"]] == ["device and catalog match"]

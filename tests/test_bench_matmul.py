@@ -5,12 +5,11 @@ Nothing here asserts a speed: timings are only checked for consistency (min ≤ 
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 import sys
 
 import pytest
+from torch_probe import assert_no_torch
 
 torch = pytest.importorskip("torch")
 
@@ -314,17 +313,9 @@ def test_a_peak_below_the_achieved_rate_gives_no_mfu_and_says_why(cli, monkeypat
     assert out.exit_code == 0 and "above this peak" in out.stdout
 
 
-PROBE = r"""
-import json, sys
-from napkin.cli import app
-app(sys.argv[1:], standalone_mode=False)
-print(json.dumps("torch" in sys.modules))
-"""
-
-
+@pytest.mark.slow
 def test_bench_matmul_help_does_not_import_torch():
-    out = subprocess.run([sys.executable, "-c", PROBE, "bench-matmul", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and json.loads(out.stdout.strip().splitlines()[-1]) is False
+    assert_no_torch(["bench-matmul", "--help"])
 
 
 # -- on a GPU ----------------------------------------------------------------------------------------------------------

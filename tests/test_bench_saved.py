@@ -7,10 +7,9 @@ numbers are inputs to the reader, not timings.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
+from torch_probe import assert_no_torch
 
 from napkin.bench.models import (
     AllreduceBenchResult,
@@ -136,14 +135,9 @@ def test_explain_shows_the_fraction_and_its_source(cli, saved):
     assert "measured matmul MFU" in text and "--mfu-fraction (given)" in text and "MFU_matmul · f" in text
 
 
+@pytest.mark.slow
 def test_reading_a_measurement_does_not_import_torch(saved):
-    path = saved(_single(0.8))
-    probe = ("import sys; from napkin.cli import app; app(sys.argv[1:], standalone_mode=False); "
-             "print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", probe, *LLAMA, "--mfu-from", str(path)], capture_output=True,
-                         text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert_no_torch([*LLAMA, "--mfu-from", str(saved(_single(0.8)))])
 
 
 # -- issue 12: --save replaces the file in one rename ------------------------------------------------------------------

@@ -109,7 +109,8 @@ def test_every_command_has_help_and_a_readme_entry(cli, path):
     out = cli(*path, "--help")
     assert out.exit_code == 0
     assert "Usage" in out.stdout
-    assert re.search(rf"napkin {re.escape(' '.join(path))}\b", README.read_text()), f"README lacks 'napkin {' '.join(path)}'"
+    command = " ".join(path)
+    assert re.search(rf"napkin {re.escape(command)}\b", README.read_text()), f"README lacks 'napkin {command}'"
 
 
 def test_sparse_doubles_the_peak(cli):

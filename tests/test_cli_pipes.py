@@ -1,7 +1,8 @@
 """Output that is not a terminal: a pipe gets whole rows, no trailing spaces, ASCII where the encoding needs it,
 bars that read without colour, a quiet end when the reader leaves, and progress only on a terminal.
 
-Every test runs `python -m napkin ...` in a subprocess with stdout a pipe, as a shell pipeline would.
+Every test runs `python -m napkin ...` in a subprocess with stdout a pipe, as a shell pipeline would (so each is
+marked slow; the two that call napkin in-process are not).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def napkin(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 # --- whole rows, no trailing spaces -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_piped_hardware_list_keeps_each_row_on_one_line():
     out = napkin("hardware", "list")
     assert out.returncode == 0, out.stderr
@@ -44,6 +46,7 @@ def test_piped_hardware_list_keeps_each_row_on_one_line():
     assert "b" not in [line.strip() for line in out.stdout.splitlines()]  # the tail of 'a100-pcie-80gb' alone
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [
     ["hardware", "list"],
     ["memory", "--model", "llama3-8b", "--seq", "4096"],
@@ -56,12 +59,14 @@ def test_piped_output_has_no_trailing_spaces(args):
     assert [line for line in out.stdout.splitlines() if line != line.rstrip()] == []
 
 
+@pytest.mark.slow
 def test_piped_table_title_stays_on_one_line():
     out = napkin("memory", "--model", "llama3-8b", "--seq", "4096", "--gpus", "8", "--zero", "3")
     first = out.stdout.splitlines()[0]
     assert first.startswith("napkin memory: llama3-8b") and first.endswith("recompute none")
 
 
+@pytest.mark.slow
 def test_columns_does_not_wrap_a_pipe():
     out = napkin("hardware", "list", COLUMNS="40")
     assert [line.split()[0] for line in out.stdout.splitlines() if line.startswith(" a100")] == [
@@ -70,6 +75,7 @@ def test_columns_does_not_wrap_a_pipe():
 
 # --- a reader that leaves ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["hardware", "list"], ["models", "list"], ["hardware", "list", "--json"],
                                   ["memory", "--model", "llama3-8b", "--seq", "4096", "--explain"], ["--help"]])
 def test_closed_pipe_ends_quietly(args):
@@ -83,6 +89,7 @@ def test_closed_pipe_ends_quietly(args):
     assert out.stderr == "" and out.returncode in (0, 1)
 
 
+@pytest.mark.slow
 def test_head_sees_the_first_line_and_nothing_on_stderr():
     shell = f"'{sys.executable}' -m napkin models list | head -1"
     out = subprocess.run(["bash", "-o", "pipefail", "-c", shell], capture_output=True, text=True, env=_env(),
@@ -92,6 +99,7 @@ def test_head_sees_the_first_line_and_nothing_on_stderr():
 
 # --- a stdout that cannot encode Unicode ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [
     ["memory", "--model", "llama3-8b", "--seq", "4096"],
     ["memory", "--model", "llama3-8b", "--seq", "4096", "--explain"],
@@ -108,12 +116,14 @@ def test_ascii_stdout_gets_ascii_fallbacks(args):
     assert out.stdout.isascii() and out.stdout.strip()
 
 
+@pytest.mark.slow
 def test_ascii_fallbacks_read_as_the_unicode_does():
     out = napkin("memory", "--model", "llama3-8b", "--seq", "4096", PYTHONIOENCODING="ascii")
     assert "b=1 x s=4096, 1 x h100-sxm" in out.stdout  # × → x
     assert "+----" in out.stdout and "| total" in out.stdout  # rich draws an ASCII box
 
 
+@pytest.mark.slow
 def test_ascii_json_is_the_same_json():
     import json
 
@@ -137,6 +147,7 @@ def _bar_line(text: str) -> str:
     return next(line for line in text.splitlines() if re.fullmatch(r"[A-Z.|]{20,}.*", line))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("env", [{}, {"NO_COLOR": "1", "FORCE_COLOR": "1"}])
 def test_memory_bar_has_a_glyph_per_part_without_colour(env):
     out = napkin("memory", "--model", "llama3-8b", "--seq", "4096", "--gpus", "8", "--zero", "3", **env)
@@ -149,11 +160,13 @@ def test_memory_bar_has_a_glyph_per_part_without_colour(env):
     assert "P parameters (bf16)" in text  # the table's rows carry the same letters
 
 
+@pytest.mark.slow
 def test_memory_bar_marks_the_end_of_memory_when_it_overflows():
     out = napkin("memory", "--model", "llama3-8b", "--seq", "4096")
     assert "|" in _bar_line(out.stdout).split()[0] and "over by" in out.stdout
 
 
+@pytest.mark.slow
 def test_step_time_bar_has_a_glyph_per_term_without_colour():
     out = napkin("step-time", "--model", "llama3-8b", "--gpus", "8", "--tp", "2", "--micro-batch", "1",
                  "--global-batch", "64", "--seq", "4096")
@@ -163,6 +176,7 @@ def test_step_time_bar_has_a_glyph_per_term_without_colour():
     assert "G GEMMs (forward + backward)" in out.stdout and "T exposed TP communication" in out.stdout
 
 
+@pytest.mark.slow
 def test_colour_terminal_keeps_the_coloured_blocks():
     out = napkin("memory", "--model", "llama3-8b", "--seq", "4096", "--gpus", "8", "--zero", "3", FORCE_COLOR="1")
     assert "█" in out.stdout and "■" in out.stdout and "\x1b[" in out.stdout
@@ -223,6 +237,7 @@ def test_validate_reports_every_phase_in_order():
                     (2, 2, None)]
 
 
+@pytest.mark.slow
 @needs_torch
 def test_spawned_allreduce_reports_each_size_to_the_launcher():
     from napkin.bench.allreduce import bench_allreduce

@@ -204,6 +204,7 @@ def test_specs_dir_without_a_directory(cli):
     _one_line_error(cli("hardware", "list", "--specs-dir"), "--specs-dir needs a directory")
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_console_script_registers_one_command_with_specs_dir_after_it(tmp_path):
     d = str(_gpu_dir(tmp_path))
     probe = ("import sys; from napkin.cli.root import main\n"

@@ -126,7 +126,10 @@ def test_adapter_activations_and_dropped_inputs(llama8):
     full = memory_ledger(llama8, "h100", seq=1024)
     lora = memory_ledger(llama8, "h100", seq=1024, finetune="lora")
     attn = memory_ledger(llama8, "h100", seq=1024, finetune="lora", lora_targets="attn")
-    names = lambda r: {x.name for x in r.activations.per_layer}
+
+    def names(r):
+        return {x.name for x in r.activations.per_layer}
+
     assert "LoRA A·x (attention.q)" in names(lora) and "LoRA A·x (ffn.down)" in names(lora)
     adapters = sum(x.bytes for x in lora.activations.per_layer if x.name.startswith("LoRA"))
     assert adapters == 1024 * 16 * 7 * 2  # seven adapters, r per token, bf16

@@ -12,14 +12,15 @@ import warnings
 from pathlib import Path
 
 import pytest
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-peft = pytest.importorskip("peft")
+from everyday import everyday
 
 import napkin
 from napkin.accounting.finetune import finetune_flops, parse_targets
 from napkin.accounting.memory import memory_ledger
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hf"
 HF_NAMES = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "gate": "gate_proj", "up": "up_proj",
@@ -125,7 +126,7 @@ STEPS = [("llama3-8b", t, False) for t in ("all", "attn", "mlp", "q,v", "down")]
     ("qwen2.5-7b", "all", False), ("qwen2.5-7b", "attn", False), ("llama3-8b", "all", True)]
 
 
-@pytest.mark.parametrize("family, targets, embeddings", STEPS)
+@pytest.mark.parametrize("family, targets, embeddings", everyday(STEPS, every=4))  # everyday: 1 in 4
 def test_lora_flops_equal_flop_counter_mode(tmp_path, family, targets, embeddings):
     """Frozen matmuls: forward + dX only where the input needs a gradient (nothing before the first adapter does);
     adapters: forward + dW + dX. HF's eager attention is explicit matmuls over all s positions: causal=False."""
@@ -137,7 +138,7 @@ def test_lora_flops_equal_flop_counter_mode(tmp_path, family, targets, embedding
     assert r.model_flops == pytest.approx(flops, rel=1e-3)
 
 
-@pytest.mark.parametrize("family, targets, embeddings", STEPS)
+@pytest.mark.parametrize("family, targets, embeddings", everyday(STEPS, every=4))  # everyday: 1 in 4
 def test_lora_saved_bytes_against_autograd(tmp_path, family, targets, embeddings):
     """napkin's activations under LoRA (frozen matmuls keep nothing, adapters keep A·x) against the storages autograd
     saves. napkin counts the first layer like the others; there the residual needs no gradient yet, so it keeps

@@ -59,7 +59,7 @@ def _config(tmp_path: Path, text: str) -> Path:
     return path
 
 
-# --- tracebacks and hangs from file contents ---------------------------------------------------------------------------
+# --- tracebacks and hangs from file contents --------------------------------------------------------------------------
 
 def test_a_5000_digit_integer_in_a_spec_is_one_line_even_for_a_command_that_never_uses_it(cli, tmp_path):
     text = yaml.safe_dump(_hardware_doc()).replace("tdp_w: 700", "tdp_w: " + "7" * 5000)
@@ -97,7 +97,8 @@ def test_json_nested_100000_deep(cli, tmp_path):
 
 @pytest.mark.parametrize("key,value,says", [("model_type", [], 'model_type: must be a string such as "llama", got []'),
                                             ("architectures", True, "architectures: must be a list of class names"),
-                                            ("tie_word_embeddings", "false", "tie_word_embeddings: must be true or false")])
+                                            ("tie_word_embeddings", "false",
+                                             "tie_word_embeddings: must be true or false")])
 def test_config_json_keys_of_the_wrong_type(cli, tmp_path, key, value, says):
     path = _config(tmp_path, json.dumps({**LLAMA_CONFIG, key: value}))
     _one_line_error(cli("models", "show", str(path)), says)
@@ -172,7 +173,7 @@ def test_a_trillion_layers_is_refused_at_once(cli, tmp_path, source, command):
     _one_line_error(out, key, "1,000,000,000,000 is implausibly large (at most 10,000")
 
 
-# --- files that are silently not what the user meant ---------------------------------------------------------------------
+# --- files that are silently not what the user meant ------------------------------------------------------------------
 
 def test_a_spec_folder_given_one_level_too_deep_is_said(cli):
     from napkin.specs.catalog import builtin_dir
@@ -268,6 +269,7 @@ def test_unicode_digits_on_the_command_line(cli, value):
 
 # --- output that can be lost ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # a real napkin process writing to /dev/full (in-process: test_fuzz_cli.py)
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 @pytest.mark.parametrize("args", [["hardware", "list"], list(TRAIN)])
 def test_stdout_on_a_full_disk_is_one_line_and_exit_1(args):
@@ -278,7 +280,7 @@ def test_stdout_on_a_full_disk_is_one_line_and_exit_1(args):
     assert out.stderr == "napkin: error: cannot write the output: No space left on device\n"
 
 
-# --- flags accepted and then ignored --------------------------------------------------------------------------------------
+# --- flags accepted and then ignored ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args,says", [
     (["train-time", "--params", "7e9", "--tokens", "1e12", "--gpus", "8", "--mfu-fraction", "0.5"],

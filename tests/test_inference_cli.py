@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from napkin.accounting.inference import inference
+from napkin.accounting.inference import ServingSetup, inference
 from napkin.specs.catalog import get_hardware
 from napkin.specs.model import TransformerSpec
 
@@ -41,7 +41,8 @@ def test_json_equals_the_api(cli, specs_dir: str) -> None:
             "-p", "2000", "-n", "500", "--kv-dtype", "fp8", "--mbu", "0.7", "--json")
     assert r.exit_code == 0, r.stderr
     s = fixture_spec("llama3-70b").model_copy(update={"name": "fx-llama3-70b"})
-    api = inference(s, get_hardware("h100"), 16, 2000, 500, gpus=8, kv_dtype="fp8", mbu=0.7)
+    api = inference(s, get_hardware("h100"), ServingSetup(batch=16, prompt=2000, generate=500, kv_dtype="fp8", mbu=0.7),
+                    gpus=8)
     assert r.json() == json.loads(api.to_json())
 
 

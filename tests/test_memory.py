@@ -274,3 +274,17 @@ def test_a_precision_the_gpu_cannot_run_is_refused_everywhere(call):
             max_model(v100, 8, precision="fp8-mixed")
         else:
             step_time(get_model("gpt2"), v100, gpus=8, seq=1024, precision="fp8-mixed")
+
+
+def test_a_ledger_that_fits_only_with_full_recompute_says_so():
+    from napkin.accounting.memory_solvers import memory_question
+    from napkin.units import format_bytes
+
+    ask = dict(finetune="qlora", batch=1, seq=2048)
+    short = memory_question("llama3-70b", "h100", **ask)
+    full = memory_question("llama3-70b", "h100", recompute="full", **ask)
+    assert not short.fits and full.fits
+    assert short.notes[0].startswith("With --recompute full") and format_bytes(full.total_bytes) in short.notes[0]
+    assert not any("--recompute full" in n for n in full.notes)  # already recomputing: nothing to suggest
+    hopeless = memory_question("llama3-70b", "h100", batch=1, seq=2048)  # full training: 1 TB short either way
+    assert not hopeless.fits and not any(n.startswith("With --recompute full") for n in hopeless.notes)

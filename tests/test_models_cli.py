@@ -8,11 +8,11 @@ import re
 import pytest
 
 import napkin
+from napkin.accounting.catalog_query import show_model
 from napkin.accounting.flops import count_flops, training_flops
 from napkin.accounting.mfu import mfu
 from napkin.accounting.params import count_params
 from napkin.specs.catalog import get_model, model_catalog
-from napkin.specs.model_query import show_model
 
 REL = 1e-9
 

@@ -60,7 +60,8 @@ def test_user_dir_overrides_builtin(tmp_path, cli):
     spec["aliases"] = ["h100"]
     _write(tmp_path, "mine.yaml", yaml.safe_dump(spec))
     assert hardware_catalog([tmp_path]).get("h100").peak("bf16") == 500e12
-    out = cli("--specs-dir", str(tmp_path), "train-time", "--params", "7e9", "--tokens", "1e12", "--gpus", "8", "--json")
+    out = cli("--specs-dir", str(tmp_path), "train-time", "--params", "7e9", "--tokens", "1e12", "--gpus", "8",
+              "--json")
     assert out.json()["peak_flops_per_s"] == 500e12
     env = cli("train-time", "--params", "7e9", "--tokens", "1e12", "--gpus", "8", "--json",
               env={"NAPKIN_SPECS_DIR": str(tmp_path)})

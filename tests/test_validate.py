@@ -6,11 +6,8 @@ these tests check the accounting, never a speed.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
+from torch_probe import assert_no_torch
 
 torch = pytest.importorskip("torch")
 
@@ -155,17 +152,9 @@ def test_cli_exits_1_when_a_check_fails(cli, monkeypatch):
     assert r.exit_code == 1 and "FAIL" in r.stdout
 
 
-PROBE = r"""
-import json, sys
-from napkin.cli import app
-app(sys.argv[1:], standalone_mode=False)
-print(json.dumps("torch" in sys.modules))
-"""
-
-
+@pytest.mark.slow
 def test_validate_help_does_not_import_torch():
-    out = subprocess.run([sys.executable, "-c", PROBE, "validate", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and json.loads(out.stdout.strip().splitlines()[-1]) is False
+    (out,) = assert_no_torch(["validate", "--help"])
     assert "--cruncher-batch" in out.stdout
 
 

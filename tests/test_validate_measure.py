@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from torch_probe import run_fresh
 
 from napkin.accounting.memory import memory_ledger
 from napkin.bench.measure import predicted_activation_bytes
@@ -67,18 +68,10 @@ def test_missing_matplotlib_names_only_its_extra():
     assert msg == "--plot needs matplotlib, which is not installed; install it with: pip install 'napkin[plot]'"
 
 
-NO_TORCH = r"""
-import sys
-sys.modules["torch"] = None  # as if torch were not installed
-from napkin.cli import app
-app(sys.argv[1:], standalone_mode=False)
-"""
-
-
+@pytest.mark.slow
 def test_validate_without_torch_names_the_extra():
-    out = subprocess.run([sys.executable, "-c", NO_TORCH, "validate", "--device", "cpu"], capture_output=True,
-                         text=True)
-    assert out.returncode == 2 and "Traceback" not in out.stderr
+    (out,) = run_fresh(["validate", "--device", "cpu"], block=("torch",))  # as if torch were not installed
+    assert out.exit_code == 2 and "Traceback" not in out.stderr
     assert "napkin validate needs torch" in out.stderr and "napkin[bench]" in out.stderr
 
 
@@ -89,6 +82,7 @@ BENCH_NAMES = ["bench_matmul", "sweep_matmul", "time_gemm", "GemmBench", "bench_
                "AllreduceBenchResult", "ModelGemmsResult", "ValidateResult"]
 
 
+@pytest.mark.slow
 def test_bench_functions_are_exported_lazily_without_importing_torch():
     probe = ("import sys, napkin; names = sys.argv[1:]; missing = [n for n in names if n not in napkin.__all__]; "
              "objs = [getattr(napkin, n) for n in names]; print(missing, 'torch' in sys.modules)")

@@ -10,9 +10,9 @@ on every run and from one machine to the next. An output line that matches one o
 patterns below (anchored at the start of the line; the `label` group is the part that must not
 change) is compared by its label alone, so `--check` passes on any machine as long as the same
 measured lines come out in the same places. In a block holding such a line, runs of spaces count as
-one (a table pads every row to its widest cell, and that is often a measured one). A rewrite keeps a block exactly as written when only
-measured figures differ (re-running does not churn the README); `--remeasure` pastes this
-machine's figures in as well. A new measured line in the tour needs a pattern here; keep each
+one (a table pads every row to its widest cell, and that is often a measured one). A rewrite keeps a
+block exactly as written when only measured figures differ (re-running does not churn the README);
+`--remeasure` pastes this machine's figures in as well. A new measured line in the tour needs a pattern here; keep each
 pattern narrow (a label followed by what only a measurement prints), so that a calculated figure
 never hides behind one.
 

@@ -60,12 +60,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from napkin.specs.dtypes import BYTES_PER_ELEMENT, INT64_BYTES, DType
 from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.validation import Recompute
 
 KORTHIKANTI = "Korthikanti et al. 2022, Reducing Activation Recomputation, §4.1 (sbh(34 + 5as/h))"
 KORT_TP = "Korthikanti et al. 2022 §4.2 (tensor and sequence parallelism)"
 KORT_FULL = "Korthikanti et al. 2022 §5, Table 2 (full recompute keeps the layer inputs: 2sbhL)"
+FP32_BYTES = BYTES_PER_ELEMENT[DType.fp32]  # norm statistics, router probabilities, log-probabilities: kept in fp32
 KORT_OUT = "Korthikanti et al. 2022 §4.3 (output layer: fp32 cross-entropy logits 4sbv/t)"
 FLASH = "Dao et al. 2022, FlashAttention, §3.1 (saves O and the softmax statistics, not the s×s matrix)"
 GLU = "Shazeer 2020, GLU Variants Improve Transformer, eq. 5-6 (gate, up, product)"
@@ -75,6 +77,7 @@ MOE = "Fedus et al. 2022, Switch Transformer §2.1 (router probabilities, dispat
 MLA = "DeepSeek-V2 §2.1 (MLA: latent c_Q, c_KV and their norms; decoupled RoPE key shared by heads)"
 
 Split = Literal["tp", "sp", "none"]  # divided by t always / only under sequence parallelism / never
+Block = Literal["attention", "mlp", "layer", "embedding", "output"]  # where in the model a saved tensor sits
 
 
 class ActTerm(BaseModel):
@@ -82,7 +85,7 @@ class ActTerm(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    block: Literal["attention", "mlp", "layer", "embedding", "output"]
+    block: Block
     name: str
     stores: str = Field(description="which tensor this is and who needs it in backward")
     width: str = Field(description="elements per token, in symbols")
@@ -100,7 +103,7 @@ class _Ctx:
     def __init__(self, s: int, b: int, p: float, t: int, sp: bool) -> None:
         self.s, self.b, self.p, self.t, self.sp = s, b, p, t, sp
 
-    def term(self, block: str, name: str, stores: str, width: str, per_token: float, nbytes: float | None = None,
+    def term(self, block: Block, name: str, stores: str, width: str, per_token: float, nbytes: float | None = None,
              split: Split = "tp", source: str = KORTHIKANTI, core: bool = False) -> ActTerm:
         nb = self.p if nbytes is None else nbytes
         div = self.t if split == "tp" or (split == "sp" and self.sp) else 1
@@ -109,7 +112,7 @@ class _Ctx:
                        bytes=self.s * self.b * per_token * nb / div)
 
 
-def _norm(c: _Ctx, spec: TransformerSpec, block: str, where: str, fused_norm: bool, *, width: float | None = None,
+def _norm(c: _Ctx, spec: TransformerSpec, block: Block, where: str, fused_norm: bool, *, width: float | None = None,
           sym: str = "h", rows: float = 1, split: Split = "sp", kind: str | None = None) -> list[ActTerm]:
     """A norm over ``width`` elements per token (``rows`` normalised vectors per token): input, statistics and,
     for a composite RMSNorm, x·rsqrt."""
@@ -118,10 +121,11 @@ def _norm(c: _Ctx, spec: TransformerSpec, block: str, where: str, fused_norm: bo
     out = [c.term(block, f"{where} norm input", f"x entering the {where} norm (its backward needs x)", sym, w,
                   split=split, source=KORTHIKANTI)]
     if kind == "layernorm":
-        out.append(c.term(block, f"{where} norm stats", "mean and 1/σ per vector, fp32", f"{2 * rows:g}", 2 * rows, 4,
-                          split, NORM))
+        out.append(c.term(block, f"{where} norm stats", "mean and 1/σ per vector, fp32", f"{2 * rows:g}", 2 * rows,
+                          FP32_BYTES, split, NORM))
     else:
-        out.append(c.term(block, f"{where} norm stats", "1/rms per vector, fp32", f"{rows:g}", rows, 4, split, NORM))
+        out.append(c.term(block, f"{where} norm stats", "1/rms per vector, fp32", f"{rows:g}", rows, FP32_BYTES, split,
+                          NORM))
         if not fused_norm:
             out.append(c.term(block, f"{where} norm x·rsqrt", "x·rsqrt(mean(x²)+ε), input of the ·weight "
                               "(composite RMSNorm only)", sym, w, split=split, source=NORM))
@@ -206,16 +210,17 @@ def _mlp(c: _Ctx, spec: TransformerSpec, moe_layer: bool, dropout: bool, fused_n
                           h, split="sp"))
     if moe_layer and spec.moe is not None:
         e = spec.moe
-        out.append(c.term("mlp", "router probabilities", "softmax over experts, fp32", "E", e.experts, 4, "sp", MOE))
+        out.append(c.term("mlp", "router probabilities", "softmax over experts, fp32", "E", e.experts, FP32_BYTES, "sp",
+                          MOE))
         out.append(c.term("mlp", "router top-k indices", "int64 expert ids, to gather the gate weights back", "top_k",
-                          e.top_k, 8, "sp", MOE))
+                          e.top_k, INT64_BYTES, "sp", MOE))
         out.append(c.term("mlp", "dispatched tokens", "each token copied to its top-k experts", "top_k·h",
                           e.top_k * h, split="sp", source=MOE))
         out += _ffn(c, spec, e.top_k * e.expert_ffn_dim, "top_k·f_e", "experts", MOE)
         out.append(c.term("mlp", "expert outputs", "for the gate-weighted combine", "top_k·h", e.top_k * h,
                           split="sp", source=MOE))
         if e.shared_experts:
-            f_s = e.shared_experts * (e.shared_ffn_dim or e.expert_ffn_dim)
+            f_s = e.shared_experts * e.shared_width
             out += _ffn(c, spec, f_s, "n_shared·f_s", "shared experts", MOE)
     else:
         out += _ffn(c, spec, spec.ffn_dim, "f", "MLP", KORTHIKANTI)
@@ -260,7 +265,8 @@ def outside_terms(spec: TransformerSpec, s: int, b: int, *, bytes_per_element: f
                   dropout: bool = False, fused_norm: bool = True) -> dict[str, list[ActTerm]]:
     """Tensors saved outside the layers: the embedding (first stage) and the output layer (last stage)."""
     c = _Ctx(s, b, bytes_per_element, tp, sp)
-    emb = [c.term("embedding", "token ids", "int64 indices for the embedding backward", "1", 1, 8, "none", KORT_OUT)]
+    emb = [c.term("embedding", "token ids", "int64 indices for the embedding backward", "1", 1, INT64_BYTES,
+                  "none", KORT_OUT)]
     if dropout:
         emb.append(c.term("embedding", "embedding dropout mask", "1-byte mask on the embeddings", "h", spec.d_model, 1,
                           "sp", KORT_OUT))
@@ -268,8 +274,9 @@ def outside_terms(spec: TransformerSpec, s: int, b: int, *, bytes_per_element: f
     out.append(c.term("output", "LM head input", "the final norm's output, input of the head", "h", spec.d_model,
                       split="sp", source=KORT_OUT))
     out.append(c.term("output", "log-probabilities", "cross-entropy's log-softmax of the logits, fp32", "V",
-                      spec.vocab, 4, "tp", KORT_OUT))
-    out.append(c.term("output", "targets", "int64 labels for the loss", "1", 1, 8, "none", KORT_OUT))
+                      spec.vocab, FP32_BYTES, "tp", KORT_OUT))
+    out.append(c.term("output", "targets", "int64 labels for the loss", "1", 1, INT64_BYTES, "none",
+                      KORT_OUT))
     return {"embedding": emb, "output": out}
 
 

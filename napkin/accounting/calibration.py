@@ -81,6 +81,7 @@ def _allreduce(r: object, c: StepConstants, hw: HardwareSpec, path: str) -> tupl
     big = max(r.rows, key=lambda x: x.size_bytes)
     small = min(r.rows, key=lambda x: x.size_bytes)
     n = r.environment.world_size
+    link: float | None  # bytes/s per GPU on the link the ranks' all-reduce crosses
     if n <= (hw.node_gpus or 8):
         link = hw.scale_up_bandwidth_bytes_per_s or (hw.interconnect_bandwidth_bytes_per_s or 0) / 2
         if not link:

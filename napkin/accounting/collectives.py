@@ -4,9 +4,9 @@ Bytes each rank moves per byte of the message, as nccl-tests defines them (doc/P
 algbw × factor): all-reduce 2(n−1)/n, reduce-scatter and all-gather (n−1)/n, all-to-all (n−1)/n, a
 point-to-point send 1. A collective of S bytes over n ranks then takes
 
-    t = α + factor(n) · S / B_bus
+    t = α + factor(n) · S / BW_bus
 
-with B_bus the bus bandwidth a rank reaches on the slowest link its group crosses (per direction) and α a
+with BW_bus the bus bandwidth a rank reaches on the slowest link its group crosses (per direction) and α a
 fixed latency per call (Hockney 1994, the α–β model; Thakur et al. 2005 for the ring algorithms).
 
 Placement follows Megatron-LM's default rank order (``tp-cp-ep-dp-pp``: TP innermost, PP outermost) over nodes

@@ -14,8 +14,9 @@ copies (routed experts) and the copies a token runs through. This module adds wh
   the embeddings, norms, biases and the LM head stay at the compute dtype. No gradients, no optimizer state.
 - **Activations**: a frozen matmul keeps nothing for backward (dX needs only W), so a tensor whose one use is
   the weight gradient of an untargeted matrix or of a frozen norm is not saved (the MLP product before an
-  untargeted down projection, a composite RMSNorm's x·rsqrt); each adapter keeps its A·x (r per token) for B's gradient; a quantized base needs one
-  weight dequantized to the compute dtype at a time (the dequantized-weight workspace).
+  untargeted down projection, a composite RMSNorm's x·rsqrt); each adapter keeps its A·x (r per token) for B's
+  gradient; a quantized base needs one weight dequantized to the compute dtype at a time (the dequantized-weight
+  workspace).
 - **FLOPs**: a frozen matmul's backward is the activation gradient only, 1 × its forward (full training: 2 ×),
   and only where its input needs a gradient (nothing before the first adapter does); the adapters cost
   2·r·(in + out) forward and twice that backward: ~4N + 6·N_adapter per token in place of 6N.
@@ -27,7 +28,7 @@ copies (routed experts) and the copies a token runs through. This module adds wh
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,10 +36,10 @@ from napkin.accounting.layers import Gemm, LayerPlan, layer_plan
 from napkin.accounting.layout import Layout, Stage, stage_params
 from napkin.accounting.model_state import Optimizer, Precision, StatePart, get_precision, state_parts
 from napkin.errors import InputError
-from napkin.results import Derivation, Result, g, minus
+from napkin.results import DEFINITION, KAPLAN, Derivation, Result, g, minus
 from napkin.specs.dtypes import BYTES_PER_ELEMENT, DType
 from napkin.specs.model import LinearSpec, TransformerSpec
-from napkin.validation import Inputs, PositiveInt, Recompute
+from napkin.validation import Inputs, PositiveInt, Recompute, Setup
 
 Finetune = Literal["full", "lora", "qlora"]
 Offload = Literal["none", "optimizer", "optimizer+params"]
@@ -92,6 +93,37 @@ class LoraSetup(Inputs):
     base_dtype: BaseDType = Field(description="storage of the frozen base's block matrices")
     double_quant: bool = Field(description="nf4 only: the absmax constants quantized again (QLoRA §3)")
     embeddings: bool = Field(description="also an adapter on the token embedding (and on an untied LM head)")
+
+
+class FinetuneSetup(Setup):
+    """What a training run updates and where its state lives: every weight (full), or LoRA / QLoRA adapters on a
+    frozen base, and what is offloaded to host memory. The flags of `--finetune` as one object; each value is
+    checked (with the precision, for the base dtype) by ``resolve``."""
+
+    finetune: str = Field(default="full", description="full: every weight trains; lora / qlora: adapters on a "
+                          "frozen base")
+    lora_rank: int | None = Field(default=None, description=f"r of every adapter (default {DEFAULT_RANK})")
+    lora_targets: str | list[str] | None = Field(default=None, description="attn, mlp, all, or a list of q, k, v, o, "
+                                                 "router, gate, up, down")
+    base_dtype: str | None = Field(default=None, description="storage of the frozen base (lora: the precision's "
+                                   "weight dtype; qlora: nf4)")
+    double_quant: bool | None = Field(default=None, description="nf4: quantize the absmax constants again")
+    lora_embeddings: bool = Field(default=False, description="adapters on the token embedding and an untied head")
+    paged_optimizer: bool = Field(default=False, description="optimizer states in CUDA unified memory (QLoRA §3)")
+    offload: str = Field(default="none", description="none, optimizer (ZeRO-Offload) or optimizer+params (FSDP "
+                         "CPU offload)")
+
+    @property
+    def tuned(self) -> bool:
+        """Whether anything differs from full fine-tuning on the GPU."""
+        return self != FinetuneSetup()
+
+    def resolve(self, precision: Precision) -> tuple[str, LoraSetup | None, str]:
+        """(mode, the adapters or None for full fine-tuning, offload mode), each refusal naming its argument."""
+        lora = resolve_lora(self.finetune, precision, lora_rank=self.lora_rank, lora_targets=self.lora_targets,
+                            base_dtype=self.base_dtype, double_quant=self.double_quant,
+                            lora_embeddings=self.lora_embeddings)
+        return check_finetune(self.finetune), lora, check_offload(self.offload)
 
 
 class AdapterMatrix(BaseModel):
@@ -205,7 +237,8 @@ def resolve_lora(finetune: str, precision: Precision, *, lora_rank: int | None =
         raise InputError(f"`double_quant` quantizes nf4's absmax constants; the base here is {base}")
     if lora_rank is not None and (not isinstance(lora_rank, int) or lora_rank < 1):
         raise InputError(f"`lora_rank` must be a positive whole number, got {lora_rank}")
-    return LoraSetup(rank=lora_rank or DEFAULT_RANK, targets=parse_targets(lora_targets), base_dtype=base,
+    return LoraSetup(rank=lora_rank or DEFAULT_RANK, targets=parse_targets(lora_targets),
+                     base_dtype=cast(BaseDType, base),  # one of BASE_DTYPES: checked above
                      double_quant=True if double_quant is None else double_quant, embeddings=lora_embeddings)
 
 
@@ -328,9 +361,10 @@ def bnb_nf4_tensor_bytes(n: int, double_quant: bool = True, blocksize: int = 64,
     fp32 offset). The shared 16- and 256-entry code tables are left out."""
     blocks = -(-n // blocksize)
     data = -(-n // 2)
+    fp32 = int(BYTES_PER_ELEMENT[DType.fp32])
     if not double_quant:
-        return data + 4 * blocks
-    return data + blocks + 4 * -(-blocks // blocksize2) + 4
+        return data + fp32 * blocks
+    return data + blocks + fp32 * -(-blocks // blocksize2) + fp32
 
 
 class FrozenBase(BaseModel):
@@ -362,7 +396,7 @@ def frozen_base(spec: TransformerSpec, lora: LoraSetup, prec: Precision, par: La
         rest_b = compute
     elif base == "int8":
         rows = sum(k.count * gm.copies * gm.linear.fan_out for k in plan.kinds for gm in k.gemms)
-        data, const, rest_b = 1.0, 4 * rows / sum(quant.values()), compute
+        data, const, rest_b = 1.0, BYTES_PER_ELEMENT[DType.fp32] * rows / sum(quant.values()), compute
     else:
         data, const = BYTES_PER_ELEMENT[DType(base)], 0.0
         rest_b = data
@@ -423,7 +457,10 @@ def lora_layer_terms(terms: list, spec: TransformerSpec, moe: bool, lora: LoraSe
 
     names = _kind_targets(spec, moe, lora)
     tg = {n.rsplit(".", 1)[-1] for n in names}
-    has = lambda *ms: any(m in tg for m in ms)
+
+    def has(*ms: str) -> bool:
+        return any(m in tg for m in ms)
+
     experts = {n.rsplit(".", 1)[-1] for n in names if n.startswith("ffn.experts.")}
     shared = {n.rsplit(".", 1)[-1] for n in names if n.startswith("ffn.shared.")}
     dense = {n.rsplit(".", 1)[-1] for n in names if n.startswith("ffn.") and n.count(".") == 1}
@@ -455,7 +492,7 @@ def lora_layer_terms(terms: list, spec: TransformerSpec, moe: bool, lora: LoraSe
     assert plan_kind is not None
     for gm in plan_kind.gemms:
         if gm.name in names:
-            block = "attention" if gm.name.startswith("attention.") else "mlp"
+            block: act.Block = "attention" if gm.name.startswith("attention.") else "mlp"
             width = f"r·{gm.active}" if gm.active > 1 else "r"
             out.append(act.ActTerm(block=block, name=f"LoRA A·x ({gm.name})",
                                    stores="the adapter's r-wide A·x, input of its B (B's weight gradient)",
@@ -610,12 +647,13 @@ class FinetuneFlopsResult(Result):
 
 
 
-def finetune_flops(spec: TransformerSpec, *, tokens: float | None = None, batch: int | None = None,
+def finetune_flops(spec: TransformerSpec | LinearSpec | str, *, tokens: float | None = None, batch: int | None = None,
                    seq: int | None = None, causal: bool = True, recompute: Recompute = "none", finetune: str = "lora",
                    lora_rank: int | None = None, lora_targets: str | list[str] | None = None,
                    lora_embeddings: bool = False) -> FinetuneFlopsResult:
-    """Training FLOPs of a LoRA / QLoRA fine-tune (``finetune="full"``: training_flops' FlopCount): the frozen base's forward, its activation gradients (no weight
-    gradients), the adapters' forward and backward; beside full fine-tuning of the same tokens and 4N + 6N_a."""
+    """Training FLOPs of a LoRA / QLoRA fine-tune (``finetune="full"``: training_flops' FlopCount): the frozen
+    base's forward, its activation gradients (no weight gradients), the adapters' forward and backward; beside full
+    fine-tuning of the same tokens and 4N + 6N_a."""
     from napkin.accounting.flops import ATTENTION_CORE, SRC_BWD, SRC_FULL, SRC_SELECTIVE, training_flops
     from napkin.accounting.params import count_params
     from napkin.specs.resolve import as_model
@@ -674,8 +712,8 @@ def finetune_flops(spec: TransformerSpec, *, tokens: float | None = None, batch:
                     "FLOP", "sum")
     per_bwd = d.add("backward per token", "frozen dX + attention + adapters", f"{g(w_dx)} + {g(core_bwd)} + {g(a_bwd)}",
                     w_dx + core_bwd + a_bwd, "FLOP", "sum")
-    fwd = d.add("forward", "D · forward per token", f"{g(D)} × {g(per_fwd)}", D * per_fwd, "FLOP", "definition")
-    bwd = d.add("backward", "D · backward per token", f"{g(D)} × {g(per_bwd)}", D * per_bwd, "FLOP", "definition")
+    fwd = d.add("forward", "D · forward per token", f"{g(D)} × {g(per_fwd)}", D * per_fwd, "FLOP", DEFINITION)
+    bwd = d.add("backward", "D · backward per token", f"{g(D)} × {g(per_bwd)}", D * per_bwd, "FLOP", DEFINITION)
     rec = base.recompute_flops
     if recompute == "full":
         rec = d.add("recompute (full)", "frozen layers' forward + adapters' forward (not the head)",
@@ -686,15 +724,15 @@ def finetune_flops(spec: TransformerSpec, *, tokens: float | None = None, batch:
                     base.recompute_flops, "FLOP", SRC_SELECTIVE)
     model = d.add("model FLOPs", "forward + backward", f"{g(fwd)} + {g(bwd)}", fwd + bwd, "FLOP", HU_FLOPS)
     hw = d.add("hardware FLOPs", "model FLOPs + recompute", f"{g(model)} + {g(rec)}", model + rec, "FLOP",
-               "definition")
-    full = d.add("full fine-tuning model FLOPs (same tokens)", "3 × forward of the base", f"3 × {g(base.forward_flops)}",
-                 base.model_flops, "FLOP", SRC_BWD)
+               DEFINITION)
+    full = d.add("full fine-tuning model FLOPs (same tokens)", "3 × forward of the base",
+                 f"3 × {g(base.forward_flops)}", base.model_flops, "FLOP", SRC_BWD)
     ratio = d.add("LoRA / full fine-tuning", "model FLOPs / full", f"{g(model)} / {g(full)}", model / full, "ratio",
-                  "definition")
+                  DEFINITION)
     n_act = a_fwd / 2
     four = d.add("napkin: (4N + 6·N_adapter)·D", "(4 · N_active + 6 · N_adapter,active) · D",
                  f"(4 × {g(pc.active_params)} + 6 × {g(n_act)}) × {g(D)}", (4 * pc.active_params + 6 * n_act) * D,
-                 "FLOP", f"{HU_FLOPS}; Kaplan et al. 2020 (6ND = 2N forward + 4N backward)")
+                 "FLOP", f"{HU_FLOPS}; {KAPLAN}")
     notes = list(base.notes)
     notes.insert(0, "Frozen weights: forward 2N, backward only the activation gradients 2N (no weight gradients), "
                  "so ≈ 4N per token + 6 per adapter parameter, against 6N for full fine-tuning.")

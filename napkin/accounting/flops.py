@@ -9,17 +9,19 @@ against O(h²) for the matmuls).
 
 from __future__ import annotations
 
+import math
 from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from napkin.accounting.compute import six_nd
 from napkin.accounting.layers import SRC_MAMBA2, attention_head_dims, attention_linears, layer_plan, ssm_linears
 from napkin.accounting.params import count_params
 from napkin.errors import InputError
-from napkin.results import KAPLAN, LECTURE, Derivation, Result, g, minus
+from napkin.results import DEFINITION, KAPLAN, LECTURE, PALM, Derivation, Result, g, minus
 from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.specs.resolve import as_model
-from napkin.validation import Inputs, Recompute
+from napkin.validation import MAX_EXACT_INT, Inputs, Recompute
 
 RECOMPUTE_CHOICES = ("none", "selective", "full")
 
@@ -28,13 +30,15 @@ SRC_ATTN = "Korthikanti et al. 2022, App. A: QKᵀ 2·b·s²·h and attention ov
 SRC_CAUSAL = "causal mask: token i attends to i+1 positions, mean (s+1)/2 (what FlashAttention-style kernels skip)"
 SRC_WINDOW = ("Beltagy et al. 2020 (Longformer) §3.1 / Mistral 7B §2: a sliding-window layer attends to the last w "
               "positions, so its attention is O(s·w), not O(s²)")
+SRC_CHUNK = ("Meta 2025, Llama 4 (HF modeling_llama4, attention_chunk_size): a chunked layer's token attends only "
+             "to the earlier positions of its own chunk of w, so the mean context is ≤ (w + 1)/2")
 SRC_SCAN = ("Dao & Gu 2024 (Mamba-2) §6: the SSM's recurrent form per token and head: h ← A·h + B·xᵀ (N·P "
             "multiply-adds), y = C·h (N·P)")
 SRC_BWD = f"{KAPLAN}; backward = 2 × forward for matmuls (gradients w.r.t. inputs and weights)"
 SRC_SELECTIVE = "Korthikanti et al. 2022, §5: selective recomputation redoes QKᵀ, softmax and attention over V"
 SRC_FULL = ("Narayanan et al. 2021 (Megatron-LM), eq. 3: full recomputation adds one forward of every layer "
             "(not the LM head): 96·B·s·l·h²·(1 + s/6h + V/16lh)")
-SRC_PALM = "Chowdhery et al. 2022 (PaLM), App. B: 6N + 12·L·H·Q·T FLOPs per token (attention not halved)"
+SRC_PALM = f"{PALM}: 6N + 12·L·H·Q·T FLOPs per token (attention not halved)"
 SRC_LINEAR = f"{LECTURE}: deep linear network, forward 2·B·(D²·L + D·K), backward 2 × forward"
 
 ATTENTION_CORE = ("attention.scores", "attention.values")
@@ -109,7 +113,7 @@ _SYMBOLS = {  # formula symbols for each projection's (fan_in, fan_out), by comp
 def _terms(spec: TransformerSpec, context: float, window_context: float | None = None) -> list[Term]:
     """Forward FLOPs of one token per component when it attends over `context` positions (`window_context` in a
     sliding-window layer; None: the same as the others)."""
-    L, h, V = spec.layers, spec.d_model, spec.vocab
+    h, V = spec.d_model, spec.vocab
     plan = layer_plan(spec)
     F = plan.weight_flops_per_token()  # the values; the formulas below say them in symbols
     L_at = spec.attention_layers
@@ -165,7 +169,7 @@ def _terms(spec: TransformerSpec, context: float, window_context: float | None =
                           f"2·L_moe·top_k·{m_}·h·f_e", f"2 × {n_moe} × {e.top_k} × {m_} × {h} × {e.expert_ffn_dim}",
                           src))
         if e.shared_experts:
-            f_s = e.shared_ffn_dim or e.expert_ffn_dim
+            f_s = e.shared_width
             terms.append(Term("ffn.shared_experts", F["ffn.shared_experts"],
                               f"2·L_moe·n_shared·{m_}·h·f_s",
                               f"2 × {n_moe} × {e.shared_experts} × {m_} × {h} × {f_s}", src))
@@ -176,14 +180,23 @@ def _terms(spec: TransformerSpec, context: float, window_context: float | None =
     return terms
 
 
-def window_context(seq: float, window: int | None, causal: bool) -> float:
+def window_context(seq: float, window: int | None, causal: bool, chunked: bool = False) -> float:
     """Positions the average token attends to in a sliding-window layer of window w.
 
     causal: token i sees min(i + 1, w) positions; the mean over a sequence of s is (s + 1)/2 while s ≤ w, else
     (w(w + 1)/2 + (s − w)·w)/s. Not causal (one token decoding over a cache of s entries): min(s, w).
+    chunked (Llama 4's chunked attention, chunks of w): token i sees i mod w + 1 positions; over s = n·w + r the
+    mean is (n·w(w + 1)/2 + r(r + 1)/2)/s. Not causal: the token at position s sees (s − 1) mod w + 1.
     """
     if window is None:
         return mean_context(seq, causal)
+    if chunked:  # SRC_CHUNK: HF modeling_llama4's chunked mask, position i attends to i − (i mod w) .. i
+        if seq <= 0:
+            return 0.0
+        if not causal:
+            return float((math.ceil(seq) - 1) % window + 1)
+        n, r = divmod(seq, window)
+        return (n * window * (window + 1) / 2 + r * (r + 1) / 2) / seq
     if not causal:
         return float(min(seq, window))
     if seq <= window:
@@ -196,7 +209,8 @@ def mean_context(seq: float, causal: bool) -> float:
     return (seq + 1) / 2 if causal else float(seq)
 
 
-def forward_flops_per_token(spec: TransformerSpec, context: float, *, causal: bool = True) -> dict[str, float]:
+def forward_flops_per_token(spec: TransformerSpec | LinearSpec | str, context: float, *,
+                            causal: bool = True) -> dict[str, float]:
     """Forward FLOPs of one token per component, in a sequence of `context` positions. Sum for the total.
 
     causal=False: the token attends to all `context` positions: decoding with a KV cache of `context`
@@ -210,14 +224,34 @@ def forward_flops_per_token(spec: TransformerSpec, context: float, *, causal: bo
     if context < 0:
         raise InputError(f"context must be at least 0 positions, got {context}")
     return {t.name: t.flops for t in _terms(spec, mean_context(context, causal),
-                                             window_context(context, spec.sliding_window, causal))}
+                                             window_context(context, spec.sliding_window, causal,
+                                                            spec.chunked_attention))}
 
 
-def _check(tokens: float, seq: int, recompute: str) -> None:
-    if not tokens > 0 or tokens == float("inf"):
+# A bound that says why: the largest corpora are ~1e14 tokens; beyond 1e30 a product with a parameter count
+# (up to ~1e13) and the FLOPs per token leaves the float range and every figure would print as inf.
+MAX_TOKENS = 1e30
+
+
+def _check(tokens: float, seq: float, recompute: str) -> None:  # seq: any number a caller passed, checked whole
+    if isinstance(tokens, bool) or not isinstance(tokens, (int, float)):
+        raise TypeError(f"tokens must be a number, not {type(tokens).__name__}")
+    try:
+        value = float(tokens)
+    except OverflowError:  # an int beyond the float range (~1.8e308)
+        value = math.inf
+    if not tokens > 0 or math.isnan(value):
         raise InputError(f"tokens must be a positive number, got {tokens}")
-    if seq < 1:
-        raise InputError(f"seq must be a positive whole number of positions, got {seq}")
+    if value > MAX_TOKENS:
+        raise InputError(f"tokens must be at most {MAX_TOKENS:g} (the largest corpora are ~1e14 tokens; beyond it "
+                         f"the FLOP counts leave the float range), got {value:g}")
+    if isinstance(seq, bool) or not isinstance(seq, (int, float)):
+        raise TypeError(f"seq must be a whole number of positions, not {type(seq).__name__}")
+    if isinstance(seq, float) and not seq.is_integer():
+        raise InputError(f"seq must be a whole number of positions, got {seq}")
+    if seq < 1 or seq > MAX_EXACT_INT:
+        shown = seq if seq < 1 else f"a number above 2^53 = {MAX_EXACT_INT:,}"
+        raise InputError(f"seq must be a positive whole number of positions (at most 2^53), got {shown}")
     if recompute not in RECOMPUTE_CHOICES:
         raise InputError(f"recompute must be one of {', '.join(RECOMPUTE_CHOICES)}, got '{recompute}'")
 
@@ -246,12 +280,15 @@ def count_flops(spec: TransformerSpec | LinearSpec, tokens: float, seq: int = 1,
                   "Korthikanti et al. 2022, App. A")
         ctx_w = None
         if spec.sliding_window is not None and spec.sliding_layers and causal:
-            ctx_w = d.add("mean attended positions, sliding-window layers", "c_w = Σ min(i, w) / s",
-                          f"w = {spec.sliding_window}, s = {seq}", window_context(seq, spec.sliding_window, True),
-                          "positions", SRC_WINDOW)
+            chunked = spec.chunked_attention
+            ctx_w = d.add(f"mean attended positions, {'chunked' if chunked else 'sliding-window'} layers",
+                          "c_w = Σ (i mod w + 1) / s" if chunked else "c_w = Σ min(i, w) / s",
+                          f"w = {spec.sliding_window}, s = {seq}",
+                          window_context(seq, spec.sliding_window, True, chunked), "positions",
+                          SRC_CHUNK if chunked else SRC_WINDOW)
         terms = _terms(spec, ctx, ctx_w)
     D = tokens
-    per = "example" if isinstance(spec, LinearSpec) else "token"
+    per: Literal["token", "example"] = "example" if isinstance(spec, LinearSpec) else "token"
     comps: dict[str, ComponentFlops] = {}
     for t in terms:
         fwd = t.flops * D
@@ -263,7 +300,7 @@ def count_flops(spec: TransformerSpec | LinearSpec, tokens: float, seq: int = 1,
     per_tok = sum(t.flops for t in terms)
     d.add(f"forward per {per}", "Σ components", " + ".join(g(t.flops) for t in terms), per_tok, "FLOP", "sum")
     sym = "B" if per == "example" else "D"
-    fwd = d.add("forward", f"{sym} · forward per {per}", f"{g(D)} × {g(per_tok)}", D * per_tok, "FLOP", "definition")
+    fwd = d.add("forward", f"{sym} · forward per {per}", f"{g(D)} × {g(per_tok)}", D * per_tok, "FLOP", DEFINITION)
     bwd = d.add("backward", "2 · forward", f"2 × {g(fwd)}", 2 * fwd, "FLOP", SRC_BWD)
     rec = sum(c.recompute for c in comps.values())
     if recompute == "selective":
@@ -274,27 +311,26 @@ def count_flops(spec: TransformerSpec | LinearSpec, tokens: float, seq: int = 1,
               SRC_FULL)
     model = d.add("model FLOPs", "forward + backward = 3 · forward", f"{g(fwd)} + {g(bwd)}", fwd + bwd, "FLOP", SRC_BWD)
     hw = d.add("hardware FLOPs", "model FLOPs + recompute", f"{g(model)} + {g(rec)}", model + rec, "FLOP",
-               SRC_FULL if recompute != "none" else "definition (no recomputation)")
+               SRC_FULL if recompute != "none" else f"{DEFINITION} (no recomputation)")
     attn = sum(comps[n].model for n in ATTENTION_CORE if n in comps)
     if isinstance(spec, LinearSpec):
         share = 0.0
-        six = six_act = palm = d.add("6·B·params", "6 · params · B", f"6 × {g(pc.params)} × {g(D)}", 6 * pc.params * D,
-                                     "FLOP", SRC_LINEAR)
+        six = six_act = palm = d.add("6·B·params", "6 · params · B", f"6 × {g(pc.params)} × {g(D)}",
+                                     six_nd(pc.params, D), "FLOP", SRC_LINEAR)
     else:
         share = d.add("attention share", "(QKᵀ + attention over V) / model FLOPs", f"{g(attn)} / {g(model)}",
                       attn / model, "fraction", SRC_ATTN)
-        six = d.add("6ND", "6 · N · D", f"6 × {g(pc.params)} × {g(D)}", 6 * pc.params * D, "FLOP", KAPLAN)
+        six = d.add("6ND", "6 · N · D", f"6 × {g(pc.params)} × {g(D)}", six_nd(pc.params, D), "FLOP", KAPLAN)
         six_act = six
         if pc.active_params != pc.params:
             six_act = d.add("6·N_active·D", "6 · N_active · D", f"6 × {g(pc.active_params)} × {g(D)}",
-                            6 * pc.active_params * D,
-                            "FLOP", KAPLAN + "; active parameters for MoE")
+                            six_nd(pc.active_params, D), "FLOP", KAPLAN + "; active parameters for MoE")
         a, d_qk, d_v = attention_head_dims(spec)
         L = spec.attention_layers  # PaLM App. B: attention 12·L·H·Q·T per token (H·Q = a·d; d_qk + d_v = 2Q)
         palm = d.add("PaLM model FLOPs", "(6·N_active + 6·L·a·(d_qk + d_v)·s) · D  (= 12·L·H·Q·T)",
                      f"(6 × {g(pc.active_params)} + 6 × {L} × {a} × ({d_qk} + {d_v}) × {seq}) × {g(D)}",
                      (6 * pc.active_params + 6 * L * a * (d_qk + d_v) * seq) * D, "FLOP", SRC_PALM)
-    d.add("exact / 6ND", "model FLOPs / 6ND", f"{g(model)} / {g(six)}", model / six, "ratio", "definition")
+    d.add("exact / 6ND", "model FLOPs / 6ND", f"{g(model)} / {g(six)}", model / six, "ratio", DEFINITION)
     notes = []
     if isinstance(spec, TransformerSpec):
         if seq > spec.max_context:

@@ -1,6 +1,6 @@
 """Serving one model: memory (weights, KV cache, workspace), prefill and decode time, TTFT, tokens/s.
 
-Prefill processes the B·P prompt tokens at once and is compute-bound; each decode step processes
+Prefill processes the B·s_p prompt tokens at once and is compute-bound; each decode step processes
 one token per sequence and must read every weight once (shared by the batch) plus each sequence's
 KV cache, which makes it memory-bound until the batch is large (Pope et al. 2022 §2; CS336 lecture 3).
 Every phase is timed on the roofline: max(FLOPs / (peak · MFU), bytes / (bandwidth · MBU)), plus the
@@ -10,8 +10,9 @@ tensor-parallel all-reduces, and the bound that sets the time is named.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from napkin.accounting.collectives import ring_allreduce_factor
 from napkin.accounting.kv_cache import KVCacheResult, kv_cache
@@ -27,40 +28,81 @@ from napkin.accounting.roofline import (
 )
 from napkin.errors import InputError
 from napkin.results import DEFINITION, Derivation, Result, g, minus
-from napkin.specs.dtypes import DType, bytes_per_element, parse_dtype
+from napkin.specs.dtypes import BYTES_PER_ELEMENT, DType, bytes_per_element, parse_dtype
 from napkin.specs.hardware import HardwareSpec
-from napkin.specs.model import TransformerSpec
+from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.specs.resolve import as_hardware, as_model
-from napkin.validation import Fraction, Inputs, NonNegative, Positive, PositiveInt, validated
+from napkin.validation import Fraction, Inputs, NonNegative, Positive, PositiveInt, Setup, validated
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 SRC_DECODE = ("Pope et al. 2022, Efficiently Scaling Transformer Inference, §2: a forward pass reads every weight "
               "once (shared by its tokens) and each sequence's KV cache")
 SRC_MBU = "Databricks 2023, LLM Inference Performance Engineering: Best Practices (MBU = achieved / peak bandwidth)"
 SRC_TP = "Shoeybi et al. 2019, Megatron-LM §3, Fig. 3: 2 all-reduces per layer in the forward pass (attention, MLP)"
 SRC_RING = ("Patarasuk & Yuan 2009, Bandwidth Optimal All-reduce Algorithms; nccl-tests PERFORMANCE.md: a ring "
-            "all-reduce sends and receives 2(N-1)/N · S bytes per GPU")
+            "all-reduce sends and receives 2(n−1)/n · S bytes per GPU of n")
 SRC_FLOPS = "napkin.accounting.flops.forward_flops_per_token (Kaplan et al. 2020 §2.1; Korthikanti et al. 2022 App. A)"
 SRC_WS = ("napkin estimate: one layer's live activations per token in flight (residual h, block input h, FFN "
-          "inner m·f/TP) in the compute dtype, plus fp32 logits of each sequence's last position (V/TP)")
+          "inner 2f/TP, or 3f/TP gated) in the compute dtype, plus fp32 logits of each sequence's last position (V/TP)")
 
 WEIGHT_DTYPES = {DType.fp32, DType.bf16, DType.fp16, DType.fp8, DType.int8, DType.int4, DType.fp4}
 KV_DTYPES = {DType.fp32, DType.bf16, DType.fp16, DType.fp8, DType.int8}
-ACT_BYTES = 2  # activations and all-reduce payloads in bf16/fp16 (also with fp8 matmuls: outputs are bf16)
+# activations and all-reduce payloads are bf16/fp16 (with fp8 matmuls too: their outputs are bf16)
+ACT_BYTES = BYTES_PER_ELEMENT[DType.bf16]
+LOGIT_BYTES = BYTES_PER_ELEMENT[DType.fp32]  # the sampled position's logits, in fp32
+
+
+class ServingSetup(Setup):
+    """What is served, apart from the model and the GPUs: B sequences of s_p prompt + s_g generated tokens, the
+    dtypes of the weights, the KV cache and the matmuls, the prefill chunking, and the fractions of peak FLOP/s
+    (MFU) and bandwidth (MBU) reached. MFU = MBU = 1 is the ideal lower bound on every time."""
+
+    batch: PositiveInt = Field(description="B, sequences served together")
+    prompt: PositiveInt = Field(description="s_p, prompt tokens per sequence")
+    generate: PositiveInt = Field(description="s_g, generated tokens per sequence")
+    weights_dtype: DType | str = Field(default=DType.bf16, description="a name is read as a DType (parse_dtype)")
+    kv_dtype: DType | str = DType.bf16
+    compute_dtype: DType | str | None = Field(default=None, description="dtype of the matmuls (None: from the weights "
+                                        "and the GPU, see _resolve_compute)")
+    prefill_chunk: PositiveInt | None = Field(default=None, description="tokens per prefill pass (None: B·s_p at once)")
+    mfu: Fraction = Field(default=1.0, description="fraction of peak FLOP/s reached (1 = ideal lower bound)")
+    mbu: Fraction = Field(default=1.0, description="fraction of memory bandwidth reached (1 = ideal)")
+
+    @field_validator("weights_dtype", "kv_dtype", "compute_dtype", mode="before")
+    @classmethod
+    def _dtype(cls, v: object) -> object:
+        return v if v is None else parse_dtype(v)  # type: ignore[arg-type]  # an unknown name: UnknownNameError
+
+
+class ServingKeywords(TypedDict, total=False):
+    """Keyword convenience for inference(): ServingSetup's fields, turned into one there."""
+
+    batch: int
+    prompt: int
+    generate: int
+    weights_dtype: str | DType
+    kv_dtype: str | DType
+    compute_dtype: str | DType | None
+    prefill_chunk: int | None
+    mfu: float
+    mbu: float
 
 
 class InferenceInputs(Inputs):
     model: str = Field(description="model catalog name")
     gpu: str
     batch: PositiveInt
-    prompt: PositiveInt = Field(description="P, prompt tokens per sequence")
-    generate: PositiveInt = Field(description="G, generated tokens per sequence")
-    gpus: PositiveInt = Field(default=1, description="tensor-parallel degree N")
+    prompt: PositiveInt = Field(description="s_p, prompt tokens per sequence")
+    generate: PositiveInt = Field(description="s_g, generated tokens per sequence")
+    gpus: PositiveInt = Field(default=1, description="tensor-parallel degree TP")
     weights_dtype: DType = DType.bf16
     kv_dtype: DType = DType.bf16
     compute_dtype: DType = Field(description="dtype of the matmuls, whose dense peak is used")
     mfu: Fraction = Field(default=1.0, description="fraction of peak FLOP/s reached (1 = ideal lower bound)")
     mbu: Fraction = Field(default=1.0, description="fraction of memory bandwidth reached (1 = ideal)")
-    prefill_chunk: PositiveInt | None = Field(default=None, description="tokens per prefill pass (None: B·P at once)")
+    prefill_chunk: PositiveInt | None = Field(default=None, description="tokens per prefill pass (None: B·s_p at once)")
     memory_bytes: Positive
     reserve_bytes: NonNegative = 0.0
     link_bytes_per_s: Positive | None = Field(default=None, description="scale-up link bandwidth per GPU, "
@@ -75,14 +117,14 @@ class InferenceResult(Result):
     active_params: int
     kv: KVCacheResult
     weights_bytes: float = Field(description="per GPU")
-    kv_cache_bytes: float = Field(description="per GPU, at the full context P + G")
+    kv_cache_bytes: float = Field(description="per GPU, at the full context s_p + s_g")
     workspace_bytes: float = Field(description="per GPU, transient activations and logits")
     total_bytes: float
     usable_bytes: float
     fits: bool
     headroom_bytes: float = Field(description="usable - total (negative: the shortfall)")
-    max_batch: int = Field(description="largest batch that fits at this P + G (0: the weights alone do not fit)")
-    max_context: int = Field(description="largest P + G that fits at this batch, capped by the model unless "
+    max_batch: int = Field(description="largest batch that fits at this s_p + s_g (0: the weights alone do not fit)")
+    max_context: int = Field(description="largest s_p + s_g that fits at this batch, capped by the model unless "
                              "allow_longer")
     max_context_limit: str = Field(description="what sets max_context: memory or the model's max_context")
     peak_flops_per_s: float
@@ -134,15 +176,15 @@ def decode_flops(spec: TransformerSpec, d: Derivation) -> DecodeFlops:
     return DecodeFlops(f0=f0, f1=f1)
 
 
-def prefill_flops_per_sequence(spec: TransformerSpec, P: int, d: Derivation) -> float:
-    """P tokens under the causal mask (mean (P + 1)/2 positions); the LM head on the last position only."""
+def prefill_flops_per_sequence(spec: TransformerSpec, s_p: int, d: Derivation) -> float:
+    """s_p tokens under the causal mask (mean (s_p + 1)/2 positions); the LM head on the last position only."""
     from napkin.accounting.flops import forward_flops_per_token
 
-    comps = forward_flops_per_token(spec, P, causal=True)  # the mean token of a causal sequence of P
+    comps = forward_flops_per_token(spec, s_p, causal=True)  # the mean token of a causal sequence of s_p
     per_tok, head = sum(comps.values()), comps["head"]
-    return d.add("prefill FLOPs per sequence", "P · F_causal(P) − (P − 1) · F_head",
-                 f"{P} × {g(per_tok)} − {P - 1} × {g(head)}", P * per_tok - (P - 1) * head, "FLOP",
-                 f"{SRC_FLOPS}; causal mean (P + 1)/2; logits of the last prompt position only (vLLM, TensorRT-LLM)")
+    return d.add("prefill FLOPs per sequence", "s_p · F_causal(s_p) − (s_p − 1) · F_head",
+                 f"{s_p} × {g(per_tok)} − {s_p - 1} × {g(head)}", s_p * per_tok - (s_p - 1) * head, "FLOP",
+                 f"{SRC_FLOPS}; causal mean (s_p + 1)/2; logits of the last prompt position only (vLLM, TensorRT-LLM)")
 
 
 def _resolve_compute(w: DType, hw: HardwareSpec, compute: str | DType | None) -> DType:
@@ -158,13 +200,15 @@ def _resolve_compute(w: DType, hw: HardwareSpec, compute: str | DType | None) ->
 
 
 def inference(
-    spec: TransformerSpec, hardware: HardwareSpec, batch: int, prompt: int, generate: int, *, gpus: int = 1,
-    weights_dtype: str | DType = DType.bf16, kv_dtype: str | DType = DType.bf16,
-    compute_dtype: str | DType | None = None, mfu: float = 1.0, mbu: float = 1.0, prefill_chunk: int | None = None,
-    memory_bytes: float | None = None, reserve_bytes: float = 0.0, link_bytes_per_s: float | None = None,
-    allreduce_latency_s: float = 0.0, allow_longer: bool = False,
+    spec: TransformerSpec | LinearSpec | str, hardware: HardwareSpec, serving: ServingSetup | None = None, *,
+    gpus: int = 1, memory_bytes: float | None = None, reserve_bytes: float = 0.0,
+    link_bytes_per_s: float | None = None, allreduce_latency_s: float = 0.0, allow_longer: bool = False,
+    **keywords: Unpack[ServingKeywords],
 ) -> InferenceResult:
-    """Serving napkin for B sequences of P prompt + G generated tokens on N tensor-parallel GPUs.
+    """Serving napkin for ``serving`` (ServingSetup: B sequences of s_p prompt + s_g generated tokens, dtypes,
+    prefill chunk, MFU/MBU) on TP = ``gpus`` tensor-parallel GPUs: ``inference("llama3-8b", "h100",
+    ServingSetup(batch=8, prompt=1024, generate=256))``. For short, ServingSetup's fields may be keywords instead
+    (``batch=8, prompt=1024, generate=256``), turned into the object here and nowhere else.
 
     The defaults (MFU = MBU = 1, no all-reduce latency) give the ideal lower bound on every time.
     """
@@ -172,38 +216,49 @@ def inference(
     hardware = as_hardware(hardware, "hardware")
     if not isinstance(spec, TransformerSpec):
         raise InputError(f"{getattr(spec, 'name', spec)} is not a transformer; serving needs attention and a KV cache")
-    w_dt = parse_dtype(weights_dtype)
+    if serving is None:
+        unknown = sorted(set(keywords) - set(ServingSetup.model_fields))
+        if unknown:
+            raise TypeError(f"inference() got an unexpected keyword argument '{unknown[0]}'")
+        serving = validated(ServingSetup, **keywords)
+    elif keywords:
+        raise InputError(f"give the serving setup as serving=ServingSetup(...) or as keywords ({', '.join(keywords)}), "
+                         "not both")
+    sv = serving
     i = validated(
-        InferenceInputs, model=spec.name, gpu=hardware.name, batch=batch, prompt=prompt, generate=generate,
-        gpus=gpus, weights_dtype=w_dt, kv_dtype=parse_dtype(kv_dtype),
-        compute_dtype=_resolve_compute(w_dt, hardware, compute_dtype), mfu=mfu, mbu=mbu,
-        prefill_chunk=prefill_chunk, memory_bytes=memory_bytes if memory_bytes is not None else hardware.memory_bytes,
-        reserve_bytes=reserve_bytes,
+        InferenceInputs, model=spec.name, gpu=hardware.name, batch=sv.batch, prompt=sv.prompt, generate=sv.generate,
+        gpus=gpus, weights_dtype=parse_dtype(sv.weights_dtype), kv_dtype=parse_dtype(sv.kv_dtype),
+        compute_dtype=_resolve_compute(parse_dtype(sv.weights_dtype), hardware, sv.compute_dtype), mfu=sv.mfu,
+        mbu=sv.mbu,
+        prefill_chunk=sv.prefill_chunk,
+        memory_bytes=memory_bytes if memory_bytes is not None else hardware.memory_bytes, reserve_bytes=reserve_bytes,
         link_bytes_per_s=hardware.interconnect_bandwidth_bytes_per_s if link_bytes_per_s is None else link_bytes_per_s,
         allreduce_latency_s=allreduce_latency_s, allow_longer=allow_longer)
     _check(spec, hardware, i)
     d = Derivation()
-    N, B, P, G = i.gpus, i.batch, i.prompt, i.generate
-    S = P + G
+    tp, B, s_p, s_g = i.gpus, i.batch, i.prompt, i.generate
+    S = s_p + s_g
     # --- memory ---------------------------------------------------------------------------------
     pc = count_params(spec)
     bw_ = bytes_per_element(i.weights_dtype)
-    W_all = d.add(f"weights ({i.weights_dtype.value})", "N_params · bytes", f"{g(pc.params)} × {g(bw_)}",
+    W_all = d.add(f"weights ({i.weights_dtype.value})", "N · bytes", f"{g(pc.params)} × {g(bw_)}",
                   pc.params * bw_, "B", "count_params (napkin.accounting.params); dtype sizes (napkin.specs.dtypes)")
-    W = W_all if N == 1 else d.add(f"weights per GPU (TP {N})", "weights / N", f"{g(W_all)} / {N}", W_all / N, "B",
-                                   SRC_TP)
-    kv = kv_cache(spec, S, B, kv_dtype=i.kv_dtype, tp=N, d=d)
+    W = W_all if tp == 1 else d.add(f"weights per GPU (TP {tp})", "weights / TP", f"{g(W_all)} / {tp}", W_all / tp,
+                                    "B", SRC_TP)
+    kv = kv_cache(spec, S, B, kv_dtype=i.kv_dtype, tp=tp, d=d)
     kv_tok = kv.bytes_per_token * kv.shard.fraction_per_gpu  # per sequence, per GPU
-    ws_tok = _workspace_per_token(spec, N)
-    logits_seq = spec.vocab / N * 4  # fp32 logits of the last position, vocab-parallel head
-    in_flight = B * P if i.prefill_chunk is None else min(B * P, i.prefill_chunk)
-    ws = d.add("workspace per GPU (prefill, flash attention)", "tokens in flight · (2h + m·f/N) · 2 B + B · V/N · 4 B",
+    ws_tok = _workspace_per_token(spec, tp)
+    logits_seq = spec.vocab / tp * LOGIT_BYTES  # fp32 logits of the last position, vocab-parallel head
+    in_flight = B * s_p if i.prefill_chunk is None else min(B * s_p, i.prefill_chunk)
+    ws = d.add("workspace per GPU (prefill, flash attention)",
+               f"tokens in flight · (2h + {spec.ffn_matrices}·f/TP) · {g(ACT_BYTES)} bytes + B · V/TP · "
+               f"{g(LOGIT_BYTES)} bytes",
                f"{in_flight} × {g(ws_tok)} + {B} × {g(logits_seq)}", in_flight * ws_tok + B * logits_seq, "B", SRC_WS)
     total = d.add("memory per GPU", "weights + KV cache + workspace", f"{g(W)} + {g(kv.bytes_per_gpu)} + {g(ws)}",
                   W + kv.bytes_per_gpu + ws, "B", DEFINITION)
     usable = i.memory_bytes - i.reserve_bytes
     # Largest batch: memory is affine in B (KV, prompt workspace and logits per sequence).
-    per_seq = kv_tok * S + logits_seq + (P * ws_tok if i.prefill_chunk is None else 0)
+    per_seq = kv_tok * S + logits_seq + (s_p * ws_tok if i.prefill_chunk is None else 0)
     fixed = W + (0 if i.prefill_chunk is None else i.prefill_chunk * ws_tok)
     max_b = max(0, math.floor((usable - fixed) / per_seq))
     d.add("largest batch that fits", "⌊(M − weights − fixed workspace) / bytes per sequence⌋",
@@ -216,68 +271,68 @@ def inference(
           "⌊(M − weights − workspace) / (B · KV bytes per token per GPU)⌋",
           f"⌊({g(usable)} − {g(W)} − {g(ws)}) / ({B} × {g(kv_tok)})⌋", ctx_mem, "tokens", DEFINITION)
     # --- the roofline ---------------------------------------------------------------------------
-    peak = d.given(f"{hardware.display_name} dense {i.compute_dtype.value} peak", "P_peak",
+    peak = d.given(f"{hardware.display_name} dense {i.compute_dtype.value} peak", "P",
                    hardware.peak(i.compute_dtype), "FLOP/s", f"{hardware.name}: {hardware.sources[0]}")
     BW = d.given("memory bandwidth", "BW", hardware.memory_bandwidth_bytes_per_s, "B/s",
                  f"{hardware.name}: {hardware.sources[0]}")
-    ridge = d.add("ridge point", "I* = P_peak / BW", f"{g(peak)} / {g(BW)}", ridge_point(peak, BW), "FLOP/B",
+    ridge = d.add("ridge point", "I* = P / BW", f"{g(peak)} / {g(BW)}", ridge_point(peak, BW), "FLOP/B",
                   SRC_ROOFLINE)
     eff_peak, eff_bw = peak * i.mfu, BW * i.mbu
     eff_ridge = ridge * i.mfu / i.mbu
     if i.mfu != 1 or i.mbu != 1:
         d.add("effective ridge point", "I* · MFU / MBU", f"{g(ridge)} × {g(i.mfu)} / {g(i.mbu)}", eff_ridge, "FLOP/B",
               SRC_MBU)
-    ar_prefill = _allreduce(d, spec, i, in_flight, "prefill") * math.ceil(B * P / in_flight)
+    ar_prefill = _allreduce(d, spec, i, in_flight, "prefill") * math.ceil(B * s_p / in_flight)
     ar_decode = _allreduce(d, spec, i, B, "decode step")
     # --- prefill ----------------------------------------------------------------------------------
-    f_seq = prefill_flops_per_sequence(spec, P, d)
-    f_pre = f_seq * B / N
-    passes = math.ceil(B * P / in_flight)
+    f_seq = prefill_flops_per_sequence(spec, s_p, d)
+    f_pre = f_seq * B / tp
+    passes = math.ceil(B * s_p / in_flight)
     w_pre = weights_read_params(spec, in_flight) * bw_
-    b_pre = passes * w_pre / N + B * P * kv_tok
-    prefill = phase_cost(d, "prefill", P, B * P, f_pre, b_pre, eff_peak, eff_bw, ar_prefill,
-                         flops_formula="B · prefill FLOPs per sequence / N", flops_numbers=f"{B} × {g(f_seq)} / {N}",
-                         flops_source=SRC_FLOPS, bytes_formula="passes · weights read / N + B · P · KV bytes/token",
-                         bytes_numbers=f"{passes} × {g(w_pre)} / {N} + {B} × {P} × {g(kv_tok)}",
+    b_pre = passes * w_pre / tp + B * s_p * kv_tok
+    prefill = phase_cost(d, "prefill", s_p, B * s_p, f_pre, b_pre, eff_peak, eff_bw, ar_prefill,
+                         flops_formula="B · prefill FLOPs per sequence / TP", flops_numbers=f"{B} × {g(f_seq)} / {tp}",
+                         flops_source=SRC_FLOPS, bytes_formula="passes · weights read / TP + B · s_p · KV bytes/token",
+                         bytes_numbers=f"{passes} × {g(w_pre)} / {tp} + {B} × {s_p} × {g(kv_tok)}",
                          bytes_source=SRC_DECODE)
     # --- decode -----------------------------------------------------------------------------------
     fl = decode_flops(spec, d)
     w_dec = d.add("weights read per decode step, per GPU", "(params − embedding table" + (" − idle experts"
-                  if spec.moe else "") + ") · bytes / N", f"{g(weights_read_params(spec, B))} × {g(bw_)} / {N}",
-                  weights_read_params(spec, B) * bw_ / N, "B",
+                  if spec.moe else "") + ") · bytes / TP", f"{g(weights_read_params(spec, B))} × {g(bw_)} / {tp}",
+                  weights_read_params(spec, B) * bw_ / tp, "B",
                   f"{SRC_DECODE}; the embedding lookup reads one row per token" + (f"; {SRC_MOE}" if spec.moe else ""))
 
     def step(c: float, label: str) -> PhaseCost:
-        return phase_cost(d, label, c, B, B * fl.at(c) / N, w_dec + B * c * kv_tok, eff_peak, eff_bw, ar_decode,
-                          flops_formula="B · (F0 + F1·c) / N", flops_numbers=f"{B} × ({g(fl.f0)} + {g(fl.f1)} × "
-                          f"{g(c)}) / {N}", flops_source=SRC_FLOPS,
+        return phase_cost(d, label, c, B, B * fl.at(c) / tp, w_dec + B * c * kv_tok, eff_peak, eff_bw, ar_decode,
+                          flops_formula="B · (F0 + F1·c) / TP", flops_numbers=f"{B} × ({g(fl.f0)} + {g(fl.f1)} × "
+                          f"{g(c)}) / {tp}", flops_source=SRC_FLOPS,
                           bytes_formula="weights read + B · c · KV bytes/token per GPU",
                           bytes_numbers=f"{g(w_dec)} + {B} × {g(c)} × {g(kv_tok)}", bytes_source=SRC_DECODE)
 
-    c_first, c_last = P + 1, P + max(G - 1, 1)
+    c_first, c_last = s_p + 1, s_p + max(s_g - 1, 1)
     first, last = step(c_first, "decode step (first)"), step(c_last, "decode step (last)")
-    mean = step(P + max(G, 2) / 2, "decode step (mean context)")
-    n_steps = G - 1  # the prefill emits token 1; G - 1 decode steps emit the rest
+    mean = step(s_p + max(s_g, 2) / 2, "decode step (mean context)")
+    n_steps = s_g - 1  # the prefill emits token 1; s_g - 1 decode steps emit the rest
     # Both compute and memory time are affine in the context c, so the sum over steps is exact in closed form.
-    a = (B * fl.f0 / N / eff_peak, B * fl.f1 / N / eff_peak)
+    a = (B * fl.f0 / tp / eff_peak, B * fl.f1 / tp / eff_peak)
     m = (w_dec / eff_bw, B * kv_tok / eff_bw)
-    t_dec = sum_max_affine(a, m, c_first, P + G - 1) + n_steps * ar_decode
-    d.add("decode time (all steps)", "Σ_{c=P+1}^{P+G−1} max(compute(c), memory(c)) + (G−1) · all-reduce",
-          f"{n_steps} steps, c = {c_first}..{P + G - 1}", t_dec, "s", SRC_DECODE)
+    t_dec = sum_max_affine(a, m, c_first, s_p + s_g - 1) + n_steps * ar_decode
+    d.add("decode time (all steps)", "Σ_{c=s_p+1}^{s_p+s_g−1} max(compute(c), memory(c)) + (s_g−1) · all-reduce",
+          f"{n_steps} steps, c = {c_first}..{s_p + s_g - 1}", t_dec, "s", SRC_DECODE)
     tpot = t_dec / n_steps if n_steps else first.time_s
-    d.add("time per output token", "decode time / (G − 1)", f"{g(t_dec)} / {n_steps}" if n_steps else
-          "one step at c = P + 1 (G = 1)", tpot, "s", DEFINITION)
+    d.add("time per output token", "decode time / (s_g − 1)", f"{g(t_dec)} / {n_steps}" if n_steps else
+          "one step at c = s_p + 1 (s_g = 1)", tpot, "s", DEFINITION)
     per_seq_rate = d.add("tokens/s per sequence", "1 / TPOT", f"1 / {g(tpot)}", 1 / tpot, "tokens/s", DEFINITION)
     total_rate = d.add("tokens/s, whole batch", "B / TPOT", f"{B} / {g(tpot)}", B / tpot, "tokens/s", DEFINITION)
     e2e = d.add("end-to-end latency", "TTFT + decode time", f"{g(prefill.time_s)} + {g(t_dec)}",
                 prefill.time_s + t_dec, "s", DEFINITION)
     # Batch where decode turns compute-bound: B·F/peak = (W + B·K)/BW → B* = (W/BW) / (F/peak − K/BW).
-    F_seq, K_seq = fl.at(mean.context) / N, mean.context * kv_tok
+    F_seq, K_seq = fl.at(mean.context) / tp, mean.context * kv_tok
     asym = d.add("decode intensity as B → ∞ (KV reads only)", "F per sequence / KV bytes per sequence",
                  f"{g(F_seq)} / {g(K_seq)}", F_seq / K_seq, "FLOP/B", SRC_DECODE)
     crit = None
     if asym > eff_ridge:
-        w_all = weights_read_params(spec, 1e9) * bw_ / N  # a large batch reads every weight (MoE: every expert)
+        w_all = weights_read_params(spec, 1e9) * bw_ / tp  # a large batch reads every weight (MoE: every expert)
         crit = d.add("critical batch (decode turns compute-bound)", "B* = (W/BW) / (F/peak − K/BW)",
                      f"({g(w_all)} / {g(eff_bw)}) / ({g(F_seq)} / {g(eff_peak)} − {g(K_seq)} / {g(eff_bw)})",
                      (w_all / eff_bw) / (F_seq / eff_peak - K_seq / eff_bw), "sequences",
@@ -295,20 +350,21 @@ def inference(
         critical_batch=crit, kv_asymptotic_intensity=asym, steps=d.steps, notes=notes)
 
 
-def _asymptotics(d: Derivation, spec: TransformerSpec, b: int, n: float) -> None:
+def _asymptotics(d: Derivation, spec: TransformerSpec, B: int, c: float) -> None:
     """CS336 lecture 3 (after Shazeer 2019): memory accesses per arithmetic operation of incremental attention.
 
-    Θ(n/d + 1/b) with a K and V per head: long contexts keep decoding memory-bound whatever the batch;
-    with k KV heads (MQA k = 1) the n-term shrinks by h/k. Inverse of these = arithmetic intensity (elements).
+    Θ(c/h + 1/B) with a K and V per head (Shazeer writes n/d + 1/b: n context, d model width, b batch): long
+    contexts keep decoding memory-bound whatever the batch; with k KV heads (MQA k = 1) the c-term shrinks by a/k.
+    Inverse of these = arithmetic intensity (elements).
     """
     if spec.mla is not None:
         return
-    dm, h, k = spec.d_model, spec.heads, spec.n_kv_heads
-    d.add("incremental MHA: memory / arithmetic", "n/d + 1/b", f"{g(n)}/{dm} + 1/{b}", n / dm + 1 / b, "ratio",
+    h, a, k = spec.d_model, spec.heads, spec.n_kv_heads
+    d.add("incremental MHA: memory / arithmetic", "c/h + 1/B", f"{g(c)}/{h} + 1/{B}", c / h + 1 / B, "ratio",
           "Shazeer 2019 §2.4.1 (Θ(n/d + 1/b)); CS336 lecture 3, KV caching")
-    if k != h:
-        d.add(f"incremental {'MQA' if k == 1 else 'GQA'}: memory / arithmetic", "1/d + n·k/(d·h) + 1/b",
-              f"1/{dm} + {g(n)}×{k}/({dm}×{h}) + 1/{b}", 1 / dm + n * k / (dm * h) + 1 / b, "ratio",
+    if k != a:
+        d.add(f"incremental {'MQA' if k == 1 else 'GQA'}: memory / arithmetic", "1/h + c·k/(h·a) + 1/B",
+              f"1/{h} + {g(c)}×{k}/({h}×{a}) + 1/{B}", 1 / h + c * k / (h * a) + 1 / B, "ratio",
               "Shazeer 2019 §3.1 (MQA: Θ(1/d + n/(dh) + 1/b)); k KV heads: Ainslie et al. 2023; CS336 lecture 3")
 
 
@@ -331,26 +387,26 @@ def _check(spec: TransformerSpec, hw: HardwareSpec, i: InferenceInputs) -> None:
     hw.peak(i.compute_dtype)  # refuses a dtype the datasheet has no peak for, with the ones it has
 
 
-def _workspace_per_token(spec: TransformerSpec, N: int) -> float:
+def _workspace_per_token(spec: TransformerSpec, tp: int) -> float:
     f = spec.ffn_dim
     if spec.moe is not None:
         e = spec.moe
-        routed = e.top_k * e.expert_ffn_dim + e.shared_experts * (e.shared_ffn_dim or e.expert_ffn_dim)
+        routed = e.ffn_width_per_token
         f = max(f if spec.moe_layers < spec.layers else 0, routed)
-    return (2 * spec.d_model + spec.ffn_matrices * f / N) * ACT_BYTES
+    return (2 * spec.d_model + spec.ffn_matrices * f / tp) * ACT_BYTES
 
 
 def _allreduce(d: Derivation, spec: TransformerSpec, i: InferenceInputs, tokens: int, what: str) -> float:
     """Time of the 2·L all-reduces of one forward pass over ``tokens`` tokens (0 on one GPU)."""
-    N = i.gpus
-    if N == 1:
+    tp = i.gpus
+    if tp == 1:
         return 0.0
     assert i.link_bytes_per_s is not None
-    size = d.add(f"all-reduce payload ({what})", "tokens · h · 2 B", f"{tokens} × {spec.d_model} × {ACT_BYTES}",
-                 tokens * spec.d_model * ACT_BYTES, "B", SRC_TP)
-    one = d.add(f"one ring all-reduce ({what})", "α + 2(N−1)/N · S / (link / 2)",
-                f"{g(i.allreduce_latency_s)} + 2 × {N - 1}/{N} × {g(size)} / ({g(i.link_bytes_per_s)} / 2)",
-                i.allreduce_latency_s + ring_allreduce_factor(N) * size / (i.link_bytes_per_s / 2), "s",
+    size = d.add(f"all-reduce payload ({what})", f"tokens · h · {g(ACT_BYTES)} bytes",
+                 f"{tokens} × {spec.d_model} × {g(ACT_BYTES)}", tokens * spec.d_model * ACT_BYTES, "B", SRC_TP)
+    one = d.add(f"one ring all-reduce ({what})", "α + 2(TP−1)/TP · S / (link / 2)",
+                f"{g(i.allreduce_latency_s)} + 2 × {tp - 1}/{tp} × {g(size)} / ({g(i.link_bytes_per_s)} / 2)",
+                i.allreduce_latency_s + ring_allreduce_factor(tp) * size / (i.link_bytes_per_s / 2), "s",
                 f"{SRC_RING}; link per direction = datasheet total / 2")
     return d.add(f"all-reduces per forward pass ({what})", "2 · L · one", f"2 × {spec.layers} × {g(one)}",
                  2 * spec.layers * one, "s", SRC_TP)

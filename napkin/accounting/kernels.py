@@ -17,14 +17,15 @@ from typing import NamedTuple
 from pydantic import BaseModel, ConfigDict, Field
 
 from napkin.accounting.layers import Gemm, LayerKind, LayerPlan, attention_head_dims
+from napkin.results import ROOFLINE
+from napkin.specs.dtypes import BYTES_PER_ELEMENT, DType
 from napkin.specs.model import TransformerSpec
 from napkin.validation import Fraction, NonNegative, PositiveInt
 
 SRC_WAVES = ("NVIDIA Matrix Multiplication Background User's Guide (tile and wave quantization); "
              "CS336 (2025) lecture 5 (FLOP/s against matrix size)")
 SRC_MAMF = "measured maximum achievable matmul FLOP/s (hardware spec's matmul_efficiency; stas00/ml-engineering)"
-SRC_FLASH2 = "Dao 2023, FlashAttention-2 §4 (forward 50–73% of A100 peak; backward 2.5× the forward's matmuls)"
-SRC_ROOFLINE = "Williams et al. 2009, Roofline: t = max(FLOPs / peak, bytes / bandwidth)"
+SRC_ROOFLINE = f"{ROOFLINE}: t = max(FLOPs / peak, bytes / bandwidth)"
 
 DEFAULT_MATMUL_EFFICIENCY = 0.80  # where a GPU has no published MAMF: about H100's measured 795/989.5
 
@@ -85,7 +86,7 @@ class Cost(NamedTuple):
     def time(self) -> float:
         return self.gemm + self.attention + self.memory_bound
 
-    def __add__(self, o: object) -> Cost:  # type: ignore[override]
+    def __add__(self, o: object) -> Cost:
         assert isinstance(o, Cost)
         return Cost(self.gemm + o.gemm, self.attention + o.attention, self.memory_bound + o.memory_bound,
                     self.kernels + o.kernels)
@@ -168,7 +169,7 @@ def layer_cost(plan: LayerPlan, kind: LayerKind, *, b: int, s: int, cp: int, tp:
     rep = tp if sp else 1  # norms and residuals: replicated over TP ranks unless sequence parallel
     if kind.moe and spec.moe is not None:
         e = spec.moe
-        f_tok = e.top_k * e.expert_ffn_dim + e.shared_experts * (e.shared_ffn_dim or e.expert_ffn_dim)
+        f_tok = e.ffn_width_per_token
     else:
         f_tok = spec.ffn_dim
     act = (3 if spec.ffn_matrices == 3 else 2) * f_tok / tp
@@ -187,6 +188,6 @@ def head_cost(plan: LayerPlan, *, b: int, s: int, cp: int, tp: int, p: float, de
     f, bw = _weight_gemms(plan.head, T, tp, 1, p, dev, c)
     V_l = -(-plan.spec.vocab // tp)
     # cross-entropy (Megatron's vocab-parallel): logits to fp32, max, exp-sum, loss; backward writes the grad
-    ce = T * V_l * (p + 3 * 4) / (dev.memory_bytes_per_s * c.memory_efficiency)
+    ce = T * V_l * (p + 3 * BYTES_PER_ELEMENT[DType.fp32]) / (dev.memory_bytes_per_s * c.memory_efficiency)
     return f + Cost(memory_bound=ce + 4 * c.kernel_s, kernels=4), bw + Cost(memory_bound=ce + 2 * c.kernel_s,
                                                                             kernels=2)

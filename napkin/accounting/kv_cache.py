@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from napkin.errors import InputError
 from napkin.results import Derivation, Result, g
 from napkin.specs.dtypes import DType, bytes_per_element, parse_dtype
-from napkin.specs.model import TransformerSpec
-from napkin.validation import Inputs, PositiveInt, validated
+from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.specs.resolve import as_model
+from napkin.validation import Inputs, PositiveInt, validated
 
 SRC_KV = ("Pope et al. 2022, Efficiently Scaling Transformer Inference, §2 (memory costs: the KV cache) and "
           "§3.3 (multiquery attention): 2·L·k·d elements per token")
@@ -28,6 +28,8 @@ SRC_MLA = ("DeepSeek-V2 §2.1.2-2.1.4 (MLA caches the compressed latent c_KV and
 SRC_TP_KV = ("Shoeybi et al. 2019, Megatron-LM §3 (attention heads split across TP ranks); vLLM / Megatron-LM "
              "replicate a KV head on tp/k ranks when tp > k (MQA: on every rank)")
 
+SRC_CHUNK = ("Meta 2025, Llama 4 (HF modeling_llama4, attention_chunk_size): a chunked layer attends only within its "
+             "chunk of w positions, so its cache needs at most w keys and values (HF keeps a w-token window for it)")
 SRC_WINDOW = ("Jiang et al. 2023 (Mistral 7B) §2, rolling buffer cache: a sliding-window layer keeps the last w "
               "keys and values")
 SRC_SSM_STATE = ("Dao & Gu 2024 (Mamba-2): a fixed-size recurrent state per layer (H·P·N) and the conv window "
@@ -53,8 +55,8 @@ def kv_elements_per_layer_token(spec: TransformerSpec) -> int:
 def kv_elements_per_token(spec: TransformerSpec) -> int:
     """Cached elements per token over all attention layers: 2·L·k·d (K and V), or (d_c + d_h^R)·L for MLA.
 
-    Hybrid stacks count their attention layers only. Sliding-window layers hold at most w tokens: use
-    kv_elements_per_sequence for a context longer than the window."""
+    Hybrid stacks count their attention layers only. Sliding-window layers hold at most w tokens: kv_cache counts
+    a sequence longer than the window."""
     return spec.attention_layers * kv_elements_per_layer_token(spec)
 
 
@@ -65,16 +67,6 @@ def ssm_state_elements(spec: TransformerSpec) -> int:
     if m is None or spec.block_pattern is None:
         return 0
     return spec.block_pattern.count("M") * (m.heads * m.head_dim * m.state_size + (m.conv_kernel - 1) * m.conv_dim)
-
-
-def kv_elements_per_sequence(spec: TransformerSpec, context: int) -> float:
-    """Cached elements of one sequence of `context` tokens: full layers hold every token, sliding-window layers
-    the last w (Mistral's rolling buffer, HF's sliding-window cache), Mamba-2 layers their fixed state."""
-    per = kv_elements_per_layer_token(spec)
-    L_sw = spec.sliding_layers
-    L_full = spec.attention_layers - L_sw
-    w = min(context, spec.sliding_window or context)
-    return per * (L_full * context + L_sw * w) + ssm_state_elements(spec)
 
 
 def kv_bytes_per_token(spec: TransformerSpec, kv_dtype: str | DType = DType.bf16) -> float:
@@ -158,14 +150,16 @@ class KVCacheResult(Result):
     bytes_per_gpu: float = Field(description="what one GPU stores under tensor parallelism")
 
 
-def kv_cache(spec: TransformerSpec, context: int, batch: int = 1, *, kv_dtype: str | DType = DType.bf16,
-             tp: int = 1, d: Derivation | None = None) -> KVCacheResult:
+def kv_cache(spec: TransformerSpec | LinearSpec | str, context: int, batch: int = 1, *,
+             kv_dtype: str | DType = DType.bf16, tp: int = 1, d: Derivation | None = None) -> KVCacheResult:
     """KV cache bytes for ``batch`` sequences of ``context`` tokens, with the derivation.
 
     Llama 2 7B, bf16: 2·32·32·128·2 = 524,288 B per token (0.5 MiB); Llama 3 70B (GQA 8): 327,680 B.
     Pass ``d`` to append the steps to a caller's derivation.
     """
     spec = as_model(spec, "spec")
+    if not isinstance(spec, TransformerSpec):
+        raise InputError(f"{spec.name} is not a transformer; a KV cache holds attention's keys and values")
     i = validated(KVCacheInputs, model=spec.name, batch=batch, context=context,
                   kv_dtype=parse_dtype(kv_dtype), tp=tp)
     d = d if d is not None else Derivation()
@@ -201,19 +195,22 @@ def kv_cache(spec: TransformerSpec, context: int, batch: int = 1, *, kv_dtype: s
     if L_sw and w is not None:
         per_layer = per_tok / L if L else 0.0
         kept = min(i.context, w)
-        per_seq = d.add("KV cache per sequence (sliding-window layers keep the last w tokens)",
+        what, src = (("chunked layers keep at most one chunk of w tokens", SRC_CHUNK) if spec.chunked_attention
+                     else ("sliding-window layers keep the last w tokens", SRC_WINDOW))
+        per_seq = d.add(f"KV cache per sequence ({what})",
                         "bytes/token/layer · (L_full · s + L_window · min(s, w))",
                         f"{g(per_layer)} × ({L - L_sw} × {i.context} + {L_sw} × {kept})",
-                        per_layer * ((L - L_sw) * i.context + L_sw * kept), "B", SRC_WINDOW)
+                        per_layer * ((L - L_sw) * i.context + L_sw * kept), "B", src)
     else:
         per_seq = d.add("KV cache per sequence", "bytes/token · s", f"{g(per_tok)} × {i.context}",
                         per_tok * i.context, "B", SRC_KV)
     if ssm_bytes:
-        m = spec.ssm
-        assert m is not None and spec.block_pattern is not None
+        ssm = spec.ssm
+        assert ssm is not None and spec.block_pattern is not None
         n_m = spec.block_pattern.count("M")
         d.add("Mamba-2 state per sequence (any length)", "L_ssm · (H·P·N + (K − 1)·conv_dim) · bytes",
-              f"{n_m} × ({m.heads} × {m.head_dim} × {m.state_size} + {m.conv_kernel - 1} × {m.conv_dim}) × {g(b)}",
+              f"{n_m} × ({ssm.heads} × {ssm.head_dim} × {ssm.state_size} + {ssm.conv_kernel - 1} × {ssm.conv_dim})"
+              f" × {g(b)}",
               ssm_bytes, "B", SRC_SSM_STATE)
         per_seq = d.add("cache per sequence (KV + SSM state)", "KV + state", f"{g(per_seq)} + {g(ssm_bytes)}",
                         per_seq + ssm_bytes, "B", SRC_SSM_STATE)

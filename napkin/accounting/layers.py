@@ -23,9 +23,6 @@ from napkin.specs.model import TransformerSpec
 
 Split = Literal["column", "row", "vocab", "none"]
 
-SRC_TP_SPLIT = ("Shoeybi et al. 2019, Megatron-LM §3: column-parallel Q/K/V and FFN up, row-parallel output and "
-                "FFN down; the LM head split over the vocabulary")
-
 
 class Linear(NamedTuple):
     """One weight matrix (fan_in × fan_out) and its optional bias: the shape both params and FLOPs use."""
@@ -85,7 +82,7 @@ class LayerKind(NamedTuple):
     """
 
     moe: bool
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count(), which no caller of a LayerKind uses
     gemms: tuple[Gemm, ...]
     norm_params: int  # the block's norms (2: pre-attention and pre-MLP; 4: Gemma's pre and post; 1: parallel/hybrid)
     attention_norm_params: int  # norms inside the attention block (q/k norms, MLA's latent norms, sinks)
@@ -239,7 +236,7 @@ def _moe_gemms(spec: TransformerSpec) -> list[Gemm]:
     ffn = [Gemm("ffn.router", "ffn.router", router_linear(spec))]
     ffn += _ffn_gemms(spec, "ffn.experts", "ffn.experts", e.expert_ffn_dim, e.experts, e.top_k, True)
     if e.shared_experts:
-        ffn += _ffn_gemms(spec, "ffn.shared", "ffn.shared_experts", e.shared_ffn_dim or e.expert_ffn_dim,
+        ffn += _ffn_gemms(spec, "ffn.shared", "ffn.shared_experts", e.shared_width,
                           e.shared_experts, e.shared_experts, False)
         if e.shared_expert_gate:  # modeling_qwen2_moe: shared_expert_gate = nn.Linear(h, 1, bias=False)
             ffn.append(Gemm("ffn.shared_expert_gate", "ffn.shared_expert_gate", Linear(spec.d_model, 1)))

@@ -20,15 +20,25 @@ from napkin.errors import InputError
 from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.validation import Inputs, PositiveInt
 
-MEGATRON = "Narayanan et al. 2021, Efficient Large-Scale LM Training on GPU Clusters (Megatron-LM), §2"
 ONE_F_ONE_B = ("Narayanan et al. 2021 §2.2.1 (1F1B schedule); Korthikanti et al. 2022 §4.2.3 "
                "(the first stage holds p micro-batches)")
 
 Stage = Literal["first", "last", "only"]
+ZeroStage = Literal[0, 1, 2, 3]  # ZeRO (Rajbhandari et al. 2020 §5): shard nothing / optimizer / + grads / + params
 
 
 INTERLEAVED = ("Narayanan et al. 2021 §2.2.2 (interleaved 1F1B); Korthikanti et al. 2022 §4.2.3: the first stage "
                "holds p·(1 + (p−1)/(p·v)) micro-batches of activations")
+
+
+def data_parallel(gpus: int, tp: int = 1, cp: int = 1, pp: int = 1) -> int:
+    """DP = G / (TP · CP · PP): the GPUs over the ranks that hold one replica (Narayanan et al. 2021 §2.3)."""
+    return gpus // (tp * cp * pp)
+
+
+def default_zero(par: Layout) -> int:
+    """The ZeRO stage when none is given: 3 over more than one data-parallel rank (FSDP), else 0 (nothing to shard)."""
+    return 3 if par.dp > 1 else 0
 
 
 class Layout(Inputs):
@@ -41,7 +51,7 @@ class Layout(Inputs):
     cp: PositiveInt = Field(default=1, description="context-parallel degree (the sequence split over ranks)")
     ep: PositiveInt = Field(default=1, description="expert-parallel degree (routed experts split inside DP)")
     sp: bool = Field(default=False, description="Megatron sequence parallelism (needs tp > 1 to matter)")
-    zero: Literal[0, 1, 2, 3] = Field(default=0, description="ZeRO stage over the data-parallel ranks")
+    zero: ZeroStage = Field(default=0, description="ZeRO stage over the data-parallel ranks")
     micro_batches: PositiveInt = Field(default=1, description="m: micro-batches per optimizer step (per pipeline)")
 
     @property
@@ -52,7 +62,7 @@ class Layout(Inputs):
     @property
     def dp(self) -> int:
         """Data-parallel degree: G / (TP · CP · PP)."""
-        return self.gpus // self.model_parallel
+        return data_parallel(self.gpus, self.tp, self.cp, self.pp)
 
     @property
     def expert_dp(self) -> int:
@@ -174,6 +184,7 @@ def stage_params(components: dict[str, int], layers: int, par: Layout, stage: St
                if not k.startswith(("embedding.", "head", "norms.final")) and k not in EXPERT_COMPONENTS)
     per = layers_per_stage(layers, par.pp) if layers else 0
     share = per / layers if layers else 1.0
+    n: float  # parameters on the GPU: a stage's share of the layers is fractional when PP does not divide L
     if stage == "only":
         n, what = emb + body + head, "all parameters"
         share = 1.0

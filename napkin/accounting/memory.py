@@ -7,28 +7,121 @@ tensor). This module adds them up for the GPU that holds the most, and compares 
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from napkin.accounting import activations as act
 from napkin.accounting import finetune as ft
+from napkin.accounting.layers import layer_plan
+from napkin.accounting.layout import (
+    INTERLEAVED,
+    ONE_F_ONE_B,
+    Layout,
+    Stage,
+    check_layout,
+    default_zero,
+    layers_per_stage,
+    stage_params,
+    stages,
+)
 from napkin.accounting.model_state import Precision, get_optimizer, get_precision, require_precision, state_parts
 from napkin.accounting.params import count_params
-from napkin.accounting.layers import layer_plan
-from napkin.accounting.layout import (INTERLEAVED, ONE_F_ONE_B, Layout, Stage, check_layout, layers_per_stage,
-                                      stage_params, stages)
 from napkin.errors import InputError
-from napkin.results import LECTURE, ZERO, Derivation, Result, g, minus
+from napkin.results import DEFINITION, LECTURE, ZERO, Derivation, Result, g, minus
 from napkin.specs.dtypes import BYTES_PER_ELEMENT
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.specs.resolve import as_hardware, as_optional_model
-from napkin.validation import Inputs, NonNegative, Positive, PositiveInt, validated
+from napkin.validation import Inputs, NonNegative, Positive, PositiveInt, Setup, validated
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 Part = Literal["params", "grads", "master", "optimizer", "activations", "embedding", "output", "recompute", "frozen",
                "quant", "dequant"]
 ModelArg = TransformerSpec | LinearSpec | None
+
+
+class TrainingSetup(Setup):
+    """What one training micro-batch is, apart from the layout and the fine-tuning: its size and sequence, the
+    optimizer and precision policy (model_state.py), and the choices that set its activations (activations.py)."""
+
+    batch: PositiveInt = Field(default=1, description="micro-batch size b (sequences per GPU per micro-batch)")
+    seq: PositiveInt | None = Field(default=None, description="sequence length s (None: the model's pre-training "
+                                    "length)")
+    optimizer: str = "adamw"
+    precision: str = "bf16-mixed"
+    recompute: str = Field(default="none", description="none, selective or full (checked with the ledger's inputs)")
+    flash: bool = Field(default=True, description="flash attention: no s² score matrix kept")
+    dropout: bool = Field(default=False, description="dropout masks kept (GPT-2/3 style training)")
+    fused_norm: bool = Field(default=True, description="RMSNorm as a fused kernel (keeps x only)")
+
+
+class LedgerKeywords(TypedDict, total=False):
+    """Keyword convenience for the ledger and its solvers: the fields of TrainingSetup, Layout (``zero`` None: the
+    default, see default_zero) and FinetuneSetup, turned into those objects by ``ledger_setup`` alone."""
+
+    batch: int
+    seq: int | None
+    optimizer: str
+    precision: str
+    recompute: str
+    flash: bool
+    dropout: bool
+    fused_norm: bool
+    gpus: int
+    tp: int
+    pp: int
+    vp: int
+    cp: int
+    ep: int
+    sp: bool
+    zero: int | None
+    micro_batches: int
+    lora_rank: int | None
+    lora_targets: str | list[str] | None
+    base_dtype: str | None
+    double_quant: bool | None
+    lora_embeddings: bool
+    paged_optimizer: bool
+    offload: str
+
+
+def ledger_setup(training: TrainingSetup | None, layout: Layout | None, finetune: ft.FinetuneSetup | str | None,
+                 keywords: Mapping[str, Any], *, zero: int | None = None
+                 ) -> tuple[TrainingSetup, Layout, ft.FinetuneSetup]:
+    """The three setup objects of a ledger question: those given, or built here (the one place) from keywords.
+
+    A group is given as its object or as its keywords, not both; ``finetune`` as a string is the mode keyword.
+    A layout from keywords without ``zero`` takes ``zero`` when given, else ZeRO-3 over more than one
+    data-parallel rank (default_zero).
+    """
+    kw: dict[str, Any] = dict(keywords)
+    if isinstance(finetune, str):
+        kw["finetune"] = finetune
+        finetune = None
+    groups: dict[str, dict[str, Any]] = {"training": {}, "layout": {}, "finetune": {}}
+    for name, value in kw.items():
+        group = ("training" if name in TrainingSetup.model_fields else "layout" if name in Layout.model_fields
+                 else "finetune" if name in ft.FinetuneSetup.model_fields else None)
+        if group is None:
+            raise TypeError(f"unexpected keyword argument '{name}'")
+        groups[group][name] = value
+    for group, given, cls, names in (("training", training, "TrainingSetup", "batch, seq, precision, ..."),
+                                     ("layout", layout, "Layout", "gpus, tp, pp, ..."),
+                                     ("finetune", finetune, "FinetuneSetup", "lora_rank, offload, ...")):
+        if given is not None and groups[group]:
+            raise InputError(f"give the {group} setup as {group}={cls}(...) or as keywords ({names}), not both")
+    if layout is None:
+        lay = groups["layout"]
+        if lay.get("zero") is None:
+            lay.pop("zero", None)
+            lay["zero"] = zero if zero is not None else default_zero(validated(Layout, **lay))
+        layout = validated(Layout, **lay)
+    return (training if training is not None else validated(TrainingSetup, **groups["training"]), layout,
+            finetune if finetune is not None else validated(ft.FinetuneSetup, **groups["finetune"]))
 
 
 class MemoryInputs(Inputs):
@@ -111,7 +204,6 @@ def _layers_of(spec: TransformerSpec, par: Layout, stage: Stage) -> tuple[int, i
 def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: int, p: float,
                       stage: Stage) -> ActivationLedger:
     par, b = i.parallel, i.batch
-    kw = dict(bytes_per_element=p, tp=par.tp, sp=par.sp)
     lo, hi = _layers_of(spec, par, stage)
     counts = {k.moe: n for k, n in layer_plan(spec).counts_in(lo, hi)}
     kinds = [(True, counts.get(True, 0)), (False, counts.get(False, 0))] if spec.moe is not None \
@@ -121,11 +213,11 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
     for moe, n in kinds:
         if n:
             full = act.layer_terms(spec, s, b, flash=i.flash, dropout=i.dropout, fused_norm=i.fused_norm,
-                                   moe_layer=moe, **kw)
+                                   moe_layer=moe, bytes_per_element=p, tp=par.tp, sp=par.sp)
             if i.lora is not None:  # frozen matmuls keep nothing; the adapters keep A·x
                 full = ft.lora_layer_terms(full, spec, moe, i.lora, s=s, b=b, bytes_per_element=p, flash=i.flash)
             per_layer_full[moe] = full
-            per_layer_kept[moe] = act.stored(full, i.recompute, spec, s, b, **kw)
+            per_layer_kept[moe] = act.stored(full, i.recompute, spec, s, b, bytes_per_element=p, tp=par.tp, sp=par.sp)
     shown = True if True in per_layer_kept else False
     terms = per_layer_kept[shown]
     for moe, n in kinds:
@@ -134,7 +226,7 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
         kept = per_layer_kept[moe]
         label = ("MoE " if moe else "dense " if spec.moe is not None else "") + "layer"
         d.add(f"activations per {label} (s={s}, b={b}, recompute {i.recompute}{', flash' if i.flash else ''})",
-              "Σ s·b·width·bytes / t", " + ".join(g(x.bytes) for x in kept), act.total(kept), "B",
+              "Σ s·b·width·bytes / TP", " + ".join(g(x.bytes) for x in kept), act.total(kept), "B",
               (act.KORTHIKANTI if i.recompute == "none" else act.KORT_TP + "; §5 (recompute)")
               + (f"; {ft.HU_ACT}" if i.lora is not None else ""))
     F = par.in_flight(stage)
@@ -143,7 +235,8 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
     d.add("activations of the layers on this GPU", "micro-batches in flight · Σ layers",
           f"{g(F)} × ({' + '.join(f'{n} × {g(act.total(per_layer_kept[m]))}' for m, n in kinds if n)})", layers_bytes,
           "B", (INTERLEAVED if par.vp > 1 else ONE_F_ONE_B) if par.pp > 1 else act.KORTHIKANTI)
-    parts = act.outside_terms(spec, s, b, dropout=i.dropout, fused_norm=i.fused_norm, **kw)
+    parts = act.outside_terms(spec, s, b, dropout=i.dropout, fused_norm=i.fused_norm, bytes_per_element=p, tp=par.tp,
+                              sp=par.sp)
     if i.lora is not None:
         parts = ft.lora_outside_terms(parts, spec, i.lora, s=s, b=b, bytes_per_element=p)
     outside: list[act.ActTerm] = []
@@ -233,7 +326,7 @@ def _offload(d: Derivation, rows: list[LedgerRow], i: MemoryInputs, spec: ModelA
                  " + ".join(g(r.bytes) for r in moved) or "0", sum(r.bytes for r in moved), "B", src)
     M = par.micro_batches
     grads = sum(r.bytes for r in moved if r.part == "grads")
-    to_host = d.add("GPU → host per step (gradients)", "M · gradients", f"{M} × {g(grads)}", M * grads, "B",
+    to_host = d.add("GPU → host per step (gradients)", "m · gradients", f"{M} × {g(grads)}", M * grads, "B",
                     ft.ZERO_OFFLOAD)
     params = [r for r in rows if r.part in ("params", "frozen", "quant") and "cached" not in r.label]
     if mode == "optimizer":
@@ -256,14 +349,14 @@ def _offload(d: Derivation, rows: list[LedgerRow], i: MemoryInputs, spec: ModelA
         kept.append(LedgerRow(part="params", label="parameters of one layer, copied in from the host", bytes=layer,
                               sharded_over_dp=False))
         shard = sum(r.bytes for r in params)
-        from_host = d.add("host → GPU per step (parameters, forward and backward)", "2 · M · parameters on this GPU",
+        from_host = d.add("host → GPU per step (parameters, forward and backward)", "2 · m · parameters on this GPU",
                           f"2 × {M} × {g(shard)}", 2 * M * shard, "B", ft.PARAM_OFFLOAD)
     t = None
     if host_link:
-        t = d.add("host link time per step", "max(to host, from host) / B_link (full duplex)",
+        t = d.add("host link time per step", "max(to host, from host) / BW_host (full duplex)",
                   f"{g(max(to_host, from_host))} / {g(host_link)}", max(to_host, from_host) / host_link, "s",
                   f"{i.gpu} profile: host_link_bandwidth_bytes_per_s, per direction")
-    return kept, ft.OffloadLedger(mode=mode, moved=[r.label for r in moved], host_bytes=host,  # type: ignore[arg-type]
+    return kept, ft.OffloadLedger(mode=mode, moved=[r.label for r in moved], host_bytes=host,
                                   to_host_bytes_per_step=to_host, from_host_bytes_per_step=from_host,
                                   host_link_bandwidth_bytes_per_s=host_link, transfer_time_s=t)
 
@@ -284,7 +377,7 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None,
         N_dense, N_exp, what = stage_params(pc.components, spec.layers, par, stage, tied)
     N_gpu = N_dense + N_exp
     if N_gpu != N:
-        d.add(f"parameters held by this GPU ({what})", "N_stage / t" + (" (experts / (t·e))" if N_exp else ""),
+        d.add(f"parameters held by this GPU ({what})", "N_stage / TP" + (" (experts / (TP·EP))" if N_exp else ""),
               f"{g(N_dense)} + {g(N_exp)}" if N_exp else f"{g(N_gpu * par.tp)} / {par.tp}", N_gpu, "params",
               "Shoeybi et al. 2019, Megatron-LM §3 (TP); Narayanan et al. 2021 §2.2 (PP stages)"
               + ("; Megatron-core MoE (EP splits the routed experts)" if N_exp and par.ep > 1 else ""))
@@ -322,7 +415,7 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None,
             assert s is not None
             s_local = -(-s // par.cp)
             if par.cp > 1:
-                d.add("tokens per sequence on this GPU (context parallel)", "⌈s / cp⌉", f"⌈{s} / {par.cp}⌉", s_local,
+                d.add("tokens per sequence on this GPU (context parallel)", "⌈s / CP⌉", f"⌈{s} / {par.cp}⌉", s_local,
                       "tokens", "Megatron-core context parallelism: each CP rank holds s/cp of every sequence")
             ledger = _transformer_acts(d, spec, i, s_local, p, stage)
         a = ledger
@@ -358,7 +451,7 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None,
     if i.reserve_bytes:
         usable = d.add("usable memory", "M − reserve", minus(M, i.reserve_bytes), usable, "B", "input")
     head = d.add("headroom (negative: shortfall)", "usable − total", minus(usable, total), usable - total,
-                 "B", "definition")
+                 "B", DEFINITION)
     ckpt = ft.checkpoint_size(d, N, prec, opt, lora, trainable)
     return MemoryResult(inputs=i, stage=stage, seq=s if isinstance(spec, TransformerSpec) else None, data_parallel=dp,
                         params=N, params_on_gpu=held, rows=rows,
@@ -394,59 +487,36 @@ def _finetune_notes(i: MemoryInputs, model: ModelArg, hardware: HardwareSpec) ->
     return out
 
 
-def default_zero(gpus: int, model_parallel: int) -> int:
-    """The ZeRO stage when none is given: 3 over more than one data-parallel rank (FSDP), else 0 (nothing to shard)."""
-    return 3 if model_parallel > 0 and gpus // model_parallel > 1 else 0
-
-
 def memory_ledger(
     model: ModelArg | str = None,
     hardware: HardwareSpec | str | None = None,
+    training: TrainingSetup | None = None,
+    layout: Layout | None = None,
+    finetune: ft.FinetuneSetup | str | None = None,
     *,
     params: float | None = None,
-    batch: int = 1,
-    seq: int | None = None,
-    gpus: int = 1,
-    optimizer: str = "adamw",
-    precision: str = "bf16-mixed",
-    recompute: str = "none",
-    flash: bool = True,
-    zero: int | None = None,
-    tp: int = 1,
-    pp: int = 1,
-    sp: bool = False,
-    micro_batches: int = 1,
-    vp: int = 1,
-    cp: int = 1,
-    ep: int = 1,
-    layout: Layout | None = None,
-    dropout: bool = False,
-    fused_norm: bool = True,
     memory_bytes: float | None = None,
     reserve_bytes: float = 0.0,
-    finetune: str = "full",
-    lora_rank: int | None = None,
-    lora_targets: str | list[str] | None = None,
-    base_dtype: str | None = None,
-    double_quant: bool | None = None,
-    lora_embeddings: bool = False,
-    paged_optimizer: bool = False,
-    offload: str = "none",
+    **keywords: Unpack[LedgerKeywords],
 ) -> MemoryResult:
     """Per-GPU memory of training ``model`` (or ``params`` parameters, model state only) on ``hardware``.
 
-    ``model`` and ``hardware`` take a spec or a name: ``memory_ledger("llama3-8b", "h100", seq=4096)``; with no
-    architecture, ``memory_ledger(hardware="h100", params=7e9)``.
+    ``model`` and ``hardware`` take a spec or a name: ``memory_ledger("llama3-8b", "h100", TrainingSetup(seq=4096))``;
+    with no architecture, ``memory_ledger(hardware="h100", params=7e9)``.
 
-    With pipeline parallelism the ledger is for the fuller of the first and last stages. The layout is
-    ``layout`` (a Layout, with its CP, EP and VP) or, for short, the gpus/tp/pp/sp/zero/micro_batches keywords.
-    ``zero`` defaults to 3 (all model state sharded over the data-parallel ranks, as FSDP and the lecture's
-    napkin do) when there is more than one data-parallel rank, else 0 — the same default as ``max_model``.
+    The question is three setup objects: ``training`` (TrainingSetup: micro-batch, sequence, optimizer, precision,
+    recompute, flash, dropout, fused norm), ``layout`` (Layout: gpus, TP, PP, VP, CP, EP, SP, ZeRO, micro-batches)
+    and ``finetune`` (FinetuneSetup: full, or LoRA / QLoRA adapters on a frozen base, offload); each left out is
+    its defaults. For short, their fields may be given as keywords instead (``seq=4096, gpus=8, tp=2``;
+    ``finetune="lora"``), which ``ledger_setup`` turns into the objects. A layout from keywords without ``zero``
+    takes ZeRO-3 (all model state sharded over the data-parallel ranks, as FSDP and the lecture's napkin do) when
+    there is more than one data-parallel rank, else 0 — the same default as ``max_model``.
 
-    Fine-tuning: ``finetune="lora"`` or ``"qlora"`` puts rank-``lora_rank`` adapters on ``lora_targets`` (attn, mlp,
-    all, or a list of q,k,v,o,router,gate,up,down) of a frozen base stored at ``base_dtype`` (qlora: nf4, with
-    ``double_quant``); ``lora_embeddings`` adds adapters on the embedding and an untied head. ``offload`` moves the
-    optimizer (ZeRO-Offload) or the optimizer and the parameters (FSDP CPU offload) to host memory.
+    With pipeline parallelism the ledger is for the fuller of the first and last stages. Fine-tuning puts
+    rank-``lora_rank`` adapters on ``lora_targets`` (attn, mlp, all, or a list of q,k,v,o,router,gate,up,down) of
+    a frozen base stored at ``base_dtype`` (qlora: nf4, with ``double_quant``); ``lora_embeddings`` adds adapters
+    on the embedding and an untied head. ``offload`` moves the optimizer (ZeRO-Offload) or the optimizer and the
+    parameters (FSDP CPU offload) to host memory.
     """
     if hardware is None:
         raise TypeError("memory_ledger() needs hardware: a GPU name (e.g. 'h100') or a HardwareSpec")
@@ -455,30 +525,20 @@ def memory_ledger(
     if (model is None) == (params is None):
         raise InputError("give either a model (`model`, for the full ledger) or a parameter count (`params`, "
                          "model state only)")
-    prec, opt = require_precision(hardware, precision), get_optimizer(optimizer)
-    lora = ft.resolve_lora(finetune, prec, lora_rank=lora_rank, lora_targets=lora_targets, base_dtype=base_dtype,
-                           double_quant=double_quant, lora_embeddings=lora_embeddings)
-    mode = ft.check_finetune(finetune)
+    t, par, tune = ledger_setup(training, layout, finetune, keywords)
+    prec, opt = require_precision(hardware, t.precision), get_optimizer(t.optimizer)
+    mode, lora, off = tune.resolve(prec)
     if lora is not None:
         ft.require_transformer(model, mode)
-    off = ft.check_offload(offload)
     if off == "optimizer+params" and not isinstance(model, TransformerSpec):
         raise InputError("`offload` optimizer+params copies the parameters in layer by layer: give a transformer "
                          "(`model`)")
-    if layout is not None:
-        if (gpus, tp, pp, sp, zero, micro_batches, vp, cp, ep) != (1, 1, 1, False, None, 1, 1, 1, 1):
-            raise InputError("give the layout as layout=Layout(...) or as keywords (gpus, tp, pp, ...), not both")
-        par = layout
-    else:
-        if zero is None:
-            zero = default_zero(gpus, tp * pp * cp)
-        par = validated(Layout, gpus=gpus, tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, sp=sp, zero=zero,
-                        micro_batches=micro_batches)
-    i = validated(MemoryInputs, model=None if model is None else model.name, params=params, batch=batch, seq=seq,
-                  gpu=hardware.name, optimizer=opt.name, precision=prec.name, recompute=recompute, flash=flash,
-                  dropout=dropout, fused_norm=fused_norm, parallel=par,
+    i = validated(MemoryInputs, model=None if model is None else model.name, params=params, batch=t.batch, seq=t.seq,
+                  gpu=hardware.name, optimizer=opt.name, precision=prec.name, recompute=t.recompute, flash=t.flash,
+                  dropout=t.dropout, fused_norm=t.fused_norm, parallel=par,
                   memory_bytes=memory_bytes if memory_bytes is not None else hardware.memory_bytes,
-                  reserve_bytes=reserve_bytes, finetune=mode, lora=lora, paged_optimizer=paged_optimizer, offload=off)
+                  reserve_bytes=reserve_bytes, finetune=mode, lora=lora, paged_optimizer=tune.paged_optimizer,
+                  offload=off)
     check_layout(par, model)
     if i.reserve_bytes >= i.memory_bytes:
         raise InputError(f"reserve ({g(i.reserve_bytes)} B) leaves no memory on a {g(i.memory_bytes)} B GPU")

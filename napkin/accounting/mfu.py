@@ -13,16 +13,17 @@ from typing import Literal
 
 from pydantic import Field
 
+from napkin.accounting.compute import six_nd
 from napkin.accounting.flops import count_flops
 from napkin.errors import InputError
-from napkin.results import DEFINITION, KAPLAN, Derivation, Result, g
+from napkin.results import DEFINITION, KAPLAN, PALM, Derivation, Result, g
 from napkin.specs.dtypes import DType, parse_dtype
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import LinearSpec, TransformerSpec
-from napkin.validation import Inputs, Positive, PositiveInt, Recompute, validated
 from napkin.specs.resolve import as_hardware, as_optional_model
+from napkin.validation import Inputs, Positive, PositiveInt, Recompute, validated
 
-SRC_MFU = ("Chowdhery et al. 2022 (PaLM), App. B: MFU = observed tokens/s × model FLOPs per token / "
+SRC_MFU = (f"{PALM}: MFU = observed tokens/s × model FLOPs per token / "
            "peak FLOP/s (dense peak; recomputation not counted)")
 SRC_HFU = ("Korthikanti et al. 2022 §6 / PaLM App. B: HFU counts the FLOPs the hardware did, recomputation "
            "included (Megatron-LM, OPT and BLOOM report this)")
@@ -143,13 +144,14 @@ def mfu(spec: TransformerSpec | LinearSpec | None, hardware: HardwareSpec, gpus:
                        "napkin flops (count_flops)")
         six_tok = d.add("6N per token", "6 · N_active", f"6 × {g(per.active_params)}", per.six_n_active_d, "FLOP",
                         KAPLAN)
-        palm_tok = d.add("6N + attention per token", "6·N_active + 12·L·H·Q·s", g(per.palm_flops), per.palm_flops,
-                         "FLOP", "Chowdhery et al. 2022 (PaLM), App. B")
+        palm_tok = d.add("6N + attention per token", "6·N_active + 6·L·a·(d_qk + d_v)·s", g(per.palm_flops),
+                         per.palm_flops, "FLOP", PALM)
     elif i.params is not None:
         basis = "6N"
         n = d.given("parameters N", "N", i.params, "params")
         # Kaplan et al. 2020 §2.1: C ≈ 6N per token (2N forward + 4N backward), no architecture needed.
-        six_tok = d.add("model FLOPs per token (6N, no architecture)", "6 · N", f"6 × {g(n)}", 6 * n, "FLOP", KAPLAN)
+        six_tok = d.add("model FLOPs per token (6N, no architecture)", "6 · N", f"6 × {g(n)}", six_nd(n, 1), "FLOP",
+                        KAPLAN)
         model_tok = hw_tok = six_tok
         if i.recompute == "full":  # one more forward of every layer: 2N more hardware FLOPs per token
             hw_tok = d.add("hardware FLOPs per token (full recomputation)", "8 · N", f"8 × {g(n)}", 8 * n, "FLOP",
@@ -197,7 +199,7 @@ def mfu(spec: TransformerSpec | LinearSpec | None, hardware: HardwareSpec, gpus:
             m6 = d.add("MFU with 6N", "tokens/s · 6N / (G · P)", f"{g(tps)} × {g(six_tok)} / {g(cluster)}",
                        tps * six_tok / cluster, "fraction", KAPLAN)
     if tps is not None and palm_tok is not None:
-        mp = d.add("MFU with 6N + attention", "tokens/s · (6N + 12·L·H·Q·s) / (G · P)",
+        mp = d.add("MFU with 6N + attention", "tokens/s · (6N + 6·L·a·(d_qk + d_v)·s) / (G · P)",
                    f"{g(tps)} × {g(palm_tok)} / {g(cluster)}", tps * palm_tok / cluster, "fraction", SRC_MFU)
     if h > 1:
         check = "--tokens-per-s, --gpus" if i.tflops_per_gpu is None else "--tflops-per-gpu"

@@ -11,11 +11,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from napkin.errors import UnknownNameError
-from napkin.results import LECTURE, ZERO, Derivation, Result, g
+from napkin.results import DEFINITION, LECTURE, ZERO, Derivation, Result, g
 from napkin.specs.dtypes import BYTES_PER_ELEMENT, DType
 from napkin.specs.hardware import HardwareSpec
-from napkin.validation import Inputs, NonNegative, Positive, PositiveInt, validated
 from napkin.specs.resolve import as_hardware
+from napkin.validation import Inputs, NonNegative, Positive, PositiveInt, validated
 
 Part = Literal["params", "grads", "master", "optimizer"]
 
@@ -54,7 +54,7 @@ PRECISIONS: dict[str, Precision] = {
                   description="Megatron-LM style: gradients accumulated in fp32 (18 B/param with Adam)",
                   source="Megatron-LM distributed optimizer docs (--accumulate-allreduce-grads-in-fp32): 18 B/param"),
         Precision(name="bf16", params=DType.bf16, grads=DType.bf16, master=None, states=DType.bf16, compute=DType.bf16,
-                  activations=DType.bf16, description="pure bf16: no master copy, states in bf16", source="definition"),
+                  activations=DType.bf16, description="pure bf16: no master copy, states in bf16", source=DEFINITION),
         Precision(name="fp8-mixed", params=DType.bf16, grads=DType.bf16, master=DType.fp32, states=DType.fp32,
                   # TE saves fp8 copies of GEMM inputs; napkin counts every saved activation in bf16 (upper bound)
                   compute=DType.fp8, weight_cache=DType.fp8, activations=DType.bf16,
@@ -78,7 +78,7 @@ class Optimizer(BaseModel):
 OPTIMIZERS: dict[str, Optimizer] = {
     o.name: o
     for o in [
-        Optimizer(name="sgd", states=0, description="plain SGD keeps no state", source="definition"),
+        Optimizer(name="sgd", states=0, description="plain SGD keeps no state", source=DEFINITION),
         Optimizer(name="sgd-momentum", states=1, description="momentum buffer",
                   source="Polyak 1964; torch.optim.SGD(momentum>0)"),
         Optimizer(name="adagrad", states=1, description="sum of squared gradients",
@@ -117,6 +117,8 @@ def require_precision(hardware: HardwareSpec, precision: Precision | str) -> Pre
     cores; bf16*: bf16), refused with the policies that work there."""
     from napkin.errors import InputError
 
+    if not isinstance(precision, (str, Precision)):
+        raise TypeError(f"precision must be a name such as 'bf16-mixed' or a Precision, not {type(precision).__name__}")
     prec = get_precision(precision) if isinstance(precision, str) else precision
     if prec.compute not in hardware.peak_flops_per_s:
         ok = ", ".join(runnable_precisions(hardware))
@@ -126,6 +128,9 @@ def require_precision(hardware: HardwareSpec, precision: Precision | str) -> Pre
 
 
 def get_optimizer(name: str) -> Optimizer:
+    if not isinstance(name, str):
+        raise TypeError(f"optimizer must be a name such as 'adamw' ({', '.join(OPTIMIZERS)}), "
+                        f"not {type(name).__name__}")
     key = name.strip().lower().replace("_", "-")
     if key not in OPTIMIZERS:
         raise UnknownNameError("optimizer", name, OPTIMIZERS)
@@ -195,6 +200,11 @@ class MaxModelResult(Result):
     max_params: float
     optimizer_states: int
 
+    @property
+    def fits(self) -> bool:
+        """The answer is 'it fits': some model does."""
+        return self.max_params > 0
+
 
 def max_model(
     hardware: HardwareSpec,
@@ -221,21 +231,21 @@ def max_model(
     parts = state_parts(prec, opt, i.zero)
     d = Derivation()
     for p in parts:
-        d.given(p.label, f"b_{p.part}", p.bytes_per_param, "B/param",
+        d.given(p.label, f"β_{p.part}", p.bytes_per_param, "B/param",
                 opt.source if p.part == "optimizer" else prec.source)
-    B = d.add("bytes per parameter", "B = Σ b", " + ".join(g(p.bytes_per_param) for p in parts),
-              sum(p.bytes_per_param for p in parts), "B/param", f"{LECTURE}; {ZERO}")
+    beta = d.add("bytes per parameter", "β = Σ β_part", " + ".join(g(p.bytes_per_param) for p in parts),
+                 sum(p.bytes_per_param for p in parts), "B/param", f"{LECTURE}; {ZERO}")
     G = i.gpus
     if i.zero == 0:
-        per_gpu = d.add("bytes per parameter on one GPU (ZeRO-0: every GPU holds everything)", "B_gpu = B", g(B), B,
-                        "B/param", ZERO)
+        per_gpu = d.add("bytes per parameter on one GPU (ZeRO-0: every GPU holds everything)", "β_gpu = β", g(beta),
+                        beta, "B/param", ZERO)
     else:
         rep = [p for p in parts if not p.sharded]
         shd = [p for p in parts if p.sharded]
         rep_s = " + ".join(g(p.bytes_per_param) for p in rep) or "0"
         shd_s = " + ".join(g(p.bytes_per_param) for p in shd)
         per_gpu = d.add(f"bytes per parameter on one GPU (ZeRO-{i.zero} shards {', '.join(p.part for p in shd)})",
-                        "B_gpu = Σ b_replicated + Σ b_sharded / G", f"{rep_s} + ({shd_s}) / {G}",
+                        "β_gpu = Σ β_replicated + Σ β_sharded / G", f"{rep_s} + ({shd_s}) / {G}",
                         sum(p.bytes_per_param for p in rep) + sum(p.bytes_per_param for p in shd) / G, "B/param", ZERO)
     M = d.given("memory per GPU", "M", i.memory_bytes, "B",
                 f"{hardware.name} nominal memory (datasheet)" if memory_bytes is None else "input")
@@ -246,13 +256,13 @@ def max_model(
         from napkin.errors import InputError
 
         raise InputError(f"reserve ({g(i.reserve_bytes)} B) leaves no memory on a {g(M)} B GPU")
-    N = d.add("largest model (model state only)", "N_max = M / B_gpu", f"{g(usable)} / {g(per_gpu)}", usable / per_gpu,
+    N = d.add("largest model (model state only)", "N_max = M / β_gpu", f"{g(usable)} / {g(per_gpu)}", usable / per_gpu,
               "params", LECTURE)
     notes = ["Activations, the KV cache, temporary buffers and the CUDA context are NOT counted here; "
              "`napkin memory` adds activations for a real architecture."]
     if i.zero == 3:
-        notes.append(f"ZeRO-3 / FSDP shards all model state, so this is the cluster's total memory / B = "
-                     f"{G} × {g(usable)} / {g(B)} (the lecture's napkin).")
-    return MaxModelResult(inputs=i, parts=parts, bytes_per_param=B, bytes_per_param_per_gpu=per_gpu,
+        notes.append(f"ZeRO-3 / FSDP shards all model state, so this is the cluster's total memory / β = "
+                     f"{G} × {g(usable)} / {g(beta)} (the lecture's napkin).")
+    return MaxModelResult(inputs=i, parts=parts, bytes_per_param=beta, bytes_per_param_per_gpu=per_gpu,
                           usable_bytes_per_gpu=usable, max_params=N, optimizer_states=opt.states,
                           steps=d.steps, notes=notes)

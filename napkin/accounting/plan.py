@@ -20,23 +20,23 @@ Megatron-LM flags ask (``--overlap-grad-reduce``); FSDP (ZeRO-3) overlaps by des
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from napkin.accounting.kernels import StepConstants
 from napkin.accounting.launch_flags import megatron_flags, torchtitan
-from napkin.accounting.layout import Layout
+from napkin.accounting.layout import Layout, ZeroStage, data_parallel
 from napkin.accounting.step_time import TERM_LABELS, StepTimeResult, step_time
 from napkin.errors import InputError
-from napkin.results import Derivation, Result, g
+from napkin.results import DEFINITION, Derivation, Result, g
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import LinearSpec, TransformerSpec
-from napkin.validation import Inputs, Positive, PositiveInt, validated
 from napkin.specs.resolve import as_hardware, as_model
+from napkin.validation import Inputs, Positive, PositiveInt, Recompute, validated
 
 Progress = Callable[[int, int], None]
-RECOMPUTES = ("none", "selective", "full")
+RECOMPUTES: tuple[Recompute, ...] = ("none", "selective", "full")
 MIN_CP_CHUNK = 1024  # tokens per CP rank below which ring attention's exchanges dominate (CP is for long contexts)
 MAX_VP = 8  # interleaving deeper than this is rare in practice (Megatron examples use 2–6) and only adds sends
 FIXABLE = ("tp", "pp", "vp", "cp", "ep", "micro_batch", "zero", "recompute")
@@ -112,7 +112,7 @@ def _shapes(spec: TransformerSpec, G: int, B: int, s: int, node: int, max_tp: in
             for p in _divisors(G // (t * c)):
                 if p > spec.layers:
                     continue
-                dp = G // (t * c * p)
+                dp = data_parallel(G, t, c, p)
                 if B % dp:
                     continue
                 vps = [1] + ([v for v in range(2, MAX_VP + 1) if spec.layers % (p * v) == 0] if p > 1 else [])
@@ -145,6 +145,8 @@ def plan(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, global_
     for k in fix:
         if k not in FIXABLE:
             raise InputError(f"--fix: unknown dimension '{k}'; fix any of {', '.join(FIXABLE)} (e.g. tp=8,pp=4)")
+    if "zero" in fix and fix["zero"] not in (0, 1, 2, 3):
+        raise InputError(f"--fix: zero must be a ZeRO stage 0, 1, 2 or 3, got {fix['zero']}")
     node = node_size or hardware.node_gpus or 8
     i = validated(PlanInputs, model=model.name, gpu=hardware.name, gpus=gpus, global_batch=global_batch, seq=seq,
                   tokens=tokens, days=days, precision=precision, top=top, max_tp=max_tp, fix=fix, node_size=node,
@@ -161,7 +163,7 @@ def plan(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, global_
 
 def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
             progress: Progress | None) -> PlanResult:
-    from napkin.accounting.memory import memory_ledger
+    from napkin.accounting.memory import TrainingSetup, memory_ledger
 
     c = StepConstants()
     common: dict[str, Any] = dict(seq=i.seq, global_batch=i.global_batch, precision=i.precision,
@@ -189,13 +191,14 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
         for n, (t, cp, p, v, e) in enumerate(shapes):
             if progress is not None:
                 progress(n, len(shapes))
-            dp = G // (t * cp * p)
+            dp = data_parallel(G, t, cp, p)
             # ZeRO-1 and -2 take the same time (2 only when 1 does not fit); ZeRO-3 trades gathers for an
             # overlapped gradient reduction, so it is weighed on its own
-            groups = [[0]] if dp == 1 else [[1, 2], [3]]
-            if want_z is not None:
-                groups = [[int(want_z)]] if dp > 1 or int(want_z) == 0 else []
-            recs = [str(want_r)] if want_r is not None else list(RECOMPUTES)
+            groups: list[list[ZeroStage]] = [[0]] if dp == 1 else [[1, 2], [3]]
+            if want_z is not None:  # one of 0-3: checked in plan()
+                groups = [[cast(ZeroStage, int(want_z))]] if dp > 1 or int(want_z) == 0 else []
+            # a fixed recompute other than these three: TrainingSetup refuses it in one line
+            recs = [cast(Recompute, str(want_r))] if want_r is not None else list(RECOMPUTES)
             local = i.global_batch // dp
             for b in _divisors(local):
                 if want_b is not None and b != int(want_b):
@@ -211,8 +214,8 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
                             if ri >= best_r:  # a lower ZeRO stage fitted with this recompute: same time
                                 pruned += 1
                                 continue
-                            mem = memory_ledger(spec, hw, layout=lay, batch=b, seq=i.seq, precision=i.precision,
-                                                recompute=r)
+                            mem = memory_ledger(spec, hw, TrainingSetup(batch=b, seq=i.seq, precision=i.precision,
+                                                                        recompute=r), lay)
                             if not mem.fits:
                                 pruned += 1
                                 if smallest is None or mem.total_bytes < smallest[0]:
@@ -220,7 +223,7 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
                                 continue
                             fitted_any = True
                             st = step_time(spec, hw, gpus=G, layout=lay.model_copy(update={"micro_batches": 1}),
-                                           micro_batch=b, recompute=r,  # type: ignore[arg-type]
+                                           micro_batch=b, recompute=r,
                                            constants=c, ledger=False, **common)
                             timed.append((st.step_time_s, st, mem.total_bytes))
                             best_r = ri
@@ -264,8 +267,8 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
         steps = i.tokens / (i.global_batch * i.seq)
         days_ = d.add("training days at the winner's step", "D / (B·s) · t_step / 86400",
                       f"{g(i.tokens)} / ({i.global_batch}·{i.seq}) × {g(win.step_time_s)} / 86400",
-                      steps * win.step_time_s / 86400, "days", "definition")
-        hours = d.add("GPU-hours", "days · 24 · G", f"{g(days_)} × 24 × {G}", days_ * 24 * G, "GPU·h", "definition")
+                      steps * win.step_time_s / 86400, "days", DEFINITION)
+        hours = d.add("GPU-hours", "days · 24 · G", f"{g(days_)} × 24 × {G}", days_ * 24 * G, "GPU·h", DEFINITION)
     if interrupted:
         notes.append("interrupted: the best layouts among those timed so far")
     return PlanResult(inputs=i, gpus=G, examined=examined, pruned=pruned, timed=len(timed), interrupted=interrupted,

@@ -13,14 +13,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from napkin.errors import InputError
-from napkin.results import Derivation, Result, g
+from napkin.results import ROOFLINE, Derivation, Result, g
 from napkin.specs.dtypes import DType, bytes_per_element, parse_dtype
 from napkin.specs.hardware import HardwareSpec
-from napkin.specs.model import TransformerSpec
+from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.specs.resolve import as_hardware, as_optional_model
 from napkin.validation import Inputs, PositiveInt, validated
 
-SRC_ROOFLINE = "Williams, Waterman & Patterson 2009, Roofline: An Insightful Visual Performance Model, §2"
+SRC_ROOFLINE = ROOFLINE
 SRC_MATMUL = ("FLOPs: napkin.accounting.flops.forward_flops_per_token; bytes: the layer's weights once plus "
               "each projection's input and output (Pope et al. 2022 §2)")
 SRC_ATTN = ("FLOPs: napkin.accounting.flops (QKᵀ and AV); bytes: Dao et al. 2022, FlashAttention §3 (Q, K, V "
@@ -53,8 +53,8 @@ class PhaseCost(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     phase: str
-    context: float = Field(description="positions attended (prefill: P; decode: this step's context)")
-    tokens: int = Field(description="tokens processed (prefill: B·P; decode step: B)")
+    context: float = Field(description="positions attended (prefill: s_p; decode: this step's context c)")
+    tokens: int = Field(description="tokens processed (prefill: B·s_p; decode step: B)")
     flops: float = Field(description="FLOPs per GPU")
     bytes: float = Field(description="bytes read/written per GPU (weights, KV cache)")
     intensity_flops_per_byte: float
@@ -104,11 +104,15 @@ def sum_max_affine(a: tuple[float, float], m: tuple[float, float], lo: int, hi: 
     return line_sum(first, lo, k) + line_sum(second, k + 1, hi)
 
 
+Phase = Literal["prefill", "decode", "any"]  # when an operation runs: a serving phase, or both
+Op = tuple[str, Phase, float, float, str, str, str]  # (name, phase, FLOPs, bytes, formula, substituted, source)
+
+
 class RooflineOp(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
-    phase: Literal["prefill", "decode", "any"]
+    phase: Phase
     flops: float = Field(description="FLOPs of the operation, one layer, whole batch")
     bytes: float = Field(description="bytes moved to/from memory, one layer, whole batch")
     intensity_flops_per_byte: float
@@ -136,7 +140,8 @@ class RooflineResult(Result):
     ops: list[RooflineOp]
 
 
-def roofline(hardware: HardwareSpec, dtype: str | DType = DType.bf16, spec: TransformerSpec | None = None, *,
+def roofline(hardware: HardwareSpec, dtype: str | DType = DType.bf16,
+             spec: TransformerSpec | LinearSpec | str | None = None, *,
              batch: int = 1, prompt: int = 1024, context: int = 1024, weights_dtype: str | DType = DType.bf16,
              kv_dtype: str | DType = DType.bf16) -> RooflineResult:
     """The GPU's roofline; with ``spec``, one layer's operations at prefill and at a decode step placed on it.
@@ -206,7 +211,7 @@ def weights_read_params(spec: TransformerSpec, tokens: float, *, blocks_only: bo
     return n
 
 
-def _ops(spec: TransformerSpec, i: RooflineInputs) -> list[tuple[str, str, float, float, str, str, str]]:
+def _ops(spec: TransformerSpec, i: RooflineInputs) -> list[Op]:
     """(name, phase, FLOPs, bytes, formula, substituted, source) for one (average) layer."""
     from napkin.accounting.flops import ATTENTION_CORE, forward_flops_per_token, mean_context
     from napkin.accounting.kv_cache import kv_elements_per_token
@@ -225,8 +230,9 @@ def _ops(spec: TransformerSpec, i: RooflineInputs) -> list[tuple[str, str, float
     kind = plan.kind(True) or plan.kinds[0]
     io = sum(gm.active * (gm.linear.fan_in + gm.linear.fan_out) for gm in kind.gemms)
     B, Pn, c = i.batch, i.prompt, i.context
-    out = []
-    for phase, n in (("prefill", B * Pn), ("decode", B)):
+    out: list[Op] = []
+    phases: tuple[tuple[Phase, int], ...] = (("prefill", B * Pn), ("decode", B))
+    for phase, n in phases:
         W = weights_read_params(spec, n, blocks_only=True) / L
         out.append((f"matmuls ({phase})", phase, n * f_lin, W * bw + n * io * ba,
                     "n·F_lin / (W·b_w + n·io·b_a)", f"{n} × {g(f_lin)} / ({g(W)} × {g(bw)} + {n} × {io} × {g(ba)})",

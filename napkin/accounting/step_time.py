@@ -26,25 +26,23 @@ from napkin.accounting.layout import stages as stages_of
 from napkin.accounting.model_state import get_optimizer, get_precision, require_precision, state_parts
 from napkin.accounting.params import count_params
 from napkin.errors import InputError
-from napkin.results import DEFINITION, Derivation, Result, g
+from napkin.results import DEFINITION, PALM, Derivation, Result, g
 from napkin.specs.dtypes import BYTES_PER_ELEMENT
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import LinearSpec, TransformerSpec
-from napkin.validation import Inputs, PositiveInt, Recompute, validated
 from napkin.specs.resolve import as_hardware, as_model
+from napkin.validation import Inputs, PositiveInt, Recompute, validated
 
 if TYPE_CHECKING:
     from napkin.accounting.training import TrainTimeResult
 
 SRC_BUBBLE = ("Narayanan et al. 2021 §2.2.1-2.2.2: 1F1B bubble (P−1)/m of the ideal time; interleaved "
               "(P−1)/(V·m), with V× the pipeline sends")
-SRC_MFU = "Chowdhery et al. 2022 (PaLM) App. B: MFU = model FLOPs per second / peak"
+SRC_MFU = f"{PALM}: MFU = model FLOPs per second / peak"
 SRC_RECOMPUTE = "Korthikanti et al. 2022 §5: full recomputation reruns each layer's forward; selective its attention"
 SRC_OPT = "optimizer step: every state part read and written once (multi-tensor apply), at HBM bandwidth"
 SRC_TP_COMM = ("Shoeybi et al. 2019 §3: 2 all-reduces per layer in forward and 2 in backward (sequence "
                "parallelism: reduce-scatter + all-gather, Korthikanti et al. 2022 §4.2.2)")
-SRC_EP = "Lepikhin et al. 2020 (GShard) / Megatron-core MoE: an all-to-all to dispatch and one to combine per layer"
-SRC_CP = "Liu et al. 2023, Ring Attention; Megatron-core CP: K/V blocks passed round the CP ring, overlapped"
 SRC_DP = ("Li et al. 2020 (PyTorch DDP) / Megatron-LM: gradients all-reduced over DP after the last backward "
           "(ZeRO: reduce-scatter + all-gather, the same bus bytes; Rajbhandari et al. 2020 §7)")
 TERMS = ("compute_gemm", "compute_attention", "compute_memory_bound", "recompute", "launch_overhead", "tp_comm",
@@ -213,7 +211,7 @@ def _links(i: StepTimeInputs) -> tuple[Link, Link]:
 def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: list[str],
              ledger: bool = True) -> StepTimeResult:
     from napkin.accounting.flops import count_flops
-    from napkin.accounting.memory import memory_ledger
+    from napkin.accounting.memory import TrainingSetup, memory_ledger
 
     d = Derivation()
     lay, c, b, s, m = i.layout, i.constants, i.micro_batch, i.seq, i.layout.micro_batches
@@ -240,7 +238,7 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
     for name, n, link in (("TP", t, tp_link), ("CP", C, cp_link), ("EP", E, ep_link), ("DP", dp, dp_link),
                           ("PP", P, pp_link)):
         if n > 1:
-            d.add(f"{name} group link ({link.tier}, {link.members_per_node} per node)", "B_bus",
+            d.add(f"{name} group link ({link.tier}, {link.members_per_node} per node)", "BW_bus",
                   g(link.bandwidth_bytes_per_s), link.bandwidth_bytes_per_s, "B/s", SRC_PLACEMENT)
 
     # --- one micro-batch through the slowest stage
@@ -312,11 +310,11 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
           f"{K.SRC_ROOFLINE}; {K.SRC_WAVES}; {SRC_TP_COMM}")
     br = {k: m * v for k, v in slow[2].items()}
     bubble = (P - 1) / V * t_stage
-    br["pp_bubble"] = d.add("pipeline bubble", "(P − 1)/V · t_stage", f"({P} − 1)/{V} × {g(t_stage)}", bubble, "s",
+    br["pp_bubble"] = d.add("pipeline bubble", "(PP − 1)/VP · t_stage", f"({P} − 1)/{V} × {g(t_stage)}", bubble, "s",
                             SRC_BUBBLE)
     if P > 1:
         send = collective_time("p2p", act_msg / (t if lay.sp else 1), 2, pp_link)
-        br["pp_comm"] = d.add("pipeline sends", "2 · (V·m + P − 1) · t_send", f"2 × ({V}·{m} + {P} − 1) × {g(send)}",
+        br["pp_comm"] = d.add("pipeline sends", "2 · (VP·m + PP − 1) · t_send", f"2 × ({V}·{m} + {P} − 1) × {g(send)}",
                               2 * (V * m + P - 1) * send, "s", SRC_BUBBLE)
     # data-parallel gradient reduction of the fuller stage's parameters (experts over DP/EP)
     comps = count_params(spec).components
@@ -330,7 +328,7 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
     exposed = dp_s
     if i.overlap_grad_reduce:
         exposed = max(0.0, dp_s - m * slow[4])
-    br["dp_comm"] = d.add("exposed DP gradient reduction", "α + 2(n−1)/n · N_stage·bytes / B_bus"
+    br["dp_comm"] = d.add("exposed DP gradient reduction", "α + 2(n−1)/n · N_stage·bytes / BW_bus"
                           + (" − overlap with backward" if i.overlap_grad_reduce else " (after the last backward)"),
                           f"{g(sp_.dense)} params × {g(gb)} B over {dp} ranks", exposed, "s", f"{SRC_DP}; {SRC_NCCL}")
     state = sum(x.bytes_per_param for x in state_parts(prec, get_optimizer(i.optimizer), lay.zero))
@@ -343,17 +341,17 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
                  DEFINITION)
     tokens = i.global_batch * s
     fl = count_flops(spec, tokens, s, causal=True, recompute=i.recompute)
-    tps = d.add("tokens per second", "B·s / t", f"{i.global_batch} × {s} / {g(step)}", tokens / step, "tokens/s",
+    tps = d.add("tokens per second", "B·s / t_step", f"{i.global_batch} × {s} / {g(step)}", tokens / step, "tokens/s",
                 DEFINITION)
     peak = dev.peak_flops_per_s
-    mfu = d.add("MFU", "model FLOPs / (t · G · P)", f"{g(fl.model_flops)} / ({g(step)} × {G} × {g(peak)})",
+    mfu = d.add("MFU", "model FLOPs / (t_step · G · P)", f"{g(fl.model_flops)} / ({g(step)} × {G} × {g(peak)})",
                 fl.model_flops / (step * G * peak), "fraction", SRC_MFU)
-    hfu = d.add("HFU", "hardware FLOPs / (t · G · P)", f"{g(fl.hardware_flops)} / ({g(step)} × {G} × {g(peak)})",
+    hfu = d.add("HFU", "hardware FLOPs / (t_step · G · P)", f"{g(fl.hardware_flops)} / ({g(step)} × {G} × {g(peak)})",
                 fl.hardware_flops / (step * G * peak), "fraction", SRC_RECOMPUTE)
     total_b = usable = fits = None
     if ledger:
-        mem = memory_ledger(spec, hw, layout=lay, batch=b, seq=s, optimizer=i.optimizer, precision=i.precision,
-                            recompute=i.recompute, flash=i.flash)
+        mem = memory_ledger(spec, hw, TrainingSetup(batch=b, seq=s, optimizer=i.optimizer, precision=i.precision,
+                                                    recompute=i.recompute, flash=i.flash), lay)
         total_b, usable, fits = mem.total_bytes, mem.usable_bytes, mem.fits
         d.add("peak memory per GPU (napkin memory)", "ledger total", g(total_b), total_b, "B",
               "napkin.accounting.memory")

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from napkin.results import CHINCHILLA, DEFINITION, KAPLAN, LECTURE, Derivation, Result, g
+from napkin.accounting.compute import six_nd
+from napkin.results import CHINCHILLA, DEFINITION, KAPLAN, LECTURE, PALM, Derivation, Result, g
 from napkin.specs.dtypes import DType, parse_dtype
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.resolve import as_hardware, as_optional_model
@@ -43,7 +44,7 @@ def _cluster_flops_per_s(d: Derivation, hw: HardwareSpec, c: ClusterInputs, hfu:
         f"{c.gpus} × {g(peak)} × {g(u)}",
         c.gpus * peak * u,
         "FLOP/s",
-        "definition of MFU (Chowdhery et al. 2022, PaLM, App. B): achieved = MFU × peak",
+        f"definition of MFU ({PALM}): achieved = MFU × peak",
     )
 
 
@@ -143,7 +144,7 @@ def train_time(
         total = d.given("training FLOPs (given)", "C", i.flops, "FLOP")
     elif i.params is not None and i.tokens is not None:
         N, D = i.params, i.tokens
-        total = d.add("training FLOPs", "C = 6·N·D", f"6 × {g(N)} × {g(D)}", 6 * N * D, "FLOP", KAPLAN)
+        total = d.add("training FLOPs", "C = 6·N·D", f"6 × {g(N)} × {g(D)}", six_nd(N, D), "FLOP", KAPLAN)
         if i.recompute == "full":  # one more forward of every layer: 2ND more hardware FLOPs
             hw_total = d.add("hardware FLOPs (full recomputation)", "C_hw = 8·N·D", f"8 × {g(N)} × {g(D)}",
                              8 * N * D, "FLOP", NARAYANAN_EQ4)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from napkin.accounting.collectives import ring_allreduce_factor
-from napkin.bench.device import BenchError, first_line, host_bound, max_local_ranks, rank_device
+from napkin.bench.device import BenchError, first_line, host_bound, max_local_ranks, rank_device, torch_dtype
 from napkin.bench.models import AllreduceBenchResult, AllreduceEnvironment, AllreduceRow, BenchInputs
 from napkin.errors import InputError, NapkinError
 from napkin.results import Derivation, g
@@ -284,8 +284,8 @@ def _partial(log: Path, opts: dict[str, Any], nproc: int) -> AllreduceBenchResul
     env = next((AllreduceEnvironment.model_validate(e["env"]) for e in lines if "env" in e), None)
     rows = [AllreduceRow.model_validate(e["row"]) for e in lines if "row" in e]
     if env is None or not rows:
-        raise Interrupted(f"interrupted (Ctrl-C) {'before the ranks were up' if env is None else 'before the first size finished'}"
-                          f": nothing was timed; all {nproc} ranks were stopped")
+        when = "before the ranks were up" if env is None else "before the first size finished"
+        raise Interrupted(f"interrupted (Ctrl-C) {when}: nothing was timed; all {nproc} ranks were stopped")
     return _result(env, rows, opts["iters"], opts["warmup_iters"], env.device.startswith("cuda"), interrupted=True)
 
 
@@ -330,7 +330,8 @@ def _rank_main() -> None:
 
 
 def run_rank(*, sizes: list[float] | None, dtype: DType, backend: str, device: str, iters: int, warmup_iters: int,
-             launcher: str, progress: Progress | None = None, on_env: Callable[[AllreduceEnvironment], Any] | None = None,
+             launcher: str, progress: Progress | None = None,
+             on_env: Callable[[AllreduceEnvironment], Any] | None = None,
              on_row: Callable[[AllreduceRow], Any] | None = None) -> AllreduceBenchResult | None:
     """This process's part: join the group from the environment, time every size, leave. Rank 0 gets the result.
 
@@ -402,7 +403,7 @@ def _time_size(torch: Any, dist: Any, dev: Any, sync: Any, size_bytes: float, dt
 
     On CUDA the calls are asynchronous: the host's time to enqueue them is kept too, and a size whose enqueueing
     took nearly all of t is flagged host-bound (the GPU waited on Python's launches, not on the wire)."""
-    t = {DType.fp32: torch.float32, DType.bf16: torch.bfloat16, DType.fp16: torch.float16}[dtype]
+    t = torch_dtype(torch, dtype)
     count = max(1, int(size_bytes // bytes_per_element(dtype)))
     cuda = dev.type == "cuda"
     try:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from napkin.bench.models import ClockSummary, GemmShape, GpuClocks, PeakChoice
+from napkin.bench.models import Capped, ClockSummary, GemmShape, GpuClocks, PeakChoice
 from napkin.errors import InputError, NapkinError, UnknownNameError
 from napkin.specs.dtypes import DType
 
@@ -43,6 +43,16 @@ class ShapeDoesNotFit(NapkinError):
 
 class BenchError(NapkinError):
     """torch refused a benchmark (unsupported dtype on this device, bad alignment...): one line, no traceback."""
+
+
+def torch_dtype(torch: Any, d: DType) -> Any:
+    """The torch dtype a measurement allocates for ``d`` (``torch`` passed in: this module never imports it); tf32
+    is fp32 storage with the tensor-core mode on (napkin.bench.matmul.matmul_precision sets it)."""
+    table = {DType.fp32: torch.float32, DType.tf32: torch.float32, DType.bf16: torch.bfloat16,
+             DType.fp16: torch.float16}
+    if d not in table:
+        raise InputError(f"no torch dtype for {d.value} here; use one of {', '.join(k.value for k in table)}")
+    return table[d]
 
 
 def resolve_device(requested: str, cuda_available: bool, cuda_count: int, *, current: int = 0,
@@ -287,8 +297,8 @@ def summarize_clocks(source: str, samples: Sequence[Mapping[str, Any]], *, perio
     thermal = bool(mask & THERMAL_REASONS)
     if not masks and power and limit:
         power_capped = statistics.fmean(power) >= POWER_AT_LIMIT * limit
-    capped = ("power and thermal" if power_capped and thermal else "power" if power_capped else
-              "thermal" if thermal else None)
+    capped: Capped | None = ("power and thermal" if power_capped and thermal else "power" if power_capped else
+                             "thermal" if thermal else None)
     return ClockSummary(source=source, samples=len(samples), period_s=period_s,
                         sm_mhz_min=min(sm) if sm else None, sm_mhz_median=statistics.median(sm) if sm else None,
                         sm_mhz_max=max(sm) if sm else None, max_sm_mhz=max_sm_mhz,

@@ -31,11 +31,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from napkin.accounting.layers import Linear, layer_plan
 from napkin.bench.device import BenchError, ShapeDoesNotFit, choose_peak, plausible_mfu
-from napkin.bench.matmul import FLOPS_SOURCE, MFU_SOURCE, GemmBench, Progress
+from napkin.bench.matmul import FLOPS_SOURCE, GemmBench, Progress
 from napkin.bench.models import BenchEnvironment, GemmShape, GemmTiming, Layout, PeakChoice, SkippedShape
 from napkin.bench.timer import DEFAULT_TARGET_S, DEFAULT_WARMUP_S
 from napkin.errors import InputError
-from napkin.results import DEFINITION, KAPLAN, Derivation, Result, g
+from napkin.results import DEFINITION, KAPLAN, MFU_SOURCE, Derivation, Result, g
 from napkin.specs.dtypes import DType
 from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.validation import Inputs, PositiveInt, validated
@@ -134,8 +134,8 @@ def bench_model_gemms(model: str | TransformerSpec, *, batch: int = 1, seq: int 
     assert isinstance(spec, TransformerSpec)
     notes: list[str] = []
     if seq is None:
-        seq = spec.max_context
-        notes.append(f"--seq not given: using {spec.name}'s maximum context, {seq} tokens.")
+        seq, note = spec.default_seq()  # the pre-training length, as every other command defaults to
+        notes.append(note)
     bench = GemmBench(dtype, device, warmup_s=warmup_s, iters=iters, target_s=target_s, fast_accum=fast_accum,
                       device_warmup_s=device_warmup_s)
     i = validated(ModelGemmsInputs, model=spec.name, batch=batch, seq=seq, dtype=bench.dtype)
@@ -164,15 +164,15 @@ def bench_model_gemms(model: str | TransformerSpec, *, batch: int = 1, seq: int 
     untimed_flops = 0.0
     implausible: list[str] = []
     for label, phase, shape, count in wanted:
-        t = timed.get(key(shape))
-        if t is None:
+        timing = timed.get(key(shape))
+        if timing is None:
             untimed_flops += count * shape.flops
             continue
-        mfu_row, why = plausible_mfu(t.flops_per_s, choice)
+        mfu_row, why = plausible_mfu(timing.flops_per_s, choice)
         if why and not implausible:
             implausible.append(why)
         rows.append(ModelGemm(label=label, phase=phase, shape=shape, count=count, flops=count * shape.flops,
-                              timing=t, time_s=count * t.stats.median_s, mfu=mfu_row))
+                              timing=timing, time_s=count * timing.stats.median_s, mfu=mfu_row))
     if not rows:
         raise BenchError(f"no GEMM of {spec.name} could be timed: {skipped[0].reason if skipped else 'none found'}")
     d = Derivation()

@@ -43,6 +43,9 @@ class GemmShape(_Frozen):
         return f"{self.label}: {dims}" if self.label else dims
 
 
+Capped = Literal["power", "thermal", "power and thermal"]  # what held the clocks down (NVML reason bits, or draw)
+
+
 class ClockSummary(_Frozen):
     """SM clock, power and temperature sampled in a thread WHILE the timed calls ran (not after them)."""
 
@@ -59,7 +62,7 @@ class ClockSummary(_Frozen):
     temperature_c_max: float | None = None
     reasons: list[str] = Field(default_factory=list, description="clock-limiting reasons the driver reported during "
                                                                  "the calls (power cap, thermal slowdown...)")
-    capped: Literal["power", "thermal", "power and thermal"] | None = Field(
+    capped: Capped | None = Field(
         default=None, description="whether the GPU was held below its clocks by power or heat during the calls")
 
 

@@ -30,7 +30,8 @@ from napkin.specs.model import LinearSpec, TransformerSpec
 
 ROPE_THETA = 10_000.0  # Su et al. 2021 (RoFormer) base; napkin specs do not carry per-model theta
 INIT_STD = 0.02  # GPT-2 / nanoGPT initialisation, keeps CPU forward passes finite
-SDPA_GQA = torch.__version__ >= (2, 5)  # scaled_dot_product_attention(enable_gqa=True) arrived in torch 2.5
+# scaled_dot_product_attention(enable_gqa=True) arrived in torch 2.5
+SDPA_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)
 
 
 class RMSNorm(nn.Module):
@@ -263,7 +264,7 @@ class MoE(nn.Module):
         self.top_k, self.n = e.top_k, e.experts
         self.router = nn.Linear(spec.d_model, e.experts, bias=e.router_bias, **fk)
         self.experts = Experts(spec, e.experts, e.expert_ffn_dim, fk)
-        self.shared_experts = (Experts(spec, e.shared_experts, e.shared_ffn_dim or e.expert_ffn_dim, fk)
+        self.shared_experts = (Experts(spec, e.shared_experts, e.shared_width, fk)
                                if e.shared_experts else None)
         self.shared_expert_gate = (nn.Linear(spec.d_model, 1, bias=False, **fk)
                                    if e.shared_experts and e.shared_expert_gate else None)
@@ -339,6 +340,10 @@ class Transformer(nn.Module):
     def _attentions(self) -> list[Attention]:
         return [m for m in self.modules() if isinstance(m, Attention)]
 
+    def blocks(self) -> list[Block]:
+        """The layers as Blocks (nn.ModuleList types its items as any Module)."""
+        return [b for b in self.layers if isinstance(b, Block)]
+
     @property
     def causal(self) -> bool:
         return all(a.causal for a in self._attentions())
@@ -362,13 +367,20 @@ class Transformer(nn.Module):
         if "positions" in self.embedding:
             x = x + self.embedding["positions"](torch.arange(input_ids.shape[1], device=input_ids.device))
         rope = None
-        d_rot = self.layers[0].attention.rope_dim if len(self.layers) else None
+        blocks = self.blocks()
+        d_rot = blocks[0].attention.rope_dim if blocks else None
         if d_rot is not None:  # one cos/sin table for every layer, as HF's rotary_emb does once per forward
             rope = rope_tables(input_ids.shape[1], d_rot, x.device, x.dtype)
-        for layer in self.layers:
+        for layer in blocks:
             x = layer(x, rope)
         x = self.norm_final(x)
-        return self.head(x) if self.head is not None else F.linear(x, self.embedding["tokens"].weight)
+        if self.head is not None:
+            return self.head(x)
+        # tied: the token embedding's weight (an nn.Embedding, or peft's lora.Embedding around one under
+        # `napkin validate --finetune lora --lora-embeddings`, which is no nn.Embedding but has its .weight)
+        weight = self.embedding["tokens"].weight
+        assert isinstance(weight, torch.Tensor)
+        return F.linear(x, weight)
 
 
 class LinearNet(nn.Module):

@@ -82,8 +82,9 @@ def _umask() -> int:
     return mask
 
 
-def load_measurement(path: str | Path) -> MatmulBenchResult | MatmulSweepResult | AllreduceBenchResult:
-    """A measurement saved by `napkin bench-matmul --save` or `napkin bench-allreduce --save`."""
+def load_measurement(path: str | Path) -> _Kinds:
+    """A measurement saved by `napkin bench-matmul --save` (a GEMM, a sweep, or a model's GEMMs) or
+    `napkin bench-allreduce --save`."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:

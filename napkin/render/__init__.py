@@ -17,7 +17,7 @@ import re
 import sys
 import unicodedata
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:  # imported for annotations only: `import napkin.render` stays cheap (the CLI's start-up)
     from napkin.results import Result, Step
@@ -35,12 +35,6 @@ def renders(*names: str) -> Callable[[Renderer], Renderer]:
         return fn
 
     return deco
-
-
-def register_module(module: str) -> None:
-    """Other packages (bench, memory...) add their renderer modules here."""
-    if module not in _MODULES:
-        _MODULES.append(module)
 
 
 def _renderer(result: Any) -> Renderer | None:
@@ -77,7 +71,8 @@ FALLBACK_ERRORS = "napkin-ascii"  # the codec error handler that applies ASCII_F
 
 
 def ascii_fallback(text: str) -> str:
-    """``text`` in ASCII: napkin's stand-ins (× → x, µ → u, · → ., ■ → #), else the letter without its accent, else ?."""
+    """``text`` in ASCII: napkin's stand-ins (× → x, µ → u, · → ., ■ → #), else the letter without its accent,
+    else ?."""
     out = []
     for ch in text:
         if ord(ch) < 128:
@@ -157,7 +152,7 @@ def console(file: Any = None) -> Any:
     from rich.console import Console
 
     out = _Output(sys.stdout if file is None else file)
-    con = Console(file=out, highlight=False)
+    con = Console(file=cast(IO[str], out), highlight=False)  # _Output is a text stream by duck typing
     if not con.is_terminal:
         out.plain = True
         con.width = PIPE_WIDTH
@@ -224,7 +219,8 @@ class Mark:
     def text(self, console: Any) -> Any:
         from rich.text import Text
 
-        return Text.assemble((self.glyph if plain(console) else "\u25a0", self.color), " ", Text.from_markup(self.label))
+        glyph = self.glyph if plain(console) else "\u25a0"
+        return Text.assemble((glyph, self.color), " ", Text.from_markup(self.label))
 
     def __rich_console__(self, console: Any, options: Any) -> Any:
         yield self.text(console)

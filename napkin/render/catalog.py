@@ -36,9 +36,10 @@ def hardware_list(r: Any) -> list[Any]:
     for s in r.specs:
         t.add_row(s.name, f"{s.memory_bytes / 1e9:g}", f"{s.memory_bandwidth_bytes_per_s / 1e12:g}",
                   *[_tflops(s, d, sp) for d, sp in _COLUMNS], f"{s.tdp_w:g}")
-    short = ", ".join(f"{a} → {s.name}" for s, names in zip(r.specs, r.short_names) for a in names if len(a) <= 5)
-    notes = "[dim]fp16 = bf16 and int8 (TOPS) = fp8 where a part has both; tf32 = bf16 / 2; `napkin hardware show NAME` lists " \
-            "every dtype, fp64 and fp4 included.[/dim]"
+    short = ", ".join(f"{a} → {s.name}" for s, names in zip(r.specs, r.short_names, strict=True) for a in names
+                      if len(a) <= 5)
+    notes = ("[dim]fp16 = bf16 and int8 (TOPS) = fp8 where a part has both; tf32 = bf16 / 2; `napkin hardware show "
+             "NAME` lists every dtype, fp64 and fp4 included.[/dim]")
     return [t, f"[dim]short names: {short}[/dim]", notes]
 
 

@@ -154,7 +154,8 @@ def mfu_result(r: Any) -> list[Any]:
     ]
     if i.recompute != "none":
         if r.hardware_flops_per_token is not None:
-            rows.append((f"hardware FLOPs per token (recompute {i.recompute})", fmt(r.hardware_flops_per_token, "FLOP")))
+            rows.append((f"hardware FLOPs per token (recompute {i.recompute})",
+                         fmt(r.hardware_flops_per_token, "FLOP")))
         rows.append(("[bold]HFU[/bold]", f"[bold]{r.hfu:.2%}[/bold]"))
     if r.flops_basis == "exact" and r.mfu_6n is not None:
         rows += [("MFU if counted as 6N", f"{r.mfu_6n:.2%}  ({fmt(r.six_n_flops_per_token, 'FLOP')}/{r.per})")]

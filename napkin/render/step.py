@@ -52,7 +52,8 @@ def step_time(r: Any) -> list[Any]:
         ("model", f"{i.model}, b={i.micro_batch} × s={i.seq}, global batch {i.global_batch} ({r.micro_batches} "
                   f"micro-batches per pipeline)"),
         ("hardware", f"{i.layout.gpus} × {i.gpu}, {i.precision}, {c.node_size} per node "
-                     f"({c.intra_node_bytes_per_s / 1e9:g} GB/s in, {c.inter_node_bytes_per_s / 1e9:g} GB/s out per GPU)"),
+                     f"({c.intra_node_bytes_per_s / 1e9:g} GB/s in, {c.inter_node_bytes_per_s / 1e9:g} GB/s out "
+                     "per GPU)"),
         ("layout", r.layout + f", recompute {i.recompute}" + ("" if i.flash else ", no flash attention")),
         ("step time", f"{format_duration(r.step_time_s)}"),
         ("tokens per second", f"{r.tokens_per_s:,.0f}"),
