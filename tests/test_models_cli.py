@@ -110,3 +110,16 @@ def test_train_time_and_budget_with_model(cli):
     assert "HFU" in human.stdout and "exact" in human.stdout
     b = cli("budget", "--gpus", "8", "--days", "7", "-m", "llama3-8b", "--seq", "8192", "--json").json()
     assert b["model_tokens"] == pytest.approx(4.7875968e21 / count_flops(get_model("llama3-8b"), 1, 8192).model_flops)
+
+
+def test_a_hybrid_shows_its_layer_pattern(cli):
+    from napkin.specs.catalog import get_model
+
+    spec = get_model("nemotron-h-8b")
+    p = spec.block_pattern
+    assert p is not None and len(p) == spec.layers
+    out = cli("models", "show", "nemotron-h-8b")
+    assert out.exit_code == 0
+    assert f"{p.count('M')} Mamba-2, {p.count('*')} attention, {p.count('-')} MLP" in out.stdout
+    assert f"block pattern: {p}" in out.stdout
+    assert "layer pattern" not in cli("models", "show", "llama3-8b").stdout

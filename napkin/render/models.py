@@ -74,6 +74,10 @@ def model_show(r: Any) -> list[Any]:
              + (f", {s.norm_placement}" if s.norm_placement != "pre" else "")),
             ("embeddings", "tied" if s.tied_embeddings else "untied"),
         ]
+        if s.block_pattern is not None:  # a hybrid: say which mixer each layer has, as block_pattern spells it
+            names = {"M": "Mamba-2", "*": "attention", "-": "MLP", "E": "MoE"}
+            kinds = ", ".join(f"{s.block_pattern.count(c)} {n}" for c, n in names.items() if c in s.block_pattern)
+            rows.insert(4, ("layer pattern", f"{kinds} (one mixer per layer)"))
     rows.append(("spec file", r.file or "–"))
     t = Table(title="parameters per component", title_justify="left")
     t.add_column("component")
@@ -85,7 +89,10 @@ def model_show(r: Any) -> list[Any]:
     t.add_row("[bold]total[/bold]", f"[bold]{_p(pc.params)}[/bold]", f"[bold]{pc.params:,}[/bold]", "100%")
     summary = [("active per token", f"{_p(pc.active_params)}  ({pc.active_params:,})"),
                ("non-embedding (Kaplan N)", f"{_p(pc.non_embedding)}  ({pc.non_embedding:,})")]
-    parts = [kv_table(s.display_name, rows), t, kv_table("", summary)]
+    parts: list[Any] = [kv_table(s.display_name, rows)]
+    if s.kind != "linear" and s.block_pattern is not None:
+        parts.append(f"[dim]block pattern: {s.block_pattern}[/dim]")
+    parts += [t, kv_table("", summary)]
     parts.append("[dim]sources: " + "; ".join(s.sources) + "[/dim]")
     return parts
 
