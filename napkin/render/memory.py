@@ -210,26 +210,13 @@ def max_model_fit(r: Any) -> list[Any]:
 
 @renders("FinetuneFlopsResult")
 def finetune_flops(r: Any) -> list[Any]:
-    from rich.table import Table
+    from napkin.render.models import component_flops_table
 
     i = r.inputs
     recompute = i.recompute != "none"
-    t = Table(title=f"{i.finetune} FLOPs of {r.model}: D = {format_count(r.tokens, 'tokens')}, s = {r.seq}, "
-              f"r = {i.lora.rank} on {_targets(i.lora)}", title_justify="left")
-    t.add_column("component")
-    t.add_column("kind")
-    for col in ("forward", "backward", *(["recompute"] if recompute else []), "model FLOPs", "share"):
-        t.add_column(col, justify="right")
-    for k, c in r.components.items():
-        cells = [fmt(c.forward, "FLOP"), fmt(c.backward, "FLOP")]
-        if recompute:
-            cells.append(fmt(c.recompute, "FLOP") if c.recompute else "–")
-        t.add_row(k, "adapter" if c.trainable else "frozen", *cells, fmt(c.forward + c.backward, "FLOP"),
-                  f"{(c.forward + c.backward) / r.model_flops:.1%}")
-    tot = [fmt(r.forward_flops, "FLOP"), fmt(r.backward_flops, "FLOP")]
-    if recompute:
-        tot.append(fmt(r.recompute_flops, "FLOP"))
-    t.add_row("[bold]total[/bold]", "", *tot, f"[bold]{fmt(r.model_flops, 'FLOP')}[/bold]", "100%")
+    t = component_flops_table(f"{i.finetune} FLOPs of {r.model}: D = {format_count(r.tokens, 'tokens')}, "
+                              f"s = {r.seq}, r = {i.lora.rank} on {_targets(i.lora)}", r, recompute,
+                              kind=lambda c: "adapter" if c.trainable else "frozen")
     rows = [
         ("trainable (adapters)", f"{_count(r.trainable_params)} ({r.trainable_params / r.params:.3%} of "
                                  f"{_count(r.params)})"),

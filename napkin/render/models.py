@@ -99,24 +99,11 @@ def model_show(r: Any) -> list[Any]:
 
 @renders("FlopCount")
 def flop_count(r: Any) -> list[Any]:
-    from rich.table import Table
 
     recompute = r.recompute != "none"
     what = f"B = {_p(r.tokens)} examples" if r.per == "example" else (
         f"D = {_p(r.tokens)} tokens, s = {r.seq}, {'causal' if r.causal else 'no causal halving'}")
-    t = Table(title=f"training FLOPs of {r.model}: {what}", title_justify="left")
-    t.add_column("component")
-    for col in ("forward", "backward", *(["recompute"] if recompute else []), "model FLOPs", "share"):
-        t.add_column(col, justify="right")
-    for k, c in r.components.items():
-        cells = [fmt(c.forward, "FLOP"), fmt(c.backward, "FLOP")]
-        if recompute:
-            cells.append(fmt(c.recompute, "FLOP") if c.recompute else "–")
-        t.add_row(k, *cells, fmt(c.forward + c.backward, "FLOP"), f"{(c.forward + c.backward) / r.model_flops:.1%}")
-    tot = [fmt(r.forward_flops, "FLOP"), fmt(r.backward_flops, "FLOP")]
-    if recompute:
-        tot.append(fmt(r.recompute_flops, "FLOP"))
-    t.add_row("[bold]total[/bold]", *tot, f"[bold]{fmt(r.model_flops, 'FLOP')}[/bold]", "100%")
+    t = component_flops_table(f"training FLOPs of {r.model}: {what}", r, recompute)
     rows = [
         ("model FLOPs (exact, fwd + bwd)", fmt(r.model_flops, "FLOP")),
         ("hardware FLOPs" + (f" (recompute {r.recompute})" if recompute else ""), fmt(r.hardware_flops, "FLOP")),
@@ -170,3 +157,29 @@ def mfu_result(r: Any) -> list[Any]:
         rows.append(("MFU if counted as 6N + attention (PaLM)",
                      f"{r.mfu_palm:.2%}  ({fmt(r.palm_flops_per_token, 'FLOP')}/token)"))
     return [kv_table("napkin mfu", rows)]
+
+
+def component_flops_table(title: str, r: Any, recompute: bool, kind: Any = None) -> Any:
+    """Forward / backward (/ recompute) / model FLOPs and share per component, and the total row: the table of
+    `napkin flops`, full or fine-tuning (``kind(component)`` fills a "kind" column, e.g. adapter / frozen)."""
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    t.add_column("component")
+    if kind is not None:
+        t.add_column("kind")
+    for col in ("forward", "backward", *(["recompute"] if recompute else []), "model FLOPs", "share"):
+        t.add_column(col, justify="right")
+    for k, c in r.components.items():
+        cells = [fmt(c.forward, "FLOP"), fmt(c.backward, "FLOP")]
+        if recompute:
+            cells.append(fmt(c.recompute, "FLOP") if c.recompute else "–")
+        model = c.forward + c.backward  # a component's model FLOPs: its forward and backward, as the total's
+        t.add_row(k, *([kind(c)] if kind is not None else []), *cells, fmt(model, "FLOP"),
+                  f"{model / r.model_flops:.1%}")
+    tot = [fmt(r.forward_flops, "FLOP"), fmt(r.backward_flops, "FLOP")]
+    if recompute:
+        tot.append(fmt(r.recompute_flops, "FLOP"))
+    t.add_row("[bold]total[/bold]", *([""] if kind is not None else []), *tot,
+              f"[bold]{fmt(r.model_flops, 'FLOP')}[/bold]", "100%")
+    return t
