@@ -7,6 +7,7 @@ it, the result with its unit, and where the formula comes from. ``--explain`` pr
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any
@@ -106,6 +107,7 @@ class Derivation:
         return self.add(name, symbol, g(value), value, unit, source, key)
 
 
+@functools.lru_cache(maxsize=8192)  # pure; a plan's search derives the same few hundred names thousands of times
 def step_key(name: str) -> str:
     """'activations per MoE layer (s=4096, b=1)' → 'activations-per-moe-layer': no numbers, no details."""
     text = re.sub(r"\([^)]*\)", " ", name.lower())
