@@ -12,6 +12,7 @@ import pytest
 
 import napkin
 from napkin.accounting import finetune as ft
+from napkin.accounting.finetune_flops import finetune_flops
 from napkin.accounting.memory import memory_ledger
 from napkin.accounting.memory_solvers import compare_gpus, max_micro_batch, max_model_fit, min_gpus
 from napkin.errors import InputError
@@ -142,7 +143,7 @@ def test_adapter_activations_and_dropped_inputs(llama8):
 # --- FLOPs: 4N + 6·N_adapter ---------------------------------------------------------------------------------------
 
 def test_lora_flops_are_about_four_n(llama8):
-    r = ft.finetune_flops(llama8, tokens=1e9, seq=2048, finetune="lora")
+    r = finetune_flops(llama8, tokens=1e9, seq=2048, finetune="lora")
     full = napkin.training_flops(llama8, tokens=1e9, seq=2048)
     assert r.full_model_flops == pytest.approx(full.model_flops)
     assert 0.66 < r.ratio_to_full < 0.70  # ≈ 4/6 plus the adapters
@@ -157,14 +158,14 @@ def test_lora_flops_are_about_four_n(llama8):
 
 
 def test_full_finetune_flops_is_training_flops(llama8):
-    r = ft.finetune_flops(llama8, tokens=1e9, seq=2048, finetune="full")
+    r = finetune_flops(llama8, tokens=1e9, seq=2048, finetune="full")
     assert type(r).__name__ == "FlopCount"
     with pytest.raises(InputError, match="`lora_rank`"):
-        ft.finetune_flops(llama8, tokens=1e9, finetune="full", lora_rank=8)
+        finetune_flops(llama8, tokens=1e9, finetune="full", lora_rank=8)
 
 
 def test_full_recompute_adds_the_adapters_forward(llama8):
-    r = ft.finetune_flops(llama8, tokens=1e6, seq=2048, recompute="full")
+    r = finetune_flops(llama8, tokens=1e6, seq=2048, recompute="full")
     base = napkin.training_flops(llama8, tokens=1e6, seq=2048, recompute="full")
     layers = sum(m.forward_flops_per_token for m in r.adapters.matrices) * 1e6
     assert r.recompute_flops == pytest.approx(base.recompute_flops + layers)
@@ -256,7 +257,7 @@ def test_substituted_numbers_recompute(llama8, llama70):
                              base_dtype="int8"),
                memory_ledger(llama8, "h100", seq=2048, gpus=4, tp=2, zero=3, finetune="lora",
                              offload="optimizer+params", lora_embeddings=True),
-               ft.finetune_flops(llama8, tokens=1e9, seq=2048, recompute="full", lora_embeddings=True)]
+               finetune_flops(llama8, tokens=1e9, seq=2048, recompute="full", lora_embeddings=True)]
     for r in results:
         keys = [s.key for s in r.steps]
         assert len(keys) == len(set(keys))

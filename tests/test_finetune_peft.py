@@ -15,7 +15,8 @@ import pytest
 from everyday import everyday
 
 import napkin
-from napkin.accounting.finetune import finetune_flops, parse_targets
+from napkin.accounting.finetune import parse_targets
+from napkin.accounting.finetune_flops import finetune_flops
 from napkin.accounting.memory import memory_ledger
 
 torch = pytest.importorskip("torch")

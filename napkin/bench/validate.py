@@ -22,7 +22,7 @@ Two models run forward, loss, backward and a ``torch.optim.AdamW`` step in fp32:
 adapters on the matrices napkin's accounting targets, no dropout) and AdamW updates the adapters only; the Cruncher
 (a linear net, nothing for LoRA to target) is left out. napkin's side is then ``napkin memory --finetune lora
 --precision fp32``'s: trainable parameters (finetune.adapter_plan, against peft's ``get_nb_trainable_parameters()``),
-FLOPs (finetune.finetune_flops: frozen matmuls compute dX only where their input needs a gradient, adapters dW and
+FLOPs (finetune_flops.finetune_flops: frozen matmuls compute dX only where their input needs a gradient, adapters dW and
 dX; ≈ 4N + 6·N_adapter per token), saved bytes (finetune.lora_layer_terms), the fp32 frozen base plus the adapters'
 weights, gradients and AdamW states, and on CUDA the memory rise (adapter gradients + activations). QLoRA is refused:
 its nf4 base needs bitsandbytes' CUDA kernels, not napkin's fp32 reference model.
@@ -56,8 +56,8 @@ SRC_COUNTER = "measured: torch.utils.flop_counter.FlopCounterMode (matmuls at 2 
 SRC_FLOPS = "napkin.accounting.flops.count_flops (causal=False): matmul FLOPs per component, backward = 2 × forward"
 SRC_SAVED = "measured: saved_tensors_hooks over forward + loss, unique storages, parameters excluded"
 SRC_ACT = "napkin.accounting.activations (Korthikanti et al. 2022 §4, tensor by tensor), fp32, eager attention"
-SRC_FT_FLOPS = ("napkin.accounting.finetune.finetune_flops (causal=False): frozen forward + dX only where the input "
-                "needs a gradient (Hu et al. 2021 §4.2), adapters forward + dW + dX")
+SRC_FT_FLOPS = ("napkin.accounting.finetune_flops.finetune_flops (causal=False): frozen forward + dX only where the "
+                "input needs a gradient (Hu et al. 2021 §4.2), adapters forward + dW + dX")
 SRC_FT_ACT = ("napkin.accounting.finetune.lora_layer_terms on activations.py's terms (Korthikanti et al. 2022 §4; "
               "Hu et al. 2021 §4.1: frozen matmuls keep nothing for their weights, each adapter keeps A·x), fp32")
 SRC_PEFT = "measured: peft PeftModel.get_nb_trainable_parameters() (numel of the parameters that require grad)"
@@ -250,7 +250,8 @@ def _check_model(d: Derivation, torch: Any, dev: Any, spec: TransformerSpec | Li
                  peak: PeakChoice, timing_kw: dict[str, Any], seed: int,
                  phase: Callable[[str], Any] = lambda what: None, lora: LoraSetup | None = None,
                  peft: Any = None) -> ModelCheck:
-    from napkin.accounting.finetune import adapter_plan, finetune_flops
+    from napkin.accounting.finetune import adapter_plan
+    from napkin.accounting.finetune_flops import finetune_flops
     from napkin.accounting.flops import count_flops
     from napkin.accounting.model_state import get_optimizer, get_precision, state_parts
     from napkin.accounting.params import count_params

@@ -114,7 +114,7 @@ def flops_cmd(
     gradients), the adapters forward + backward: ≈ 4N + 6·N_adapter per token, beside full fine-tuning.
     """
     from napkin import render
-    from napkin.accounting.finetune import finetune_flops
+    from napkin.accounting.finetune_flops import finetune_flops
 
     spec = resolve_model(ctx, model, width, depth, out)
     result = finetune_flops(spec, tokens=tokens, batch=batch, seq=seq, causal=causal,
