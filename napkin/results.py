@@ -7,9 +7,12 @@ it, the result with its unit, and where the formula comes from. ``--explain`` pr
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -78,12 +81,28 @@ def _nested_steps(r: BaseModel) -> dict[str, Any]:
     return out
 
 
+_RECORDING: contextvars.ContextVar[bool] = contextvars.ContextVar("napkin_recording", default=True)
+
+
+@contextlib.contextmanager
+def numbers_only() -> Iterator[None]:
+    """Inside, derivations keep no steps: for a search that calls the accounting thousands of times and keeps
+    only the numbers (``plan``), then derives its winners again in full. Values and their overflow checks are
+    unchanged."""
+    token = _RECORDING.set(False)
+    try:
+        yield
+    finally:
+        _RECORDING.reset(token)
+
+
 class Derivation:
     """Collects steps while a calculation runs, so each formula is written once, where computed."""
 
     def __init__(self) -> None:
         self.steps: list[Step] = []
         self._keys: set[str] = set()
+        self._record = _RECORDING.get()
 
     def add(self, name: str, formula: str, substituted: str, value: float, unit: str, source: str,
             key: str | None = None) -> float:
@@ -91,6 +110,8 @@ class Derivation:
             from napkin.errors import InputError
 
             raise InputError(f"{name} overflows ({formula} is not a finite number): the inputs are too large")
+        if not self._record:
+            return value
         k = key or step_key(name)
         base, n = k, 2
         while k in self._keys:

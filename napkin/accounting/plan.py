@@ -3,15 +3,22 @@
 The search enumerates TP (dividing the heads and the KV heads, inside a node unless --max-tp allows more),
 CP (powers of two that split the sequence into ≥ 1024-token chunks), PP (any stage count up to the layers),
 VP (chunks dividing the layers), EP (MoE: dividing the experts and DP), the micro-batch (dividing B / DP),
-recomputation, ZeRO and SP, then keeps what the memory ledger says fits and times it with ``step_time``.
+recomputation, ZeRO and SP, keeps what the memory ledger says fits and times it with ``step_time``.
 
-Dominance prunes most of it before anything is timed (each rule follows from the step-time model):
+Dominance rules out what cannot win (each rule follows from the step-time model):
 - SP is on whenever TP > 1: the same bus bytes as the all-reduces it replaces, less memory and less work;
 - ZeRO-1 rather than none whenever DP > 1 (its optimizer step is DP× smaller and reduce-scatter + all-gather
   moves the all-reduce's bytes); ZeRO-2 (same time, less memory) only when ZeRO-1 does not fit; ZeRO-3
   (per-layer gathers, but a gradient reduction hidden behind the backward) is weighed on its own;
 - recomputation none, then selective, then full: the first that fits (each is slower and smaller);
-- memory grows with the micro-batch, so a larger one is tried only while the smaller fits.
+- memory grows with the micro-batch, so a larger one fits only where the smaller does.
+
+Branch and bound does the rest: every candidate gets a floor on its step time (``StepFloor``: the
+(m + (P − 1)/V)·t_stage part of the step, the rest being ≥ 0), and candidates are taken floor first. Each is
+checked against the memory ledger (or, where one already drawn decides it, the order above) and the dominance
+rules, the admitted ones are timed, and the search stops once the next floor is above the K-th fastest step
+timed: nothing later can enter the top. ``exhaustive=True`` times every admitted layout instead; the two give
+the same top (tests/test_plan_bound.py).
 
 Every layout is timed with the DP gradient reduction overlapped with the backward pass, as the emitted
 Megatron-LM flags ask (``--overlap-grad-reduce``); FSDP (ZeRO-3) overlaps by design.
@@ -19,17 +26,18 @@ Megatron-LM flags ask (``--overlap-grad-reduce``); FSDP (ZeRO-3) overlaps by des
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from napkin.accounting.kernels import StepConstants
 from napkin.accounting.launch_flags import megatron_flags, torchtitan
 from napkin.accounting.layout import Layout, ZeroStage, data_parallel
-from napkin.accounting.step_time import TERM_LABELS, StepTimeResult, step_time
+from napkin.accounting.step_time import TERM_LABELS, StepFloor, StepTimeResult, default_cluster, step_time
 from napkin.errors import InputError
-from napkin.results import DEFINITION, Derivation, Result, g
+from napkin.results import DEFINITION, Derivation, Result, g, numbers_only
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.specs.resolve import as_hardware, as_model
@@ -60,6 +68,19 @@ class PlanInputs(Inputs):
     calibration: list[str] | None = None
 
 
+class _Candidate(NamedTuple):
+    """One layout of the search, ordered by the floor of its step time (then as enumerated)."""
+
+    floor: float
+    order: int
+    shape: int  # index into the shapes (tp, cp, pp, vp, ep)
+    b: int
+    m: int
+    zero: int
+    ri: int  # index into the recomputations tried
+    lower: tuple[int, ...]  # the lower ZeRO stages of its group (taken first when they fit)
+
+
 class PlanRow(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -79,7 +100,8 @@ class PlanResult(Result):
     inputs: PlanInputs
     gpus: int
     examined: int = Field(description="layouts enumerated")
-    pruned: int = Field(description="layouts dropped before timing (memory, dominance)")
+    pruned: int = Field(description="layouts not timed: over the memory, dominated, or with a step-time floor above "
+                        "the top's")
     timed: int = Field(description="layouts timed with step_time")
     interrupted: bool = False
     top: list[PlanRow]
@@ -132,10 +154,13 @@ def plan(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, global_
          precision: str = "bf16-mixed", top: int = 5, max_tp: int | None = None,
          fix: dict[str, int | str] | None = None, node_size: int | None = None,
          intra_node_bandwidth: float | None = None, inter_node_bandwidth: float | None = None,
-         calibration: list[str] | None = None, progress: Progress | None = None) -> PlanResult:
+         calibration: list[str] | None = None, progress: Progress | None = None,
+         exhaustive: bool = False) -> PlanResult:
     """The fastest layouts of ``model`` on ``gpus`` × ``hardware`` for a global batch of sequences of ``seq``.
 
     Without ``gpus``, ``days`` and ``tokens`` ask for the fewest GPUs (whole nodes) that train ``tokens`` in ``days``.
+    ``exhaustive`` times every layout that fits instead of stopping where no untimed layout can enter the top
+    (the same answer, slower: the check of the bound).
     """
     model = as_model(model, "model")
     hardware = as_hardware(hardware, "hardware")
@@ -158,11 +183,11 @@ def plan(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, global_
         return _fewest_gpus(model, hardware, i, progress)
     if days is not None:
         raise InputError("`days` asks for the fewest GPUs: leave out `gpus`, or leave out `days`")
-    return _search(model, hardware, i, gpus, progress)
+    return _search(model, hardware, i, gpus, progress, exhaustive)
 
 
 def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
-            progress: Progress | None) -> PlanResult:
+            progress: Progress | None, exhaustive: bool = False) -> PlanResult:
     from napkin.accounting.memory import TrainingSetup, memory_ledger
 
     c = StepConstants()
@@ -180,13 +205,15 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
                          f"(heads {spec.heads}, layers {spec.layers}); try a batch divisible by more data-parallel "
                          "degrees or another GPU count")
     usable = hw.memory_bytes
-    examined = pruned = 0
-    smallest: tuple[float, str] | None = None
-    timed: list[tuple[float, StepTimeResult, float]] = []
+    cluster = default_cluster(hw, i.node_size, i.intra_node_bandwidth, i.inter_node_bandwidth)
+    floor = StepFloor(spec, hw, seq=i.seq, cluster=cluster, precision=i.precision, constants=c)
+    want_r, want_z, want_b = i.fix.get("recompute"), i.fix.get("zero"), i.fix.get("micro_batch")
+    # a fixed recompute other than these three: TrainingSetup refuses it in one line
+    recs = [cast(Recompute, str(want_r))] if want_r is not None else list(RECOMPUTES)
+    # 1. every candidate (shape, micro-batch, ZeRO stage, recompute) with the floor of its step time
+    cands: list[_Candidate] = []
+    tightest: dict[tuple[int, int], Layout] = {}  # (shape, b) -> the layout at its smallest-footprint ZeRO stage
     interrupted = False
-    want_r = i.fix.get("recompute")
-    want_z = i.fix.get("zero")
-    want_b = i.fix.get("micro_batch")
     try:
         for n, (t, cp, p, v, e) in enumerate(shapes):
             if progress is not None:
@@ -197,50 +224,84 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
             groups: list[list[ZeroStage]] = [[0]] if dp == 1 else [[1, 2], [3]]
             if want_z is not None:  # one of 0-3: checked in plan()
                 groups = [[cast(ZeroStage, int(want_z))]] if dp > 1 or int(want_z) == 0 else []
-            # a fixed recompute other than these three: TrainingSetup refuses it in one line
-            recs = [cast(Recompute, str(want_r))] if want_r is not None else list(RECOMPUTES)
+            if not groups:
+                continue
+            lays = {z: Layout(gpus=G, tp=t, pp=p, vp=v, cp=cp, ep=e, sp=t > 1, zero=z) for zs in groups for z in zs}
             local = i.global_batch // dp
             for b in _divisors(local):
                 if want_b is not None and b != int(want_b):
                     continue
                 m = local // b
-                fitted_any = False
+                tightest[n, b] = lays[max(lays)]
                 for zs in groups:
-                    best_r = len(recs)  # the lightest recompute a lower stage of this group fitted with
-                    for z in zs:
-                        lay = Layout(gpus=G, tp=t, pp=p, vp=v, cp=cp, ep=e, sp=t > 1, zero=z, micro_batches=m)
+                    for pos, z in enumerate(zs):
                         for ri, r in enumerate(recs):
-                            examined += 1
-                            if ri >= best_r:  # a lower ZeRO stage fitted with this recompute: same time
-                                pruned += 1
-                                continue
-                            mem = memory_ledger(spec, hw, TrainingSetup(batch=b, seq=i.seq, precision=i.precision,
-                                                                        recompute=r), lay)
-                            if not mem.fits:
-                                pruned += 1
-                                if smallest is None or mem.total_bytes < smallest[0]:
-                                    smallest = (mem.total_bytes, f"{lay.describe()}, micro-batch {b}, recompute {r}")
-                                continue
-                            fitted_any = True
-                            st = step_time(spec, hw, gpus=G, layout=lay.model_copy(update={"micro_batches": 1}),
-                                           micro_batch=b, recompute=r,
-                                           constants=c, ledger=False, **common)
-                            timed.append((st.step_time_s, st, mem.total_bytes))
-                            best_r = ri
-                            skipped = len(recs) - ri - 1  # slower recomputation of the same layout: dominated
-                            examined += skipped
-                            pruned += skipped
-                            break
-                if not fitted_any:
-                    break  # a larger micro-batch needs more memory: none of them fits either
+                            cands.append(_Candidate(floor(lays[z], b, m, r), len(cands), n, b, m, z, ri,
+                                                    tuple(zs[:pos])))
     except KeyboardInterrupt:
         interrupted = True
+    # 2. fastest floor first: check the memory and the dominance rules, time what passes, and stop once the floor
+    # is above the k-th fastest step timed (a floor never exceeds the step it bounds, so nothing later can enter)
+    k = max(i.top, 2)
+    fits: dict[tuple[int, int, int, int], bool] = {}
+    smallest: tuple[float, int, str] | None = None
+    best: list[float] = []
+    timed: list[tuple[float, StepTimeResult, float]] = []
+    totals: dict[tuple[int, int, int, int], float] = {}
+
+    def fit(n: int, b: int, m: int, z: int, ri: int, order: int, known: bool = True) -> bool:
+        """Whether (shape n, micro-batch b, ZeRO z, recompute ri) fits: the ledger's answer, or with ``known``
+        one that follows from a ledger already drawn: memory grows with the micro-batch and shrinks with each
+        ZeRO stage and each heavier recomputation (tests/test_plan.py checks that order on the ledger)."""
+        nonlocal smallest
+        key = (n, b, z, ri)
+        if key in fits:
+            return fits[key]
+        if known:
+            for (n0, b0, z0, r0), ok in fits.items():
+                if n0 == n and (ok and b <= b0 and z >= z0 and ri >= r0 or not ok and b >= b0 and z <= z0 and ri <= r0):
+                    return ok
+        lay = tightest[n, b].model_copy(update={"zero": z, "micro_batches": m})
+        mem = memory_ledger(spec, hw, TrainingSetup(batch=b, seq=i.seq, precision=i.precision, recompute=recs[ri]),
+                            lay)
+        fits[key], totals[key] = mem.fits, mem.total_bytes
+        if not mem.fits and (smallest is None or (mem.total_bytes, order) < smallest[:2]):
+            smallest = (mem.total_bytes, order, f"{lay.describe()}, micro-batch {b}, recompute {recs[ri]}")
+        return mem.fits
+
+    def admissible(x: _Candidate) -> bool:
+        n, b, m = x.shape, x.b, x.m
+        if not fit(n, b, m, tightest[n, b].zero, len(recs) - 1, x.order):  # nothing of this shape and b fits
+            return False
+        # the lightest recompute that fits this ZeRO stage, and only where no lower stage of its group fits with
+        # a recompute as light (same time, more memory); its own fit from its ledger (the row shows the total)
+        return (all(not fit(n, b, m, x.zero, rj, x.order) for rj in range(x.ri))
+                and all(not fit(n, b, m, zl, rj, x.order) for zl in x.lower for rj in range(x.ri + 1))
+                and fit(n, b, m, x.zero, x.ri, x.order, known=False))
+
+    with numbers_only():  # the search keeps numbers; the winner and runner-up are derived in full below
+        try:
+            for x in sorted(cands):
+                if not exhaustive and len(best) >= k and x.floor > best[k - 1] * (1 + 1e-9):
+                    break
+                if not admissible(x):
+                    continue
+                t, cp, p, v, e = shapes[x.shape]
+                lay = Layout(gpus=G, tp=t, pp=p, vp=v, cp=cp, ep=e, sp=t > 1, zero=cast(ZeroStage, x.zero))
+                st = step_time(spec, hw, gpus=G, layout=lay, micro_batch=x.b, recompute=recs[x.ri], constants=c,
+                               ledger=False, **common)
+                timed.append((st.step_time_s, st, totals[x.shape, x.b, x.zero, x.ri]))
+                bisect.insort(best, st.step_time_s)
+                del best[k:]
+        except KeyboardInterrupt:
+            interrupted = True
     if progress is not None:
         progress(len(shapes), len(shapes))
+    examined, pruned = len(cands), len(cands) - len(timed)
     if not timed:
         if interrupted:
             raise InputError("interrupted before any layout was timed")
-        what = (f"the smallest per-GPU footprint is {smallest[0] / 1e9:.1f} GB with {smallest[1]}" if smallest
+        what = (f"the smallest per-GPU footprint is {smallest[0] / 1e9:.1f} GB with {smallest[2]}" if smallest
                 else "no layout was tried")
         raise InputError(f"no layout of {spec.name} fits {G} × {hw.name}: {what}; the {hw.name} has "
                          f"{usable / 1e9:.0f} GB (more GPUs, a shorter `seq` or a smaller `global_batch` help)")
@@ -258,8 +319,8 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
     d = Derivation()
     d.add("layouts examined", "enumerated (tp, cp, pp, vp, ep, b, ZeRO, recompute)", str(examined), examined,
           "layouts", "napkin.accounting.plan")
-    d.add("layouts timed", "examined − pruned (memory, dominance)", f"{examined} − {pruned}", len(timed), "layouts",
-          "napkin.accounting.plan")
+    d.add("layouts timed", "examined − pruned (memory, dominance, step-time floor)", f"{examined} − {pruned}",
+          len(timed), "layouts", "napkin.accounting.plan")
     d.add("winner's step time", win.layout, g(win.step_time_s), win.step_time_s, "s", "napkin step-time")
     days_ = hours = None
     notes = []

@@ -14,13 +14,13 @@ reads and writes over HBM bandwidth. MFU = model FLOPs / (t · G · dense peak) 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from napkin.accounting import kernels as K
 from napkin.accounting.collectives import SRC_NCCL, SRC_PLACEMENT, Link, collective_time, place
-from napkin.accounting.layers import layer_plan
+from napkin.accounting.layers import LayerPlan, layer_plan
 from napkin.accounting.layout import Layout, check_layout, layers_per_stage, stage_params
 from napkin.accounting.layout import stages as stages_of
 from napkin.accounting.model_state import get_optimizer, get_precision, require_precision, state_parts
@@ -201,11 +201,165 @@ def step_time(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, gp
     return _predict(spec, hardware, i, notes, ledger)
 
 
-def _links(i: StepTimeInputs) -> tuple[Link, Link]:
-    c, k = i.cluster, i.constants
+def _links(cluster: Cluster, k: K.StepConstants) -> tuple[Link, Link]:
+    c = cluster
     intra = Link(c.intra_node_bytes_per_s * k.bus_efficiency, k.intra_latency_s, "intra-node", 1)
     inter = Link(c.inter_node_bytes_per_s * k.network_efficiency, k.inter_latency_s, "inter-node", 1)
     return intra, inter
+
+
+StageTerms = tuple[str, int, dict[str, float], float, float]  # name, layers, terms, forward s, backward s
+
+
+def _act_msg(spec: TransformerSpec, b: int, s: int, cp: int, p: float) -> float:
+    """A layer's output activations of one micro-batch on one GPU (b·⌈s/CP⌉·h·bytes): what TP reduces, PP sends."""
+    return b * -(-s // cp) * spec.d_model * p
+
+
+def _layer_costs(plan: LayerPlan, *, b: int, s: int, cp: int, tp: int, ep: int, sp: bool, flash: bool, p: float,
+                 dev: K.Device, c: K.StepConstants) -> tuple[dict[bool, K.LayerCost], tuple[K.Cost, K.Cost]]:
+    """Each layer kind's kernels (keyed by MoE or not) and the output head's, for one micro-batch."""
+    costs = {kind.moe: K.layer_cost(plan, kind, b=b, s=s, cp=cp, tp=tp, ep=ep, sp=sp, flash=flash, p=p, dev=dev, c=c)
+             for kind in plan.kinds}
+    return costs, K.head_cost(plan, b=b, s=s, cp=cp, tp=tp, p=p, dev=dev, c=c)
+
+
+class LayerTerms(NamedTuple):
+    """One layer of one kind, one micro-batch: its step-time terms, launch-bound excess, forward and backward."""
+
+    parts: dict[str, float]
+    host: float
+    forward: float
+    backward: float
+
+
+def _layer_terms(spec: TransformerSpec, plan: LayerPlan, lay: Layout, *, b: int, s: int, recompute: Recompute,
+                 p: float, param_bytes: float, costs: dict[bool, K.LayerCost], links: tuple[Link, Link, Link, Link],
+                 c: K.StepConstants) -> dict[bool, LayerTerms]:
+    """Each layer kind (keyed by MoE or not) for one micro-batch: its kernels, the TP/CP/EP collectives they wait
+    for and the exposed ZeRO-3 gathers, term by term."""
+    t, C, E, dp = lay.tp, lay.cp, lay.ep, lay.dp
+    tp_link, cp_link, ep_link, dp_link = links
+    T = b * -(-s // C)  # tokens of a micro-batch on one GPU
+    per_pass_tp = 2 * collective_time("all-reduce", _act_msg(spec, b, s, C, p), t, tp_link)  # SP: RS + AG, same bytes
+    passes = {"none": 0, "selective": 0, "full": 1}[recompute]
+    out: dict[bool, LayerTerms] = {}
+    for kind in plan.kinds:
+        lc = costs[kind.moe]
+        rec = lc.forward if recompute == "full" else (lc.attention_forward if recompute == "selective" else K.Cost())
+        parts = dict.fromkeys(TERMS, 0.0)
+        parts["compute_gemm"] = lc.forward.gemm + lc.backward.gemm
+        parts["compute_attention"] = lc.forward.attention + lc.backward.attention
+        parts["compute_memory_bound"] = lc.forward.memory_bound + lc.backward.memory_bound
+        parts["recompute"] = rec.time
+        tp_s = parts["tp_comm"] = (2 + passes) * per_pass_tp
+        ep_s = 0.0
+        if kind.moe and E > 1 and spec.moe is not None:
+            a2a = T * spec.moe.top_k * spec.d_model * p
+            ep_s = parts["ep_comm"] = (2 + passes) * 2 * collective_time("all-to-all", a2a, E, ep_link)
+        cp_s = 0.0
+        if C > 1:  # K/V chunks round the ring, hidden behind the attention they feed when it is longer
+            kv = 2 * b * (s // C) * max(1, spec.n_kv_heads // t) * spec.d_head * p
+            ring = (C - 1) * collective_time("p2p", kv, 2, cp_link)
+            cp_s = parts["cp_comm"] = (1 + passes) * max(0.0, ring - lc.attention_forward.time) + 2 * max(
+                0.0, 2 * ring - (lc.backward.attention))
+        z3 = 0.0
+        if lay.zero == 3 and dp > 1:  # FSDP: gather each layer's weights in forward; in backward gather and
+            # reduce-scatter the gradients (2 × the gather's bus bytes); prefetched, so only the excess is exposed
+            gather = collective_time("all-gather", kind.params / t * param_bytes, dp, dp_link)
+            z3 = parts["zero3_comm"] = (1 + passes) * max(0.0, gather - lc.forward.time) + max(
+                0.0, 2 * gather - lc.backward.time)
+        layer_time = lc.forward.time + lc.backward.time + rec.time + tp_s + ep_s + cp_s + z3
+        kernels = lc.forward.kernels + lc.backward.kernels + rec.kernels
+        ep_pass = ep_s / (2 + passes)
+        out[kind.moe] = LayerTerms(parts, max(0.0, kernels * c.host_kernel_s - layer_time),
+                                   lc.forward.time + per_pass_tp + ep_pass,
+                                   layer_time - lc.forward.time - per_pass_tp - ep_pass)
+    return out
+
+
+def _stages(spec: TransformerSpec, plan: LayerPlan, pp: int, layers: dict[bool, LayerTerms],
+            head: tuple[K.Cost, K.Cost]) -> list[StageTerms]:
+    """One micro-batch through each pipeline stage (the first and the last, or the only one): its layers' terms
+    times their count, and the output head on the last."""
+    head_f, head_b = head
+    per = layers_per_stage(spec.layers, pp)
+    stage_ranges = [("only", 0, spec.layers)] if pp == 1 else [("first", 0, per), ("last", spec.layers - per,
+                                                                                     spec.layers)]
+    stages: list[StageTerms] = []
+    for name, lo, hi in stage_ranges:
+        parts = dict.fromkeys(TERMS, 0.0)
+        host = 0.0
+        fwd_s = bwd_s = 0.0
+        for kind, n in plan.counts_in(lo, hi):
+            lt = layers[kind.moe]
+            for k, v in lt.parts.items():
+                if v:
+                    parts[k] += n * v
+            host += n * lt.host
+            fwd_s += n * lt.forward
+            bwd_s += n * lt.backward
+        if name in ("only", "last"):
+            parts["compute_gemm"] += head_f.gemm + head_b.gemm
+            parts["compute_memory_bound"] += head_f.memory_bound + head_b.memory_bound
+            # the vocab-parallel loss all-reduces b·s scalars: negligible beside the layers' b·s·h
+            fwd_s += head_f.time
+            bwd_s += head_b.time
+        parts["launch_overhead"] = host
+        stages.append((name, hi - lo, parts, fwd_s, bwd_s + host))
+    return stages
+
+
+def _placed(lay: Layout, node: int, intra: Link, inter: Link) -> tuple[Link, Link, Link, Link, Link, Link]:
+    """The link of each group (TP, CP, EP, DP, expert DP, PP) in Megatron-LM's rank order tp-cp-ep-dp-pp: the
+    stride of each group is the product of the sizes inside it."""
+    t, C, E, P = lay.tp, lay.cp, lay.ep, lay.pp
+    return (place(t, 1, node, intra, inter), place(C, t, node, intra, inter), place(E, t * C, node, intra, inter),
+            place(lay.dp, t * C, node, intra, inter), place(lay.expert_dp, t * C * E, node, intra, inter),
+            place(2, lay.gpus // P, node, intra, inter) if P > 1 else place(1, 1, node, intra, inter))
+
+
+class StepFloor:
+    """A lower bound on ``step_time`` for a search that skips the layouts it cannot beat (``napkin plan``).
+
+    The step is (m + (P − 1)/V) · t_stage plus the PP sends, the exposed DP reduction and the optimizer step, each
+    ≥ 0; the floor is the first term, from the same stage terms (``_stages``) as the prediction. The layer costs
+    depend on the micro-batch and TP/CP/EP only, so a search shares them across PP, VP, ZeRO and the batch split.
+    """
+
+    def __init__(self, spec: TransformerSpec, hw: HardwareSpec, *, seq: int, cluster: Cluster,
+                 precision: str = "bf16-mixed", flash: bool = True, constants: K.StepConstants | None = None) -> None:
+        self.spec, self.seq, self.flash, self.cluster = spec, seq, flash, cluster
+        self.c = constants or K.StepConstants()
+        self.dev, _ = _device(hw, precision, self.c)
+        prec = get_precision(precision)
+        self.p, self.param_bytes = BYTES_PER_ELEMENT[prec.activations], BYTES_PER_ELEMENT[prec.params]
+        self.plan = layer_plan(spec)
+        self.links = _links(cluster, self.c)
+        self._costs: dict[tuple[int, ...], tuple[dict[bool, K.LayerCost], tuple[K.Cost, K.Cost]]] = {}
+        self._layers: dict[tuple[Any, ...], dict[bool, LayerTerms]] = {}
+        self._stage: dict[tuple[Any, ...], float] = {}
+
+    def __call__(self, lay: Layout, micro_batch: int, micro_batches: int, recompute: Recompute) -> float:
+        """Seconds that ``step_time`` predicts at least for ``lay`` with m = ``micro_batches`` of ``micro_batch``."""
+        b, z3 = micro_batch, lay.zero == 3 and lay.dp > 1
+        key = (lay.tp, lay.cp, lay.ep, lay.sp, lay.pp, lay.dp if z3 else 0, b, recompute)
+        t_stage = self._stage.get(key)
+        if t_stage is None:
+            lk = key[:4] + key[5:]  # the layers' terms: all but PP (the DP degree only for ZeRO-3's gathers)
+            layers = self._layers.get(lk)
+            if layers is None:
+                ck = (lay.tp, lay.cp, lay.ep, lay.sp, b)
+                if ck not in self._costs:
+                    self._costs[ck] = _layer_costs(self.plan, b=b, s=self.seq, cp=lay.cp, tp=lay.tp, ep=lay.ep,
+                                                   sp=lay.sp, flash=self.flash, p=self.p, dev=self.dev, c=self.c)
+                tp_l, cp_l, ep_l, dp_l, _, _ = _placed(lay, self.cluster.node_size, *self.links)
+                layers = self._layers[lk] = _layer_terms(
+                    self.spec, self.plan, lay, b=b, s=self.seq, recompute=recompute, p=self.p,
+                    param_bytes=self.param_bytes, costs=self._costs[ck][0], links=(tp_l, cp_l, ep_l, dp_l), c=self.c)
+            stages = _stages(self.spec, self.plan, lay.pp, layers, self._costs[lay.tp, lay.cp, lay.ep, lay.sp, b][1])
+            t_stage = self._stage[key] = max(sum(x[2].values()) for x in stages)
+        return (micro_batches + (lay.pp - 1) / lay.vp) * t_stage
 
 
 def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: list[str],
@@ -226,15 +380,8 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
           "Narayanan et al. 2021 §2.2")
     d.given(f"dense {prec.compute.value} peak ({hw.name})", "P", dev.peak_flops_per_s, "FLOP/s", hw.sources[0])
     d.given(f"large-GEMM efficiency ({eff_src})", "η_MAMF", dev.gemm_efficiency, "fraction", K.SRC_MAMF)
-    intra, inter = _links(i)
-    node = i.cluster.node_size
-    # Megatron-LM order tp-cp-ep-dp-pp: the stride of each group is the product of the sizes inside it
-    tp_link = place(t, 1, node, intra, inter)
-    cp_link = place(C, t, node, intra, inter)
-    ep_link = place(E, t * C, node, intra, inter)
-    dp_link = place(dp, t * C, node, intra, inter)
-    edp_link = place(lay.expert_dp, t * C * E, node, intra, inter)
-    pp_link = place(2, G // P, node, intra, inter) if P > 1 else place(1, 1, node, intra, inter)
+    intra, inter = _links(i.cluster, c)
+    tp_link, cp_link, ep_link, dp_link, edp_link, pp_link = _placed(lay, i.cluster.node_size, intra, inter)
     for name, n, link in (("TP", t, tp_link), ("CP", C, cp_link), ("EP", E, ep_link), ("DP", dp, dp_link),
                           ("PP", P, pp_link)):
         if n > 1:
@@ -242,67 +389,12 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
                   g(link.bandwidth_bytes_per_s), link.bandwidth_bytes_per_s, "B/s", SRC_PLACEMENT)
 
     # --- one micro-batch through the slowest stage
-    T = b * -(-s // C)  # tokens of a micro-batch on one GPU
-    act_msg = T * spec.d_model * p  # a layer's output activations: what TP reduces and PP sends
-    per_pass_tp = 2 * collective_time("all-reduce", act_msg, t, tp_link)  # SP: RS + AG, the same bus bytes
-    passes = {"none": 0, "selective": 0, "full": 1}[i.recompute]
-    costs = {}
-    for kind in plan.kinds:
-        costs[kind.moe] = K.layer_cost(plan, kind, b=b, s=s, cp=C, tp=t, ep=E, sp=lay.sp, flash=i.flash, p=p,
-                                       dev=dev, c=c)
-    head_f, head_b = K.head_cost(plan, b=b, s=s, cp=C, tp=t, p=p, dev=dev, c=c)
-    per = layers_per_stage(spec.layers, P)
-    stage_ranges = [("only", 0, spec.layers)] if P == 1 else [("first", 0, per), ("last", spec.layers - per,
-                                                                                    spec.layers)]
-    layer_params = {k.moe: k.params for k in plan.kinds}
-    stages: list[tuple[str, int, dict[str, float], float, float]] = []
-    for name, lo, hi in stage_ranges:
-        parts = dict.fromkeys(TERMS, 0.0)
-        host = 0.0
-        fwd_s = bwd_s = 0.0
-        for kind, n in plan.counts_in(lo, hi):
-            lc = costs[kind.moe]
-            rec = lc.forward if i.recompute == "full" else (lc.attention_forward if i.recompute == "selective"
-                                                            else K.Cost())
-            parts["compute_gemm"] += n * (lc.forward.gemm + lc.backward.gemm)
-            parts["compute_attention"] += n * (lc.forward.attention + lc.backward.attention)
-            parts["compute_memory_bound"] += n * (lc.forward.memory_bound + lc.backward.memory_bound)
-            parts["recompute"] += n * rec.time
-            tp_s = (2 + passes) * per_pass_tp
-            parts["tp_comm"] += n * tp_s
-            ep_s = 0.0
-            if kind.moe and E > 1 and spec.moe is not None:
-                a2a = T * spec.moe.top_k * spec.d_model * p
-                ep_s = (2 + passes) * 2 * collective_time("all-to-all", a2a, E, ep_link)
-                parts["ep_comm"] += n * ep_s
-            cp_s = 0.0
-            if C > 1:  # K/V chunks round the ring, hidden behind the attention they feed when it is longer
-                kv = 2 * b * (s // C) * max(1, spec.n_kv_heads // t) * spec.d_head * p
-                ring = (C - 1) * collective_time("p2p", kv, 2, cp_link)
-                cp_s = (1 + passes) * max(0.0, ring - lc.attention_forward.time) + 2 * max(
-                    0.0, 2 * ring - (lc.backward.attention))
-                parts["cp_comm"] += n * cp_s
-            z3 = 0.0
-            if lay.zero == 3 and dp > 1:  # FSDP: gather each layer's weights in forward; in backward gather and
-                # reduce-scatter the gradients (2 × the gather's bus bytes); prefetched, so only the excess is exposed
-                wbytes = layer_params[kind.moe] / t * BYTES_PER_ELEMENT[prec.params]
-                gather = collective_time("all-gather", wbytes, dp, dp_link)
-                z3 = (1 + passes) * max(0.0, gather - lc.forward.time) + max(
-                    0.0, 2 * gather - lc.backward.time)
-                parts["zero3_comm"] += n * z3
-            layer_time = lc.forward.time + lc.backward.time + rec.time + tp_s + ep_s + cp_s + z3
-            kernels = lc.forward.kernels + lc.backward.kernels + rec.kernels
-            host += n * max(0.0, kernels * c.host_kernel_s - layer_time)
-            fwd_s += n * (lc.forward.time + per_pass_tp + ep_s / (2 + passes))
-            bwd_s += n * (layer_time - lc.forward.time - per_pass_tp - ep_s / (2 + passes))
-        if name in ("only", "last"):
-            parts["compute_gemm"] += head_f.gemm + head_b.gemm
-            parts["compute_memory_bound"] += head_f.memory_bound + head_b.memory_bound
-            # the vocab-parallel loss all-reduces b·s scalars: negligible beside the layers' b·s·h
-            fwd_s += head_f.time
-            bwd_s += head_b.time
-        parts["launch_overhead"] = host
-        stages.append((name, hi - lo, parts, fwd_s, bwd_s + host))
+    act_msg = _act_msg(spec, b, s, C, p)  # a layer's output activations: what TP reduces and PP sends
+    costs, head = _layer_costs(plan, b=b, s=s, cp=C, tp=t, ep=E, sp=lay.sp, flash=i.flash, p=p, dev=dev, c=c)
+    layers = _layer_terms(spec, plan, lay, b=b, s=s, recompute=i.recompute, p=p,
+                          param_bytes=BYTES_PER_ELEMENT[prec.params], costs=costs,
+                          links=(tp_link, cp_link, ep_link, dp_link), c=c)
+    stages = _stages(spec, plan, P, layers, head)
     slow = max(stages, key=lambda x: sum(x[2].values()))
     t_stage = sum(slow[2].values())
     d.add(f"one micro-batch on the slowest stage ({slow[0]}, {slow[1]} layers)", "Σ layers (fwd + bwd + recompute "

@@ -93,13 +93,13 @@ def plan_cmd(
               max_tp=max_tp, fix=_fix(fix) if fix else None, node_size=node_size,
               intra_node_bandwidth=intra_node_bandwidth, inter_node_bandwidth=inter_node_bandwidth,
               calibration=calibration)
-    if json:
+    con = None if json else render.console()
+    if con is None or not con.is_terminal:  # a bar only where someone watches (rich.progress costs ~10 ms to load)
         result = plan(spec, hw, **kw)  # type: ignore[arg-type]
     else:
         from rich.progress import Progress
 
-        con = render.console()
-        with Progress(transient=True, console=con, disable=not con.is_terminal) as bar:
+        with Progress(transient=True, console=con) as bar:
             task = bar.add_task("searching layouts", total=None)
             result = plan(spec, hw, progress=lambda n, total: bar.update(task, completed=n, total=total),
                           **kw)  # type: ignore[arg-type]

@@ -1,0 +1,86 @@
+"""napkin plan's bounded search: it stops where no untimed layout can enter the top, and answers as the exhaustive one.
+
+The bound rests on two properties of the models, each checked here on the models themselves: ``StepFloor`` never
+exceeds the step ``step_time`` predicts, and the memory ledger grows with the micro-batch and shrinks with each
+ZeRO stage and each heavier recomputation (the search infers a fit from a ledger already drawn).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from napkin.accounting.layout import Layout
+from napkin.accounting.memory import TrainingSetup, memory_ledger
+from napkin.accounting.plan import _divisors, _shapes, plan
+from napkin.accounting.step_time import StepFloor, default_cluster, step_time
+from napkin.specs.catalog import get_hardware, get_model
+
+H100, A100 = get_hardware("h100"), get_hardware("a100")
+
+
+def _same(a, b) -> None:
+    assert [r.model_dump() for r in a.top] == [r.model_dump() for r in b.top]
+    assert a.winner.model_dump() == b.winner.model_dump()
+    assert (a.runner_up is None) == (b.runner_up is None)
+    if a.runner_up is not None:
+        assert a.runner_up.model_dump() == b.runner_up.model_dump()
+    assert a.why == b.why and a.megatron_flags == b.megatron_flags
+
+
+@pytest.mark.parametrize("model, hw, gpus, batch, seq, kw", [
+    ("llama3-8b", H100, 8, 64, 4096, {}),
+    ("gpt2", H100, 8, 32, 1024, {"top": 8}),
+    ("llama3-8b", A100, 16, 32, 8192, {"fix": {"tp": 2}}),
+    ("llama3-8b", H100, 8, 64, 4096, {"fix": {"recompute": "full", "zero": 1}}),
+])
+def test_bounded_search_answers_as_the_exhaustive_one(model, hw, gpus, batch, seq, kw):
+    spec = get_model(model)
+    fast = plan(spec, hw, gpus=gpus, global_batch=batch, seq=seq, **kw)
+    full = plan(spec, hw, gpus=gpus, global_batch=batch, seq=seq, exhaustive=True, **kw)
+    _same(fast, full)
+    assert fast.examined == full.examined and fast.timed < full.timed  # the bound did skip layouts
+
+
+@pytest.mark.slow  # exhaustive searches of a MoE and of a 64-GPU layout space: seconds
+@pytest.mark.parametrize("model, gpus, batch", [("mixtral-8x7b", 32, 128), ("llama3-70b", 64, 256)])
+def test_bounded_search_answers_as_the_exhaustive_one_at_scale(model, gpus, batch):
+    spec = get_model(model)
+    _same(plan(spec, H100, gpus=gpus, global_batch=batch, seq=4096),
+          plan(spec, H100, gpus=gpus, global_batch=batch, seq=4096, exhaustive=True))
+
+
+@pytest.mark.parametrize("model, gpus, batch, seq", [("llama3-8b", 16, 64, 8192), ("mixtral-8x7b", 16, 32, 4096),
+                                                     ("gpt2", 8, 16, 1024)])
+def test_floor_never_exceeds_the_predicted_step(model, gpus, batch, seq):
+    spec = get_model(model)
+    floor = StepFloor(spec, H100, seq=seq, cluster=default_cluster(H100))
+    checked = 0
+    for t, c, p, v, e in _shapes(spec, gpus, batch, seq, 8, None, {}):
+        dp = gpus // (t * c * p)
+        for z, b, rec in itertools.product((1, 3) if dp > 1 else (0,), _divisors(batch // dp), ("none", "full")):
+            lay = Layout(gpus=gpus, tp=t, pp=p, vp=v, cp=c, ep=e, sp=t > 1, zero=z)
+            m = batch // dp // b
+            st = step_time(spec, H100, gpus=gpus, layout=lay, micro_batch=b, global_batch=batch, seq=seq,
+                           recompute=rec, overlap_grad_reduce=True, ledger=False)
+            lo = floor(lay, b, m, rec)
+            assert 0 < lo <= st.step_time_s * (1 + 1e-12), (lay.describe(), b, rec)
+            checked += 1
+    assert checked > 50
+
+
+@pytest.mark.parametrize("model, gpus", [("llama3-8b", 8), ("mixtral-8x7b", 16)])
+def test_memory_grows_with_the_micro_batch_and_shrinks_with_zero_and_recompute(model, gpus):
+    spec = get_model(model)
+    for t, c, p, v, e in _shapes(spec, gpus, 32, 4096, 8, None, {})[::3]:
+        dp = gpus // (t * c * p)
+        total = {}
+        for b, z, r in itertools.product(_divisors(32 // dp), (1, 2, 3) if dp > 1 else (0,), range(3)):
+            lay = Layout(gpus=gpus, tp=t, pp=p, vp=v, cp=c, ep=e, sp=t > 1, zero=z, micro_batches=32 // dp // b)
+            rec = ("none", "selective", "full")[r]
+            total[b, z, r] = memory_ledger(spec, H100, TrainingSetup(batch=b, seq=4096, recompute=rec), lay).total_bytes
+        for (b, z, r), x in total.items():
+            for (b2, z2, r2), y in total.items():
+                if b2 >= b and z2 <= z and r2 <= r:
+                    assert y >= x * (1 - 1e-12), ((t, c, p, v, e), (b, z, r), (b2, z2, r2))
