@@ -11,7 +11,7 @@ import itertools
 
 import pytest
 
-from napkin.accounting.layout import Layout
+from napkin.accounting.layout import Layout, layers_per_stage
 from napkin.accounting.memory import TrainingSetup, memory_ledger
 from napkin.accounting.plan import _divisors, _shapes, plan
 from napkin.accounting.step_time import StepFloor, default_cluster, step_time
@@ -84,3 +84,21 @@ def test_memory_grows_with_the_micro_batch_and_shrinks_with_zero_and_recompute(m
             for (b2, z2, r2), y in total.items():
                 if b2 >= b and z2 <= z and r2 <= r:
                     assert y >= x * (1 - 1e-12), ((t, c, p, v, e), (b, z, r), (b2, z2, r2))
+
+
+def test_a_dense_ledger_holds_at_least_its_first_stage_layers_activations():
+    """The search rejects a layout without its ledger when in-flight × layers × a layer's activations (from a
+    ledger of the same TP, CP, SP, micro-batch and recompute) is already over the GPU."""
+    spec = get_model("llama3-8b")
+    checked = 0
+    for t, c, p, v, _e in _shapes(spec, 16, 64, 4096, 8, None, {}):
+        dp = 16 // (t * c * p)
+        for b, rec in itertools.product(_divisors(64 // dp)[:3], ("none", "full")):
+            lay = Layout(gpus=16, tp=t, pp=p, vp=v, cp=c, sp=t > 1, zero=1 if dp > 1 else 0,
+                         micro_batches=64 // dp // b)
+            mem = memory_ledger(spec, H100, TrainingSetup(batch=b, seq=4096, recompute=rec), lay)
+            assert mem.activations is not None
+            first = lay.in_flight("first" if p > 1 else "only") * layers_per_stage(spec.layers, p)
+            assert mem.total_bytes >= first * mem.activations.per_layer_bytes
+            checked += 1
+    assert checked > 30

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from napkin.accounting.kernels import StepConstants
 from napkin.accounting.launch_flags import megatron_flags, torchtitan
-from napkin.accounting.layout import Layout, ZeroStage, data_parallel
+from napkin.accounting.layout import Layout, ZeroStage, data_parallel, layers_per_stage
 from napkin.accounting.step_time import TERM_LABELS, StepFloor, StepTimeResult, default_cluster, step_time
 from napkin.errors import InputError
 from napkin.results import DEFINITION, Derivation, Result, g, numbers_only
@@ -188,7 +188,7 @@ def plan(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, global_
 
 def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
             progress: Progress | None, exhaustive: bool = False) -> PlanResult:
-    from napkin.accounting.memory import TrainingSetup, memory_ledger
+    from napkin.accounting.memory import MemoryResult, TrainingSetup, memory_ledger
 
     c = StepConstants()
     common: dict[str, Any] = dict(seq=i.seq, global_batch=i.global_batch, precision=i.precision,
@@ -244,40 +244,54 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
     # is above the k-th fastest step timed (a floor never exceeds the step it bounds, so nothing later can enter)
     k = max(i.top, 2)
     fits: dict[tuple[int, int, int, int], bool] = {}
-    smallest: tuple[float, int, str] | None = None
+    totals: dict[tuple[int, int, int, int], float] = {}
+    # a dense layer's kept activations by (tp, cp, sp, b, recompute): the same on every stage, PP, VP and ZeRO
+    per_layer: dict[tuple[int, int, bool, int, int], float] = {}
     best: list[float] = []
     timed: list[tuple[float, StepTimeResult, float]] = []
-    totals: dict[tuple[int, int, int, int], float] = {}
 
-    def fit(n: int, b: int, m: int, z: int, ri: int, order: int, known: bool = True) -> bool:
-        """Whether (shape n, micro-batch b, ZeRO z, recompute ri) fits: the ledger's answer, or with ``known``
-        one that follows from a ledger already drawn: memory grows with the micro-batch and shrinks with each
-        ZeRO stage and each heavier recomputation (tests/test_plan.py checks that order on the ledger)."""
-        nonlocal smallest
-        key = (n, b, z, ri)
-        if key in fits:
-            return fits[key]
-        if known:
-            for (n0, b0, z0, r0), ok in fits.items():
-                if n0 == n and (ok and b <= b0 and z >= z0 and ri >= r0 or not ok and b >= b0 and z <= z0 and ri <= r0):
-                    return ok
+    def ledger(n: int, b: int, m: int, z: int, ri: int) -> MemoryResult:
         lay = tightest[n, b].model_copy(update={"zero": z, "micro_batches": m})
         mem = memory_ledger(spec, hw, TrainingSetup(batch=b, seq=i.seq, precision=i.precision, recompute=recs[ri]),
                             lay)
-        fits[key], totals[key] = mem.fits, mem.total_bytes
-        if not mem.fits and (smallest is None or (mem.total_bytes, order) < smallest[:2]):
-            smallest = (mem.total_bytes, order, f"{lay.describe()}, micro-batch {b}, recompute {recs[ri]}")
-        return mem.fits
+        fits[n, b, z, ri], totals[n, b, z, ri] = mem.fits, mem.total_bytes
+        if spec.moe is None and mem.activations is not None:
+            per_layer[lay.tp, lay.cp, lay.sp, b, ri] = mem.activations.per_layer_bytes
+        return mem
+
+    def fit(n: int, b: int, m: int, z: int, ri: int) -> bool:
+        """Whether (shape n, micro-batch b, ZeRO z, recompute ri) fits: the ledger's answer, or (unless
+        exhaustive) one that follows from the ledgers already drawn. Memory grows with the micro-batch and
+        shrinks with each ZeRO stage and each heavier recomputation; and the first stage holds at least its
+        in-flight micro-batches × its layers × a layer's activations (memory.py: the ledger's activation row),
+        whatever else it holds. tests/test_plan_bound.py checks both on the ledger, and that the answers stay those of
+        the exhaustive search, which draws every ledger."""
+        key = (n, b, z, ri)
+        if key in fits:
+            return fits[key]
+        if not exhaustive:
+            for (n0, b0, z0, r0), ok in fits.items():
+                if n0 == n and (ok and b <= b0 and z >= z0 and ri >= r0 or not ok and b >= b0 and z <= z0 and ri <= r0):
+                    return ok
+            lay = tightest[n, b]
+            a = per_layer.get((lay.tp, lay.cp, lay.sp, b, ri))
+            if a is not None:
+                first = lay.model_copy(update={"micro_batches": m}).in_flight("first" if lay.pp > 1 else "only")
+                if first * layers_per_stage(spec.layers, lay.pp) * a > usable:
+                    fits[key] = False
+                    return False
+        return ledger(n, b, m, z, ri).fits
 
     def admissible(x: _Candidate) -> bool:
         n, b, m = x.shape, x.b, x.m
-        if not fit(n, b, m, tightest[n, b].zero, len(recs) - 1, x.order):  # nothing of this shape and b fits
+        if not fit(n, b, m, tightest[n, b].zero, len(recs) - 1):  # nothing of this shape and micro-batch fits
             return False
         # the lightest recompute that fits this ZeRO stage, and only where no lower stage of its group fits with
-        # a recompute as light (same time, more memory); its own fit from its ledger (the row shows the total)
-        return (all(not fit(n, b, m, x.zero, rj, x.order) for rj in range(x.ri))
-                and all(not fit(n, b, m, zl, rj, x.order) for zl in x.lower for rj in range(x.ri + 1))
-                and fit(n, b, m, x.zero, x.ri, x.order, known=False))
+        # a recompute as light (same time, more memory); one admitted has its own ledger (its row shows the total)
+        return (all(not fit(n, b, m, x.zero, rj) for rj in range(x.ri))
+                and all(not fit(n, b, m, zl, rj) for zl in x.lower for rj in range(x.ri + 1))
+                and fit(n, b, m, x.zero, x.ri)
+                and ((n, b, x.zero, x.ri) in totals or ledger(n, b, m, x.zero, x.ri).fits))
 
     with numbers_only():  # the search keeps numbers; the winner and runner-up are derived in full below
         try:
@@ -301,7 +315,17 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
     if not timed:
         if interrupted:
             raise InputError("interrupted before any layout was timed")
-        what = (f"the smallest per-GPU footprint is {smallest[0] / 1e9:.1f} GB with {smallest[2]}" if smallest
+        # nothing fits: the smallest footprint is each shape's smallest micro-batch at its tightest setting
+        smallest: tuple[float, str] | None = None
+        firsts: dict[int, int] = {}
+        for n, b in tightest:
+            firsts.setdefault(n, b)  # micro-batches ascend within a shape
+        for n, b in firsts.items():
+            lay = tightest[n, b]
+            mem = ledger(n, b, i.global_batch // lay.dp // b, lay.zero, len(recs) - 1)
+            if smallest is None or mem.total_bytes < smallest[0]:
+                smallest = (mem.total_bytes, f"{lay.describe()}, micro-batch {b}, recompute {recs[-1]}")
+        what = (f"the smallest per-GPU footprint is {smallest[0] / 1e9:.1f} GB with {smallest[1]}" if smallest
                 else "no layout was tried")
         raise InputError(f"no layout of {spec.name} fits {G} × {hw.name}: {what}; the {hw.name} has "
                          f"{usable / 1e9:.0f} GB (more GPUs, a shorter `seq` or a smaller `global_batch` help)")
