@@ -82,6 +82,18 @@ def child_env() -> dict[str, str]:
     return env
 
 
+SEARCH = r'''
+import sys, time
+from napkin.accounting.memory import memory_ledger  # imported by step-time too: not the search's own cost
+from napkin.accounting.plan import plan
+from napkin.specs.resolve import as_hardware, as_model
+spec, hw = as_model("llama3-8b"), as_hardware("h100")
+t = time.perf_counter()
+r = plan(spec, hw, gpus=8, global_batch=64, seq=4096)
+print(time.perf_counter() - t, r.examined, r.timed)
+'''
+
+
 def run_once(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Wall and CPU seconds (user + system) of one run of ``cmd``, its output read through a pipe."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -135,6 +147,12 @@ def main() -> None:
             print(" ".join(row[:1]) + " " + "   ".join(row[1:]))
         worst = max(med[(n, m)] / med[("floor", m)] for n in names for m in ("table", "json"))
         print(f"{'worst':15s} {worst:.2f} x floor")
+    if "plan" in names:  # what of plan's time is its search, not start-up: plan() timed inside a fresh process
+        out = [subprocess.run([sys.executable, "-c", SEARCH], capture_output=True, text=True, check=True,
+                              env=env).stdout.split() for _ in range(max(3, args.runs // 3))]
+        t = statistics.median(float(o[0]) for o in out)
+        print(f"\nplan's layout search (plan() in a fresh process, median of {len(out)}): {t * 1e3:.1f} ms, "
+              f"{int(out[0][1]):,} layouts examined, {int(out[0][2]):,} timed")
 
 
 if __name__ == "__main__":

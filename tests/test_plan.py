@@ -18,7 +18,6 @@ H100 = get_hardware("h100")
 GPT2 = get_model("gpt2")
 
 
-@pytest.mark.slow  # a search over many layouts: seconds
 def test_winner_is_the_fastest_of_a_brute_force_search():
     """Every layout of gpt2 on 8 GPUs, timed without pruning: the planner's pick is the fastest that fits."""
     r = plan(GPT2, H100, gpus=8, global_batch=32, seq=1024, top=3)
@@ -40,7 +39,6 @@ def test_winner_is_the_fastest_of_a_brute_force_search():
     assert r.winner.fits and r.timed <= r.examined
 
 
-@pytest.mark.slow  # a search over many layouts: seconds
 def test_every_ranked_layout_fits_the_gpu():
     r = plan(get_model("llama3-70b"), H100, gpus=64, global_batch=64, seq=4096, top=5)
     for row in r.top:
@@ -59,13 +57,11 @@ def test_fix_holds_a_dimension_and_flags_say_the_layout():
     assert "tensor_parallel_degree = 2" in r.torchtitan and "pipeline_parallel_degree = 2" in r.torchtitan
 
 
-@pytest.mark.slow  # a search over many layouts: seconds
 def test_moe_plans_use_expert_parallelism():
     r = plan(get_model("deepseek-v3"), H100, gpus=256, global_batch=256, seq=4096, top=3, fix={"tp": 2})
     assert r.winner.inputs.layout.ep > 1 and "--expert-model-parallel-size" in r.megatron_flags
 
 
-@pytest.mark.slow  # a search over many layouts: seconds
 def test_days_from_tokens_and_fewest_gpus():
     r = plan(GPT2, H100, gpus=8, global_batch=32, seq=1024, tokens=1e9)
     assert r.days == pytest.approx(1e9 / (32 * 1024) * r.winner.step_time_s / 86400)
@@ -110,7 +106,6 @@ def test_cli_json_and_table():
     assert bad.exit_code == 2 and "NAME=VALUE" in bad.output
 
 
-@pytest.mark.slow  # a search over many layouts: seconds
 def test_train_time_takes_a_layout_and_a_plan():
     from napkin.accounting.plan import train_time_planned
     from napkin.accounting.step_time import step_time, train_time_at_layout
