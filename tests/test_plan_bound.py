@@ -102,3 +102,40 @@ def test_a_dense_ledger_holds_at_least_its_first_stage_layers_activations():
             assert mem.total_bytes >= first * mem.activations.per_layer_bytes
             checked += 1
     assert checked > 30
+
+
+@pytest.mark.parametrize("model", ["llama3-8b", "mixtral-8x7b"])
+def test_a_stages_model_state_is_a_floor_under_every_micro_batch_and_recompute(model):
+    """The ledger less its activations is the stage's model state: the same at every micro-batch and recompute,
+    so the search uses one ledger's state (plus the first stage's least activations) to rule out another."""
+    spec = get_model(model)
+    checked = 0
+    for t, c, p, v, e in _shapes(spec, 16, 64, 4096, 8, None, {})[::4]:
+        dp = 16 // (t * c * p)
+        for z in (1, 3) if dp > 1 else (0,):
+            seen: dict[str, float] = {}
+            mems = []
+            for b, rec in itertools.product(_divisors(64 // dp)[:3], ("none", "selective", "full")):
+                lay = Layout(gpus=16, tp=t, pp=p, vp=v, cp=c, ep=e, sp=t > 1, zero=z, micro_batches=64 // dp // b)
+                mem = memory_ledger(spec, H100, TrainingSetup(batch=b, seq=4096, recompute=rec), lay)
+                assert mem.activations is not None
+                held = mem.total_bytes - mem.activations.total_bytes
+                assert held == pytest.approx(seen.setdefault(mem.stage, held), rel=1e-12)
+                mems.append(mem)
+            for mem in mems:
+                assert all(mem.total_bytes >= x * (1 - 1e-12) for x in seen.values())
+                checked += 1
+    assert checked > 20
+
+
+def test_step_floor_of_any_pipeline_is_under_each_pipelines_floor():
+    spec = get_model("llama3-8b")
+    floor = StepFloor(spec, H100, seq=8192, cluster=default_cluster(H100))
+    checked = 0
+    for t, c, p, v, e in _shapes(spec, 32, 128, 8192, 8, None, {}):
+        dp = 32 // (t * c * p)
+        for z, b, rec in itertools.product((1, 3) if dp > 1 else (0,), _divisors(128 // dp)[:4], ("none", "full")):
+            lay = Layout(gpus=32, tp=t, pp=p, vp=v, cp=c, ep=e, sp=t > 1, zero=z)
+            assert floor.any_pipeline(lay, b, rec, 128) <= floor(lay, b, 128 // dp // b, rec) * (1 + 1e-12)
+            checked += 1
+    assert checked > 100

@@ -27,7 +27,9 @@ Megatron-LM flags ask (``--overlap-grad-reduce``); FSDP (ZeRO-3) overlaps by des
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
+import heapq
+import math
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, cast
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -69,9 +71,8 @@ class PlanInputs(Inputs):
 
 
 class _Candidate(NamedTuple):
-    """One layout of the search, ordered by the floor of its step time (then as enumerated)."""
+    """One layout of the search (a shape, its micro-batch, ZeRO stage and recompute), in enumeration order."""
 
-    floor: float
     order: int
     shape: int  # index into the shapes (tp, cp, pp, vp, ep)
     b: int
@@ -210,8 +211,11 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
     want_r, want_z, want_b = i.fix.get("recompute"), i.fix.get("zero"), i.fix.get("micro_batch")
     # a fixed recompute other than these three: TrainingSetup refuses it in one line
     recs = [cast(Recompute, str(want_r))] if want_r is not None else list(RECOMPUTES)
-    # 1. every candidate (shape, micro-batch, ZeRO stage, recompute) with the floor of its step time
+    # 1. every candidate (shape, micro-batch, ZeRO stage, recompute), grouped by what their floors share: TP, CP,
+    # EP, micro-batch and recompute
     cands: list[_Candidate] = []
+    grouped: dict[tuple[int, int, int, int, int], list[_Candidate]] = {}
+    any_layout: dict[tuple[int, int, int, int, int], Layout] = {}
     tightest: dict[tuple[int, int], Layout] = {}  # (shape, b) -> the layout at its smallest-footprint ZeRO stage
     interrupted = False
     try:
@@ -235,9 +239,12 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
                 tightest[n, b] = lays[max(lays)]
                 for zs in groups:
                     for pos, z in enumerate(zs):
-                        for ri, r in enumerate(recs):
-                            cands.append(_Candidate(floor(lays[z], b, m, r), len(cands), n, b, m, z, ri,
-                                                    tuple(zs[:pos])))
+                        for ri in range(len(recs)):
+                            x = _Candidate(len(cands), n, b, m, z, ri, tuple(zs[:pos]))
+                            cands.append(x)
+                            gk = (t, cp, e, b, ri)
+                            grouped.setdefault(gk, []).append(x)
+                            any_layout.setdefault(gk, lays[z])
     except KeyboardInterrupt:
         interrupted = True
     # 2. fastest floor first: check the memory and the dominance rules, time what passes, and stop once the floor
@@ -245,8 +252,11 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
     k = max(i.top, 2)
     fits: dict[tuple[int, int, int, int], bool] = {}
     totals: dict[tuple[int, int, int, int], float] = {}
+    drawn: dict[int, list[tuple[int, int, int, bool]]] = {}  # shape -> (b, z, recompute, fits) of its ledgers
     # a dense layer's kept activations by (tp, cp, sp, b, recompute): the same on every stage, PP, VP and ZeRO
     per_layer: dict[tuple[int, int, bool, int, int], float] = {}
+    # (shape, ZeRO) -> a stage and its model state (total − activations): the same for every b and recompute
+    state: dict[tuple[int, int], tuple[str, float]] = {}
     best: list[float] = []
     timed: list[tuple[float, StepTimeResult, float]] = []
 
@@ -255,31 +265,39 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
         mem = memory_ledger(spec, hw, TrainingSetup(batch=b, seq=i.seq, precision=i.precision, recompute=recs[ri]),
                             lay)
         fits[n, b, z, ri], totals[n, b, z, ri] = mem.fits, mem.total_bytes
-        if spec.moe is None and mem.activations is not None:
-            per_layer[lay.tp, lay.cp, lay.sp, b, ri] = mem.activations.per_layer_bytes
+        drawn.setdefault(n, []).append((b, z, ri, mem.fits))
+        if mem.activations is not None:
+            if spec.moe is None:
+                per_layer[lay.tp, lay.cp, lay.sp, b, ri] = mem.activations.per_layer_bytes
+            if (n, z) not in state or mem.stage != "last":  # the first stage's, where there is a choice
+                state[n, z] = (mem.stage, mem.total_bytes - mem.activations.total_bytes)
         return mem
 
     def fit(n: int, b: int, m: int, z: int, ri: int) -> bool:
         """Whether (shape n, micro-batch b, ZeRO z, recompute ri) fits: the ledger's answer, or (unless
         exhaustive) one that follows from the ledgers already drawn. Memory grows with the micro-batch and
-        shrinks with each ZeRO stage and each heavier recomputation; and the first stage holds at least its
-        in-flight micro-batches × its layers × a layer's activations (memory.py: the ledger's activation row),
-        whatever else it holds. tests/test_plan_bound.py checks both on the ledger, and that the answers stay those of
-        the exhaustive search, which draws every ledger."""
+        shrinks with each ZeRO stage and each heavier recomputation. A stage's model state (its ledger less the
+        activations) is the same at every micro-batch and recompute, and the first stage holds, on top of it,
+        at least its in-flight micro-batches × its layers × a dense layer's activations (memory.py: the
+        activation row); the ledger is the fuller stage, so either stage's part is a floor under it.
+        tests/test_plan_bound.py checks these on the ledger, and that the answers stay those of the exhaustive
+        search, which draws every ledger."""
         key = (n, b, z, ri)
         if key in fits:
             return fits[key]
         if not exhaustive:
-            for (n0, b0, z0, r0), ok in fits.items():
-                if n0 == n and (ok and b <= b0 and z >= z0 and ri >= r0 or not ok and b >= b0 and z <= z0 and ri <= r0):
+            for b0, z0, r0, ok in drawn.get(n, ()):
+                if ok and b <= b0 and z >= z0 and ri >= r0 or not ok and b >= b0 and z <= z0 and ri <= r0:
                     return ok
             lay = tightest[n, b]
             a = per_layer.get((lay.tp, lay.cp, lay.sp, b, ri))
-            if a is not None:
-                first = lay.model_copy(update={"micro_batches": m}).in_flight("first" if lay.pp > 1 else "only")
-                if first * layers_per_stage(spec.layers, lay.pp) * a > usable:
-                    fits[key] = False
-                    return False
+            acts = 0.0 if a is None else a * layers_per_stage(spec.layers, lay.pp) * lay.model_copy(
+                update={"micro_batches": m}).in_flight("first" if lay.pp > 1 else "only")
+            where, held = state.get((n, z), ("", 0.0))
+            if (held + acts if where in ("first", "only") else max(held, acts)) > usable:
+                fits[key] = False
+                drawn.setdefault(n, []).append((b, z, ri, False))
+                return False
         return ledger(n, b, m, z, ri).fits
 
     def admissible(x: _Candidate) -> bool:
@@ -293,11 +311,33 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
                 and fit(n, b, m, x.zero, x.ri)
                 and ((n, b, x.zero, x.ri) in totals or ledger(n, b, m, x.zero, x.ri).fits))
 
+    def floor_first() -> Iterator[_Candidate]:
+        """The candidates by their floors, lowest first; a group's floors are drawn only once the group's own
+        floor (StepFloor.any_pipeline) comes up, and nothing is left once the next floor is above the top's."""
+        if exhaustive:
+            yield from cands
+            return
+        groups = sorted((floor.any_pipeline(any_layout[gk], gk[3], recs[gk[4]], i.global_batch), n, gk)
+                        for n, gk in enumerate(grouped))
+        heap: list[tuple[float, int, _Candidate]] = []
+        gi = 0
+        while heap or gi < len(groups):
+            nxt = groups[gi][0] if gi < len(groups) else math.inf
+            low = heap[0][0] if heap else nxt
+            if len(best) >= k and min(low, nxt) > best[k - 1] * (1 + 1e-9):
+                return  # a floor never exceeds the step it bounds: nothing left can enter the top
+            if heap and heap[0][0] <= nxt:
+                yield heapq.heappop(heap)[2]
+                continue
+            for x in grouped[groups[gi][2]]:
+                lay = tightest[x.shape, x.b]
+                lay = lay if lay.zero == x.zero else lay.model_copy(update={"zero": x.zero})
+                heapq.heappush(heap, (floor(lay, x.b, x.m, recs[x.ri]), x.order, x))
+            gi += 1
+
     with numbers_only():  # the search keeps numbers; the winner and runner-up are derived in full below
         try:
-            for x in sorted(cands):
-                if not exhaustive and len(best) >= k and x.floor > best[k - 1] * (1 + 1e-9):
-                    break
+            for x in floor_first():
                 if not admissible(x):
                     continue
                 t, cp, p, v, e = shapes[x.shape]

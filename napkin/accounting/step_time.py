@@ -361,6 +361,23 @@ class StepFloor:
             t_stage = self._stage[key] = max(sum(x[2].values()) for x in stages)
         return (micro_batches + (lay.pp - 1) / lay.vp) * t_stage
 
+    def any_pipeline(self, lay: Layout, micro_batch: int, recompute: Recompute, global_batch: int) -> float:
+        """A floor under ``__call__`` for every PP, VP and ZeRO stage with ``lay``'s TP, CP and EP at this
+        micro-batch, so a search can leave a whole group unbounded until it matters.
+
+        (m + (P − 1)/V) · t_stage ≥ m · ⌈L/P⌉ · (the cheapest layer) and m = B·TP·CP·P / (G·b), so the floor is
+        at least B·TP·CP·L / (G·b) · the cheapest layer's terms without ZeRO-3 (its gathers only add; a layer's
+        terms sum to max(its time, its launches), which only grows).
+        """
+        plain = lay.model_copy(update={"zero": 0}) if lay.zero == 3 else lay
+        key = (lay.tp, lay.cp, lay.ep, lay.sp, 0, micro_batch, recompute)
+        layers = self._layers.get(key)
+        if layers is None:
+            self(plain, micro_batch, 1, recompute)  # fills the caches for this TP, CP, EP and micro-batch
+            layers = self._layers[key]
+        cheapest = min(sum(x.parts.values()) + x.host for x in layers.values())
+        return global_batch * lay.tp * lay.cp * self.spec.layers / (lay.gpus * micro_batch) * cheapest
+
 
 def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: list[str],
              ledger: bool = True) -> StepTimeResult:
