@@ -139,3 +139,24 @@ def test_step_floor_of_any_pipeline_is_under_each_pipelines_floor():
             assert floor.any_pipeline(lay, b, rec, 128) <= floor(lay, b, 128 // dp // b, rec) * (1 + 1e-12)
             checked += 1
     assert checked > 100
+
+
+def test_bounded_search_takes_the_calibrated_constants_and_the_cluster(tmp_path):
+    """The floor is built from the same constants and links as the timing: a calibration file and a slower
+    network change both alike, and the answer stays the exhaustive one."""
+    from napkin.bench.models import AllreduceBenchResult, AllreduceEnvironment, AllreduceRow
+    from napkin.bench.saved import save_result
+    from napkin.specs.dtypes import DType
+
+    env = AllreduceEnvironment(backend="nccl", world_size=8, device="cuda", device_name="H100", torch_version="2.13",
+                               launcher="torchrun")
+    rows = [AllreduceRow(size_bytes=s, count=int(s // 2), dtype=DType.bf16, time_s=t, max_time_s=t,
+                         algbw_bytes_per_s=s / t, busbw_bytes_per_s=1.75 * s / t)
+            for s, t in ((1e3, 40e-6), (1e9, 1.75e9 / 60e9))]  # a slow bus: 60 GB/s at 1 GB
+    path = tmp_path / "ar.json"
+    save_result(AllreduceBenchResult(environment=env, method=[], iters=10, warmup_iters=2, rows=rows), path)
+    spec = get_model("llama3-8b")
+    kw = dict(gpus=16, global_batch=32, seq=4096, calibration=[str(path)], inter_node_bandwidth=12.5e9, max_tp=4)
+    fast, full = plan(spec, H100, **kw), plan(spec, H100, exhaustive=True, **kw)
+    _same(fast, full)
+    assert fast.winner.inputs.constants.bus_efficiency == pytest.approx(60e9 / H100.scale_up_bandwidth_bytes_per_s)
