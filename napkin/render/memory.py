@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from napkin.render import fmt, kv_table, renders
+from napkin.render import Packed, fmt, kv_table, renders
 from napkin.units import format_bytes, format_count
 
 BAR_WIDTH = 60  # characters of the stacked bar for the GPU's whole memory
@@ -162,7 +162,7 @@ def activation_table(r: Any) -> Any:
             t.add_row(x.name, x.width, f"{x.bytes_per_element:g}", split[x.split], format_bytes(x.bytes, binary=False))
     if a.working_set_bytes:
         t.add_row("recompute working set", "", "", "", format_bytes(a.working_set_bytes, binary=False))
-    return t
+    return Packed(t)
 
 
 @renders("MaxBatchResult")
