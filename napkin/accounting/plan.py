@@ -30,7 +30,7 @@ import bisect
 import heapq
 import math
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,6 +44,9 @@ from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.specs.resolve import as_hardware, as_model
 from napkin.validation import Inputs, Positive, PositiveInt, Recompute, validated
+
+if TYPE_CHECKING:
+    from napkin.accounting.memory import MemoryResult
 
 Progress = Callable[[int, int], None]
 RECOMPUTES: tuple[Recompute, ...] = ("none", "selective", "full")
@@ -150,6 +153,150 @@ def _shapes(spec: TransformerSpec, G: int, B: int, s: int, node: int, max_tp: in
     return out
 
 
+def _enumerate(shapes: list[tuple[int, int, int, int, int]], G: int, i: PlanInputs, recs: list[Recompute],
+               tightest: dict[tuple[int, int], Layout], progress: Progress | None) -> list[_Candidate]:
+    """Every (shape, micro-batch, ZeRO stage, recompute) the dominance rules leave, in enumeration order; fills
+    ``tightest`` with each (shape, micro-batch)'s layout at its smallest-footprint ZeRO stage."""
+    want_z, want_b = i.fix.get("zero"), i.fix.get("micro_batch")
+    cands: list[_Candidate] = []
+    for n, (t, cp, p, v, e) in enumerate(shapes):
+        if progress is not None:
+            progress(n, len(shapes))
+        dp = data_parallel(G, t, cp, p)
+        # ZeRO-1 and -2 take the same time (2 only when 1 does not fit); ZeRO-3 trades gathers for an overlapped
+        # gradient reduction, so it is weighed on its own
+        groups: list[list[ZeroStage]] = [[0]] if dp == 1 else [[1, 2], [3]]
+        if want_z is not None:  # one of 0-3: checked in plan()
+            groups = [[cast(ZeroStage, int(want_z))]] if dp > 1 or int(want_z) == 0 else []
+        if not groups:
+            continue
+        tight = Layout(gpus=G, tp=t, pp=p, vp=v, cp=cp, ep=e, sp=t > 1, zero=max(z for zs in groups for z in zs))
+        local = i.global_batch // dp
+        for b in _divisors(local):
+            if want_b is not None and b != int(want_b):
+                continue
+            tightest[n, b] = tight
+            for zs in groups:
+                for pos, z in enumerate(zs):
+                    for ri in range(len(recs)):
+                        cands.append(_Candidate(len(cands), n, b, local // b, z, ri, tuple(zs[:pos])))
+    return cands
+
+
+def _floor_first(cands: list[_Candidate], floor: StepFloor, tightest: dict[tuple[int, int], Layout],
+                 recs: list[Recompute], global_batch: int, best: list[float], k: int) -> Iterator[_Candidate]:
+    """The candidates by the floor of their step time, lowest first, until the next floor is above the k-th
+    fastest step in ``best`` (which the caller fills as it times): nothing left can enter the top then.
+
+    The candidates of one TP, CP, EP, micro-batch and recompute share a floor under all their PP, VP and ZeRO
+    stages (StepFloor.any_pipeline); their own floors are drawn only once that one comes up."""
+    grouped: dict[tuple[int, int, int, int, int], list[_Candidate]] = {}
+    for x in cands:
+        lay = tightest[x.shape, x.b]
+        grouped.setdefault((lay.tp, lay.cp, lay.ep, x.b, x.ri), []).append(x)
+    groups = sorted((floor.any_pipeline(tightest[xs[0].shape, xs[0].b], gk[3], recs[gk[4]], global_batch), n, gk)
+                    for n, (gk, xs) in enumerate(grouped.items()))
+    heap: list[tuple[float, int, _Candidate]] = []
+    gi = 0
+    while heap or gi < len(groups):
+        nxt = groups[gi][0] if gi < len(groups) else math.inf
+        if len(best) >= k and min(heap[0][0] if heap else nxt, nxt) > best[k - 1] * (1 + 1e-9):
+            return  # a floor never exceeds the step it bounds
+        if heap and heap[0][0] <= nxt:
+            yield heapq.heappop(heap)[2]
+            continue
+        for x in grouped[groups[gi][2]]:
+            lay = tightest[x.shape, x.b]
+            lay = lay if lay.zero == x.zero else lay.model_copy(update={"zero": x.zero})
+            heapq.heappush(heap, (floor(lay, x.b, x.m, recs[x.ri]), x.order, x))
+        gi += 1
+
+
+class _Memory:
+    """The search's memory answers: a ledger where one must be drawn, else what follows from those drawn.
+
+    Memory grows with the micro-batch and shrinks with each ZeRO stage and each heavier recomputation. A stage's
+    model state (its ledger less the activations) is the same at every micro-batch and recompute, and the first
+    stage holds, on top of it, at least its in-flight micro-batches × its layers × a dense layer's activations
+    (memory.py: the activation row); the ledger is the fuller stage, so either stage's part is a floor under it.
+    tests/test_plan_bound.py checks these on the ledger, and that the answers stay those of the exhaustive search,
+    which draws every ledger (``exhaustive``).
+    """
+
+    def __init__(self, spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, recs: list[Recompute],
+                 exhaustive: bool) -> None:
+        self.spec, self.hw, self.i, self.recs, self.exhaustive = spec, hw, i, recs, exhaustive
+        self.tightest: dict[tuple[int, int], Layout] = {}  # (shape, b) -> its layout at the tightest ZeRO stage
+        self.fits: dict[tuple[int, int, int, int], bool] = {}  # (shape, b, ZeRO, recompute)
+        self.totals: dict[tuple[int, int, int, int], float] = {}  # the same, where a ledger was drawn
+        self.drawn: dict[int, list[tuple[int, int, int, bool]]] = {}  # shape -> (b, z, recompute, fits) known
+        # a dense layer's kept activations by (tp, cp, sp, b, recompute): the same on every stage, PP, VP and ZeRO
+        self.per_layer: dict[tuple[int, int, bool, int, int], float] = {}
+        # (shape, ZeRO) -> a stage and its model state: the same at every micro-batch and recompute
+        self.state: dict[tuple[int, int], tuple[str, float]] = {}
+
+    def ledger(self, n: int, b: int, m: int, z: int, ri: int) -> MemoryResult:
+        from napkin.accounting.memory import TrainingSetup, memory_ledger
+
+        lay = self.tightest[n, b].model_copy(update={"zero": z, "micro_batches": m})
+        mem = memory_ledger(self.spec, self.hw, TrainingSetup(batch=b, seq=self.i.seq, precision=self.i.precision,
+                                                              recompute=self.recs[ri]), lay)
+        self.fits[n, b, z, ri], self.totals[n, b, z, ri] = mem.fits, mem.total_bytes
+        self.drawn.setdefault(n, []).append((b, z, ri, mem.fits))
+        if mem.activations is not None:
+            if self.spec.moe is None:
+                self.per_layer[lay.tp, lay.cp, lay.sp, b, ri] = mem.activations.per_layer_bytes
+            if (n, z) not in self.state or mem.stage != "last":  # the first stage's, where there is a choice
+                self.state[n, z] = (mem.stage, mem.total_bytes - mem.activations.total_bytes)
+        return mem
+
+    def fit(self, n: int, b: int, m: int, z: int, ri: int) -> bool:
+        """Whether (shape n, micro-batch b, ZeRO z, recompute ri) fits: known, inferred, or from its ledger."""
+        key = (n, b, z, ri)
+        if key in self.fits:
+            return self.fits[key]
+        if not self.exhaustive:
+            for b0, z0, r0, ok in self.drawn.get(n, ()):
+                if ok and b <= b0 and z >= z0 and ri >= r0 or not ok and b >= b0 and z <= z0 and ri <= r0:
+                    return ok
+            lay = self.tightest[n, b]
+            a = self.per_layer.get((lay.tp, lay.cp, lay.sp, b, ri))
+            acts = 0.0 if a is None else a * layers_per_stage(self.spec.layers, lay.pp) * lay.model_copy(
+                update={"micro_batches": m}).in_flight("first" if lay.pp > 1 else "only")
+            where, held = self.state.get((n, z), ("", 0.0))
+            if (held + acts if where in ("first", "only") else max(held, acts)) > self.hw.memory_bytes:
+                self.fits[key] = False
+                self.drawn.setdefault(n, []).append((b, z, ri, False))
+                return False
+        return self.ledger(n, b, m, z, ri).fits
+
+    def admissible(self, x: _Candidate) -> bool:
+        """It fits, with the lightest recompute that fits its ZeRO stage, and no lower stage of its group fits
+        with a recompute as light (the same time, more memory); one admitted has its own ledger (its row shows
+        the total)."""
+        n, b, m = x.shape, x.b, x.m
+        if not self.fit(n, b, m, self.tightest[n, b].zero, len(self.recs) - 1):  # nothing of (n, b) fits
+            return False
+        return (all(not self.fit(n, b, m, x.zero, rj) for rj in range(x.ri))
+                and all(not self.fit(n, b, m, zl, rj) for zl in x.lower for rj in range(x.ri + 1))
+                and self.fit(n, b, m, x.zero, x.ri)
+                and ((n, b, x.zero, x.ri) in self.totals or self.ledger(n, b, m, x.zero, x.ri).fits))
+
+    def smallest(self, global_batch: int) -> tuple[float, str] | None:
+        """Where nothing fits: the smallest footprint, each shape's smallest micro-batch at its tightest setting
+        (memory grows with the micro-batch and shrinks with ZeRO and recompute), first in enumeration on a tie."""
+        firsts: dict[int, int] = {}
+        for n, b in self.tightest:
+            firsts.setdefault(n, b)  # micro-batches ascend within a shape
+        out: tuple[float, str] | None = None
+        for n, b in firsts.items():
+            lay = self.tightest[n, b]
+            mem = self.ledger(n, b, global_batch // lay.dp // b, lay.zero, len(self.recs) - 1)
+            if out is None or mem.total_bytes < out[0]:
+                out = (mem.total_bytes, f"{lay.describe()}, micro-batch {b}, recompute {self.recs[-1]}")
+        return out
+
+
 def plan(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, global_batch: int, seq: int,
          gpus: int | None = None, tokens: float | None = None, days: float | None = None,
          precision: str = "bf16-mixed", top: int = 5, max_tp: int | None = None,
@@ -189,8 +336,6 @@ def plan(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, global_
 
 def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
             progress: Progress | None, exhaustive: bool = False) -> PlanResult:
-    from napkin.accounting.memory import MemoryResult, TrainingSetup, memory_ledger
-
     c = StepConstants()
     common: dict[str, Any] = dict(seq=i.seq, global_batch=i.global_batch, precision=i.precision,
                                   overlap_grad_reduce=True,
@@ -205,146 +350,32 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
         raise InputError(f"no layout of {spec.name} divides {G} GPUs and a global batch of {i.global_batch} "
                          f"(heads {spec.heads}, layers {spec.layers}); try a batch divisible by more data-parallel "
                          "degrees or another GPU count")
-    usable = hw.memory_bytes
     cluster = default_cluster(hw, i.node_size, i.intra_node_bandwidth, i.inter_node_bandwidth)
     floor = StepFloor(spec, hw, seq=i.seq, cluster=cluster, precision=i.precision, constants=c)
-    want_r, want_z, want_b = i.fix.get("recompute"), i.fix.get("zero"), i.fix.get("micro_batch")
+    want_r = i.fix.get("recompute")
     # a fixed recompute other than these three: TrainingSetup refuses it in one line
     recs = [cast(Recompute, str(want_r))] if want_r is not None else list(RECOMPUTES)
-    # 1. every candidate (shape, micro-batch, ZeRO stage, recompute), grouped by what their floors share: TP, CP,
-    # EP, micro-batch and recompute
-    cands: list[_Candidate] = []
-    grouped: dict[tuple[int, int, int, int, int], list[_Candidate]] = {}
-    any_layout: dict[tuple[int, int, int, int, int], Layout] = {}
-    tightest: dict[tuple[int, int], Layout] = {}  # (shape, b) -> the layout at its smallest-footprint ZeRO stage
+    mem = _Memory(spec, hw, i, recs, exhaustive)
     interrupted = False
-    try:
-        for n, (t, cp, p, v, e) in enumerate(shapes):
-            if progress is not None:
-                progress(n, len(shapes))
-            dp = data_parallel(G, t, cp, p)
-            # ZeRO-1 and -2 take the same time (2 only when 1 does not fit); ZeRO-3 trades gathers for an
-            # overlapped gradient reduction, so it is weighed on its own
-            groups: list[list[ZeroStage]] = [[0]] if dp == 1 else [[1, 2], [3]]
-            if want_z is not None:  # one of 0-3: checked in plan()
-                groups = [[cast(ZeroStage, int(want_z))]] if dp > 1 or int(want_z) == 0 else []
-            if not groups:
-                continue
-            lays = {z: Layout(gpus=G, tp=t, pp=p, vp=v, cp=cp, ep=e, sp=t > 1, zero=z) for zs in groups for z in zs}
-            local = i.global_batch // dp
-            for b in _divisors(local):
-                if want_b is not None and b != int(want_b):
-                    continue
-                m = local // b
-                tightest[n, b] = lays[max(lays)]
-                for zs in groups:
-                    for pos, z in enumerate(zs):
-                        for ri in range(len(recs)):
-                            x = _Candidate(len(cands), n, b, m, z, ri, tuple(zs[:pos]))
-                            cands.append(x)
-                            gk = (t, cp, e, b, ri)
-                            grouped.setdefault(gk, []).append(x)
-                            any_layout.setdefault(gk, lays[z])
+    try:  # 1. every candidate (shape, micro-batch, ZeRO stage, recompute)
+        cands = _enumerate(shapes, G, i, recs, mem.tightest, progress)
     except KeyboardInterrupt:
-        interrupted = True
+        cands, interrupted = [], True
     # 2. fastest floor first: check the memory and the dominance rules, time what passes, and stop once the floor
     # is above the k-th fastest step timed (a floor never exceeds the step it bounds, so nothing later can enter)
     k = max(i.top, 2)
-    fits: dict[tuple[int, int, int, int], bool] = {}
-    totals: dict[tuple[int, int, int, int], float] = {}
-    drawn: dict[int, list[tuple[int, int, int, bool]]] = {}  # shape -> (b, z, recompute, fits) of its ledgers
-    # a dense layer's kept activations by (tp, cp, sp, b, recompute): the same on every stage, PP, VP and ZeRO
-    per_layer: dict[tuple[int, int, bool, int, int], float] = {}
-    # (shape, ZeRO) -> a stage and its model state (total − activations): the same for every b and recompute
-    state: dict[tuple[int, int], tuple[str, float]] = {}
-    best: list[float] = []
+    best: list[float] = []  # the k fastest steps timed so far
     timed: list[tuple[float, StepTimeResult, float]] = []
-
-    def ledger(n: int, b: int, m: int, z: int, ri: int) -> MemoryResult:
-        lay = tightest[n, b].model_copy(update={"zero": z, "micro_batches": m})
-        mem = memory_ledger(spec, hw, TrainingSetup(batch=b, seq=i.seq, precision=i.precision, recompute=recs[ri]),
-                            lay)
-        fits[n, b, z, ri], totals[n, b, z, ri] = mem.fits, mem.total_bytes
-        drawn.setdefault(n, []).append((b, z, ri, mem.fits))
-        if mem.activations is not None:
-            if spec.moe is None:
-                per_layer[lay.tp, lay.cp, lay.sp, b, ri] = mem.activations.per_layer_bytes
-            if (n, z) not in state or mem.stage != "last":  # the first stage's, where there is a choice
-                state[n, z] = (mem.stage, mem.total_bytes - mem.activations.total_bytes)
-        return mem
-
-    def fit(n: int, b: int, m: int, z: int, ri: int) -> bool:
-        """Whether (shape n, micro-batch b, ZeRO z, recompute ri) fits: the ledger's answer, or (unless
-        exhaustive) one that follows from the ledgers already drawn. Memory grows with the micro-batch and
-        shrinks with each ZeRO stage and each heavier recomputation. A stage's model state (its ledger less the
-        activations) is the same at every micro-batch and recompute, and the first stage holds, on top of it,
-        at least its in-flight micro-batches × its layers × a dense layer's activations (memory.py: the
-        activation row); the ledger is the fuller stage, so either stage's part is a floor under it.
-        tests/test_plan_bound.py checks these on the ledger, and that the answers stay those of the exhaustive
-        search, which draws every ledger."""
-        key = (n, b, z, ri)
-        if key in fits:
-            return fits[key]
-        if not exhaustive:
-            for b0, z0, r0, ok in drawn.get(n, ()):
-                if ok and b <= b0 and z >= z0 and ri >= r0 or not ok and b >= b0 and z <= z0 and ri <= r0:
-                    return ok
-            lay = tightest[n, b]
-            a = per_layer.get((lay.tp, lay.cp, lay.sp, b, ri))
-            acts = 0.0 if a is None else a * layers_per_stage(spec.layers, lay.pp) * lay.model_copy(
-                update={"micro_batches": m}).in_flight("first" if lay.pp > 1 else "only")
-            where, held = state.get((n, z), ("", 0.0))
-            if (held + acts if where in ("first", "only") else max(held, acts)) > usable:
-                fits[key] = False
-                drawn.setdefault(n, []).append((b, z, ri, False))
-                return False
-        return ledger(n, b, m, z, ri).fits
-
-    def admissible(x: _Candidate) -> bool:
-        n, b, m = x.shape, x.b, x.m
-        if not fit(n, b, m, tightest[n, b].zero, len(recs) - 1):  # nothing of this shape and micro-batch fits
-            return False
-        # the lightest recompute that fits this ZeRO stage, and only where no lower stage of its group fits with
-        # a recompute as light (same time, more memory); one admitted has its own ledger (its row shows the total)
-        return (all(not fit(n, b, m, x.zero, rj) for rj in range(x.ri))
-                and all(not fit(n, b, m, zl, rj) for zl in x.lower for rj in range(x.ri + 1))
-                and fit(n, b, m, x.zero, x.ri)
-                and ((n, b, x.zero, x.ri) in totals or ledger(n, b, m, x.zero, x.ri).fits))
-
-    def floor_first() -> Iterator[_Candidate]:
-        """The candidates by their floors, lowest first; a group's floors are drawn only once the group's own
-        floor (StepFloor.any_pipeline) comes up, and nothing is left once the next floor is above the top's."""
-        if exhaustive:
-            yield from cands
-            return
-        groups = sorted((floor.any_pipeline(any_layout[gk], gk[3], recs[gk[4]], i.global_batch), n, gk)
-                        for n, gk in enumerate(grouped))
-        heap: list[tuple[float, int, _Candidate]] = []
-        gi = 0
-        while heap or gi < len(groups):
-            nxt = groups[gi][0] if gi < len(groups) else math.inf
-            low = heap[0][0] if heap else nxt
-            if len(best) >= k and min(low, nxt) > best[k - 1] * (1 + 1e-9):
-                return  # a floor never exceeds the step it bounds: nothing left can enter the top
-            if heap and heap[0][0] <= nxt:
-                yield heapq.heappop(heap)[2]
-                continue
-            for x in grouped[groups[gi][2]]:
-                lay = tightest[x.shape, x.b]
-                lay = lay if lay.zero == x.zero else lay.model_copy(update={"zero": x.zero})
-                heapq.heappush(heap, (floor(lay, x.b, x.m, recs[x.ri]), x.order, x))
-            gi += 1
-
     with numbers_only():  # the search keeps numbers; the winner and runner-up are derived in full below
         try:
-            for x in floor_first():
-                if not admissible(x):
+            for x in cands if exhaustive else _floor_first(cands, floor, mem.tightest, recs, i.global_batch, best, k):
+                if not mem.admissible(x):
                     continue
                 t, cp, p, v, e = shapes[x.shape]
                 lay = Layout(gpus=G, tp=t, pp=p, vp=v, cp=cp, ep=e, sp=t > 1, zero=cast(ZeroStage, x.zero))
                 st = step_time(spec, hw, gpus=G, layout=lay, micro_batch=x.b, recompute=recs[x.ri], constants=c,
                                ledger=False, **common)
-                timed.append((st.step_time_s, st, totals[x.shape, x.b, x.zero, x.ri]))
+                timed.append((st.step_time_s, st, mem.totals[x.shape, x.b, x.zero, x.ri]))
                 bisect.insort(best, st.step_time_s)
                 del best[k:]
         except KeyboardInterrupt:
@@ -355,20 +386,12 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
     if not timed:
         if interrupted:
             raise InputError("interrupted before any layout was timed")
-        # nothing fits: the smallest footprint is each shape's smallest micro-batch at its tightest setting
-        smallest: tuple[float, str] | None = None
-        firsts: dict[int, int] = {}
-        for n, b in tightest:
-            firsts.setdefault(n, b)  # micro-batches ascend within a shape
-        for n, b in firsts.items():
-            lay = tightest[n, b]
-            mem = ledger(n, b, i.global_batch // lay.dp // b, lay.zero, len(recs) - 1)
-            if smallest is None or mem.total_bytes < smallest[0]:
-                smallest = (mem.total_bytes, f"{lay.describe()}, micro-batch {b}, recompute {recs[-1]}")
+        smallest = mem.smallest(i.global_batch)
         what = (f"the smallest per-GPU footprint is {smallest[0] / 1e9:.1f} GB with {smallest[1]}" if smallest
                 else "no layout was tried")
         raise InputError(f"no layout of {spec.name} fits {G} × {hw.name}: {what}; the {hw.name} has "
-                         f"{usable / 1e9:.0f} GB (more GPUs, a shorter `seq` or a smaller `global_batch` help)")
+                         f"{hw.memory_bytes / 1e9:.0f} GB (more GPUs, a shorter `seq` or a smaller `global_batch` "
+                         "help)")
     # fastest first; on a tie the lower ZeRO stage, then the lighter recomputation, then less memory
     timed.sort(key=lambda x: (x[0], x[1].inputs.layout.zero, RECOMPUTES.index(x[1].inputs.recompute), x[2]))
     rows = [_row(st, mem) for _, st, mem in timed[:i.top]]
