@@ -9,7 +9,8 @@ from everyday import everyday
 from typer.testing import CliRunner
 
 from napkin.accounting.memory import memory_ledger
-from napkin.accounting.plan import _shapes, plan
+from napkin.accounting.plan import plan
+from napkin.accounting.plan_search import shapes_of
 from napkin.accounting.step_time import step_time
 from napkin.errors import InputError
 from napkin.specs.catalog import get_hardware, get_model
@@ -22,7 +23,7 @@ def test_winner_is_the_fastest_of_a_brute_force_search():
     """Every layout of gpt2 on 8 GPUs, timed without pruning: the planner's pick is the fastest that fits."""
     r = plan(GPT2, H100, gpus=8, global_batch=32, seq=1024, top=3)
     best = None
-    for t, c, p, v, e in _shapes(GPT2, 8, 32, 1024, 8, None, {}):
+    for t, c, p, v, e in shapes_of(GPT2, 8, 32, 1024, 8, None, {}):
         dp = 8 // (t * c * p)
         for b in range(1, 32 // dp + 1):
             if (32 // dp) % b:

@@ -13,7 +13,8 @@ import pytest
 
 from napkin.accounting.layout import Layout, layers_per_stage
 from napkin.accounting.memory import TrainingSetup, memory_ledger
-from napkin.accounting.plan import _divisors, _shapes, plan
+from napkin.accounting.plan import plan
+from napkin.accounting.plan_search import divisors, shapes_of
 from napkin.accounting.step_time import StepFloor, default_cluster, step_time
 from napkin.specs.catalog import get_hardware, get_model
 
@@ -57,9 +58,9 @@ def test_floor_never_exceeds_the_predicted_step(model, gpus, batch, seq):
     spec = get_model(model)
     floor = StepFloor(spec, H100, seq=seq, cluster=default_cluster(H100))
     checked = 0
-    for t, c, p, v, e in _shapes(spec, gpus, batch, seq, 8, None, {}):
+    for t, c, p, v, e in shapes_of(spec, gpus, batch, seq, 8, None, {}):
         dp = gpus // (t * c * p)
-        for z, b, rec in itertools.product((1, 3) if dp > 1 else (0,), _divisors(batch // dp), ("none", "full")):
+        for z, b, rec in itertools.product((1, 3) if dp > 1 else (0,), divisors(batch // dp), ("none", "full")):
             lay = Layout(gpus=gpus, tp=t, pp=p, vp=v, cp=c, ep=e, sp=t > 1, zero=z)
             m = batch // dp // b
             st = step_time(spec, H100, gpus=gpus, layout=lay, micro_batch=b, global_batch=batch, seq=seq,
@@ -73,10 +74,10 @@ def test_floor_never_exceeds_the_predicted_step(model, gpus, batch, seq):
 @pytest.mark.parametrize("model, gpus", [("llama3-8b", 8), ("mixtral-8x7b", 16)])
 def test_memory_grows_with_the_micro_batch_and_shrinks_with_zero_and_recompute(model, gpus):
     spec = get_model(model)
-    for t, c, p, v, e in _shapes(spec, gpus, 32, 4096, 8, None, {})[::3]:
+    for t, c, p, v, e in shapes_of(spec, gpus, 32, 4096, 8, None, {})[::3]:
         dp = gpus // (t * c * p)
         total = {}
-        for b, z, r in itertools.product(_divisors(32 // dp), (1, 2, 3) if dp > 1 else (0,), range(3)):
+        for b, z, r in itertools.product(divisors(32 // dp), (1, 2, 3) if dp > 1 else (0,), range(3)):
             lay = Layout(gpus=gpus, tp=t, pp=p, vp=v, cp=c, ep=e, sp=t > 1, zero=z, micro_batches=32 // dp // b)
             rec = ("none", "selective", "full")[r]
             total[b, z, r] = memory_ledger(spec, H100, TrainingSetup(batch=b, seq=4096, recompute=rec), lay).total_bytes
@@ -91,9 +92,9 @@ def test_a_dense_ledger_holds_at_least_its_first_stage_layers_activations():
     ledger of the same TP, CP, SP, micro-batch and recompute) is already over the GPU."""
     spec = get_model("llama3-8b")
     checked = 0
-    for t, c, p, v, _e in _shapes(spec, 16, 64, 4096, 8, None, {}):
+    for t, c, p, v, _e in shapes_of(spec, 16, 64, 4096, 8, None, {}):
         dp = 16 // (t * c * p)
-        for b, rec in itertools.product(_divisors(64 // dp)[:3], ("none", "full")):
+        for b, rec in itertools.product(divisors(64 // dp)[:3], ("none", "full")):
             lay = Layout(gpus=16, tp=t, pp=p, vp=v, cp=c, sp=t > 1, zero=1 if dp > 1 else 0,
                          micro_batches=64 // dp // b)
             mem = memory_ledger(spec, H100, TrainingSetup(batch=b, seq=4096, recompute=rec), lay)
@@ -110,12 +111,12 @@ def test_a_stages_model_state_is_a_floor_under_every_micro_batch_and_recompute(m
     so the search uses one ledger's state (plus the first stage's least activations) to rule out another."""
     spec = get_model(model)
     checked = 0
-    for t, c, p, v, e in _shapes(spec, 16, 64, 4096, 8, None, {})[::4]:
+    for t, c, p, v, e in shapes_of(spec, 16, 64, 4096, 8, None, {})[::4]:
         dp = 16 // (t * c * p)
         for z in (1, 3) if dp > 1 else (0,):
             seen: dict[str, float] = {}
             mems = []
-            for b, rec in itertools.product(_divisors(64 // dp)[:3], ("none", "selective", "full")):
+            for b, rec in itertools.product(divisors(64 // dp)[:3], ("none", "selective", "full")):
                 lay = Layout(gpus=16, tp=t, pp=p, vp=v, cp=c, ep=e, sp=t > 1, zero=z, micro_batches=64 // dp // b)
                 mem = memory_ledger(spec, H100, TrainingSetup(batch=b, seq=4096, recompute=rec), lay)
                 assert mem.activations is not None
@@ -132,9 +133,9 @@ def test_step_floor_of_any_pipeline_is_under_each_pipelines_floor():
     spec = get_model("llama3-8b")
     floor = StepFloor(spec, H100, seq=8192, cluster=default_cluster(H100))
     checked = 0
-    for t, c, p, v, e in _shapes(spec, 32, 128, 8192, 8, None, {}):
+    for t, c, p, v, e in shapes_of(spec, 32, 128, 8192, 8, None, {}):
         dp = 32 // (t * c * p)
-        for z, b, rec in itertools.product((1, 3) if dp > 1 else (0,), _divisors(128 // dp)[:4], ("none", "full")):
+        for z, b, rec in itertools.product((1, 3) if dp > 1 else (0,), divisors(128 // dp)[:4], ("none", "full")):
             lay = Layout(gpus=32, tp=t, pp=p, vp=v, cp=c, ep=e, sp=t > 1, zero=z)
             assert floor.any_pipeline(lay, b, rec, 128) <= floor(lay, b, 128 // dp // b, rec) * (1 + 1e-12)
             checked += 1

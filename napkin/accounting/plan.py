@@ -13,7 +13,7 @@ Dominance rules out what cannot win (each rule follows from the step-time model)
 - recomputation none, then selective, then full: the first that fits (each is slower and smaller);
 - memory grows with the micro-batch, so a larger one fits only where the smaller does.
 
-Branch and bound does the rest: every candidate gets a floor on its step time (``StepFloor``: the
+Branch and bound (plan_search.py) does the rest: every candidate gets a floor on its step time (``StepFloor``: the
 (m + (P − 1)/V)·t_stage part of the step, the rest being ≥ 0), and candidates are taken floor first. Each is
 checked against the memory ledger (or, where one already drawn decides it, the order above) and the dominance
 rules, the admitted ones are timed, and the search stops once the next floor is above the K-th fastest step
@@ -27,16 +27,15 @@ Megatron-LM flags ask (``--overlap-grad-reduce``); FSDP (ZeRO-3) overlaps by des
 from __future__ import annotations
 
 import bisect
-import heapq
-import math
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from napkin.accounting.kernels import StepConstants
 from napkin.accounting.launch_flags import megatron_flags, torchtitan
-from napkin.accounting.layout import Layout, ZeroStage, data_parallel, layers_per_stage
+from napkin.accounting.layout import Layout, ZeroStage
+from napkin.accounting.plan_search import Memory, enumerate_candidates, floor_first, shapes_of
 from napkin.accounting.step_time import TERM_LABELS, StepFloor, StepTimeResult, default_cluster, step_time
 from napkin.errors import InputError
 from napkin.results import DEFINITION, Derivation, Result, g, numbers_only
@@ -45,13 +44,8 @@ from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.specs.resolve import as_hardware, as_model
 from napkin.validation import Inputs, Positive, PositiveInt, Recompute, validated
 
-if TYPE_CHECKING:
-    from napkin.accounting.memory import MemoryResult
-
 Progress = Callable[[int, int], None]
 RECOMPUTES: tuple[Recompute, ...] = ("none", "selective", "full")
-MIN_CP_CHUNK = 1024  # tokens per CP rank below which ring attention's exchanges dominate (CP is for long contexts)
-MAX_VP = 8  # interleaving deeper than this is rare in practice (Megatron examples use 2–6) and only adds sends
 FIXABLE = ("tp", "pp", "vp", "cp", "ep", "micro_batch", "zero", "recompute")
 
 
@@ -71,18 +65,6 @@ class PlanInputs(Inputs):
     intra_node_bandwidth: Positive | None = None
     inter_node_bandwidth: Positive | None = None
     calibration: list[str] | None = None
-
-
-class _Candidate(NamedTuple):
-    """One layout of the search (a shape, its micro-batch, ZeRO stage and recompute), in enumeration order."""
-
-    order: int
-    shape: int  # index into the shapes (tp, cp, pp, vp, ep)
-    b: int
-    m: int
-    zero: int
-    ri: int  # index into the recomputations tried
-    lower: tuple[int, ...]  # the lower ZeRO stages of its group (taken first when they fit)
 
 
 class PlanRow(BaseModel):
@@ -116,185 +98,6 @@ class PlanResult(Result):
     torchtitan: str
     days: float | None = Field(default=None, description="with --tokens: training days at the winner's step time")
     gpu_hours: float | None = None
-
-
-def _divisors(n: int) -> list[int]:
-    small = [d for d in range(1, int(n ** 0.5) + 1) if n % d == 0]
-    return sorted(set(small + [n // d for d in small]))
-
-
-def _shapes(spec: TransformerSpec, G: int, B: int, s: int, node: int, max_tp: int | None,
-            fix: dict[str, Any]) -> list[tuple[int, int, int, int, int]]:
-    """(tp, cp, pp, vp, ep) that divide the model and the GPUs."""
-    out = []
-    kv = spec.n_kv_heads if spec.mla is None else spec.heads
-    cap = max_tp or node
-    tps = [t for t in _divisors(spec.heads) if kv % t == 0 and t <= cap and G % t == 0]
-    for t in tps:
-        cps = [c for c in (1, 2, 4, 8, 16, 32) if c == 1 or (s % (2 * c) == 0 and s // c >= MIN_CP_CHUNK)]
-        for c in cps:
-            if G % (t * c):
-                continue
-            for p in _divisors(G // (t * c)):
-                if p > spec.layers:
-                    continue
-                dp = data_parallel(G, t, c, p)
-                if B % dp:
-                    continue
-                vps = [1] + ([v for v in range(2, MAX_VP + 1) if spec.layers % (p * v) == 0] if p > 1 else [])
-                eps = [1]
-                if spec.moe is not None:
-                    eps = [e for e in _divisors(dp) if spec.moe.experts % e == 0]
-                for v in vps:
-                    for e in eps:
-                        cand = dict(tp=t, cp=c, pp=p, vp=v, ep=e)
-                        if all(cand.get(k, fix[k]) == fix[k] for k in fix if k in cand):
-                            out.append((t, c, p, v, e))
-    return out
-
-
-def _enumerate(shapes: list[tuple[int, int, int, int, int]], G: int, i: PlanInputs, recs: list[Recompute],
-               tightest: dict[tuple[int, int], Layout], progress: Progress | None) -> list[_Candidate]:
-    """Every (shape, micro-batch, ZeRO stage, recompute) the dominance rules leave, in enumeration order; fills
-    ``tightest`` with each (shape, micro-batch)'s layout at its smallest-footprint ZeRO stage."""
-    want_z, want_b = i.fix.get("zero"), i.fix.get("micro_batch")
-    cands: list[_Candidate] = []
-    for n, (t, cp, p, v, e) in enumerate(shapes):
-        if progress is not None:
-            progress(n, len(shapes))
-        dp = data_parallel(G, t, cp, p)
-        # ZeRO-1 and -2 take the same time (2 only when 1 does not fit); ZeRO-3 trades gathers for an overlapped
-        # gradient reduction, so it is weighed on its own
-        groups: list[list[ZeroStage]] = [[0]] if dp == 1 else [[1, 2], [3]]
-        if want_z is not None:  # one of 0-3: checked in plan()
-            groups = [[cast(ZeroStage, int(want_z))]] if dp > 1 or int(want_z) == 0 else []
-        if not groups:
-            continue
-        tight = Layout(gpus=G, tp=t, pp=p, vp=v, cp=cp, ep=e, sp=t > 1, zero=max(z for zs in groups for z in zs))
-        local = i.global_batch // dp
-        for b in _divisors(local):
-            if want_b is not None and b != int(want_b):
-                continue
-            tightest[n, b] = tight
-            for zs in groups:
-                for pos, z in enumerate(zs):
-                    for ri in range(len(recs)):
-                        cands.append(_Candidate(len(cands), n, b, local // b, z, ri, tuple(zs[:pos])))
-    return cands
-
-
-def _floor_first(cands: list[_Candidate], floor: StepFloor, tightest: dict[tuple[int, int], Layout],
-                 recs: list[Recompute], global_batch: int, best: list[float], k: int) -> Iterator[_Candidate]:
-    """The candidates by the floor of their step time, lowest first, until the next floor is above the k-th
-    fastest step in ``best`` (which the caller fills as it times): nothing left can enter the top then.
-
-    The candidates of one TP, CP, EP, micro-batch and recompute share a floor under all their PP, VP and ZeRO
-    stages (StepFloor.any_pipeline); their own floors are drawn only once that one comes up."""
-    grouped: dict[tuple[int, int, int, int, int], list[_Candidate]] = {}
-    for x in cands:
-        lay = tightest[x.shape, x.b]
-        grouped.setdefault((lay.tp, lay.cp, lay.ep, x.b, x.ri), []).append(x)
-    groups = sorted((floor.any_pipeline(tightest[xs[0].shape, xs[0].b], gk[3], recs[gk[4]], global_batch), n, gk)
-                    for n, (gk, xs) in enumerate(grouped.items()))
-    heap: list[tuple[float, int, _Candidate]] = []
-    gi = 0
-    while heap or gi < len(groups):
-        nxt = groups[gi][0] if gi < len(groups) else math.inf
-        if len(best) >= k and min(heap[0][0] if heap else nxt, nxt) > best[k - 1] * (1 + 1e-9):
-            return  # a floor never exceeds the step it bounds
-        if heap and heap[0][0] <= nxt:
-            yield heapq.heappop(heap)[2]
-            continue
-        for x in grouped[groups[gi][2]]:
-            lay = tightest[x.shape, x.b]
-            lay = lay if lay.zero == x.zero else lay.model_copy(update={"zero": x.zero})
-            heapq.heappush(heap, (floor(lay, x.b, x.m, recs[x.ri]), x.order, x))
-        gi += 1
-
-
-class _Memory:
-    """The search's memory answers: a ledger where one must be drawn, else what follows from those drawn.
-
-    Memory grows with the micro-batch and shrinks with each ZeRO stage and each heavier recomputation. A stage's
-    model state (its ledger less the activations) is the same at every micro-batch and recompute, and the first
-    stage holds, on top of it, at least its in-flight micro-batches × its layers × a dense layer's activations
-    (memory.py: the activation row); the ledger is the fuller stage, so either stage's part is a floor under it.
-    tests/test_plan_bound.py checks these on the ledger, and that the answers stay those of the exhaustive search,
-    which draws every ledger (``exhaustive``).
-    """
-
-    def __init__(self, spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, recs: list[Recompute],
-                 exhaustive: bool) -> None:
-        self.spec, self.hw, self.i, self.recs, self.exhaustive = spec, hw, i, recs, exhaustive
-        self.tightest: dict[tuple[int, int], Layout] = {}  # (shape, b) -> its layout at the tightest ZeRO stage
-        self.fits: dict[tuple[int, int, int, int], bool] = {}  # (shape, b, ZeRO, recompute)
-        self.totals: dict[tuple[int, int, int, int], float] = {}  # the same, where a ledger was drawn
-        self.drawn: dict[int, list[tuple[int, int, int, bool]]] = {}  # shape -> (b, z, recompute, fits) known
-        # a dense layer's kept activations by (tp, cp, sp, b, recompute): the same on every stage, PP, VP and ZeRO
-        self.per_layer: dict[tuple[int, int, bool, int, int], float] = {}
-        # (shape, ZeRO) -> a stage and its model state: the same at every micro-batch and recompute
-        self.state: dict[tuple[int, int], tuple[str, float]] = {}
-
-    def ledger(self, n: int, b: int, m: int, z: int, ri: int) -> MemoryResult:
-        from napkin.accounting.memory import TrainingSetup, memory_ledger
-
-        lay = self.tightest[n, b].model_copy(update={"zero": z, "micro_batches": m})
-        mem = memory_ledger(self.spec, self.hw, TrainingSetup(batch=b, seq=self.i.seq, precision=self.i.precision,
-                                                              recompute=self.recs[ri]), lay)
-        self.fits[n, b, z, ri], self.totals[n, b, z, ri] = mem.fits, mem.total_bytes
-        self.drawn.setdefault(n, []).append((b, z, ri, mem.fits))
-        if mem.activations is not None:
-            if self.spec.moe is None:
-                self.per_layer[lay.tp, lay.cp, lay.sp, b, ri] = mem.activations.per_layer_bytes
-            if (n, z) not in self.state or mem.stage != "last":  # the first stage's, where there is a choice
-                self.state[n, z] = (mem.stage, mem.total_bytes - mem.activations.total_bytes)
-        return mem
-
-    def fit(self, n: int, b: int, m: int, z: int, ri: int) -> bool:
-        """Whether (shape n, micro-batch b, ZeRO z, recompute ri) fits: known, inferred, or from its ledger."""
-        key = (n, b, z, ri)
-        if key in self.fits:
-            return self.fits[key]
-        if not self.exhaustive:
-            for b0, z0, r0, ok in self.drawn.get(n, ()):
-                if ok and b <= b0 and z >= z0 and ri >= r0 or not ok and b >= b0 and z <= z0 and ri <= r0:
-                    return ok
-            lay = self.tightest[n, b]
-            a = self.per_layer.get((lay.tp, lay.cp, lay.sp, b, ri))
-            acts = 0.0 if a is None else a * layers_per_stage(self.spec.layers, lay.pp) * lay.model_copy(
-                update={"micro_batches": m}).in_flight("first" if lay.pp > 1 else "only")
-            where, held = self.state.get((n, z), ("", 0.0))
-            if (held + acts if where in ("first", "only") else max(held, acts)) > self.hw.memory_bytes:
-                self.fits[key] = False
-                self.drawn.setdefault(n, []).append((b, z, ri, False))
-                return False
-        return self.ledger(n, b, m, z, ri).fits
-
-    def admissible(self, x: _Candidate) -> bool:
-        """It fits, with the lightest recompute that fits its ZeRO stage, and no lower stage of its group fits
-        with a recompute as light (the same time, more memory); one admitted has its own ledger (its row shows
-        the total)."""
-        n, b, m = x.shape, x.b, x.m
-        if not self.fit(n, b, m, self.tightest[n, b].zero, len(self.recs) - 1):  # nothing of (n, b) fits
-            return False
-        return (all(not self.fit(n, b, m, x.zero, rj) for rj in range(x.ri))
-                and all(not self.fit(n, b, m, zl, rj) for zl in x.lower for rj in range(x.ri + 1))
-                and self.fit(n, b, m, x.zero, x.ri)
-                and ((n, b, x.zero, x.ri) in self.totals or self.ledger(n, b, m, x.zero, x.ri).fits))
-
-    def smallest(self, global_batch: int) -> tuple[float, str] | None:
-        """Where nothing fits: the smallest footprint, each shape's smallest micro-batch at its tightest setting
-        (memory grows with the micro-batch and shrinks with ZeRO and recompute), first in enumeration on a tie."""
-        firsts: dict[int, int] = {}
-        for n, b in self.tightest:
-            firsts.setdefault(n, b)  # micro-batches ascend within a shape
-        out: tuple[float, str] | None = None
-        for n, b in firsts.items():
-            lay = self.tightest[n, b]
-            mem = self.ledger(n, b, global_batch // lay.dp // b, lay.zero, len(self.recs) - 1)
-            if out is None or mem.total_bytes < out[0]:
-                out = (mem.total_bytes, f"{lay.describe()}, micro-batch {b}, recompute {self.recs[-1]}")
-        return out
 
 
 def plan(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, global_batch: int, seq: int,
@@ -345,7 +148,7 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
         from napkin.accounting.calibration import calibrate
 
         c, _ = calibrate(i.calibration, c, hw, spec, i.precision)
-    shapes = _shapes(spec, G, i.global_batch, i.seq, i.node_size, i.max_tp, i.fix)
+    shapes = shapes_of(spec, G, i.global_batch, i.seq, i.node_size, i.max_tp, i.fix)
     if not shapes:
         raise InputError(f"no layout of {spec.name} divides {G} GPUs and a global batch of {i.global_batch} "
                          f"(heads {spec.heads}, layers {spec.layers}); try a batch divisible by more data-parallel "
@@ -355,10 +158,10 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
     want_r = i.fix.get("recompute")
     # a fixed recompute other than these three: TrainingSetup refuses it in one line
     recs = [cast(Recompute, str(want_r))] if want_r is not None else list(RECOMPUTES)
-    mem = _Memory(spec, hw, i, recs, exhaustive)
+    mem = Memory(spec, hw, seq=i.seq, precision=i.precision, recs=recs, exhaustive=exhaustive)
     interrupted = False
     try:  # 1. every candidate (shape, micro-batch, ZeRO stage, recompute)
-        cands = _enumerate(shapes, G, i, recs, mem.tightest, progress)
+        cands = enumerate_candidates(shapes, G, i.global_batch, i.fix, recs, mem.tightest, progress)
     except KeyboardInterrupt:
         cands, interrupted = [], True
     # 2. fastest floor first: check the memory and the dominance rules, time what passes, and stop once the floor
@@ -368,7 +171,7 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
     timed: list[tuple[float, StepTimeResult, float]] = []
     with numbers_only():  # the search keeps numbers; the winner and runner-up are derived in full below
         try:
-            for x in cands if exhaustive else _floor_first(cands, floor, mem.tightest, recs, i.global_batch, best, k):
+            for x in cands if exhaustive else floor_first(cands, floor, mem.tightest, recs, i.global_batch, best, k):
                 if not mem.admissible(x):
                     continue
                 t, cp, p, v, e = shapes[x.shape]
