@@ -17,6 +17,7 @@ from __future__ import annotations
 import pytest
 
 from napkin.accounting import activations as act
+from napkin.accounting.layers import layer_plan
 from napkin.specs.model import TransformerSpec
 
 s, b = 2048, 4  # any s, b: every term is proportional to s·b (the s² terms to s²·b)
@@ -141,11 +142,13 @@ def test_bytes_scale_with_precision():
 
 def test_moe_layer_counts_top_k_experts():
     moe = spec(ffn_kind="swiglu", activation="silu",
-               moe=dict(experts=8, top_k=2, expert_ffn_dim=1024, shared_experts=1))
-    terms = act.layer_terms(moe, s, b, bytes_per_element=2)
+               moe=dict(experts=8, top_k=2, expert_ffn_dim=1024, shared_experts=1, first_dense_layers=1))
+    terms = act.layer_terms(moe, s, b, bytes_per_element=2)  # default: the plan's last kind, the MoE layer
     experts = sum(x.bytes for x in terms if x.name.startswith("experts "))
     shared = sum(x.bytes for x in terms if x.name.startswith("shared experts "))
     assert experts == 4 * s * b * 2 * 1024 * 2  # 4 f-wide tensors × top_k experts per token
     assert shared == 4 * s * b * 1024 * 2
-    dense = act.layer_terms(moe, s, b, bytes_per_element=2, moe_layer=False)
+    first = layer_plan(moe).kind_at(0)
+    assert first.ffn == "dense"
+    dense = act.layer_terms(moe, s, b, bytes_per_element=2, kind=first)
     assert not any(x.name.startswith("experts") for x in dense)

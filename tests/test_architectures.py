@@ -366,11 +366,16 @@ def test_nemotron_h_pattern_counts_each_block_once():
     assert r.attention_layers == 1 and r.ssm_state_bytes_per_sequence > 0
 
 
-def test_hybrid_memory_is_refused_in_one_line(cli, tmp_path):
+def test_hybrid_config_goes_through_memory_step_time_and_flops(cli, tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(CONFIGS["nemotron_h"]))
-    out = cli("memory", "--model", str(path), "--seq", "128")
-    assert out.exit_code == 2 and "hybrid stack" in out.stderr and "Traceback" not in out.stderr
+    out = cli("memory", "--model", str(path), "--seq", "128", "--json")
+    assert out.exit_code == 0, out.stderr
+    names = {x["name"] for x in json.loads(out.stdout)["activations"]["per_layer"]}
+    assert names & {"in_proj output", "MLP activation output", "context"}  # the heaviest kind's own tensors
+    out = cli("step-time", "--model", str(path), "--gpu", "h100", "--gpus", "1", "--seq", "128", "--explain")
+    assert out.exit_code == 0, out.stderr
+    assert "Mamba-2 layer" in out.stdout and "attention layer" in out.stdout
     out = cli("flops", "--model", str(path), "--tokens", "1e9", "--seq", "128", "--json")
     assert out.exit_code == 0 and "ssm.scan" in json.loads(out.stdout)["components"]
 

@@ -63,7 +63,7 @@ def test_floor_never_exceeds_the_predicted_step(model, gpus, batch, seq):
         for z, b, rec in itertools.product((1, 3) if dp > 1 else (0,), divisors(batch // dp), ("none", "full")):
             lay = Layout(gpus=gpus, tp=t, pp=p, vp=v, cp=c, ep=e, sp=t > 1, zero=z)
             m = batch // dp // b
-            st = step_time(spec, H100, gpus=gpus, layout=lay, micro_batch=b, global_batch=batch, seq=seq,
+            st = step_time(spec, H100, layout=lay, micro_batch=b, global_batch=batch, seq=seq,
                            recompute=rec, overlap_grad_reduce=True, ledger=False)
             lo = floor(lay, b, m, rec)
             assert 0 < lo <= st.step_time_s * (1 + 1e-12), (lay.describe(), b, rec)

@@ -38,6 +38,12 @@ def _results() -> list[Result]:
         napkin.count_params(ds),
         napkin.count_flops(mix, 1e9, 4096, recompute="selective"),
         napkin.step_time(llama, h100, gpus=16, tp=2, pp=2, micro_batch=1, global_batch=32, seq=4096, recompute="full"),
+        # MoE with EP (dense and expert DP groups), windows, a hybrid: every layer kind through the same steps
+        napkin.step_time(napkin.get_model("gpt-oss-20b"), h100, gpus=16, ep=4, global_batch=32, seq=4096),
+        napkin.step_time(napkin.get_model("gemma3-12b"), h100, gpus=8, tp=2, global_batch=8, seq=32768,
+                         recompute="full"),
+        napkin.step_time(napkin.get_model("nemotron-h-8b"), h100, gpus=8, tp=2, pp=2, global_batch=16, seq=4096),
+        napkin.memory_ledger(napkin.get_model("nemotron-h-8b"), h100, seq=4096, gpus=8, tp=2, pp=2, micro_batches=4),
         plan(napkin.get_model("gpt2"), h100, gpus=8, global_batch=16, seq=1024, top=2),
         napkin.inference(llama, h100, batch=8, prompt=1024, generate=256),
         napkin.kv_cache(llama, 8192, batch=8),

@@ -60,6 +60,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from napkin.accounting.layers import LayerKind, layer_plan
 from napkin.specs.dtypes import BYTES_PER_ELEMENT, INT64_BYTES, DType
 from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.validation import Recompute
@@ -75,9 +76,14 @@ NORM = "Ba et al. 2016 (LayerNorm: mean, 1/σ); Zhang & Sennrich 2019 (RMSNorm: 
 GQA = "Ainslie et al. 2023, GQA §2 (k KV heads); HF transformers repeat_kv in eager attention"
 MOE = "Fedus et al. 2022, Switch Transformer §2.1 (router probabilities, dispatched token copies)"
 MLA = "DeepSeek-V2 §2.1 (MLA: latent c_Q, c_KV and their norms; decoupled RoPE key shared by heads)"
+MAMBA2 = "Dao & Gu 2024 (Mamba-2) §7: the block's norm, in_proj (z, x, B, C, dt), conv, SSD scan, gated norm, out_proj"
+MAMBA2_FUSED = ("state-spaces/mamba ssd_combined.py, MambaSplitConv1dScanCombinedFn: saves zxbcdt, the scan output and "
+                "the gated norm's rstd; recomputes the conv, the norm output and out_proj's input in backward")
+MAMBA2_TORCH = ("transformers modeling_mamba2 torch path (mamba2_chunk_scan, Mamba2RMSNormGated), the tensors autograd "
+                "saves, counted on a CPU (tests/test_activations_torch.py)")
 
 Split = Literal["tp", "sp", "none"]  # divided by t always / only under sequence parallelism / never
-Block = Literal["attention", "mlp", "layer", "embedding", "output"]  # where in the model a saved tensor sits
+Block = Literal["attention", "mlp", "mixer", "layer", "embedding", "output"]  # where in the model a saved tensor sits
 
 
 class ActTerm(BaseModel):
@@ -201,10 +207,11 @@ def _ffn(c: _Ctx, spec: TransformerSpec, width: float, sym: str, label: str, sou
                          source=source)]
 
 
-def _mlp(c: _Ctx, spec: TransformerSpec, moe_layer: bool, dropout: bool, fused_norm: bool) -> list[ActTerm]:
+def _mlp(c: _Ctx, spec: TransformerSpec, moe_layer: bool, dropout: bool, fused_norm: bool,
+         own_norm: bool | None = None) -> list[ActTerm]:
     h = spec.d_model
     out: list[ActTerm] = []
-    if spec.norms_per_layer != 1:  # one shared norm (Falcon-7B): the MLP reads the attention's saved input
+    if spec.norms_per_layer != 1 if own_norm is None else own_norm:  # Falcon-7B: one norm shared with attention
         out += _norm(c, spec, "mlp", "pre-MLP", fused_norm)
         out.append(c.term("mlp", "MLP input", "the norm's output, input of the up/gate projections (and router)", "h",
                           h, split="sp"))
@@ -224,29 +231,75 @@ def _mlp(c: _Ctx, spec: TransformerSpec, moe_layer: bool, dropout: bool, fused_n
             out += _ffn(c, spec, f_s, "n_shared·f_s", "shared experts", MOE)
     else:
         out += _ffn(c, spec, spec.ffn_dim, "f", "MLP", KORTHIKANTI)
-    if spec.norms_per_layer == 4:  # Gemma 2/3: a norm on the MLP's output too
+    if spec.norms_per_layer == 4 and own_norm is None:  # Gemma 2/3: a norm on the MLP's output too
         out += _norm(c, spec, "mlp", "post-MLP", fused_norm)
     if dropout:
         out.append(c.term("mlp", "residual dropout mask", "1-byte mask after the MLP", "h", h, 1, "sp"))
     return out
 
 
+def _mamba2(c: _Ctx, spec: TransformerSpec, fused: bool, fused_norm: bool) -> list[ActTerm]:
+    """A Mamba-2 block: its pre-norm, the in_proj input, then what the scan keeps (fused kernels, or the torch path)."""
+    m = spec.ssm
+    assert m is not None
+    h, s = spec.d_model, c.s
+    H, G, P, N, Q, K = m.heads, m.groups, m.head_dim, m.state_size, m.chunk_size, m.conv_kernel
+    d_in, conv = m.d_inner, m.conv_dim
+    d_proj = 2 * d_in + 2 * G * N + H
+    out = _norm(c, spec, "mixer", "pre-mixer", fused_norm)
+    out.append(c.term("mixer", "in_proj input", "the norm's output, input of in_proj", "h", h, split="sp",
+                      source=MAMBA2))
+    out.append(c.term("mixer", "in_proj output", "z, x, B, C, dt: the scan's saved input (the conv and the scan are "
+                      "rebuilt from it)" if fused else "z, x, B, C, dt", "2·d_in+2·G·N+H", d_proj, source=MAMBA2))
+    if fused:
+        out.append(c.term("mixer", "scan output", "y before the gated norm (the norm output and out_proj's input are "
+                          "recomputed in backward)", "d_in", d_in, source=MAMBA2_FUSED))
+        out.append(c.term("mixer", "gated norm stats", "1/rms per group, fp32", "G", G, FP32_BYTES,
+                          source=MAMBA2_FUSED))
+        return out
+    # transformers' torch path (modeling_mamba2 / modeling_nemotron_h on a CPU): counted tensor by tensor
+    out.append(c.term("mixer", "conv input", "x, B, C padded by K − 1 positions", "(d_in+2·G·N)·(s+K−1)/s",
+                      conv * (s + K - 1) / s, source=MAMBA2_TORCH))
+    out.append(c.term("mixer", "conv output", "x, B, C after the conv (SiLU's input)", "d_in+2·G·N", conv,
+                      source=MAMBA2_TORCH))
+    out.append(c.term("mixer", "B and C per head", "B and C repeated to the heads and their einsum operands (5 "
+                      "tensors), fp32", "5·H·N", 5 * H * N, FP32_BYTES, source=MAMBA2_TORCH))
+    out.append(c.term("mixer", "scan and gated norm tensors", "the d_in-wide tensors of the scan and the gated norm "
+                      "(9: x·Δ and its chunked operands, Y, y + D·x, the norm's fp32 input, its output, out_proj's "
+                      "input)", "9·d_in", 9 * d_in, FP32_BYTES, source=MAMBA2_TORCH))
+    out.append(c.term("mixer", "intra-chunk blocks", "L = exp(segsum(A)), C·Bᵀ and their product per head, fp32",
+                      "3·Q·H", 3 * Q * H, FP32_BYTES, source=MAMBA2_TORCH))
+    out.append(c.term("mixer", "chunk states", "the states of every chunk (with the initial one) and their einsum "
+                      "operand, fp32", "H·P·N·((s/Q+1)/s + 1/Q)", H * P * N * ((s / Q + 1) / s + 1 / Q), FP32_BYTES,
+                      source=MAMBA2_TORCH))
+    out.append(c.term("mixer", "Δ and A·Δ", "dt, softplus(dt + bias), A·dt and its cumulative sums per head, fp32",
+                      "5·H", 5 * H, FP32_BYTES, source=MAMBA2_TORCH))
+    out.append(c.term("mixer", "gated norm stats", "1/rms per group, fp32", "G", G, FP32_BYTES, source=MAMBA2_TORCH))
+    return out
+
+
 def layer_terms(spec: TransformerSpec, s: int, b: int, *, bytes_per_element: float, tp: int = 1, sp: bool = False,
                 flash: bool = True, dropout: bool = False, fused_norm: bool = True,
-                moe_layer: bool | None = None) -> list[ActTerm]:
-    """Every tensor one transformer layer saves for backward (no recomputation), for one micro-batch."""
-    if spec.block_pattern is not None:
-        from napkin.errors import InputError
+                kind: LayerKind | None = None) -> list[ActTerm]:
+    """Every tensor one layer of ``kind`` saves for backward (no recomputation), for one micro-batch.
 
-        raise InputError(f"{spec.name} is a hybrid stack (block_pattern {spec.block_pattern[:12]}...): napkin counts "
-                         "its parameters, FLOPs and cache, but not yet the activations of its Mamba-2 layers "
-                         "(memory, step-time and plan need them)")
+    ``kind`` defaults to the plan's last kind (a plain MoE model's MoE layer). A plain layer keeps its attention
+    and its FFN; a hybrid block its one mixer (Mamba-2 or attention) or its one FFN, after its one norm. ``flash``
+    means fused kernels: FlashAttention, and mamba_ssm's fused SSD scan for a Mamba-2 mixer.
+    """
+    plan = layer_plan(spec)
+    kind = plan.kinds[-1] if kind is None else kind
     c = _Ctx(s, b, bytes_per_element, tp, sp)
-    moe = spec.moe is not None if moe_layer is None else moe_layer
+    if plan.hybrid:
+        if kind.mixer == "mamba2":
+            return _mamba2(c, spec, flash, fused_norm)
+        if kind.attends:
+            return _attention(c, spec, flash, dropout, fused_norm)
+        return _mlp(c, spec, kind.moe, dropout, fused_norm, own_norm=True)
     attn = _attention(c, spec, flash, dropout, fused_norm)
     if spec.norms_per_layer == 4:  # Gemma 2/3: a norm on the attention's output before the residual add
         attn += _norm(c, spec, "attention", "post-attention", fused_norm)
-    return attn + _mlp(c, spec, moe, dropout, fused_norm)
+    return attn + _mlp(c, spec, kind.moe, dropout, fused_norm)
 
 
 def stored(terms: list[ActTerm], recompute: Recompute, spec: TransformerSpec, s: int, b: int,

@@ -63,6 +63,16 @@ def collective_time(kind: Collective, message_bytes: float, n: int, link: Link) 
     return link.latency_s + bus_factor(kind, n) * message_bytes / link.bandwidth_bytes_per_s
 
 
+def collective_text(kind: Collective, message_bytes: float, n: int, link: Link) -> str:
+    """``collective_time``'s arithmetic with its numbers substituted (α + factor·S/B), for a derivation step."""
+    from napkin.results import g
+
+    if (n <= 1 and kind != "p2p") or message_bytes <= 0:
+        return "0"
+    factor = {"all-reduce": f"2 × ({n} − 1) / {n} × ", "p2p": ""}.get(kind, f"({n} − 1) / {n} × ")
+    return f"{g(link.latency_s)} + {factor}{g(message_bytes)} / {g(link.bandwidth_bytes_per_s)}"
+
+
 def place(size: int, stride: int, node_size: int, intra: Link, inter: Link) -> Link:
     """The link a group of ``size`` ranks, ``stride`` ranks apart, runs on over nodes of ``node_size`` GPUs."""
     if size <= 1:

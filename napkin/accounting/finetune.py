@@ -31,7 +31,7 @@ from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from napkin.accounting.layers import Gemm, LayerPlan, layer_plan
+from napkin.accounting.layers import Gemm, LayerKind, LayerPlan, layer_plan
 from napkin.accounting.layout import Layout, Stage, stage_params
 from napkin.accounting.model_state import Optimizer, Precision, StatePart, state_parts
 from napkin.errors import InputError
@@ -442,19 +442,18 @@ def _relu(spec: TransformerSpec) -> bool:
     return (spec.activation or "").lower() in ("relu", "relu2")
 
 
-def _kind_targets(spec: TransformerSpec, moe: bool, lora: LoraSetup) -> set[str]:
+def _kind_targets(kind: LayerKind, lora: LoraSetup) -> set[str]:
     """The plan's matrix names that carry an adapter in a layer of this kind."""
-    kind = layer_plan(spec).kind(moe)
-    return {gm.name for gm in kind.gemms if targeted(gm, lora)} if kind is not None else set()
+    return {gm.name for gm in kind.gemms if targeted(gm, lora)}
 
 
-def lora_layer_terms(terms: list, spec: TransformerSpec, moe: bool, lora: LoraSetup, *, s: int, b: int,
+def lora_layer_terms(terms: list, spec: TransformerSpec, kind: LayerKind, lora: LoraSetup, *, s: int, b: int,
                      bytes_per_element: float, flash: bool) -> list:
     """One layer's saved tensors under LoRA: those only an untargeted frozen matrix's weight gradient needs are
     dropped, and each adapter's A·x (r per token per active copy) is added."""
     from napkin.accounting import activations as act
 
-    names = _kind_targets(spec, moe, lora)
+    names = _kind_targets(kind, lora)
     tg = {n.rsplit(".", 1)[-1] for n in names}
 
     def has(*ms: str) -> bool:
@@ -487,9 +486,7 @@ def lora_layer_terms(terms: list, spec: TransformerSpec, moe: bool, lora: LoraSe
         return True
 
     out = [x for x in terms if keep(x)]
-    plan_kind = layer_plan(spec).kind(moe)
-    assert plan_kind is not None
-    for gm in plan_kind.gemms:
+    for gm in kind.gemms:
         if gm.name in names:
             block: act.Block = "attention" if gm.name.startswith("attention.") else "mlp"
             width = f"r·{gm.active}" if gm.active > 1 else "r"

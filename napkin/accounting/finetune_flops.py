@@ -68,9 +68,7 @@ def lora_flow(spec: TransformerSpec, lora: LoraSetup, core_forward: dict[str, fl
 
     resid = lora.embeddings  # an embedding adapter makes the embedding output require grad
     for layer in range(L):
-        moe = spec.moe_layers_between(layer, layer + 1) == 1
-        kind = plan.kind(moe)
-        assert kind is not None
+        kind = plan.kind_at(layer)
         g_ = {gm.name.split(".", 1)[1] if gm.name.startswith("attention.") else gm.name: gm for gm in kind.gemms}
         if spec.mla is not None:
             if "q_a" in g_:

@@ -15,7 +15,18 @@ from typing import Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field
 
 from napkin.accounting.compute import six_nd
-from napkin.accounting.layers import SRC_MAMBA2, attention_head_dims, attention_linears, layer_plan, ssm_linears
+from napkin.accounting.layers import (
+    SRC_CAUSAL,
+    SRC_CHUNK,
+    SRC_MAMBA2,
+    SRC_WINDOW,
+    attention_head_dims,
+    attention_linears,
+    layer_plan,
+    mean_context,
+    ssm_linears,
+    window_context,
+)
 from napkin.accounting.params import count_params
 from napkin.errors import InputError
 from napkin.results import DEFINITION, KAPLAN, LECTURE, PALM, Derivation, Result, g, minus
@@ -27,11 +38,6 @@ RECOMPUTE_CHOICES = ("none", "selective", "full")
 
 SRC_MATMUL = f"{LECTURE}: (m×k)@(k×n) costs 2·m·k·n FLOPs (one multiply and one add per term)"
 SRC_ATTN = "Korthikanti et al. 2022, App. A: QKᵀ 2·b·s²·h and attention over V 2·b·s²·h per layer"
-SRC_CAUSAL = "causal mask: token i attends to i+1 positions, mean (s+1)/2 (what FlashAttention-style kernels skip)"
-SRC_WINDOW = ("Beltagy et al. 2020 (Longformer) §3.1 / Mistral 7B §2: a sliding-window layer attends to the last w "
-              "positions, so its attention is O(s·w), not O(s²)")
-SRC_CHUNK = ("Meta 2025, Llama 4 (HF modeling_llama4, attention_chunk_size): a chunked layer's token attends only "
-             "to the earlier positions of its own chunk of w, so the mean context is ≤ (w + 1)/2")
 SRC_SCAN = ("Dao & Gu 2024 (Mamba-2) §6: the SSM's recurrent form per token and head: h ← A·h + B·xᵀ (N·P "
             "multiply-adds), y = C·h (N·P)")
 SRC_BWD = f"{KAPLAN}; backward = 2 × forward for matmuls (gradients w.r.t. inputs and weights)"
@@ -110,9 +116,11 @@ _SYMBOLS = {  # formula symbols for each projection's (fan_in, fan_out), by comp
 }
 
 
-def _terms(spec: TransformerSpec, context: float, window_context: float | None = None) -> list[Term]:
-    """Forward FLOPs of one token per component when it attends over `context` positions (`window_context` in a
-    sliding-window layer; None: the same as the others)."""
+def _terms(spec: TransformerSpec, seq: float, causal: bool, masked: bool = True) -> list[Term]:
+    """Forward FLOPs of one token per component in a sequence of `seq` positions (causal: the mean token; not
+    causal: a token over `seq` cached positions), each attending layer over its own context (LayerKind.context).
+    masked=False: every layer over all `seq` positions, as an unfused kernel computes the s×s scores and then
+    masks them (what FlopCounterMode counts, and kernels.py's time without flash)."""
     h, V = spec.d_model, spec.vocab
     plan = layer_plan(spec)
     F = plan.weight_flops_per_token()  # the values; the formulas below say them in symbols
@@ -127,17 +135,20 @@ def _terms(spec: TransformerSpec, context: float, window_context: float | None =
             terms.append(Term(f"attention.{name}", F[f"attention.{name}"], f"2·{la}·{i}·{o}",
                               f"2 × {L_at} × {lin.fan_in} × {lin.fan_out}", SRC_MATMUL))
         a, d_qk, d_v = attention_head_dims(spec)
-        L_sw = spec.sliding_layers
+        # each attending kind's mean context from its own rule (LayerKind.context: the kernels read the same)
+        spans = [(k.count, k.context(seq, causal) if masked else float(seq), masked and k.window is not None)
+                 for k in plan.kinds if k.attends]
+        L_sw = sum(n for n, _, w in spans if w)
         L_full = L_at - L_sw
-        cw = context if window_context is None else window_context
+        context = next((c for _, c, w in spans if not w), mean_context(seq, causal))
+        cw = next((c for _, c, w in spans if w), context)
         for key, dd, what in (("attention.scores", d_qk, "q·kᵀ"), ("attention.values", d_v, "softmax · v")):
+            flops = 2 * a * dd * sum(n * c for n, c, _ in spans)
             if L_sw:
-                flops = 2 * a * dd * (L_full * context + L_sw * cw)
                 formula = f"2·a·d·(L_full·c + L_window·c_w) ({what}; c_w: positions inside the window)"
                 subst = f"2 × {a} × {dd} × ({L_full} × {g(context)} + {L_sw} × {g(cw)})"
                 src = f"{SRC_ATTN}; {SRC_WINDOW}"
             else:
-                flops = 2 * L_at * a * dd * context
                 formula = f"2·{la}·a·{'d_qk' if dd == d_qk and key.endswith('scores') else 'd_v'}·c ({what} over c " \
                           "positions)"
                 subst = f"2 × {L_at} × {a} × {dd} × {g(context)}"
@@ -180,35 +191,6 @@ def _terms(spec: TransformerSpec, context: float, window_context: float | None =
     return terms
 
 
-def window_context(seq: float, window: int | None, causal: bool, chunked: bool = False) -> float:
-    """Positions the average token attends to in a sliding-window layer of window w.
-
-    causal: token i sees min(i + 1, w) positions; the mean over a sequence of s is (s + 1)/2 while s ≤ w, else
-    (w(w + 1)/2 + (s − w)·w)/s. Not causal (one token decoding over a cache of s entries): min(s, w).
-    chunked (Llama 4's chunked attention, chunks of w): token i sees i mod w + 1 positions; over s = n·w + r the
-    mean is (n·w(w + 1)/2 + r(r + 1)/2)/s. Not causal: the token at position s sees (s − 1) mod w + 1.
-    """
-    if window is None:
-        return mean_context(seq, causal)
-    if chunked:  # SRC_CHUNK: HF modeling_llama4's chunked mask, position i attends to i − (i mod w) .. i
-        if seq <= 0:
-            return 0.0
-        if not causal:
-            return float((math.ceil(seq) - 1) % window + 1)
-        n, r = divmod(seq, window)
-        return (n * window * (window + 1) / 2 + r * (r + 1) / 2) / seq
-    if not causal:
-        return float(min(seq, window))
-    if seq <= window:
-        return (seq + 1) / 2
-    return (window * (window + 1) / 2 + (seq - window) * window) / seq
-
-
-def mean_context(seq: float, causal: bool) -> float:
-    """Positions the average token attends to in a sequence of `seq`: (s + 1)/2 under a causal mask, else s."""
-    return (seq + 1) / 2 if causal else float(seq)
-
-
 def forward_flops_per_token(spec: TransformerSpec | LinearSpec | str, context: float, *,
                             causal: bool = True) -> dict[str, float]:
     """Forward FLOPs of one token per component, in a sequence of `context` positions. Sum for the total.
@@ -223,9 +205,7 @@ def forward_flops_per_token(spec: TransformerSpec | LinearSpec | str, context: f
         raise InputError(f"forward_flops_per_token needs a transformer spec, got kind '{spec.kind}'")
     if context < 0:
         raise InputError(f"context must be at least 0 positions, got {context}")
-    return {t.name: t.flops for t in _terms(spec, mean_context(context, causal),
-                                             window_context(context, spec.sliding_window, causal,
-                                                            spec.chunked_attention))}
+    return {t.name: t.flops for t in _terms(spec, context, causal)}
 
 
 # A bound that says why: the largest corpora are ~1e14 tokens; beyond 1e30 a product with a parameter count
@@ -278,15 +258,14 @@ def count_flops(spec: TransformerSpec | LinearSpec, tokens: float, seq: int = 1,
         else:
             d.add("attended positions", "c = s (no causal halving)", str(seq), ctx, "positions",
                   "Korthikanti et al. 2022, App. A")
-        ctx_w = None
         if spec.sliding_window is not None and spec.sliding_layers and causal:
             chunked = spec.chunked_attention
-            ctx_w = d.add(f"mean attended positions, {'chunked' if chunked else 'sliding-window'} layers",
+            d.add(f"mean attended positions, {'chunked' if chunked else 'sliding-window'} layers",
                           "c_w = Σ (i mod w + 1) / s" if chunked else "c_w = Σ min(i, w) / s",
                           f"w = {spec.sliding_window}, s = {seq}",
                           window_context(seq, spec.sliding_window, True, chunked), "positions",
                           SRC_CHUNK if chunked else SRC_WINDOW)
-        terms = _terms(spec, ctx, ctx_w)
+        terms = _terms(spec, seq, causal, masked=causal)
     D = tokens
     per: Literal["token", "example"] = "example" if isinstance(spec, LinearSpec) else "token"
     comps: dict[str, ComponentFlops] = {}

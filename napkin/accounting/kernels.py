@@ -134,21 +134,19 @@ def _weight_gemms(g: Gemm, T: int, tp: int, ep: int, p: float, dev: Device, c: S
     return Cost(gemm=fwd, kernels=local), Cost(gemm=bwd, kernels=2 * local)
 
 
-def layer_cost(plan: LayerPlan, kind: LayerKind, *, b: int, s: int, cp: int, tp: int, ep: int, sp: bool,
-               flash: bool, p: float, dev: Device, c: StepConstants) -> LayerCost:
-    """Forward and backward time of one layer for a micro-batch of b sequences of s tokens (s/cp on this GPU)."""
-    spec: TransformerSpec = plan.spec
+def _attention_core(spec: TransformerSpec, kind: LayerKind, *, b: int, s: int, cp: int, tp: int, flash: bool, p: float,
+                    dev: Device, c: StepConstants) -> tuple[Cost, Cost]:
+    """QKᵀ and ·V of one attending layer, forward and backward, over the context its kind attends to.
+
+    The context is ``kind.context(s)``, the rule the FLOP count uses (causal mean (s+1)/2; a sliding window or a
+    chunk caps it), since flash kernels skip the masked blocks (FlashAttention-2 ``window_size``, Dao 2023 §3.1);
+    without a fused kernel the whole s×s matrix is computed, then masked.
+    """
     s_q = -(-s // cp)
-    T = b * s_q
-    fwd, bwd = Cost(), Cost()
-    for g in kind.gemms:
-        f, bw = _weight_gemms(g, T, tp, ep, p, dev, c)
-        fwd, bwd = fwd + f, bwd + bw
     a, d_qk, d_v = attention_head_dims(spec)
     a_l = -(-a // tp)
     mem_bw = dev.memory_bytes_per_s * c.memory_efficiency
-    # attention core: QKᵀ and ·V over the keys each query sees; flash kernels skip the masked half
-    ctx = (s + 1) / 2 if flash else float(s)
+    ctx = kind.context(s) if flash else float(s)
     attn_flops = 2 * b * s_q * ctx * a_l * (d_qk + d_v)
     attn_f = attn_flops / (dev.peak_flops_per_s * c.attention_efficiency)
     attn_b = 2.5 * attn_f if flash else 2 * attn_f
@@ -160,25 +158,91 @@ def layer_cost(plan: LayerPlan, kind: LayerKind, *, b: int, s: int, cp: int, tp:
         attn_b += 8 * scores / mem_bw
     attn_f += attn_kernels * c.kernel_s
     attn_b += 2 * attn_kernels * c.kernel_s
-    attention_fwd = Cost(attention=attn_f, kernels=attn_kernels)
-    fwd = fwd + attention_fwd
-    bwd = bwd + Cost(attention=attn_b, kernels=2 * attn_kernels)
-    # memory-bound ops per token (bytes read + written): 2 norms (2h each), 2 residual adds (3h each), the FFN
-    # activation (mlp: f in, f out; gated: 2f in, f out), rotary on q and k
+    return Cost(attention=attn_f, kernels=attn_kernels), Cost(attention=attn_b, kernels=2 * attn_kernels)
+
+
+SRC_SSD = ("Dao & Gu 2024 (Mamba-2) §6 and state-spaces/mamba ssd_combined.py: the chunked scan in chunks of Q: "
+           "C·Bᵀ per chunk (2·Q·G·N per token), its masked product with x (2·(Q+1)/2·H·P), the chunk states and "
+           "their read-out (2·H·P·N each), the state passing between chunks (2·H·P·N/Q); five kernels forward")
+SSD_KERNELS = 5  # mamba_ssm: _chunk_cumsum, _chunk_state, _state_passing, _bmm_chunk, _chunk_scan (forward)
+
+
+def ssd_flops_per_token(spec: TransformerSpec, tp: int = 1) -> float:
+    """Forward FLOPs of the chunked SSD scan per token on one TP rank (heads and groups split over TP)."""
+    m = spec.ssm
+    assert m is not None
+    H, G, P, N, Q = -(-m.heads // tp), -(-m.groups // tp), m.head_dim, m.state_size, m.chunk_size
+    return 2 * Q * G * N + 2 * (Q + 1) / 2 * H * P + 2 * 2 * H * P * N + 2 * H * P * N / Q
+
+
+def _ssd_scan(spec: TransformerSpec, *, b: int, s: int, cp: int, tp: int, flash: bool, p: float, dev: Device,
+              c: StepConstants) -> tuple[Cost, Cost]:
+    """A Mamba-2 mixer's scan, conv and gated norm (its in/out projections are GEMMs), forward and backward.
+
+    The scan is the chunked SSD that training kernels run (SRC_SSD), not the recurrent form the FLOP count uses
+    (as Megatron-LM's mamba_layer_flops): its matmul-like blocks at the attention kernels' fraction of peak, and
+    its reads and writes (x, B, C, dt in; y out; the chunk states in fp32) at HBM bandwidth, whichever is longer.
+    Backward is taken as 2.5× forward, FlashAttention-2's ratio (the fused SSD backward likewise recomputes its
+    intra-chunk blocks); no measured SSD rows were available to fit it. The depthwise conv and the gated RMSNorm
+    are memory-bound. Without fused kernels (``flash`` off: transformers' torch path) the scan's Q×Q blocks per
+    head pass through HBM, as unfused attention's scores do.
+    """
+    m = spec.ssm
+    assert m is not None
+    T = b * -(-s // cp)
+    H, G = -(-m.heads // tp), -(-m.groups // tp)
+    d_in, conv = H * m.head_dim, H * m.head_dim + 2 * G * m.state_size
+    mem_bw = dev.memory_bytes_per_s * c.memory_efficiency
+    compute = T * ssd_flops_per_token(spec, tp) / (dev.peak_flops_per_s * c.attention_efficiency)
+    states = T / m.chunk_size * H * m.head_dim * m.state_size * BYTES_PER_ELEMENT[DType.fp32]
+    traffic = T * (conv + H + d_in) * p + 2 * states
+    if not flash:
+        traffic += 3 * T * m.chunk_size * H * BYTES_PER_ELEMENT[DType.fp32]  # L, C·Bᵀ and their product, per head
+    scan_f = max(compute, traffic / mem_bw) + SSD_KERNELS * c.kernel_s
+    scan_b = 2.5 * (scan_f - SSD_KERNELS * c.kernel_s) + 2 * SSD_KERNELS * c.kernel_s
+    # depthwise causal conv over x, B, C (read, write) and the gated RMSNorm (y and z in, y out)
+    elem = T * (2 * conv + 3 * d_in) * p / mem_bw
+    return (Cost(attention=scan_f, memory_bound=elem + 2 * c.kernel_s, kernels=SSD_KERNELS + 2),
+            Cost(attention=scan_b, memory_bound=2 * elem + 4 * c.kernel_s, kernels=2 * SSD_KERNELS + 4))
+
+
+def layer_cost(plan: LayerPlan, kind: LayerKind, *, b: int, s: int, cp: int, tp: int, ep: int, sp: bool,
+               flash: bool, p: float, dev: Device, c: StepConstants) -> LayerCost:
+    """Forward and backward time of one layer of ``kind`` for a micro-batch of b sequences of s tokens (s/cp on
+    this GPU): its GEMMs, its mixer (an attention core over the kind's context, or a Mamba-2 scan) and its
+    memory-bound ops, each read off the kind's description."""
+    spec: TransformerSpec = plan.spec
+    T = b * -(-s // cp)
+    fwd, bwd = Cost(), Cost()
+    for g in kind.gemms:
+        f, bw = _weight_gemms(g, T, tp, ep, p, dev, c)
+        fwd, bwd = fwd + f, bwd + bw
+    core_f = core_b = Cost()
+    if kind.attends:
+        core_f, core_b = _attention_core(spec, kind, b=b, s=s, cp=cp, tp=tp, flash=flash, p=p, dev=dev, c=c)
+    elif kind.mixer == "mamba2":
+        core_f, core_b = _ssd_scan(spec, b=b, s=s, cp=cp, tp=tp, flash=flash, p=p, dev=dev, c=c)
+    fwd, bwd = fwd + core_f, bwd + core_b
+    # memory-bound ops per token (bytes read + written): each norm 2h, each residual add 3h, the FFN activation
+    # (mlp: f in, f out; gated: 2f in, f out), rotary on q and k. A plain layer has its norms and 2 residual adds;
+    # a hybrid block one norm and one add.
     h = spec.d_model
+    mem_bw = dev.memory_bytes_per_s * c.memory_efficiency
     rep = tp if sp else 1  # norms and residuals: replicated over TP ranks unless sequence parallel
+    n_norm, n_res = (1, 1) if plan.hybrid else (spec.norms_per_layer, 1 if spec.parallel_attention else 2)
+    f_tok = 0
     if kind.moe and spec.moe is not None:
-        e = spec.moe
-        f_tok = e.ffn_width_per_token
-    else:
+        f_tok = spec.moe.ffn_width_per_token
+    elif kind.ffn == "dense":
         f_tok = spec.ffn_dim
     act = (3 if spec.ffn_matrices == 3 else 2) * f_tok / tp
-    rope = 2 * (a + spec.n_kv_heads) * spec.d_head / tp if spec.positions == "rope" else 0.0
-    elem_fwd = T * ((4 * h + 6 * h) / rep + act + rope) * p / mem_bw
-    n_elem = 5 + (1 if rope else 0)  # 2 norms, 2 residual adds, activation (, rotary)
+    rope = 2 * (spec.heads + spec.n_kv_heads) * spec.d_head / tp if kind.attends and spec.positions == "rope" else 0.0
+    elem_fwd = T * ((2 * n_norm + 3 * n_res) * h / rep + act + rope) * p / mem_bw
+    n_elem = n_norm + n_res + (1 if f_tok else 0) + (1 if rope else 0)
     fwd = fwd + Cost(memory_bound=elem_fwd + n_elem * c.kernel_s, kernels=n_elem)
     bwd = bwd + Cost(memory_bound=2 * elem_fwd + 2 * n_elem * c.kernel_s, kernels=2 * n_elem)
-    return LayerCost(fwd, bwd, attention_fwd)
+    # selective recomputation redoes the attention core alone (Korthikanti et al. 2022 §5): nothing in a Mamba block
+    return LayerCost(fwd, bwd, core_f if kind.attends else Cost())
 
 
 def head_cost(plan: LayerPlan, *, b: int, s: int, cp: int, tp: int, p: float, dev: Device,

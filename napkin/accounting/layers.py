@@ -17,6 +17,7 @@ row-parallel (fan_in / t); the router is replicated; the LM head is split over t
 
 from __future__ import annotations
 
+import math
 from typing import Literal, NamedTuple
 
 from napkin.specs.model import TransformerSpec
@@ -70,32 +71,98 @@ class Gemm(NamedTuple):
         return i, o
 
 
-Mixer = Literal["attention", "mamba2", "none"]
+Mixer = Literal["attention", "latent", "window", "chunked", "mamba2", "none"]
 Ffn = Literal["dense", "moe", "none"]
+ATTENTION_MIXERS: tuple[Mixer, ...] = ("attention", "latent", "window", "chunked")  # the mixers with an attention core
+
+_MIXER_WORD = {"attention": "full-attention ", "latent": "", "window": "sliding-window ",
+               "chunked": "chunked-attention ", "mamba2": "Mamba-2 ", "none": ""}
+
+SRC_CAUSAL = "causal mask: token i attends to i+1 positions, mean (s+1)/2 (what FlashAttention-style kernels skip)"
+SRC_WINDOW = ("Beltagy et al. 2020 (Longformer) §3.1 / Mistral 7B §2: a sliding-window layer attends to the last w "
+              "positions, so its attention is O(s·w), not O(s²)")
+SRC_CHUNK = ("Meta 2025, Llama 4 (HF modeling_llama4, attention_chunk_size): a chunked layer's token attends only "
+             "to the earlier positions of its own chunk of w, so the mean context is ≤ (w + 1)/2")
+
+
+def mean_context(seq: float, causal: bool) -> float:
+    """Positions the average token attends to in a sequence of `seq`: (s + 1)/2 under a causal mask, else s."""
+    return (seq + 1) / 2 if causal else float(seq)
+
+
+def window_context(seq: float, window: int | None, causal: bool, chunked: bool = False) -> float:
+    """Positions the average token attends to in a sliding-window layer of window w.
+
+    causal: token i sees min(i + 1, w) positions; the mean over a sequence of s is (s + 1)/2 while s ≤ w, else
+    (w(w + 1)/2 + (s − w)·w)/s. Not causal (one token decoding over a cache of s entries): min(s, w).
+    chunked (Llama 4's chunked attention, chunks of w): token i sees i mod w + 1 positions; over s = n·w + r the
+    mean is (n·w(w + 1)/2 + r(r + 1)/2)/s. Not causal: the token at position s sees (s − 1) mod w + 1.
+    """
+    if window is None:
+        return mean_context(seq, causal)
+    if chunked:  # SRC_CHUNK: HF modeling_llama4's chunked mask, position i attends to i − (i mod w) .. i
+        if seq <= 0:
+            return 0.0
+        if not causal:
+            return float((math.ceil(seq) - 1) % window + 1)
+        n, r = divmod(seq, window)
+        return (n * window * (window + 1) / 2 + r * (r + 1) / 2) / seq
+    if not causal:
+        return float(min(seq, window))
+    if seq <= window:
+        return (seq + 1) / 2
+    return (window * (window + 1) / 2 + (seq - window) * window) / seq
 
 
 class LayerKind(NamedTuple):
-    """The layers of one kind: how many, and the matrices each holds.
+    """The layers of one kind: what mixes positions, what the FFN is, how many such layers, the matrices each holds.
 
-    A plain transformer has at most two kinds (dense-FFN and MoE layers, each attention + FFN). A hybrid stack
-    (``block_pattern``) has one kind per block type, each one mixer: Mamba-2, attention, a dense MLP or an MoE.
+    Every count in napkin reads a layer through its kind: parameters and FLOPs (its GEMMs and ``context``), the
+    kernel times (kernels.layer_cost), the saved activations (activations.layer_terms) and the step-time and
+    memory sums over pipeline stages, all keyed by ``key``. A plain transformer has one kind per (attention span,
+    FFN) pair that occurs (dense and MoE layers; full and sliding-window layers); a hybrid stack (``block_pattern``)
+    has one kind per block type, each one mixer or one FFN: Mamba-2, attention, a dense MLP or an MoE.
     """
 
-    moe: bool
+    mixer: Mixer  # attention (full), latent (MLA), window (sliding), chunked (Llama 4), mamba2, or none
+    ffn: Ffn
     count: int  # type: ignore[assignment]  # shadows tuple.count(), which no caller of a LayerKind uses
     gemms: tuple[Gemm, ...]
     norm_params: int  # the block's norms (2: pre-attention and pre-MLP; 4: Gemma's pre and post; 1: parallel/hybrid)
-    attention_norm_params: int  # norms inside the attention block (q/k norms, MLA's latent norms, sinks)
-    mixer: Mixer = "attention"  # what mixes positions: attention, a Mamba-2 SSM, or nothing (an MLP-only block)
-    ffn: Ffn = "dense"
-    extras: tuple[tuple[str, int], ...] = ()  # non-GEMM parameters by component (q/k norms, sinks, SSM conv, ...)
-    char: str = ""  # the block_pattern character of a hybrid kind; "" in a plain stack
+    attention_norm_params: int  # parameters inside the mixer outside its GEMMs (q/k norms, MLA norms, sinks, SSM)
+    extras: tuple[tuple[str, int], ...] = ()  # those parameters by component (q/k norms, sinks, SSM conv, ...)
+    window: int | None = None  # w of a window / chunked mixer
+
+    @property
+    def key(self) -> str:
+        """The kind's name in every table keyed by kind: its mixer and its FFN (e.g. ``window+moe``)."""
+        return f"{self.mixer}+{self.ffn}"
+
+    @property
+    def moe(self) -> bool:
+        return self.ffn == "moe"
+
+    @property
+    def attends(self) -> bool:
+        """The mixer has an attention core (QKᵀ and ·V over a context)."""
+        return self.mixer in ATTENTION_MIXERS
 
     @property
     def label(self) -> str:
-        if self.char:
-            return {"M": "Mamba-2 layer", "*": "attention layer", "-": "MLP layer", "E": "MoE layer"}[self.char]
-        return "MoE layer" if self.moe else "dense layer"
+        if self.mixer == "none":
+            return "MoE layer" if self.moe else "MLP layer"
+        if self.ffn == "none":
+            return "attention layer" if self.mixer in ("attention", "latent") else f"{_MIXER_WORD[self.mixer]}layer"
+        return f"{_MIXER_WORD[self.mixer]}{'MoE' if self.moe else 'dense'} layer"
+
+    def context(self, seq: float, causal: bool = True) -> float:
+        """Positions the mean token of a sequence of ``seq`` attends to in this layer (0 without attention): the one
+        rule for the attention FLOPs (flops.py) and the attention kernel time (kernels.py)."""
+        if not self.attends:
+            return 0.0
+        if self.window is None:
+            return mean_context(seq, causal)
+        return window_context(seq, self.window, causal, self.mixer == "chunked")
 
     @property
     def params(self) -> int:
@@ -112,9 +179,11 @@ class LayerPlan(NamedTuple):
     head: Gemm
     embedding_params: dict[str, int]  # embedding.tokens, embedding.positions
     final_norm_params: int
+    prefix: tuple[tuple[int, ...], ...] = ()  # prefix[k][i]: layers of kinds[k] among layers 0..i−1
 
-    def kind(self, moe: bool) -> LayerKind | None:
-        return next((k for k in self.kinds if k.moe == moe), None)
+    def kind_at(self, layer: int) -> LayerKind:
+        """The kind of layer ``layer`` (0-based)."""
+        return next(k for k, pre in zip(self.kinds, self.prefix, strict=True) if pre[layer + 1] > pre[layer])
 
     def weight_flops_per_token(self) -> dict[str, int]:
         """Forward FLOPs one token spends in the weight matrices, by component, summed over the layers (head last)."""
@@ -126,17 +195,12 @@ class LayerPlan(NamedTuple):
         return out
 
     def counts_in(self, lo: int, hi: int) -> list[tuple[LayerKind, int]]:
-        """(kind, layers of that kind) among layers lo..hi−1: a pipeline stage's share, by arithmetic."""
+        """(kind, layers of that kind) among layers lo..hi−1: a pipeline stage's share, from the prefix counts."""
+        L = len(self.prefix[0]) - 1 if self.prefix else 0
+        lo, hi = max(0, min(lo, L)), max(0, min(hi, L))
         out = []
-        if self.spec.block_pattern is not None:
-            for k in self.kinds:
-                n = self.spec.blocks_between(k.char, lo, hi)
-                if n:
-                    out.append((k, n))
-            return out
-        n_moe = self.spec.moe_layers_between(lo, hi)
-        for k in self.kinds:
-            n = n_moe if k.moe else (hi - lo) - n_moe
+        for k, pre in zip(self.kinds, self.prefix, strict=True):
+            n = pre[hi] - pre[lo] if hi > lo else 0
             if n:
                 out.append((k, n))
         return out
@@ -248,17 +312,25 @@ def _attention_gemms(spec: TransformerSpec) -> list[Gemm]:
             for n, lin in attention_linears(spec).items()]
 
 
-def _kind(spec: TransformerSpec, moe: bool, count: int) -> LayerKind:
+def _attention_mixer(spec: TransformerSpec, sliding: bool) -> tuple[Mixer, int | None]:
+    """The mixer of an attention layer and its window: full, latent (MLA), sliding-window or chunked."""
+    if sliding and spec.sliding_window is not None:
+        return ("chunked" if spec.chunked_attention else "window"), spec.sliding_window
+    return ("latent" if spec.mla is not None else "attention"), None
+
+
+def _kind(spec: TransformerSpec, sliding: bool, moe: bool, count: int) -> LayerKind:
     attn = _attention_gemms(spec)
     if moe and spec.moe is not None:
         ffn = _moe_gemms(spec)
     else:
         ffn = _ffn_gemms(spec, "ffn", "ffn.dense", spec.ffn_dim, 1, 1, False)
     extras = attention_norms(spec)
-    return LayerKind(moe=moe, count=count, gemms=tuple(attn + ffn),
+    mixer, window = _attention_mixer(spec, sliding)
+    return LayerKind(mixer=mixer, ffn="moe" if moe else "dense", count=count, gemms=tuple(attn + ffn),
                      norm_params=spec.norms_per_layer * norm_params(spec, spec.d_model),
-                     attention_norm_params=sum(extras.values()), mixer="attention", ffn="moe" if moe else "dense",
-                     extras=tuple((f"attention.{k}", v) for k, v in extras.items()))
+                     attention_norm_params=sum(extras.values()),
+                     extras=tuple((f"attention.{k}", v) for k, v in extras.items()), window=window)
 
 
 # Mamba-2 (Dao & Gu 2024 §7; HF modeling_mamba2 / modeling_nemotron_h Mamba2Mixer): in_proj and out_proj are GEMMs;
@@ -291,20 +363,19 @@ def _hybrid_kind(spec: TransformerSpec, char: str, count: int) -> LayerKind:
         gemms = [Gemm(f"ssm.{n}", f"ssm.{n}", lin, split="column" if n == "in_proj" else "row")
                  for n, lin in ssm_linears(spec).items()]
         extras = ssm_extras(spec)
-        return LayerKind(moe=False, count=count, gemms=tuple(gemms), norm_params=norm,
-                         attention_norm_params=sum(extras.values()), mixer="mamba2", ffn="none",
-                         extras=tuple(extras.items()), char=char)
+        return LayerKind(mixer="mamba2", ffn="none", count=count, gemms=tuple(gemms), norm_params=norm,
+                         attention_norm_params=sum(extras.values()), extras=tuple(extras.items()))
     if char == "*":
         extras = {f"attention.{k}": v for k, v in attention_norms(spec).items()}
-        return LayerKind(moe=False, count=count, gemms=tuple(_attention_gemms(spec)), norm_params=norm,
-                         attention_norm_params=sum(extras.values()), mixer="attention", ffn="none",
-                         extras=tuple(extras.items()), char=char)
+        mixer, window = _attention_mixer(spec, spec.sliding_window is not None)
+        return LayerKind(mixer=mixer, ffn="none", count=count, gemms=tuple(_attention_gemms(spec)), norm_params=norm,
+                         attention_norm_params=sum(extras.values()), extras=tuple(extras.items()), window=window)
     if char == "E":
-        return LayerKind(moe=True, count=count, gemms=tuple(_moe_gemms(spec)), norm_params=norm,
-                         attention_norm_params=0, mixer="none", ffn="moe", char=char)
-    return LayerKind(moe=False, count=count, gemms=tuple(_ffn_gemms(spec, "ffn", "ffn.dense", spec.ffn_dim, 1, 1,
-                                                                     False)),
-                     norm_params=norm, attention_norm_params=0, mixer="none", ffn="dense", char=char)
+        return LayerKind(mixer="none", ffn="moe", count=count, gemms=tuple(_moe_gemms(spec)), norm_params=norm,
+                         attention_norm_params=0)
+    return LayerKind(mixer="none", ffn="dense", count=count,
+                     gemms=tuple(_ffn_gemms(spec, "ffn", "ffn.dense", spec.ffn_dim, 1, 1, False)),
+                     norm_params=norm, attention_norm_params=0)
 
 
 _PLANS: dict[int, LayerPlan] = {}  # by id(spec); specs are frozen, and the entry keeps its spec alive
@@ -321,16 +392,33 @@ def layer_plan(spec: TransformerSpec) -> LayerPlan:
     return plan
 
 
-def _build(spec: TransformerSpec) -> LayerPlan:
-    L, h, V = spec.layers, spec.d_model, spec.vocab
+_HYBRID_ORDER = "M*-E"  # the order of a hybrid's kinds (and so of its components in every breakdown)
+
+
+def _layer_keys(spec: TransformerSpec) -> list[tuple[int, ...]]:
+    """One sort key per layer naming its kind: (block char's rank,) in a hybrid, else (MoE, sliding)."""
     if spec.block_pattern is not None:
-        kinds = tuple(_hybrid_kind(spec, c, spec.block_pattern.count(c)) for c in "M*-E" if c in spec.block_pattern)
+        return [(_HYBRID_ORDER.index(c),) for c in spec.block_pattern]
+    return [(int(spec.is_moe_layer(i)), spec.sliding_layers_between(i, i + 1)) for i in range(spec.layers)]
+
+
+def _build(spec: TransformerSpec) -> LayerPlan:
+    h, V = spec.d_model, spec.vocab
+    keys = _layer_keys(spec)
+    order = sorted(set(keys))
+    counts = {k: 0 for k in order}
+    prefix = {k: [0] for k in order}
+    for key in keys:
+        counts[key] += 1
+        for k in order:
+            prefix[k].append(counts[k])
+    if spec.block_pattern is not None:
+        kinds = tuple(_hybrid_kind(spec, _HYBRID_ORDER[k[0]], counts[k]) for k in order)
     else:
-        n_moe = spec.moe_layers
-        kinds = tuple(_kind(spec, moe, n) for moe, n in ((False, L - n_moe), (True, n_moe)) if n)
+        kinds = tuple(_kind(spec, bool(k[1]), bool(k[0]), counts[k]) for k in order)
     emb = {"embedding.tokens": V * h}
     if spec.positions == "learned":
         emb["embedding.positions"] = spec.max_context * h
     return LayerPlan(spec=spec, kinds=kinds, attention_norms=attention_norms(spec),
                      head=Gemm("head", "head", Linear(h, V), split="vocab"), embedding_params=emb,
-                     final_norm_params=norm_params(spec, h))
+                     final_norm_params=norm_params(spec, h), prefix=tuple(tuple(prefix[k]) for k in order))

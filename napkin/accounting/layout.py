@@ -41,6 +41,23 @@ def default_zero(par: Layout) -> int:
     return 3 if par.dp > 1 else 0
 
 
+def both_given(group: str, cls: str, names: str) -> InputError:
+    """The one error of every function that takes a setup object or its keywords: both were given."""
+    return InputError(f"give the {group} setup as {group}={cls}(...) or as keywords ({names}), not both")
+
+
+def layout_from(layout: Layout | None, **keywords: object) -> Layout:
+    """``layout`` as given, or built from the keywords given (those not None); both at once is refused."""
+    given = {k: v for k, v in keywords.items() if v is not None}
+    if layout is not None:
+        if given:
+            raise both_given("layout", "Layout", ", ".join(given))
+        return layout
+    from napkin.validation import validated
+
+    return validated(Layout, **given)
+
+
 class Layout(Inputs):
     """The parallel layout of a training run: G GPUs as TP × CP × DP × PP, with EP inside DP."""
 

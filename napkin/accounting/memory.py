@@ -20,6 +20,7 @@ from napkin.accounting.layout import (
     ONE_F_ONE_B,
     Layout,
     Stage,
+    both_given,
     check_layout,
     default_zero,
     layers_per_stage,
@@ -113,7 +114,7 @@ def ledger_setup(training: TrainingSetup | None, layout: Layout | None, finetune
                                      ("layout", layout, "Layout", "gpus, tp, pp, ..."),
                                      ("finetune", finetune, "FinetuneSetup", "lora_rank, offload, ...")):
         if given is not None and groups[group]:
-            raise InputError(f"give the {group} setup as {group}={cls}(...) or as keywords ({names}), not both")
+            raise both_given(group, cls, names)
     if layout is None:
         lay = groups["layout"]
         if lay.get("zero") is None:
@@ -205,35 +206,32 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
                       stage: Stage) -> ActivationLedger:
     par, b = i.parallel, i.batch
     lo, hi = _layers_of(spec, par, stage)
-    counts = {k.moe: n for k, n in layer_plan(spec).counts_in(lo, hi)}
-    kinds = [(True, counts.get(True, 0)), (False, counts.get(False, 0))] if spec.moe is not None \
-        else [(False, hi - lo)]
-    per_layer_full: dict[bool, list[act.ActTerm]] = {}
-    per_layer_kept: dict[bool, list[act.ActTerm]] = {}
-    for moe, n in kinds:
-        if n:
-            full = act.layer_terms(spec, s, b, flash=i.flash, dropout=i.dropout, fused_norm=i.fused_norm,
-                                   moe_layer=moe, bytes_per_element=p, tp=par.tp, sp=par.sp)
-            if i.lora is not None:  # frozen matmuls keep nothing; the adapters keep A·x
-                full = ft.lora_layer_terms(full, spec, moe, i.lora, s=s, b=b, bytes_per_element=p, flash=i.flash)
-            per_layer_full[moe] = full
-            per_layer_kept[moe] = act.stored(full, i.recompute, spec, s, b, bytes_per_element=p, tp=par.tp, sp=par.sp)
-    shown = True if True in per_layer_kept else False
+    kinds = layer_plan(spec).counts_in(lo, hi)  # (kind, layers of it on this stage)
+    per_layer_full: dict[str, list[act.ActTerm]] = {}
+    per_layer_kept: dict[str, list[act.ActTerm]] = {}
+    for kind, _ in kinds:
+        full = act.layer_terms(spec, s, b, flash=i.flash, dropout=i.dropout, fused_norm=i.fused_norm, kind=kind,
+                               bytes_per_element=p, tp=par.tp, sp=par.sp)
+        if i.lora is not None:  # frozen matmuls keep nothing; the adapters keep A·x
+            full = ft.lora_layer_terms(full, spec, kind, i.lora, s=s, b=b, bytes_per_element=p, flash=i.flash)
+        per_layer_full[kind.key] = full
+        per_layer_kept[kind.key] = act.stored(full, i.recompute, spec, s, b, bytes_per_element=p, tp=par.tp, sp=par.sp)
+    # the table shows the heaviest kind's tensors; the recompute working set is one such layer rebuilt
+    shown = max(per_layer_full, key=lambda k: act.total(per_layer_full[k]))
     terms = per_layer_kept[shown]
-    for moe, n in kinds:
-        if not n:
-            continue
-        kept = per_layer_kept[moe]
-        label = ("MoE " if moe else "dense " if spec.moe is not None else "") + "layer"
+    several = len(kinds) > 1
+    for kind, _ in kinds:
+        kept = per_layer_kept[kind.key]
+        label = kind.label if several or spec.moe is not None else "layer"
         d.add(f"activations per {label} (s={s}, b={b}, recompute {i.recompute}{', flash' if i.flash else ''})",
               "Σ s·b·width·bytes / TP", " + ".join(g(x.bytes) for x in kept), act.total(kept), "B",
               (act.KORTHIKANTI if i.recompute == "none" else act.KORT_TP + "; §5 (recompute)")
               + (f"; {ft.HU_ACT}" if i.lora is not None else ""))
     F = par.in_flight(stage)
-    layers_bytes = F * sum(n * act.total(per_layer_kept[moe]) for moe, n in kinds if n)
+    layers_bytes = F * sum(n * act.total(per_layer_kept[k.key]) for k, n in kinds)
     per_stage = hi - lo
     d.add("activations of the layers on this GPU", "micro-batches in flight · Σ layers",
-          f"{g(F)} × ({' + '.join(f'{n} × {g(act.total(per_layer_kept[m]))}' for m, n in kinds if n)})", layers_bytes,
+          f"{g(F)} × ({' + '.join(f'{n} × {g(act.total(per_layer_kept[k.key]))}' for k, n in kinds)})", layers_bytes,
           "B", (INTERLEAVED if par.vp > 1 else ONE_F_ONE_B) if par.pp > 1 else act.KORTHIKANTI)
     parts = act.outside_terms(spec, s, b, dropout=i.dropout, fused_norm=i.fused_norm, bytes_per_element=p, tp=par.tp,
                               sp=par.sp)

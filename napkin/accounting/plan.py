@@ -176,7 +176,7 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
                     continue
                 t, cp, p, v, e = shapes[x.shape]
                 lay = Layout(gpus=G, tp=t, pp=p, vp=v, cp=cp, ep=e, sp=t > 1, zero=cast(ZeroStage, x.zero))
-                st = step_time(spec, hw, gpus=G, layout=lay, micro_batch=x.b, recompute=recs[x.ri], constants=c,
+                st = step_time(spec, hw, layout=lay, micro_batch=x.b, recompute=recs[x.ri], constants=c,
                                ledger=False, **common)
                 timed.append((st.step_time_s, st, mem.totals[x.shape, x.b, x.zero, x.ri]))
                 bisect.insort(best, st.step_time_s)
@@ -201,7 +201,7 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
     # the winner and runner-up again, with the ledger and the derivation
     def full(st: StepTimeResult) -> StepTimeResult:
         si = st.inputs
-        return step_time(spec, hw, gpus=G, layout=si.layout.model_copy(update={"micro_batches": 1}),
+        return step_time(spec, hw, layout=si.layout.model_copy(update={"micro_batches": 1}),
                          micro_batch=si.micro_batch, recompute=si.recompute, constants=c, **common)
 
     win = full(timed[0][1])
@@ -316,7 +316,7 @@ def train_time_planned(model: TransformerSpec | LinearSpec, hardware: HardwareSp
     r = plan(model, hardware, gpus=gpus, global_batch=global_batch, seq=seq, **search)
     w = r.winner.inputs
     lay = w.layout
-    out = train_time_at_layout(model, hardware, tokens, price_per_gpu_hour=price_per_gpu_hour, pue=pue, gpus=gpus,
+    out = train_time_at_layout(model, hardware, tokens, price_per_gpu_hour=price_per_gpu_hour, pue=pue,
                                layout=lay.model_copy(update={"micro_batches": 1}), micro_batch=w.micro_batch,
                                global_batch=global_batch, seq=seq, recompute=w.recompute, precision=w.precision,
                                overlap_grad_reduce=w.overlap_grad_reduce, node_size=w.cluster.node_size,

@@ -227,7 +227,7 @@ def _ops(spec: TransformerSpec, i: RooflineInputs) -> list[Op]:
     # Activations each matmul reads and writes, per token: Σ (fan_in + fan_out) over the projections a token
     # runs through in one layer (an MoE model's MoE layer: top_k routed + shared experts + router).
     plan = layer_plan(spec)
-    kind = plan.kind(True) or plan.kinds[0]
+    kind = next((k for k in plan.kinds if k.moe), plan.kinds[0])
     io = sum(gm.active * (gm.linear.fan_in + gm.linear.fan_out) for gm in kind.gemms)
     B, Pn, c = i.batch, i.prompt, i.context
     out: list[Op] = []

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field
 
 from napkin.accounting import kernels as K
-from napkin.accounting.collectives import SRC_NCCL, SRC_PLACEMENT, Link, collective_time, place
+from napkin.accounting.collectives import SRC_NCCL, SRC_PLACEMENT, Link, collective_text, collective_time, place
 from napkin.accounting.layers import LayerPlan, layer_plan
-from napkin.accounting.layout import Layout, check_layout, layers_per_stage, stage_params
+from napkin.accounting.layout import Layout, check_layout, layers_per_stage, layout_from, stage_params
 from napkin.accounting.layout import stages as stages_of
 from napkin.accounting.model_state import get_optimizer, get_precision, require_precision, state_parts
 from napkin.accounting.params import count_params
@@ -156,8 +156,9 @@ def _check(spec: TransformerSpec, lay: Layout, b: int, B: int, s: int) -> int:
     return B // (b * dp)
 
 
-def step_time(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, gpus: int, tp: int = 1, pp: int = 1,
-              vp: int = 1, cp: int = 1, ep: int = 1, sp: bool = False, zero: int = 0, micro_batch: int = 1,
+def step_time(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, gpus: int | None = None,
+              tp: int | None = None, pp: int | None = None, vp: int | None = None, cp: int | None = None,
+              ep: int | None = None, sp: bool | None = None, zero: int | None = None, micro_batch: int = 1,
               global_batch: int | None = None, seq: int | None = None, recompute: Recompute = "none",
               precision: str = "bf16-mixed", optimizer: str = "adamw", flash: bool = True,
               overlap_grad_reduce: bool = False, node_size: int | None = None,
@@ -166,7 +167,8 @@ def step_time(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, gp
               layout: Layout | None = None, ledger: bool = True) -> StepTimeResult:
     """Predict one training step of ``model`` on ``gpus`` × ``hardware`` in a layout: time, MFU, breakdown.
 
-    The layout is the keywords (tp, pp, vp, cp, ep, sp, zero) or ``layout``; ``global_batch`` defaults to
+    The layout is the keywords (gpus, tp, pp, vp, cp, ep, sp, zero; 1, off and ZeRO 0 when left out) or
+    ``layout``, never both (layout.layout_from); ``global_batch`` defaults to
     micro_batch × DP (one micro-batch per step). ``constants`` replaces the model's global constants and
     ``calibration`` names files saved by ``napkin bench-matmul --shapes-from`` or ``bench-allreduce --save``.
     ``ledger=False`` leaves out the memory ledger (a planner that has already checked the fit).
@@ -183,8 +185,9 @@ def step_time(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, gp
 
         c, cal_notes = calibrate(calibration, c, hardware, spec, precision)
         notes += cal_notes
-    if layout is None:
-        layout = validated(Layout, gpus=gpus, tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, sp=sp, zero=zero)
+    if layout is None and gpus is None:
+        raise InputError("give `gpus` (or `layout`): the GPUs the step runs on")
+    layout = layout_from(layout, gpus=gpus, tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, sp=sp, zero=zero)
     if seq is None:
         seq, note = spec.default_seq()
         notes.append(note)
@@ -217,9 +220,9 @@ def _act_msg(spec: TransformerSpec, b: int, s: int, cp: int, p: float) -> float:
 
 
 def _layer_costs(plan: LayerPlan, *, b: int, s: int, cp: int, tp: int, ep: int, sp: bool, flash: bool, p: float,
-                 dev: K.Device, c: K.StepConstants) -> tuple[dict[bool, K.LayerCost], tuple[K.Cost, K.Cost]]:
-    """Each layer kind's kernels (keyed by MoE or not) and the output head's, for one micro-batch."""
-    costs = {kind.moe: K.layer_cost(plan, kind, b=b, s=s, cp=cp, tp=tp, ep=ep, sp=sp, flash=flash, p=p, dev=dev, c=c)
+                 dev: K.Device, c: K.StepConstants) -> tuple[dict[str, K.LayerCost], tuple[K.Cost, K.Cost]]:
+    """Each layer kind's kernels (keyed by the kind) and the output head's, for one micro-batch."""
+    costs = {kind.key: K.layer_cost(plan, kind, b=b, s=s, cp=cp, tp=tp, ep=ep, sp=sp, flash=flash, p=p, dev=dev, c=c)
              for kind in plan.kinds}
     return costs, K.head_cost(plan, b=b, s=s, cp=cp, tp=tp, p=p, dev=dev, c=c)
 
@@ -234,18 +237,20 @@ class LayerTerms(NamedTuple):
 
 
 def _layer_terms(spec: TransformerSpec, plan: LayerPlan, lay: Layout, *, b: int, s: int, recompute: Recompute,
-                 p: float, param_bytes: float, costs: dict[bool, K.LayerCost], links: tuple[Link, Link, Link, Link],
-                 c: K.StepConstants) -> dict[bool, LayerTerms]:
-    """Each layer kind (keyed by MoE or not) for one micro-batch: its kernels, the TP/CP/EP collectives they wait
-    for and the exposed ZeRO-3 gathers, term by term."""
+                 p: float, param_bytes: float, costs: dict[str, K.LayerCost], links: tuple[Link, Link, Link, Link],
+                 c: K.StepConstants) -> dict[str, LayerTerms]:
+    """Each layer kind (keyed by the kind) for one micro-batch: its kernels, the TP/CP/EP collectives they wait
+    for and the exposed ZeRO-3 gathers, term by term. A plain layer's attention and FFN each end in a TP
+    all-reduce per pass; a hybrid block (one mixer or one FFN) in one."""
     t, C, E, dp = lay.tp, lay.cp, lay.ep, lay.dp
     tp_link, cp_link, ep_link, dp_link = links
     T = b * -(-s // C)  # tokens of a micro-batch on one GPU
-    per_pass_tp = 2 * collective_time("all-reduce", _act_msg(spec, b, s, C, p), t, tp_link)  # SP: RS + AG, same bytes
+    blocks = 1 if plan.hybrid else 2  # row-parallel outputs per layer (SP: RS + AG, the same bytes)
+    per_pass_tp = blocks * collective_time("all-reduce", _act_msg(spec, b, s, C, p), t, tp_link)
     passes = {"none": 0, "selective": 0, "full": 1}[recompute]
-    out: dict[bool, LayerTerms] = {}
+    out: dict[str, LayerTerms] = {}
     for kind in plan.kinds:
-        lc = costs[kind.moe]
+        lc = costs[kind.key]
         rec = lc.forward if recompute == "full" else (lc.attention_forward if recompute == "selective" else K.Cost())
         parts = dict.fromkeys(TERMS, 0.0)
         parts["compute_gemm"] = lc.forward.gemm + lc.backward.gemm
@@ -258,7 +263,7 @@ def _layer_terms(spec: TransformerSpec, plan: LayerPlan, lay: Layout, *, b: int,
             a2a = T * spec.moe.top_k * spec.d_model * p
             ep_s = parts["ep_comm"] = (2 + passes) * 2 * collective_time("all-to-all", a2a, E, ep_link)
         cp_s = 0.0
-        if C > 1:  # K/V chunks round the ring, hidden behind the attention they feed when it is longer
+        if C > 1 and kind.attends:  # K/V chunks round the ring, hidden behind the attention they feed when it is longer
             kv = 2 * b * (s // C) * max(1, spec.n_kv_heads // t) * spec.d_head * p
             ring = (C - 1) * collective_time("p2p", kv, 2, cp_link)
             cp_s = parts["cp_comm"] = (1 + passes) * max(0.0, ring - lc.attention_forward.time) + 2 * max(
@@ -272,13 +277,13 @@ def _layer_terms(spec: TransformerSpec, plan: LayerPlan, lay: Layout, *, b: int,
         layer_time = lc.forward.time + lc.backward.time + rec.time + tp_s + ep_s + cp_s + z3
         kernels = lc.forward.kernels + lc.backward.kernels + rec.kernels
         ep_pass = ep_s / (2 + passes)
-        out[kind.moe] = LayerTerms(parts, max(0.0, kernels * c.host_kernel_s - layer_time),
+        out[kind.key] = LayerTerms(parts, max(0.0, kernels * c.host_kernel_s - layer_time),
                                    lc.forward.time + per_pass_tp + ep_pass,
                                    layer_time - lc.forward.time - per_pass_tp - ep_pass)
     return out
 
 
-def _stages(spec: TransformerSpec, plan: LayerPlan, pp: int, layers: dict[bool, LayerTerms],
+def _stages(spec: TransformerSpec, plan: LayerPlan, pp: int, layers: dict[str, LayerTerms],
             head: tuple[K.Cost, K.Cost]) -> list[StageTerms]:
     """One micro-batch through each pipeline stage (the first and the last, or the only one): its layers' terms
     times their count, and the output head on the last."""
@@ -292,7 +297,7 @@ def _stages(spec: TransformerSpec, plan: LayerPlan, pp: int, layers: dict[bool, 
         host = 0.0
         fwd_s = bwd_s = 0.0
         for kind, n in plan.counts_in(lo, hi):
-            lt = layers[kind.moe]
+            lt = layers[kind.key]
             for k, v in lt.parts.items():
                 if v:
                     parts[k] += n * v
@@ -336,8 +341,8 @@ class StepFloor:
         self.p, self.param_bytes = BYTES_PER_ELEMENT[prec.activations], BYTES_PER_ELEMENT[prec.params]
         self.plan = layer_plan(spec)
         self.links = _links(cluster, self.c)
-        self._costs: dict[tuple[int, ...], tuple[dict[bool, K.LayerCost], tuple[K.Cost, K.Cost]]] = {}
-        self._layers: dict[tuple[Any, ...], dict[bool, LayerTerms]] = {}
+        self._costs: dict[tuple[int, ...], tuple[dict[str, K.LayerCost], tuple[K.Cost, K.Cost]]] = {}
+        self._layers: dict[tuple[Any, ...], dict[str, LayerTerms]] = {}
         self._stage: dict[tuple[Any, ...], float] = {}
 
     def __call__(self, lay: Layout, micro_batch: int, micro_batches: int, recompute: Recompute) -> float:
@@ -411,6 +416,14 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
     layers = _layer_terms(spec, plan, lay, b=b, s=s, recompute=i.recompute, p=p,
                           param_bytes=BYTES_PER_ELEMENT[prec.params], costs=costs,
                           links=(tp_link, cp_link, ep_link, dp_link), c=c)
+    for kind in plan.kinds:  # each kind's kernels, priced from its own description (kernels.layer_cost)
+        kc = costs[kind.key]
+        gemm, core, bound = (kc.forward.gemm + kc.backward.gemm, kc.forward.attention + kc.backward.attention,
+                           kc.forward.memory_bound + kc.backward.memory_bound)
+        core_name = "SSD scan" if kind.mixer == "mamba2" else "attention core" if kind.attends else "no mixer"
+        d.add(f"one {kind.label}, one micro-batch, forward + backward",
+              f"GEMMs + {core_name} + memory-bound ops", f"{g(gemm)} + {g(core)} + {g(bound)}", gemm + core + bound, "s",
+              K.SRC_SSD if kind.mixer == "mamba2" else K.SRC_ROOFLINE)
     stages = _stages(spec, plan, P, layers, head)
     slow = max(stages, key=lambda x: sum(x[2].values()))
     t_stage = sum(slow[2].values())
@@ -437,9 +450,19 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
     exposed = dp_s
     if i.overlap_grad_reduce:
         exposed = max(0.0, dp_s - m * slow[4])
-    br["dp_comm"] = d.add("exposed DP gradient reduction", "α + 2(n−1)/n · N_stage·bytes / BW_bus"
-                          + (" − overlap with backward" if i.overlap_grad_reduce else " (after the last backward)"),
-                          f"{g(sp_.dense)} params × {g(gb)} B over {dp} ranks", exposed, "s", f"{SRC_DP}; {SRC_NCCL}")
+    # the text is built from the same operands as the value: dense params over DP, routed experts over expert DP
+    if lay.zero == 3:
+        dp_text = "0"
+    else:
+        dp_text = " + ".join(t for t in (collective_text("all-reduce", sp_.dense * gb, dp, dp_link),
+                                         collective_text("all-reduce", sp_.expert * gb, lay.expert_dp, edp_link))
+                             if t != "0") or "0"
+    if i.overlap_grad_reduce and dp_text != "0":
+        dp_text = f"max(0, {dp_text} − {m} × {g(slow[4])})"
+    br["dp_comm"] = d.add("exposed DP gradient reduction", "α + 2(n−1)/n · N_dense·bytes / BW_DP + α + 2(n−1)/n · "
+                          "N_experts·bytes / BW_EDP" + (" − overlap with backward" if i.overlap_grad_reduce else
+                                                        " (after the last backward)"),
+                          dp_text, exposed, "s", f"{SRC_DP}; {SRC_NCCL}")
     state = sum(x.bytes_per_param for x in state_parts(prec, get_optimizer(i.optimizer), lay.zero))
     shard = dp if lay.zero >= 1 else 1
     opt_s = 2 * state * sp_.total / shard / (hw.memory_bandwidth_bytes_per_s * c.memory_efficiency)

@@ -87,8 +87,7 @@ def target_modules(net: Any, spec: TransformerSpec, lora: LoraSetup) -> list[str
         if pn is None:
             continue
         i = int(name.split(".")[1])
-        kind = plan.kind(spec.moe_layers_between(i, i + 1) == 1)
-        gm = next((gm for gm in kind.gemms if gm.name == pn), None) if kind is not None else None
+        gm = next((gm for gm in plan.kind_at(i).gemms if gm.name == pn), None)
         if gm is None:
             raise InputError(f"internal: reference module {name} has no matrix {pn} in {spec.name}'s layer plan")
         if targeted(gm, lora):

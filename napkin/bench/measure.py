@@ -117,10 +117,10 @@ def predicted_activation_bytes(spec: TransformerSpec | LinearSpec, b: int, s: in
 
     layers = 0.0
     for kind in layer_plan(spec).kinds:  # MoE models may start with dense layers
-        layer = act.layer_terms(spec, s, b, flash=flash, fused_norm=fused, moe_layer=kind.moe,
+        layer = act.layer_terms(spec, s, b, flash=flash, fused_norm=fused, kind=kind,
                                 bytes_per_element=bytes_per_element)
         if lora is not None:
-            layer = ft.lora_layer_terms(layer, spec, kind.moe, lora, s=s, b=b, bytes_per_element=bytes_per_element,
+            layer = ft.lora_layer_terms(layer, spec, kind, lora, s=s, b=b, bytes_per_element=bytes_per_element,
                                         flash=flash)
         layers += kind.count * act.total(act.stored(layer, recompute, spec, s, b, bytes_per_element=bytes_per_element))
     outside = act.outside_terms(spec, s, b, fused_norm=fused, bytes_per_element=bytes_per_element)

@@ -129,6 +129,8 @@ class SSMSpec(_Spec):
     conv_kernel: PositiveInt = Field(default=4, description="K, width of the depthwise causal convolution")
     conv_bias: bool = True
     proj_bias: bool = Field(default=False, description="biases on in_proj and out_proj")
+    chunk_size: PositiveInt = Field(default=256, description="Q, the chunk length of the training scan (SSD; "
+                                    "mamba_ssm's and HF Mamba2Config's default 256)")
 
     @property
     def d_inner(self) -> int:
