@@ -262,18 +262,22 @@ def _mamba2(c: _Ctx, spec: TransformerSpec, fused: bool, fused_norm: bool) -> li
                       conv * (s + K - 1) / s, source=MAMBA2_TORCH))
     out.append(c.term("mixer", "conv output", "x, B, C after the conv (SiLU's input)", "d_in+2·G·N", conv,
                       source=MAMBA2_TORCH))
-    out.append(c.term("mixer", "B and C per head", "B and C repeated to the heads and their einsum operands (5 "
-                      "tensors), fp32", "5·H·N", 5 * H * N, FP32_BYTES, source=MAMBA2_TORCH))
-    out.append(c.term("mixer", "scan and gated norm tensors", "the d_in-wide tensors of the scan and the gated norm "
-                      "(9: x·Δ and its chunked operands, Y, y + D·x, the norm's fp32 input, its output, out_proj's "
-                      "input)", "9·d_in", 9 * d_in, FP32_BYTES, source=MAMBA2_TORCH))
+    chunks = -(-s // Q)  # the sequence is padded to whole chunks for the chunked tensors
+    pad = chunks * Q / s
+    out.append(c.term("mixer", "B and C per head", "B and C repeated to the heads and their chunked einsum operands "
+                      "(5 tensors), fp32", "5·H·N·pad", 5 * H * N * pad, FP32_BYTES, source=MAMBA2_TORCH))
+    out.append(c.term("mixer", "chunked x", "x·Δ in chunks and its einsum operands (4 tensors), fp32", "4·d_in·pad",
+                      4 * d_in * pad, FP32_BYTES, source=MAMBA2_TORCH))
+    out.append(c.term("mixer", "scan output and gated norm", "the d_in-wide tensors after the scan (5: x·Δ, y + D·x, "
+                      "the gated norm's fp32 input, its output, out_proj's input), fp32", "5·d_in", 5 * d_in,
+                      FP32_BYTES, source=MAMBA2_TORCH))
     out.append(c.term("mixer", "intra-chunk blocks", "L = exp(segsum(A)), C·Bᵀ and their product per head, fp32",
-                      "3·Q·H", 3 * Q * H, FP32_BYTES, source=MAMBA2_TORCH))
+                      "3·Q·H·pad", 3 * Q * H * pad, FP32_BYTES, source=MAMBA2_TORCH))
     out.append(c.term("mixer", "chunk states", "the states of every chunk (with the initial one) and their einsum "
-                      "operand, fp32", "H·P·N·((s/Q+1)/s + 1/Q)", H * P * N * ((s / Q + 1) / s + 1 / Q), FP32_BYTES,
+                      "operand, fp32", "H·P·N·(2c+1)/s", H * P * N * (2 * chunks + 1) / s, FP32_BYTES,
                       source=MAMBA2_TORCH))
-    out.append(c.term("mixer", "Δ and A·Δ", "dt, softplus(dt + bias), A·dt and its cumulative sums per head, fp32",
-                      "5·H", 5 * H, FP32_BYTES, source=MAMBA2_TORCH))
+    out.append(c.term("mixer", "Δ and A·Δ", "dt, softplus(dt + bias), A·Δ (3 per token) and its chunked cumulative "
+                      "sums (2), fp32", "3·H + 2·H·pad", 3 * H + 2 * H * pad, FP32_BYTES, source=MAMBA2_TORCH))
     out.append(c.term("mixer", "gated norm stats", "1/rms per group, fp32", "G", G, FP32_BYTES, source=MAMBA2_TORCH))
     return out
 

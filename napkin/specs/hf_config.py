@@ -50,10 +50,11 @@ _LLAMA4_KEYS = {**_LLAMA_KEYS, "ffn_dim": "intermediate_size_mlp", "moe.every": 
                 "moe.first_dense_layers": "interleave_moe_layer_step", "sliding_window": "attention_chunk_size"}
 _FALCON_KEYS = {**_LLAMA_KEYS, "kv_heads": "num_kv_heads", "ffn_dim": "ffn_hidden_size"}
 _MAMBA_KEYS = {**_LLAMA_KEYS, "ssm.state_size": "state_size", "ssm.heads": "num_heads", "ssm.head_dim": "head_dim",
-               "ssm.groups": "n_groups", "ssm.conv_kernel": "conv_kernel", "block_pattern": "num_hidden_layers"}
+               "ssm.groups": "n_groups", "ssm.conv_kernel": "conv_kernel", "ssm.chunk_size": "chunk_size",
+               "block_pattern": "num_hidden_layers"}
 _NEMOTRON_H_KEYS = {**_LLAMA_KEYS, "ssm.state_size": "ssm_state_size", "ssm.heads": "mamba_num_heads",
                     "ssm.head_dim": "mamba_head_dim", "ssm.groups": "n_groups", "ssm.conv_kernel": "conv_kernel",
-                    "block_pattern": "hybrid_override_pattern", "moe.experts": "n_routed_experts",
+                    "ssm.chunk_size": "chunk_size", "block_pattern": "hybrid_override_pattern", "moe.experts": "n_routed_experts",
                     "moe.expert_ffn_dim": "moe_intermediate_size"}
 
 # Keys of every config (PretrainedConfig, generation, tokenizer, quantisation, training hyper-parameters) that
@@ -73,7 +74,7 @@ _HARMLESS = {
     "topk_method", "scoring_func", "aux_loss_alpha", "seq_aux", "ep_size", "swiglu_alpha", "swiglu_limit",
     "embedding_multiplier", "logits_scaling", "residual_multiplier", "attention_multiplier", "clip_qkv",
     "residual_in_fp32", "rescale_prenorm_residual", "time_step_min", "time_step_max", "time_step_floor",
-    "time_step_limit", "time_step_rank", "chunk_size", "mamba_ssm_cache_dtype", "num_logits_to_keep",
+    "time_step_limit", "time_step_rank", "mamba_ssm_cache_dtype", "num_logits_to_keep",
     "max_window_layers", "use_sliding_window", "sliding_window_pattern", "_sliding_window_pattern", "layer_types",
     "use_bidirectional_attention", "bos_token", "eos_token", "mtp_layers_block_type", "num_nextn_predict_layers",
     "moe_shared_expert_overlap", "attn_temperature_tuning", "floor_scale", "attn_scale", "no_rope_layers",
@@ -480,7 +481,7 @@ def _mamba2(path: Path, cfg: Config) -> dict[str, Any]:
         "ssm": {"state_size": cfg["state_size"], "heads": nh, "head_dim": p,
                 "groups": _int(path, cfg, "n_groups") or 1, "conv_kernel": _int(path, cfg, "conv_kernel") or 4,
                 "conv_bias": _bool(path, cfg, "use_conv_bias", True),
-                "proj_bias": _bool(path, cfg, "use_bias", False)},
+                "proj_bias": _bool(path, cfg, "use_bias", False), "chunk_size": _int(path, cfg, "chunk_size") or 256},
     }
 
 
@@ -522,7 +523,8 @@ def _nemotron_h(path: Path, cfg: Config) -> dict[str, Any]:
         "ssm": {"state_size": cfg["ssm_state_size"], "heads": cfg["mamba_num_heads"], "head_dim": cfg["mamba_head_dim"],
                 "groups": _int(path, cfg, "n_groups") or 1, "conv_kernel": _int(path, cfg, "conv_kernel") or 4,
                 "conv_bias": _bool(path, cfg, "use_conv_bias", True),
-                "proj_bias": _bool(path, cfg, "mamba_proj_bias", False)},
+                "proj_bias": _bool(path, cfg, "mamba_proj_bias", False),
+                "chunk_size": _int(path, cfg, "chunk_size") or 256},
     }
     hd = _int(path, cfg, "head_dim")
     if hd is not None:
@@ -617,7 +619,7 @@ FAMILIES: dict[str, Family] = {
     "mamba2": Family(_mamba2, _MAMBA_KEYS, {"tie_word_embeddings": False, "n_groups": 8, "conv_kernel": 4,
                                             "expand": 2, "use_conv_bias": True, "use_bias": False},
                      reads=_R({"num_heads", "state_size", "n_groups", "conv_kernel", "expand", "use_conv_bias",
-                               "use_bias"})),
+                               "use_bias", "chunk_size"})),
     "nemotron_h": Family(_nemotron_h, _NEMOTRON_H_KEYS, {
         "tie_word_embeddings": False, "num_key_value_heads": 8, "head_dim": 128, "n_groups": 8, "conv_kernel": 4,
         "use_conv_bias": True, "mamba_proj_bias": False, "attention_bias": False, "mlp_bias": False,
@@ -625,7 +627,7 @@ FAMILIES: dict[str, Family] = {
         "max_position_embeddings": 4096}, aliases={"layer_types": "layers_block_type"},
         reads=_R({"hybrid_override_pattern", "layers_block_type", "mamba_num_heads", "mamba_head_dim",
                   "ssm_state_size", "n_groups", "conv_kernel", "use_conv_bias", "mamba_proj_bias", "expand",
-                  "moe_latent_size"})),
+                  "moe_latent_size", "chunk_size"})),
 }
 SUPPORTED = tuple(sorted(FAMILIES))
 
