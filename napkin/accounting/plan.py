@@ -158,12 +158,12 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
     want_r = i.fix.get("recompute")
     # a fixed recompute other than these three: TrainingSetup refuses it in one line
     recs = [cast(Recompute, str(want_r))] if want_r is not None else list(RECOMPUTES)
-    mem = Memory(spec, hw, seq=i.seq, precision=i.precision, recs=recs, exhaustive=exhaustive)
     interrupted = False
     try:  # 1. every candidate (shape, micro-batch, ZeRO stage, recompute)
-        cands = enumerate_candidates(shapes, G, i.global_batch, i.fix, recs, mem.tightest, progress)
+        cands, tightest = enumerate_candidates(shapes, G, i.global_batch, i.fix, recs, progress)
     except KeyboardInterrupt:
-        cands, interrupted = [], True
+        cands, tightest, interrupted = [], {}, True
+    mem = Memory(spec, hw, seq=i.seq, precision=i.precision, recs=recs, tightest=tightest, exhaustive=exhaustive)
     # 2. fastest floor first: check the memory and the dominance rules, time what passes, and stop once the floor
     # is above the k-th fastest step timed (a floor never exceeds the step it bounds, so nothing later can enter)
     k = max(i.top, 2)
@@ -171,14 +171,15 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
     timed: list[tuple[float, StepTimeResult, float]] = []
     with numbers_only():  # the search keeps numbers; the winner and runner-up are derived in full below
         try:
-            for x in cands if exhaustive else floor_first(cands, floor, mem.tightest, recs, i.global_batch, best, k):
+            for x in cands if exhaustive else floor_first(cands, floor, tightest, recs, i.global_batch, best, k):
                 if not mem.admissible(x):
                     continue
-                t, cp, p, v, e = shapes[x.shape]
-                lay = Layout(gpus=G, tp=t, pp=p, vp=v, cp=cp, ep=e, sp=t > 1, zero=cast(ZeroStage, x.zero))
+                sh = shapes[x.shape]
+                lay = Layout(gpus=G, tp=sh.tp, pp=sh.pp, vp=sh.vp, cp=sh.cp, ep=sh.ep, sp=sh.tp > 1,
+                             zero=cast(ZeroStage, x.zero))
                 st = step_time(spec, hw, layout=lay, micro_batch=x.b, recompute=recs[x.ri], constants=c,
                                ledger=False, **common)
-                timed.append((st.step_time_s, st, mem.totals[x.shape, x.b, x.zero, x.ri]))
+                timed.append((st.step_time_s, st, mem.totals[x.fit_key]))
                 bisect.insort(best, st.step_time_s)
                 del best[k:]
         except KeyboardInterrupt:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
+from napkin.accounting.layers import layer_plan
 from napkin.accounting.layout import Layout, ZeroStage, data_parallel, layers_per_stage
 from napkin.accounting.step_time import StepFloor
 from napkin.specs.hardware import HardwareSpec
@@ -25,16 +26,73 @@ MIN_CP_CHUNK = 1024  # tokens per CP rank below which ring attention's exchanges
 MAX_VP = 8  # interleaving deeper than this is rare in practice (Megatron examples use 2–6) and only adds sends
 
 
+class Shape(NamedTuple):
+    """The model-parallel degrees of a layout: what divides the model and the GPUs."""
+
+    tp: int
+    cp: int
+    pp: int
+    vp: int
+    ep: int
+
+
+class ShapeBatch(NamedTuple):
+    """A shape (its index in the search's shapes) at one micro-batch: what the tightest layout is kept for."""
+
+    shape: int
+    b: int
+
+
+class FitKey(NamedTuple):
+    """One memory question: a shape at a micro-batch, a ZeRO stage and a recompute (an index into those tried)."""
+
+    shape: int
+    b: int
+    zero: int
+    ri: int
+
+
+class ActKey(NamedTuple):
+    """What one layer's kept activations depend on: the same on every stage, PP, VP and ZeRO stage."""
+
+    tp: int
+    cp: int
+    sp: bool
+    b: int
+    ri: int
+
+
+class StateKey(NamedTuple):
+    """What a stage's model state depends on: the same at every micro-batch and recompute."""
+
+    shape: int
+    zero: int
+
+
+class GroupKey(NamedTuple):
+    """The candidates that share one floor under all their PP, VP and ZeRO stages (StepFloor.any_pipeline)."""
+
+    tp: int
+    cp: int
+    ep: int
+    b: int
+    ri: int
+
+
 class Candidate(NamedTuple):
     """One layout of the search (a shape, its micro-batch, ZeRO stage and recompute), in enumeration order."""
 
     order: int
-    shape: int  # index into the shapes (tp, cp, pp, vp, ep)
+    shape: int  # index into the shapes
     b: int
     m: int
     zero: int
     ri: int  # index into the recomputations tried
     lower: tuple[int, ...]  # the lower ZeRO stages of its group (taken first when they fit)
+
+    @property
+    def fit_key(self) -> FitKey:
+        return FitKey(self.shape, self.b, self.zero, self.ri)
 
 
 def divisors(n: int) -> list[int]:
@@ -44,8 +102,8 @@ def divisors(n: int) -> list[int]:
 
 
 def shapes_of(spec: TransformerSpec, G: int, B: int, s: int, node: int, max_tp: int | None,
-              fix: dict[str, Any]) -> list[tuple[int, int, int, int, int]]:
-    """(tp, cp, pp, vp, ep) that divide the model and the GPUs."""
+              fix: dict[str, Any]) -> list[Shape]:
+    """The shapes (tp, cp, pp, vp, ep) that divide the model and the GPUs."""
     out = []
     kv = spec.n_kv_heads if spec.mla is None else spec.heads
     cap = max_tp or node
@@ -67,19 +125,20 @@ def shapes_of(spec: TransformerSpec, G: int, B: int, s: int, node: int, max_tp: 
                     eps = [e for e in divisors(dp) if spec.moe.experts % e == 0]
                 for v in vps:
                     for e in eps:
-                        cand = dict(tp=t, cp=c, pp=p, vp=v, ep=e)
-                        if all(cand.get(k, fix[k]) == fix[k] for k in fix if k in cand):
-                            out.append((t, c, p, v, e))
+                        shape = Shape(tp=t, cp=c, pp=p, vp=v, ep=e)
+                        if all(getattr(shape, k) == fix[k] for k in fix if k in Shape._fields):
+                            out.append(shape)
     return out
 
 
-def enumerate_candidates(shapes: list[tuple[int, int, int, int, int]], G: int, global_batch: int,
-                         fix: dict[str, Any], recs: list[Recompute], tightest: dict[tuple[int, int], Layout],
-                         progress: Callable[[int, int], None] | None) -> list[Candidate]:
-    """Every (shape, micro-batch, ZeRO stage, recompute) the dominance rules leave, in enumeration order; fills
-    ``tightest`` with each (shape, micro-batch)'s layout at its smallest-footprint ZeRO stage."""
+def enumerate_candidates(shapes: list[Shape], G: int, global_batch: int, fix: dict[str, Any], recs: list[Recompute],
+                         progress: Callable[[int, int], None] | None
+                         ) -> tuple[list[Candidate], dict[ShapeBatch, Layout]]:
+    """Every (shape, micro-batch, ZeRO stage, recompute) the dominance rules leave, in enumeration order, and each
+    (shape, micro-batch)'s layout at its smallest-footprint ZeRO stage."""
     want_z, want_b = fix.get("zero"), fix.get("micro_batch")
     cands: list[Candidate] = []
+    tightest: dict[ShapeBatch, Layout] = {}
     for n, (t, cp, p, v, e) in enumerate(shapes):
         if progress is not None:
             progress(n, len(shapes))
@@ -96,27 +155,27 @@ def enumerate_candidates(shapes: list[tuple[int, int, int, int, int]], G: int, g
         for b in divisors(local):
             if want_b is not None and b != int(want_b):
                 continue
-            tightest[n, b] = tight
+            tightest[ShapeBatch(n, b)] = tight
             for zs in groups:
                 for pos, z in enumerate(zs):
                     for ri in range(len(recs)):
                         cands.append(Candidate(len(cands), n, b, local // b, z, ri, tuple(zs[:pos])))
-    return cands
+    return cands, tightest
 
 
-def floor_first(cands: list[Candidate], floor: StepFloor, tightest: dict[tuple[int, int], Layout],
+def floor_first(cands: list[Candidate], floor: StepFloor, tightest: Mapping[ShapeBatch, Layout],
                  recs: list[Recompute], global_batch: int, best: list[float], k: int) -> Iterator[Candidate]:
     """The candidates by the floor of their step time, lowest first, until the next floor is above the k-th
     fastest step in ``best`` (which the caller fills as it times): nothing left can enter the top then.
 
     The candidates of one TP, CP, EP, micro-batch and recompute share a floor under all their PP, VP and ZeRO
     stages (StepFloor.any_pipeline); their own floors are drawn only once that one comes up."""
-    grouped: dict[tuple[int, int, int, int, int], list[Candidate]] = {}
+    grouped: dict[GroupKey, list[Candidate]] = {}
     for x in cands:
-        lay = tightest[x.shape, x.b]
-        grouped.setdefault((lay.tp, lay.cp, lay.ep, x.b, x.ri), []).append(x)
-    groups = sorted((floor.any_pipeline(tightest[xs[0].shape, xs[0].b], gk[3], recs[gk[4]], global_batch), n, gk)
-                    for n, (gk, xs) in enumerate(grouped.items()))
+        lay = tightest[ShapeBatch(x.shape, x.b)]
+        grouped.setdefault(GroupKey(lay.tp, lay.cp, lay.ep, x.b, x.ri), []).append(x)
+    groups = sorted((floor.any_pipeline(tightest[ShapeBatch(xs[0].shape, xs[0].b)], gk.b, recs[gk.ri], global_batch),
+                     n, gk) for n, (gk, xs) in enumerate(grouped.items()))
     heap: list[tuple[float, int, Candidate]] = []
     gi = 0
     while heap or gi < len(groups):
@@ -127,7 +186,7 @@ def floor_first(cands: list[Candidate], floor: StepFloor, tightest: dict[tuple[i
             yield heapq.heappop(heap)[2]
             continue
         for x in grouped[groups[gi][2]]:
-            lay = tightest[x.shape, x.b]
+            lay = tightest[ShapeBatch(x.shape, x.b)]
             lay = lay if lay.zero == x.zero else lay.model_copy(update={"zero": x.zero})
             heapq.heappush(heap, (floor(lay, x.b, x.m, recs[x.ri]), x.order, x))
         gi += 1
@@ -145,64 +204,65 @@ class Memory:
     """
 
     def __init__(self, spec: TransformerSpec, hw: HardwareSpec, *, seq: int, precision: str, recs: list[Recompute],
-                 exhaustive: bool) -> None:
+                 tightest: Mapping[ShapeBatch, Layout], exhaustive: bool) -> None:
         self.spec, self.hw, self.seq, self.precision, self.recs = spec, hw, seq, precision, recs
         self.exhaustive = exhaustive
-        self.tightest: dict[tuple[int, int], Layout] = {}  # (shape, b) -> its layout at the tightest ZeRO stage
-        self.fits: dict[tuple[int, int, int, int], bool] = {}  # (shape, b, ZeRO, recompute)
-        self.totals: dict[tuple[int, int, int, int], float] = {}  # the same, where a ledger was drawn
-        self.drawn: dict[int, list[tuple[int, int, int, bool]]] = {}  # shape -> (b, z, recompute, fits) known
-        # a dense layer's kept activations by (tp, cp, sp, b, recompute): the same on every stage, PP, VP and ZeRO
-        self.per_layer: dict[tuple[int, int, bool, int, int], float] = {}
-        # (shape, ZeRO) -> a stage and its model state: the same at every micro-batch and recompute
-        self.state: dict[tuple[int, int], tuple[str, float]] = {}
+        self.tightest = tightest  # (shape, b) -> its layout at the tightest ZeRO stage (enumerate_candidates')
+        self.fits: dict[FitKey, bool] = {}
+        self.totals: dict[FitKey, float] = {}  # where a ledger was drawn
+        self.drawn: dict[int, list[tuple[FitKey, bool]]] = {}  # shape -> the answers known for it
+        # one layer's kept activations, where every layer is of one kind (a plain dense stack): a floor per layer
+        self.one_kind = len(layer_plan(spec).kinds) == 1 and spec.moe is None
+        self.per_layer: dict[ActKey, float] = {}
+        self.state: dict[StateKey, tuple[str, float]] = {}  # a stage and its model state
 
-    def ledger(self, n: int, b: int, m: int, z: int, ri: int) -> MemoryResult:
+    def ledger(self, key: FitKey, m: int) -> MemoryResult:
         from napkin.accounting.memory import TrainingSetup, memory_ledger
 
-        lay = self.tightest[n, b].model_copy(update={"zero": z, "micro_batches": m})
-        mem = memory_ledger(self.spec, self.hw, TrainingSetup(batch=b, seq=self.seq, precision=self.precision,
-                                                              recompute=self.recs[ri]), lay)
-        self.fits[n, b, z, ri], self.totals[n, b, z, ri] = mem.fits, mem.total_bytes
-        self.drawn.setdefault(n, []).append((b, z, ri, mem.fits))
+        lay = self.tightest[ShapeBatch(key.shape, key.b)].model_copy(update={"zero": key.zero, "micro_batches": m})
+        mem = memory_ledger(self.spec, self.hw, TrainingSetup(batch=key.b, seq=self.seq, precision=self.precision,
+                                                              recompute=self.recs[key.ri]), lay)
+        self.fits[key], self.totals[key] = mem.fits, mem.total_bytes
+        self.drawn.setdefault(key.shape, []).append((key, mem.fits))
         if mem.activations is not None:
-            if self.spec.moe is None:
-                self.per_layer[lay.tp, lay.cp, lay.sp, b, ri] = mem.activations.per_layer_bytes
-            if (n, z) not in self.state or mem.stage != "last":  # the first stage's, where there is a choice
-                self.state[n, z] = (mem.stage, mem.total_bytes - mem.activations.total_bytes)
+            if self.one_kind:
+                self.per_layer[ActKey(lay.tp, lay.cp, lay.sp, key.b, key.ri)] = mem.activations.per_layer_bytes
+            sk = StateKey(key.shape, key.zero)
+            if sk not in self.state or mem.stage != "last":  # the first stage's, where there is a choice
+                self.state[sk] = (mem.stage, mem.total_bytes - mem.activations.total_bytes)
         return mem
 
-    def fit(self, n: int, b: int, m: int, z: int, ri: int) -> bool:
-        """Whether (shape n, micro-batch b, ZeRO z, recompute ri) fits: known, inferred, or from its ledger."""
-        key = (n, b, z, ri)
+    def fit(self, key: FitKey, m: int) -> bool:
+        """Whether ``key`` fits (with m micro-batches): known, inferred, or from its ledger."""
         if key in self.fits:
             return self.fits[key]
         if not self.exhaustive:
-            for b0, z0, r0, ok in self.drawn.get(n, ()):
-                if ok and b <= b0 and z >= z0 and ri >= r0 or not ok and b >= b0 and z <= z0 and ri <= r0:
+            for k0, ok in self.drawn.get(key.shape, ()):
+                if (ok and key.b <= k0.b and key.zero >= k0.zero and key.ri >= k0.ri
+                        or not ok and key.b >= k0.b and key.zero <= k0.zero and key.ri <= k0.ri):
                     return ok
-            lay = self.tightest[n, b]
-            a = self.per_layer.get((lay.tp, lay.cp, lay.sp, b, ri))
+            lay = self.tightest[ShapeBatch(key.shape, key.b)]
+            a = self.per_layer.get(ActKey(lay.tp, lay.cp, lay.sp, key.b, key.ri))
             acts = 0.0 if a is None else a * layers_per_stage(self.spec.layers, lay.pp) * lay.model_copy(
                 update={"micro_batches": m}).in_flight("first" if lay.pp > 1 else "only")
-            where, held = self.state.get((n, z), ("", 0.0))
+            where, held = self.state.get(StateKey(key.shape, key.zero), ("", 0.0))
             if (held + acts if where in ("first", "only") else max(held, acts)) > self.hw.memory_bytes:
                 self.fits[key] = False
-                self.drawn.setdefault(n, []).append((b, z, ri, False))
+                self.drawn.setdefault(key.shape, []).append((key, False))
                 return False
-        return self.ledger(n, b, m, z, ri).fits
+        return self.ledger(key, m).fits
 
     def admissible(self, x: Candidate) -> bool:
         """It fits, with the lightest recompute that fits its ZeRO stage, and no lower stage of its group fits
         with a recompute as light (the same time, more memory); one admitted has its own ledger (its row shows
         the total)."""
         n, b, m = x.shape, x.b, x.m
-        if not self.fit(n, b, m, self.tightest[n, b].zero, len(self.recs) - 1):  # nothing of (n, b) fits
-            return False
-        return (all(not self.fit(n, b, m, x.zero, rj) for rj in range(x.ri))
-                and all(not self.fit(n, b, m, zl, rj) for zl in x.lower for rj in range(x.ri + 1))
-                and self.fit(n, b, m, x.zero, x.ri)
-                and ((n, b, x.zero, x.ri) in self.totals or self.ledger(n, b, m, x.zero, x.ri).fits))
+        if not self.fit(FitKey(n, b, self.tightest[ShapeBatch(n, b)].zero, len(self.recs) - 1), m):
+            return False  # nothing of (n, b) fits
+        return (all(not self.fit(FitKey(n, b, x.zero, rj), m) for rj in range(x.ri))
+                and all(not self.fit(FitKey(n, b, zl, rj), m) for zl in x.lower for rj in range(x.ri + 1))
+                and self.fit(x.fit_key, m)
+                and (x.fit_key in self.totals or self.ledger(x.fit_key, m).fits))
 
     def smallest(self, global_batch: int) -> tuple[float, str] | None:
         """Where nothing fits: the smallest footprint, each shape's smallest micro-batch at its tightest setting
@@ -212,8 +272,8 @@ class Memory:
             firsts.setdefault(n, b)  # micro-batches ascend within a shape
         out: tuple[float, str] | None = None
         for n, b in firsts.items():
-            lay = self.tightest[n, b]
-            mem = self.ledger(n, b, global_batch // lay.dp // b, lay.zero, len(self.recs) - 1)
+            lay = self.tightest[ShapeBatch(n, b)]
+            mem = self.ledger(FitKey(n, b, lay.zero, len(self.recs) - 1), global_batch // lay.dp // b)
             if out is None or mem.total_bytes < out[0]:
                 out = (mem.total_bytes, f"{lay.describe()}, micro-batch {b}, recompute {self.recs[-1]}")
         return out

@@ -324,6 +324,29 @@ def _placed(lay: Layout, node: int, intra: Link, inter: Link) -> tuple[Link, Lin
             place(2, lay.gpus // P, node, intra, inter) if P > 1 else place(1, 1, node, intra, inter))
 
 
+class CostKey(NamedTuple):
+    """What one micro-batch's kernel costs depend on: the splits of a layer and the micro-batch."""
+
+    tp: int
+    cp: int
+    ep: int
+    sp: bool
+    b: int
+
+
+class LayerKey(NamedTuple):
+    """What a layer's step-time terms depend on: its costs, the recompute, and the DP degree under ZeRO-3 alone."""
+
+    costs: CostKey
+    zero3_dp: int  # 0 unless ZeRO-3 gathers over DP
+    recompute: str
+
+
+class StageKey(NamedTuple):
+    layers: LayerKey
+    pp: int
+
+
 class StepFloor:
     """A lower bound on ``step_time`` for a search that skips the layouts it cannot beat (``napkin plan``).
 
@@ -341,20 +364,20 @@ class StepFloor:
         self.p, self.param_bytes = BYTES_PER_ELEMENT[prec.activations], BYTES_PER_ELEMENT[prec.params]
         self.plan = layer_plan(spec)
         self.links = _links(cluster, self.c)
-        self._costs: dict[tuple[int, ...], tuple[dict[str, K.LayerCost], tuple[K.Cost, K.Cost]]] = {}
-        self._layers: dict[tuple[Any, ...], dict[str, LayerTerms]] = {}
-        self._stage: dict[tuple[Any, ...], float] = {}
+        self._costs: dict[CostKey, tuple[dict[str, K.LayerCost], tuple[K.Cost, K.Cost]]] = {}
+        self._layers: dict[LayerKey, dict[str, LayerTerms]] = {}
+        self._stage: dict[StageKey, float] = {}
 
     def __call__(self, lay: Layout, micro_batch: int, micro_batches: int, recompute: Recompute) -> float:
         """Seconds that ``step_time`` predicts at least for ``lay`` with m = ``micro_batches`` of ``micro_batch``."""
         b, z3 = micro_batch, lay.zero == 3 and lay.dp > 1
-        key = (lay.tp, lay.cp, lay.ep, lay.sp, lay.pp, lay.dp if z3 else 0, b, recompute)
+        ck = CostKey(lay.tp, lay.cp, lay.ep, lay.sp, b)
+        lk = LayerKey(ck, lay.dp if z3 else 0, recompute)
+        key = StageKey(lk, lay.pp)
         t_stage = self._stage.get(key)
         if t_stage is None:
-            lk = key[:4] + key[5:]  # the layers' terms: all but PP (the DP degree only for ZeRO-3's gathers)
             layers = self._layers.get(lk)
             if layers is None:
-                ck = (lay.tp, lay.cp, lay.ep, lay.sp, b)
                 if ck not in self._costs:
                     self._costs[ck] = _layer_costs(self.plan, b=b, s=self.seq, cp=lay.cp, tp=lay.tp, ep=lay.ep,
                                                    sp=lay.sp, flash=self.flash, p=self.p, dev=self.dev, c=self.c)
@@ -362,7 +385,7 @@ class StepFloor:
                 layers = self._layers[lk] = _layer_terms(
                     self.spec, self.plan, lay, b=b, s=self.seq, recompute=recompute, p=self.p,
                     param_bytes=self.param_bytes, costs=self._costs[ck][0], links=(tp_l, cp_l, ep_l, dp_l), c=self.c)
-            stages = _stages(self.spec, self.plan, lay.pp, layers, self._costs[lay.tp, lay.cp, lay.ep, lay.sp, b][1])
+            stages = _stages(self.spec, self.plan, lay.pp, layers, self._costs[ck][1])
             t_stage = self._stage[key] = max(sum(x[2].values()) for x in stages)
         return (micro_batches + (lay.pp - 1) / lay.vp) * t_stage
 
@@ -375,7 +398,7 @@ class StepFloor:
         terms sum to max(its time, its launches), which only grows).
         """
         plain = lay.model_copy(update={"zero": 0}) if lay.zero == 3 else lay
-        key = (lay.tp, lay.cp, lay.ep, lay.sp, 0, micro_batch, recompute)
+        key = LayerKey(CostKey(lay.tp, lay.cp, lay.ep, lay.sp, micro_batch), 0, recompute)
         layers = self._layers.get(key)
         if layers is None:
             self(plain, micro_batch, 1, recompute)  # fills the caches for this TP, CP, EP and micro-batch
@@ -421,8 +444,8 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
         gemm, core, bound = (kc.forward.gemm + kc.backward.gemm, kc.forward.attention + kc.backward.attention,
                            kc.forward.memory_bound + kc.backward.memory_bound)
         core_name = "SSD scan" if kind.mixer == "mamba2" else "attention core" if kind.attends else "no mixer"
-        d.add(f"one {kind.label}, one micro-batch, forward + backward",
-              f"GEMMs + {core_name} + memory-bound ops", f"{g(gemm)} + {g(core)} + {g(bound)}", gemm + core + bound, "s",
+        d.add(f"one {kind.label}, one micro-batch, forward + backward", f"GEMMs + {core_name} + memory-bound ops",
+              f"{g(gemm)} + {g(core)} + {g(bound)}", gemm + core + bound, "s",
               K.SRC_SSD if kind.mixer == "mamba2" else K.SRC_ROOFLINE)
     stages = _stages(spec, plan, P, layers, head)
     slow = max(stages, key=lambda x: sum(x[2].values()))

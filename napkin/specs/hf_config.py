@@ -54,8 +54,8 @@ _MAMBA_KEYS = {**_LLAMA_KEYS, "ssm.state_size": "state_size", "ssm.heads": "num_
                "block_pattern": "num_hidden_layers"}
 _NEMOTRON_H_KEYS = {**_LLAMA_KEYS, "ssm.state_size": "ssm_state_size", "ssm.heads": "mamba_num_heads",
                     "ssm.head_dim": "mamba_head_dim", "ssm.groups": "n_groups", "ssm.conv_kernel": "conv_kernel",
-                    "ssm.chunk_size": "chunk_size", "block_pattern": "hybrid_override_pattern", "moe.experts": "n_routed_experts",
-                    "moe.expert_ffn_dim": "moe_intermediate_size"}
+                    "ssm.chunk_size": "chunk_size", "block_pattern": "hybrid_override_pattern",
+                    "moe.experts": "n_routed_experts", "moe.expert_ffn_dim": "moe_intermediate_size"}
 
 # Keys of every config (PretrainedConfig, generation, tokenizer, quantisation, training hyper-parameters) that
 # change no shape: read past silently.
