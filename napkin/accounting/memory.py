@@ -157,10 +157,23 @@ class LedgerRow(BaseModel):
     sharded_over_dp: bool = Field(description="divided by the data-parallel degree (ZeRO)")
 
 
+class KindActivations(BaseModel):
+    """One layer kind's share of a stage's activations."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str = Field(description="the layer kind (mixer+ffn, e.g. mamba2+none, window+moe)")
+    label: str
+    layers: int = Field(description="layers of this kind on this GPU's stage")
+    per_layer_bytes: float = Field(description="what one layer of this kind keeps for one micro-batch")
+
+
 class ActivationLedger(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    per_layer: list[act.ActTerm] = Field(description="what one layer keeps for one micro-batch, on this GPU")
+    per_layer: list[act.ActTerm] = Field(description="what one layer keeps for one micro-batch, on this GPU (the "
+                                         "heaviest kind where the layers differ)")
+    kinds: list[KindActivations] = Field(default=[], description="each layer kind on this stage, with its bytes")
     per_layer_bytes: float
     per_layer_bytes_no_recompute: float
     layers_on_gpu: int
@@ -256,7 +269,9 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
         work = d.add("recompute working set (one layer rebuilt in backward)", "layer_full − layer_kept",
                      minus(act.total(full), act.total(terms)), act.total(full) - act.total(terms), "B",
                      "Korthikanti et al. 2022 §5 (recomputation rebuilds one layer at a time)")
-    return ActivationLedger(per_layer=terms, per_layer_bytes=act.total(terms),
+    kind_rows = [KindActivations(kind=k.key, label=k.label, layers=n, per_layer_bytes=act.total(per_layer_kept[k.key]))
+                 for k, n in kinds]
+    return ActivationLedger(per_layer=terms, kinds=kind_rows, per_layer_bytes=act.total(terms),
                             per_layer_bytes_no_recompute=act.total(per_layer_full[shown]), layers_on_gpu=per_stage,
                             in_flight=F, layers_bytes=layers_bytes, outside=outside, outside_bytes=outside_bytes,
                             working_set_bytes=work, total_bytes=layers_bytes + outside_bytes + work)

@@ -145,8 +145,16 @@ def activation_table(r: Any) -> Any:
     from rich.table import Table
 
     a = r.activations
-    t = Table(title=f"activations: {a.layers_on_gpu} layers × {a.in_flight} micro-batch in flight × one layer below "
-              f"= {_gb(a.layers_bytes)}", title_justify="left", box=None, pad_edge=False)
+    if len(a.kinds) > 1:  # layers of several kinds: each kind's count and bytes, the heaviest kind's tensors below
+        shown = max(a.kinds, key=lambda k: k.per_layer_bytes)
+        parts = " + ".join(f"{k.layers} {k.label}s × {format_bytes(k.per_layer_bytes, binary=False)}"
+                           for k in a.kinds)
+        title = (f"activations: {a.in_flight} micro-batch in flight × ({parts}) = {_gb(a.layers_bytes)}; one "
+                 f"{shown.label} below")
+    else:
+        title = (f"activations: {a.layers_on_gpu} layers × {a.in_flight} micro-batch in flight × one layer below "
+                 f"= {_gb(a.layers_bytes)}")
+    t = Table(title=title, title_justify="left", box=None, pad_edge=False)
     t.add_column("kept for backward", style="bold")
     t.add_column("per token", justify="right")
     t.add_column("B/elt", justify="right")
@@ -155,7 +163,8 @@ def activation_table(r: Any) -> Any:
     split = {"tp": "/t", "sp": "/t if SP", "none": "—"}
     for x in a.per_layer:
         t.add_row(x.name, x.width, f"{x.bytes_per_element:g}", split[x.split], format_bytes(x.bytes, binary=False))
-    t.add_row("[bold]one layer[/bold]", "", "", "", f"[bold]{format_bytes(a.per_layer_bytes, binary=False)}[/bold]")
+    one = f"one {max(a.kinds, key=lambda k: k.per_layer_bytes).label}" if len(a.kinds) > 1 else "one layer"
+    t.add_row(f"[bold]{one}[/bold]", "", "", "", f"[bold]{format_bytes(a.per_layer_bytes, binary=False)}[/bold]")
     if a.outside:
         t.add_row("[dim]outside the layers[/dim]", "", "", "", "")
         for x in a.outside:
