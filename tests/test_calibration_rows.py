@@ -166,3 +166,18 @@ def test_every_calibration_run_is_accepted_and_fits(kind, row):
     assert st.micro_batches == micro_batches  # the published gradient accumulation / pipeline micro-batches
     assert st.fits is True, (f"{kind} row does not fit: napkin needs {st.memory_bytes / 1e9:.2f} GB per GPU of "
                              f"{st.memory_usable_bytes / 1e9:.2f} GB on {hardware.name}")
+
+
+@pytest.mark.slow  # every row twice (about 5 s)
+def test_the_memory_benchmark_prints_every_file(capsys):
+    mem = _load("calibration_memory", "calibration_memory.py")
+    assert mem.main([]) == 0
+    out = capsys.readouterr().out
+    groups = {("llm-foundry", "a100-sxm-40gb"): 78, ("llm-foundry", "a100-sxm-80gb"): 61,
+              ("llm-foundry", "h100-sxm"): 77, ("vtrain multi", "a100-sxm-80gb"): 62,
+              ("vtrain single", "a100-sxm-80gb"): 1440}
+    for (group, gpu), n in groups.items():
+        line = next(x for x in out.splitlines() if x.startswith(group) and gpu in x)
+        rows, refused, nofit = (int(v) for v in line.split()[-8:-5])
+        assert (rows, refused) == (n, 0) and nofit == sum(r.startswith(group.split()[0]) for r in KNOWN_GAPS)
+    assert out.count("bf16-mixed twin") == 5  # of the 7 FP8 rows, 5 have a BF16 twin in the tables
