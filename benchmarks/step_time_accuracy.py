@@ -8,7 +8,8 @@ The data: 1502 measured training iterations of Megatron-LM GPT models on NVIDIA 
 parallel layout (tensor / pipeline / data parallel sizes, micro and global batch), published by the vTrain
 authors (Bang et al., "vTrain: A Simulation Framework for Evaluating Cost-effective and Compute-optimal Large
 Language Model Training", MICRO 2024; VIA-Research/vTrain, data/ground_truth_{single,multi}.csv at f8dda84),
-kept in ../shared/validation/ (see its README: 1440 rows on one 8-GPU node, 62 rows on 256 and 512 GPUs).
+kept in benchmarks/data/validation/ (see its README and NOTICE.md: 1440 rows on one 8-GPU node, 62 rows on 256 and
+512 GPUs).
 They were run with full activation recomputation, the 1F1B schedule, no gradient bucketing, 8 GPUs per node,
 800 Gb/s between nodes (12.5 GB/s per GPU).
 
@@ -45,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "validation"
+DATA_DIR = Path(__file__).resolve().parent / "data" / "validation"  # in the repository: nothing outside the clone
 FILES = {"single": "vtrain_single_node.csv", "multi": "vtrain_multi_node.csv"}
 VTRAIN = ("Bang et al., vTrain: A Simulation Framework for Evaluating Cost-effective and Compute-optimal Large "
           "Language Model Training, MICRO 2024 (VIA-Research/vTrain, data/ground_truth_*.csv at f8dda84)")

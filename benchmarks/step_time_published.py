@@ -2,7 +2,7 @@
 
 Run: python benchmarks/step_time_published.py [--source NAME] [--json FILE]
 
-step_time's constants were fitted ONLY on the vTrain A100 rows in ../shared/validation (see
+step_time's constants were fitted ONLY on the vTrain A100 rows in benchmarks/data/validation (see
 benchmarks/step_time_accuracy.py). None of the runs below are in that data: they are the throughput tables
 that papers and NVIDIA's framework docs publish with their full parallel layout, each a single measured step
 time, TFLOP/s per GPU or MFU:

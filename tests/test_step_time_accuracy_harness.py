@@ -40,8 +40,6 @@ def _load():
 
 bench = _load()
 DATA = bench.DATA_DIR
-needs_data = pytest.mark.skipif(not all((DATA / f).is_file() for f in bench.FILES.values()),
-                                reason=f"validation data not found in {DATA}")
 
 
 # A stand-in for napkin.accounting.step_time (same call signature and result fields), for these tests only.
@@ -168,7 +166,13 @@ def test_split_rows():
 # --- the data --------------------------------------------------------------------------------------------------
 
 
-@needs_data
+def test_the_data_ships_inside_the_clone():
+    # issue 22 item 5: a fresh clone runs the benchmark's data checks; no path outside the repository is read
+    assert DATA.resolve().is_relative_to(ROOT.resolve())
+    assert all((DATA / f).is_file() for f in bench.FILES.values())
+    assert bench.DATA_DIR == ROOT / "benchmarks" / "data" / "validation"
+
+
 def test_reads_both_files_and_builds_specs():
     rows = bench.read_rows(DATA)
     assert sum(r.file == "single" for r in rows) == 1440
@@ -194,7 +198,6 @@ def test_reads_both_files_and_builds_specs():
         assert count_params(bench.spec_of(r)).params / 1e9 == pytest.approx(r.params_b, rel=0.005)
 
 
-@needs_data
 def test_baseline_on_the_data():
     rows = bench.read_rows(DATA)
     recs = [bench.Record(r, None, None, 0.0) for r in rows]
@@ -262,7 +265,6 @@ def test_a_raising_row_is_reported_not_fatal():
         bench.predict(_rows(), flaky, setup, strict=True)
 
 
-@needs_data
 def test_main_with_a_fit_and_json(tmp_path, monkeypatch, capsys):
     _fake_module(monkeypatch)
     for name in bench.FILES.values():  # the first rows of each file
