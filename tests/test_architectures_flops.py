@@ -138,6 +138,16 @@ def _like_for_like(spec: TransformerSpec, cfg: dict[str, Any], nap: FlopCount, o
         # and weight gradients each take as many multiply-adds as the forward: 2 × the counted forward.
         counted += 2 * ops["aten.convolution"] - ops["aten.convolution_backward"]
         why.append(f"SSD chunks of Q = {Q}; conv padding; conv backward per group")
+    if spec.mamba is not None:
+        m1 = spec.mamba
+        n_s = (spec.block_pattern or "").count("S")
+        # modeling_jamba's slow_forward loops over positions: the state update exp(Δ·A)·h + Δ·B·x is elementwise
+        # (the counter does not see it), the read-out C·h a matmul (it does): half of napkin's ssm.scan. Its conv
+        # pads K − 1 positions as Mamba-2's does, and its backward is counted as a dense one (as above).
+        expected -= nap.components["ssm.scan"].model / 2
+        expected += 3 * n_s * 2 * B * (m1.conv_kernel - 1) * m1.d_inner * m1.conv_kernel
+        counted += 2 * ops["aten.convolution"] - ops["aten.convolution_backward"]
+        why.append("selective scan's state update elementwise; conv padding; conv backward per group")
     return Compared(nap.model_flops, float(sum(ops.values())), expected, counted, tuple(why))
 
 

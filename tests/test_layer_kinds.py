@@ -215,3 +215,59 @@ def test_fused_mamba2_keeps_less_than_the_torch_path():
         + m.d_inner * 2 + m.groups * 4
     assert fused == pytest.approx(4096 * per_token)
     assert torch_path > 3 * fused
+
+
+# --- Jamba: Mamba-1 + attention + MoE (transformers' jamba type)
+
+JAMBA = dict(model_type="jamba", num_hidden_layers=4, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+             intermediate_size=96, vocab_size=128, num_experts=4, num_experts_per_tok=2, attn_layer_period=2,
+             attn_layer_offset=1, mamba_d_state=8, mamba_d_conv=4, mamba_expand=2)
+
+
+def test_jamba_layers_are_two_blocks_each():
+    spec = spec_from_config_dict(JAMBA)
+    assert spec.block_pattern == "S-*ES-*E" and spec.layers == 8 and spec.mamba is not None
+    assert spec.mamba.dt_rank == 4  # "auto": ⌈64 / 16⌉
+    keys = [k.key for k in layer_plan(spec).kinds]
+    assert keys == ["mamba1+none", "attention+none", "none+dense", "none+moe"]
+
+
+def test_a_jamba_config_goes_through_memory_step_time_and_plan(cli, tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(JAMBA))
+    for args in (["memory", "--seq", "1024"], ["step-time", "--gpus", "2", "--seq", "1024"],
+                 ["plan", "--gpus", "2", "--seq", "1024", "--global-batch", "8"],
+                 ["inference", "--prompt", "1024", "--generate", "16"], ["models", "show"]):
+        rest = [] if args[0] == "models" else ["--gpu", "h100"]
+        cmd = [*args[:2], str(path), *args[2:]] if args[0] == "models" else [args[0], "--model", str(path), *args[1:]]
+        out = cli(*cmd, *rest)
+        assert out.exit_code == 0, (args, out.stderr)
+    out = cli("step-time", "--model", str(path), "--gpu", "h100", "--gpus", "2", "--seq", "1024", "--explain")
+    assert "Mamba layer" in out.stdout and "selective scan" in out.stdout.lower()
+
+
+JAMBA_SHAPES = [(48, 12, 5, 2, 100), (64, 16, 4, 1, 64), (32, 8, 2, 3, 40)]  # (h, N, r, b, s)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("h, N, r, b, s", JAMBA_SHAPES)
+def test_jamba_mamba_block_activations_within_ten_percent_of_autograd(h, N, r, b, s):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.jamba.modeling_jamba import JambaMambaMixer, JambaRMSNorm
+
+    from napkin.bench.measure import SavedTensors
+
+    cfg = dict(JAMBA, hidden_size=h, mamba_d_state=N, mamba_dt_rank=r)
+    spec = spec_from_config_dict(cfg)
+    torch.manual_seed(0)
+    config = transformers.JambaConfig(**{k: v for k, v in cfg.items() if k != "model_type"})
+    norm, mixer = JambaRMSNorm(h), JambaMambaMixer(config, 0).train()  # one 'S' block: its norm, then the mixer
+    x = torch.randn(b, s, h, requires_grad=True)
+    with SavedTensors(exclude=[*norm.parameters(), *mixer.parameters(), x]) as saved:
+        mixer(norm(x))
+    kind = layer_plan(spec).kinds[0]
+    assert kind.mixer == "mamba1"
+    est = act.total(act.layer_terms(spec, s, b, bytes_per_element=4, flash=False, fused_norm=False, kind=kind))
+    got = saved.bytes
+    assert abs(est - got) / got <= 0.10, f"napkin {est:.0f} B vs torch {got} B ({est / got - 1:+.1%})"

@@ -76,6 +76,11 @@ NORM = "Ba et al. 2016 (LayerNorm: mean, 1/σ); Zhang & Sennrich 2019 (RMSNorm: 
 GQA = "Ainslie et al. 2023, GQA §2 (k KV heads); HF transformers repeat_kv in eager attention"
 MOE = "Fedus et al. 2022, Switch Transformer §2.1 (router probabilities, dispatched token copies)"
 MLA = "DeepSeek-V2 §2.1 (MLA: latent c_Q, c_KV and their norms; decoupled RoPE key shared by heads)"
+MAMBA1 = "Gu & Dao 2023 (Mamba) §3.4: the block's norm, in_proj (x, z), conv, x_proj (Δ, B, C), dt_proj, scan, out_proj"
+MAMBA1_FUSED = ("state-spaces/mamba selective_scan_interface (SelectiveScanFn saves u, Δ, B, C, z and the state every "
+                "2048 positions) and causal-conv1d, as HF modeling_jamba's cuda_kernels_forward calls them")
+MAMBA1_TORCH = ("transformers modeling_jamba slow_forward (the scan as a loop over positions), the tensors autograd "
+                "saves, counted on a CPU (tests/test_layer_kinds.py)")
 MAMBA2 = "Dao & Gu 2024 (Mamba-2) §7: the block's norm, in_proj (z, x, B, C, dt), conv, SSD scan, gated norm, out_proj"
 MAMBA2_FUSED = ("state-spaces/mamba ssd_combined.py, MambaSplitConv1dScanCombinedFn: saves zxbcdt, the scan output and "
                 "the gated norm's rstd; recomputes the conv, the norm output and out_proj's input in backward")
@@ -282,6 +287,44 @@ def _mamba2(c: _Ctx, spec: TransformerSpec, fused: bool, fused_norm: bool) -> li
     return out
 
 
+def _mamba1(c: _Ctx, spec: TransformerSpec, fused: bool, fused_norm: bool) -> list[ActTerm]:
+    """A Mamba-1 block: its pre-norm, the in_proj input, the projections' inputs and the selective scan's state."""
+    m = spec.mamba
+    assert m is not None
+    h, s, d, N, r, K = spec.d_model, c.s, m.d_inner, m.state_size, m.dt_rank, m.conv_kernel
+    src = MAMBA1_FUSED if fused else MAMBA1_TORCH
+    out = _norm(c, spec, "mixer", "pre-mixer", fused_norm)
+    out.append(c.term("mixer", "in_proj input", "the norm's output, input of in_proj", "h", h, split="sp",
+                      source=MAMBA1))
+    out.append(c.term("mixer", "in_proj output", "x (the conv's input) and the gate z", "2·d_in", 2 * d, source=src))
+    out.append(c.term("mixer", "x_proj output", "Δ of rank r, B and C", "r+2N", r + 2 * N, source=src))
+    if m.inner_norms:  # Jamba's RMSNorms on Δ, B and C: their outputs (and x·rsqrt on the torch path), statistics
+        w = (r + 2 * N) * (1 if fused_norm else 2)
+        out.append(c.term("mixer", "Δ, B, C norms", "the normalized Δ (dt_proj's input), B and C"
+                          + ("" if fused_norm else ", and x·rsqrt of each"), "r+2N" if fused_norm else "2·(r+2N)", w,
+                          source=src))
+        out.append(c.term("mixer", "Δ, B, C norm stats", "1/rms of Δ, B and C, fp32", "3", 3, FP32_BYTES,
+                          source=src))
+    if fused:
+        out.append(c.term("mixer", "conv output", "x after the conv (x_proj's input and the scan's u)", "d_in", d,
+                          source=src))
+        out.append(c.term("mixer", "Δ", "dt_proj's output, the scan's step sizes", "d_in", d, source=src))
+        out.append(c.term("mixer", "scan checkpoints", "the scan's state at the end of every 2048 positions, fp32",
+                          "2·d_in·N/2048", 2 * d * N / 2048, FP32_BYTES, source=src))
+        out.append(c.term("mixer", "gated scan output", "y · silu(z), out_proj's input", "d_in", d, source=src))
+        return out
+    out.append(c.term("mixer", "conv input", "x padded by K − 1 positions", "d_in·(s+K−1)/s", d * (s + K - 1) / s,
+                      source=src))
+    out.append(c.term("mixer", "d_in-wide tensors", "the conv output, SiLU's output (x_proj's and the scan's input), "
+                      "the gate, Δ before and after softplus, the scan output and out_proj's input (7)", "7·d_in",
+                      7 * d, source=src))
+    out.append(c.term("mixer", "discretized A and B·Δ", "exp(Δ·A) and Δ·B per position, channel and state", "2·d_in·N",
+                      2 * d * N, source=src))
+    out.append(c.term("mixer", "scan states", "the state after every position (the recurrence's saved operands)",
+                      "d_in·N·(s+1)/s", d * N * (s + 1) / s, source=src))
+    return out
+
+
 def layer_terms(spec: TransformerSpec, s: int, b: int, *, bytes_per_element: float, tp: int = 1, sp: bool = False,
                 flash: bool = True, dropout: bool = False, fused_norm: bool = True,
                 kind: LayerKind | None = None) -> list[ActTerm]:
@@ -297,6 +340,8 @@ def layer_terms(spec: TransformerSpec, s: int, b: int, *, bytes_per_element: flo
     if plan.hybrid:
         if kind.mixer == "mamba2":
             return _mamba2(c, spec, flash, fused_norm)
+        if kind.mixer == "mamba1":
+            return _mamba1(c, spec, flash, fused_norm)
         if kind.attends:
             return _attention(c, spec, flash, dropout, fused_norm)
         return _mlp(c, spec, kind.moe, dropout, fused_norm, own_norm=True)

@@ -18,11 +18,13 @@ from napkin.accounting.compute import six_nd
 from napkin.accounting.layers import (
     SRC_CAUSAL,
     SRC_CHUNK,
+    SRC_MAMBA1,
     SRC_MAMBA2,
     SRC_WINDOW,
     attention_head_dims,
     attention_linears,
     layer_plan,
+    mamba1_linears,
     mean_context,
     ssm_linears,
     window_context,
@@ -40,6 +42,8 @@ SRC_MATMUL = f"{LECTURE}: (m×k)@(k×n) costs 2·m·k·n FLOPs (one multiply and
 SRC_ATTN = "Korthikanti et al. 2022, App. A: QKᵀ 2·b·s²·h and attention over V 2·b·s²·h per layer"
 SRC_SCAN = ("Dao & Gu 2024 (Mamba-2) §6: the SSM's recurrent form per token and head: h ← A·h + B·xᵀ (N·P "
             "multiply-adds), y = C·h (N·P)")
+SRC_SCAN1 = ("Gu & Dao 2023 (Mamba) §3.2, Algorithm 2: per token and channel h ← exp(Δ·A)·h + Δ·B·x (N multiply-adds), "
+             "y = C·h (N); the recurrent form, as for Mamba-2")
 SRC_BWD = f"{KAPLAN}; backward = 2 × forward for matmuls (gradients w.r.t. inputs and weights)"
 SRC_SELECTIVE = "Korthikanti et al. 2022, §5: selective recomputation redoes QKᵀ, softmax and attention over V"
 SRC_FULL = ("Narayanan et al. 2021 (Megatron-LM), eq. 3: full recomputation adds one forward of every layer "
@@ -165,6 +169,17 @@ def _terms(spec: TransformerSpec, seq: float, causal: bool, masked: bool = True)
         terms.append(Term("ssm.scan", 2 * n_m * 2 * m.heads * m.head_dim * m.state_size,
                           "2·L_ssm·2·H·P·N (state update B·x and read-out C·h per token)",
                           f"2 × {n_m} × 2 × {m.heads} × {m.head_dim} × {m.state_size}", SRC_SCAN))
+    if plan.hybrid and spec.mamba is not None and "S" in (spec.block_pattern or ""):
+        m1 = spec.mamba
+        n_s = spec.block_pattern.count("S")  # type: ignore[union-attr]
+        for name, lin in mamba1_linears(spec).items():
+            terms.append(Term(f"ssm.{name}", F[f"ssm.{name}"], f"2·L_ssm·{lin.fan_in}·{lin.fan_out}",
+                              f"2 × {n_s} × {lin.fan_in} × {lin.fan_out}", f"{SRC_MATMUL}; {SRC_MAMBA1}"))
+        terms.append(Term("ssm.conv", 2 * n_s * m1.d_inner * m1.conv_kernel, "2·L_ssm·d_in·K (depthwise conv)",
+                          f"2 × {n_s} × {m1.d_inner} × {m1.conv_kernel}", SRC_MAMBA1))
+        terms.append(Term("ssm.scan", 2 * n_s * 2 * m1.d_inner * m1.state_size,
+                          "2·L_ssm·2·d_in·N (state update Δ·B·x and read-out C·h per token)",
+                          f"2 × {n_s} × 2 × {m1.d_inner} × {m1.state_size}", SRC_SCAN1))
     n_moe = sum(k.count for k in plan.kinds if k.moe)
     n_dense = sum(k.count for k in plan.kinds if k.ffn == "dense")
     m_ = spec.ffn_matrices

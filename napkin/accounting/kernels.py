@@ -72,6 +72,7 @@ class Device(NamedTuple):
     memory_bytes_per_s: float
     sms: int | None
     gemm_efficiency: float
+    vector_flops_per_s: float = 0.0  # fp32 on the CUDA cores (Mamba-1's scan); 0: unknown, the dtype's peak
 
 
 class Cost(NamedTuple):
@@ -206,6 +207,42 @@ def _ssd_scan(spec: TransformerSpec, *, b: int, s: int, cp: int, tp: int, flash:
             Cost(attention=scan_b, memory_bound=2 * elem + 4 * c.kernel_s, kernels=2 * SSD_KERNELS + 4))
 
 
+SRC_SELECTIVE_SCAN = ("Gu & Dao 2023 (Mamba) §3.3: the fused selective scan keeps the state in SRAM; 9·L·D·N FLOPs "
+                      "(state-spaces/mamba flops_selective_scan_fn, issue #110) on the CUDA cores; reads u, Δ, z, B, C "
+                      "and writes y once")
+
+
+def _selective_scan(spec: TransformerSpec, *, b: int, s: int, cp: int, tp: int, p: float, dev: Device,
+                    c: StepConstants) -> tuple[Cost, Cost]:
+    """A Mamba-1 mixer's selective scan and conv (its four projections are GEMMs), forward and backward.
+
+    The scan runs on the CUDA cores (no tensor-core form): 9·d_in·N FLOPs per token at the part's fp32 vector peak,
+    or its reads and writes at HBM bandwidth, whichever is longer (SRC_SELECTIVE_SCAN). Backward is taken as 2.5×
+    forward, as for the SSD scan (it reruns the forward scan from its checkpoints, then scans in reverse); no
+    measured rows were available to fit it. The depthwise conv is memory-bound.
+    """
+    m = spec.mamba
+    assert m is not None
+    T = b * -(-s // cp)
+    d = -(-m.d_inner // tp)
+    mem_bw = dev.memory_bytes_per_s * c.memory_efficiency
+    compute = 9 * T * d * m.state_size / (dev.vector_flops_per_s or dev.peak_flops_per_s)
+    traffic = T * (4 * d + 2 * m.state_size) * p  # u, Δ, z, y and B, C
+    scan_f = max(compute, traffic / mem_bw) + c.kernel_s
+    scan_b = 2.5 * (scan_f - c.kernel_s) + 2 * c.kernel_s
+    elem = T * 2 * d * p / mem_bw  # the conv: read x, write its output
+    return (Cost(attention=scan_f, memory_bound=elem + c.kernel_s, kernels=2),
+            Cost(attention=scan_b, memory_bound=2 * elem + 2 * c.kernel_s, kernels=4))
+
+
+def mixer_kernel(kind: LayerKind) -> tuple[str, str]:
+    """What ``layer_cost`` runs for a kind's mixer, and its source: for a derivation step."""
+    if kind.attends:
+        return "attention core", SRC_ROOFLINE
+    return {"mamba2": ("SSD scan", SRC_SSD), "mamba1": ("selective scan", SRC_SELECTIVE_SCAN)}.get(
+        kind.mixer, ("no mixer", SRC_ROOFLINE))
+
+
 def layer_cost(plan: LayerPlan, kind: LayerKind, *, b: int, s: int, cp: int, tp: int, ep: int, sp: bool,
                flash: bool, p: float, dev: Device, c: StepConstants) -> LayerCost:
     """Forward and backward time of one layer of ``kind`` for a micro-batch of b sequences of s tokens (s/cp on
@@ -222,6 +259,10 @@ def layer_cost(plan: LayerPlan, kind: LayerKind, *, b: int, s: int, cp: int, tp:
         core_f, core_b = _attention_core(spec, kind, b=b, s=s, cp=cp, tp=tp, flash=flash, p=p, dev=dev, c=c)
     elif kind.mixer == "mamba2":
         core_f, core_b = _ssd_scan(spec, b=b, s=s, cp=cp, tp=tp, flash=flash, p=p, dev=dev, c=c)
+    elif kind.mixer == "mamba1":
+        core_f, core_b = _selective_scan(spec, b=b, s=s, cp=cp, tp=tp, p=p, dev=dev, c=c)
+    else:
+        assert kind.mixer == "none", f"no kernel model for the {kind.mixer} mixer"  # a new mixer needs one here
     fwd, bwd = fwd + core_f, bwd + core_b
     # memory-bound ops per token (bytes read + written): each norm 2h, each residual add 3h, the FFN activation
     # (mlp: f in, f out; gated: 2f in, f out), rotary on q and k. A plain layer has its norms and 2 residual adds;

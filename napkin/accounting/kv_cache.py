@@ -61,12 +61,19 @@ def kv_elements_per_token(spec: TransformerSpec) -> int:
 
 
 def ssm_state_elements(spec: TransformerSpec) -> int:
-    """A Mamba-2 stack's recurrent state per sequence, whatever its length: per layer H·P·N (the SSM state) plus
-    (K − 1)·conv_dim (the convolution's window). HF Mamba2Cache / NemotronH's HybridMambaAttentionDynamicCache."""
-    m = spec.ssm
-    if m is None or spec.block_pattern is None:
+    """A Mamba stack's recurrent state per sequence, whatever its length: per Mamba-2 layer H·P·N (the SSM state)
+    plus (K − 1)·conv_dim (the convolution's window), HF Mamba2Cache / NemotronH's HybridMambaAttentionDynamicCache;
+    per Mamba-1 layer d_in·N plus (K − 1)·d_in."""
+    if spec.block_pattern is None:
         return 0
-    return spec.block_pattern.count("M") * (m.heads * m.head_dim * m.state_size + (m.conv_kernel - 1) * m.conv_dim)
+    out = 0
+    if spec.ssm is not None:
+        m = spec.ssm
+        out += spec.block_pattern.count("M") * (m.heads * m.head_dim * m.state_size + (m.conv_kernel - 1) * m.conv_dim)
+    if spec.mamba is not None:  # Mamba-1 (HF MambaCache / Jamba's cache): d_in·N state and the (K − 1)·d_in window
+        m1 = spec.mamba
+        out += spec.block_pattern.count("S") * (m1.d_inner * m1.state_size + (m1.conv_kernel - 1) * m1.d_inner)
+    return out
 
 
 def kv_bytes_per_token(spec: TransformerSpec, kv_dtype: str | DType = DType.bf16) -> float:
@@ -205,13 +212,18 @@ def kv_cache(spec: TransformerSpec | LinearSpec | str, context: int, batch: int 
         per_seq = d.add("KV cache per sequence", "bytes/token · s", f"{g(per_tok)} × {i.context}",
                         per_tok * i.context, "B", SRC_KV)
     if ssm_bytes:
-        ssm = spec.ssm
-        assert ssm is not None and spec.block_pattern is not None
-        n_m = spec.block_pattern.count("M")
-        d.add("Mamba-2 state per sequence (any length)", "L_ssm · (H·P·N + (K − 1)·conv_dim) · bytes",
-              f"{n_m} × ({ssm.heads} × {ssm.head_dim} × {ssm.state_size} + {ssm.conv_kernel - 1} × {ssm.conv_dim})"
-              f" × {g(b)}",
-              ssm_bytes, "B", SRC_SSM_STATE)
+        assert spec.block_pattern is not None
+        parts = []
+        if spec.ssm is not None:
+            ssm = spec.ssm
+            parts.append(f"{spec.block_pattern.count('M')} × ({ssm.heads} × {ssm.head_dim} × {ssm.state_size} + "
+                         f"{ssm.conv_kernel - 1} × {ssm.conv_dim})")
+        if spec.mamba is not None:
+            m1 = spec.mamba
+            parts.append(f"{spec.block_pattern.count('S')} × ({m1.d_inner} × {m1.state_size} + "
+                         f"{m1.conv_kernel - 1} × {m1.d_inner})")
+        d.add("Mamba state per sequence (any length)", "L_ssm · (state + (K − 1)·conv channels) · bytes",
+              f"({' + '.join(parts)}) × {g(b)}", ssm_bytes, "B", SRC_SSM_STATE)
         per_seq = d.add("cache per sequence (KV + SSM state)", "KV + state", f"{g(per_seq)} + {g(ssm_bytes)}",
                         per_seq + ssm_bytes, "B", SRC_SSM_STATE)
     total = d.add("KV cache, whole batch", "bytes/sequence · B", f"{g(per_seq)} × {i.batch}", per_seq * i.batch, "B",

@@ -71,12 +71,13 @@ class Gemm(NamedTuple):
         return i, o
 
 
-Mixer = Literal["attention", "latent", "window", "chunked", "mamba2", "none"]
+Mixer = Literal["attention", "latent", "window", "chunked", "mamba2", "mamba1", "none"]
 Ffn = Literal["dense", "moe", "none"]
 ATTENTION_MIXERS: tuple[Mixer, ...] = ("attention", "latent", "window", "chunked")  # the mixers with an attention core
 
 _MIXER_WORD = {"attention": "full-attention ", "latent": "", "window": "sliding-window ",
-               "chunked": "chunked-attention ", "mamba2": "Mamba-2 ", "none": ""}
+               "chunked": "chunked-attention ", "mamba2": "Mamba-2 ", "mamba1": "Mamba ",
+               "none": ""}
 
 SRC_CAUSAL = "causal mask: token i attends to i+1 positions, mean (s+1)/2 (what FlashAttention-style kernels skip)"
 SRC_WINDOW = ("Beltagy et al. 2020 (Longformer) §3.1 / Mistral 7B §2: a sliding-window layer attends to the last w "
@@ -124,7 +125,7 @@ class LayerKind(NamedTuple):
     has one kind per block type, each one mixer or one FFN: Mamba-2, attention, a dense MLP or an MoE.
     """
 
-    mixer: Mixer  # attention (full), latent (MLA), window (sliding), chunked (Llama 4), mamba2, or none
+    mixer: Mixer  # attention (full), latent (MLA), window (sliding), chunked (Llama 4), mamba2, mamba1, or none
     ffn: Ffn
     count: int  # type: ignore[assignment]  # shadows tuple.count(), which no caller of a LayerKind uses
     gemms: tuple[Gemm, ...]
@@ -357,8 +358,42 @@ def ssm_extras(spec: TransformerSpec) -> dict[str, int]:
             "ssm.norm": m.d_inner}  # the gated RMSNorm's weight
 
 
+# Mamba-1 (Gu & Dao 2023 §3.4; HF modeling_mamba / modeling_jamba MambaMixer): in_proj, x_proj, dt_proj and out_proj
+# are GEMMs; the depthwise conv1d, A_log (d_in × N), D and Jamba's Δ/B/C norms are the other parameters.
+SRC_MAMBA1 = ("Gu & Dao 2023, Mamba §3.4; HF modeling_jamba JambaMambaMixer: in_proj h→2·d_in, conv1d over d_in, "
+              "x_proj d_in→r+2N, dt_proj r→d_in (+bias), A_log d_in·N, D d_in, out_proj d_in→h (Jamba: Δ/B/C norms)")
+
+
+def mamba1_linears(spec: TransformerSpec) -> dict[str, Linear]:
+    """The four projections of a Mamba-1 mixer."""
+    m = spec.mamba
+    assert m is not None
+    h, d = spec.d_model, m.d_inner
+    return {"in_proj": Linear(h, 2 * d, m.proj_bias), "x_proj": Linear(d, m.dt_rank + 2 * m.state_size),
+            "dt_proj": Linear(m.dt_rank, d, True), "out_proj": Linear(d, h, m.proj_bias)}
+
+
+def mamba1_extras(spec: TransformerSpec) -> dict[str, int]:
+    """A Mamba-1 mixer's parameters outside its GEMMs, by component."""
+    m = spec.mamba
+    assert m is not None
+    d = m.d_inner
+    out = {"ssm.conv": d * m.conv_kernel + (d if m.conv_bias else 0), "ssm.A_D": d * m.state_size + d}
+    if m.inner_norms:
+        out["ssm.norm"] = m.dt_rank + 2 * m.state_size  # dt_layernorm, b_layernorm, c_layernorm weights
+    return out
+
+
+_MAMBA1_SPLIT: dict[str, Split] = {"in_proj": "column", "x_proj": "row", "dt_proj": "column", "out_proj": "row"}
+
+
 def _hybrid_kind(spec: TransformerSpec, char: str, count: int) -> LayerKind:
     norm = norm_params(spec, spec.d_model)  # one pre-norm per block
+    if char == "S":
+        gemms = [Gemm(f"ssm.{n}", f"ssm.{n}", lin, split=_MAMBA1_SPLIT[n]) for n, lin in mamba1_linears(spec).items()]
+        extras = mamba1_extras(spec)
+        return LayerKind(mixer="mamba1", ffn="none", count=count, gemms=tuple(gemms), norm_params=norm,
+                         attention_norm_params=sum(extras.values()), extras=tuple(extras.items()))
     if char == "M":
         gemms = [Gemm(f"ssm.{n}", f"ssm.{n}", lin, split="column" if n == "in_proj" else "row")
                  for n, lin in ssm_linears(spec).items()]
@@ -392,7 +427,7 @@ def layer_plan(spec: TransformerSpec) -> LayerPlan:
     return plan
 
 
-_HYBRID_ORDER = "M*-E"  # the order of a hybrid's kinds (and so of its components in every breakdown)
+_HYBRID_ORDER = "MS*-E"  # the order of a hybrid's kinds (and so of its components in every breakdown)
 
 
 def _layer_keys(spec: TransformerSpec) -> list[tuple[int, ...]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from napkin.accounting.layers import ffn_linears, layer_plan
+from napkin.accounting.layers import SRC_MAMBA1, ffn_linears, layer_plan
 from napkin.results import Derivation, Result, g, minus
 from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.specs.resolve import as_model
@@ -53,7 +53,7 @@ def _formula(spec: TransformerSpec, component: str) -> tuple[str, str]:
         n = "L_attn" if spec.block_pattern is not None else "L"
         return f"{n} · {component.split('.', 1)[1]}", SRC_MLA if spec.mla else SRC_ATTN
     if component.startswith("ssm."):
-        return f"L_ssm · {component.split('.', 1)[1]}", SRC_SSM
+        return f"L_ssm · {component.split('.', 1)[1]}", SRC_MAMBA1 if spec.mamba is not None else SRC_SSM
     if component == "ffn.dense":
         return f"L_dense · {spec.ffn_matrices}·h·f" + (" (+ biases)" if spec.mlp_bias else ""), SRC_FFN
     return f"L_moe · {component.split('.', 1)[1]}", SRC_MOE

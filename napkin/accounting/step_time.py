@@ -27,7 +27,7 @@ from napkin.accounting.model_state import get_optimizer, get_precision, require_
 from napkin.accounting.params import count_params
 from napkin.errors import InputError
 from napkin.results import DEFINITION, PALM, Derivation, Result, g
-from napkin.specs.dtypes import BYTES_PER_ELEMENT
+from napkin.specs.dtypes import BYTES_PER_ELEMENT, DType
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.specs.resolve import as_hardware, as_model
@@ -125,7 +125,8 @@ def _device(hw: HardwareSpec, precision: str, c: K.StepConstants) -> tuple[K.Dev
     eff = c.gemm_efficiency or hw.matmul_efficiency or K.DEFAULT_MATMUL_EFFICIENCY
     src = "constants or --calibration" if c.gemm_efficiency else ("hardware spec (MAMF)" if hw.matmul_efficiency else
                                                  f"default {K.DEFAULT_MATMUL_EFFICIENCY} (no MAMF published)")
-    return K.Device(peak, hw.memory_bandwidth_bytes_per_s, hw.sm_count, eff), src
+    vector = hw.peak_flops_per_s.get(DType.fp32, 0.0)  # the non-tensor fp32 peak (Mamba-1's scan)
+    return K.Device(peak, hw.memory_bandwidth_bytes_per_s, hw.sm_count, eff, vector), src
 
 
 def default_cluster(hw: HardwareSpec, node_size: int | None = None, intra: float | None = None,
@@ -443,10 +444,9 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
         kc = costs[kind.key]
         gemm, core, bound = (kc.forward.gemm + kc.backward.gemm, kc.forward.attention + kc.backward.attention,
                            kc.forward.memory_bound + kc.backward.memory_bound)
-        core_name = "SSD scan" if kind.mixer == "mamba2" else "attention core" if kind.attends else "no mixer"
+        core_name, src = K.mixer_kernel(kind)
         d.add(f"one {kind.label}, one micro-batch, forward + backward", f"GEMMs + {core_name} + memory-bound ops",
-              f"{g(gemm)} + {g(core)} + {g(bound)}", gemm + core + bound, "s",
-              K.SRC_SSD if kind.mixer == "mamba2" else K.SRC_ROOFLINE)
+              f"{g(gemm)} + {g(core)} + {g(bound)}", gemm + core + bound, "s", src)
     stages = _stages(spec, plan, P, layers, head)
     slow = max(stages, key=lambda x: sum(x[2].values()))
     t_stage = sum(slow[2].values())

@@ -75,9 +75,10 @@ def model_show(r: Any) -> list[Any]:
             ("embeddings", "tied" if s.tied_embeddings else "untied"),
         ]
         if s.block_pattern is not None:  # a hybrid: say which mixer each layer has, as block_pattern spells it
-            names = {"M": "Mamba-2", "*": "attention", "-": "MLP", "E": "MoE"}
-            kinds = ", ".join(f"{s.block_pattern.count(c)} {n}" for c, n in names.items() if c in s.block_pattern)
-            rows.insert(4, ("layer pattern", f"{kinds} (one mixer per layer)"))
+            from napkin.specs.model import BLOCK_CHARS
+
+            kinds = ", ".join(f"{s.block_pattern.count(c)} {n}" for c, n in BLOCK_CHARS.items() if c in s.block_pattern)
+            rows.insert(4, ("layer pattern", f"{kinds} (one mixer or FFN per block)"))
     rows.append(("spec file", r.file or "–"))
     t = Table(title="parameters per component", title_justify="left")
     t.add_column("component")

@@ -52,6 +52,8 @@ _FALCON_KEYS = {**_LLAMA_KEYS, "kv_heads": "num_kv_heads", "ffn_dim": "ffn_hidde
 _MAMBA_KEYS = {**_LLAMA_KEYS, "ssm.state_size": "state_size", "ssm.heads": "num_heads", "ssm.head_dim": "head_dim",
                "ssm.groups": "n_groups", "ssm.conv_kernel": "conv_kernel", "ssm.chunk_size": "chunk_size",
                "block_pattern": "num_hidden_layers"}
+_JAMBA_KEYS = {**_LLAMA_KEYS, "mamba.state_size": "mamba_d_state", "mamba.dt_rank": "mamba_dt_rank",
+               "mamba.conv_kernel": "mamba_d_conv", "moe.experts": "num_experts", "block_pattern": "num_hidden_layers"}
 _NEMOTRON_H_KEYS = {**_LLAMA_KEYS, "ssm.state_size": "ssm_state_size", "ssm.heads": "mamba_num_heads",
                     "ssm.head_dim": "mamba_head_dim", "ssm.groups": "n_groups", "ssm.conv_kernel": "conv_kernel",
                     "ssm.chunk_size": "chunk_size", "block_pattern": "hybrid_override_pattern",
@@ -485,6 +487,48 @@ def _mamba2(path: Path, cfg: Config) -> dict[str, Any]:
     }
 
 
+def _jamba(path: Path, cfg: Config) -> dict[str, Any]:
+    """modeling_jamba: each decoder layer is a mixer (attention every attn_layer_period-th layer from
+    attn_layer_offset, else Mamba-1) and an FFN (an MoE every expert_layer_period-th layer from expert_layer_offset
+    when num_experts > 1, else a gated MLP), each after its own RMSNorm. napkin writes each decoder layer as two
+    blocks of block_pattern (S or *, then - or E), so `layers` counts 2 × num_hidden_layers blocks."""
+    _need(path, cfg, "num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size",
+          "attn_layer_period", "attn_layer_offset", "expert_layer_period", "expert_layer_offset", "num_experts",
+          "mamba_d_state", "mamba_d_conv", "mamba_expand")
+    L, h = cfg["num_hidden_layers"], cfg["hidden_size"]
+    for key, offset in (("attn_layer_period", "attn_layer_offset"), ("expert_layer_period", "expert_layer_offset")):
+        if cfg[key] < 1 or not 0 <= cfg[offset] < cfg[key]:
+            raise SpecError(f"{path}: {offset}: must be at least 0 and below {key} ({cfg[key]}), got {cfg[offset]}")
+    E = cfg["num_experts"]
+    if E < 1:
+        raise SpecError(f"{path}: num_experts: must be at least 1, got {E}")
+    rank = cfg.get("mamba_dt_rank")
+    if rank is None or rank == "auto":
+        rank = -(-h // 16)  # JambaConfig: math.ceil(hidden_size / 16)
+    elif not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+        raise SpecError(f"{path}: mamba_dt_rank: must be a positive whole number or \"auto\", got {rank!r}")
+    pattern = ""
+    for i in range(L):
+        pattern += "*" if i % cfg["attn_layer_period"] == cfg["attn_layer_offset"] else "S"
+        pattern += "E" if E > 1 and i % cfg["expert_layer_period"] == cfg["expert_layer_offset"] else "-"
+    act = _act(cfg, "hidden_act")
+    spec: dict[str, Any] = {
+        "layers": 2 * L, "d_model": h, "heads": cfg["num_attention_heads"],
+        "kv_heads": _int(path, cfg, "num_key_value_heads"), "ffn_dim": cfg["intermediate_size"],
+        "ffn_kind": _gated(act), "activation": act, "vocab": cfg["vocab_size"],
+        "max_context": _int(path, cfg, "max_position_embeddings") or 262144,
+        "tied_embeddings": _bool(path, cfg, "tie_word_embeddings", False), "positions": "none", "norm": "rmsnorm",
+        "block_pattern": pattern,
+        "mamba": {"state_size": cfg["mamba_d_state"], "d_inner": cfg["mamba_expand"] * h, "dt_rank": rank,
+                  "conv_kernel": cfg["mamba_d_conv"], "conv_bias": _bool(path, cfg, "mamba_conv_bias", True),
+                  "proj_bias": _bool(path, cfg, "mamba_proj_bias", False), "inner_norms": True},
+    }
+    if "E" in pattern:
+        _need(path, cfg, "num_experts_per_tok")
+        spec["moe"] = {"experts": E, "top_k": cfg["num_experts_per_tok"], "expert_ffn_dim": cfg["intermediate_size"]}
+    return spec
+
+
 _NEMOTRON_CHARS = {"mamba": "M", "attention": "*", "full_attention": "*", "mlp": "-", "moe": "E",
                    "linear_attention": "M"}
 
@@ -620,6 +664,15 @@ FAMILIES: dict[str, Family] = {
                                             "expand": 2, "use_conv_bias": True, "use_bias": False},
                      reads=_R({"num_heads", "state_size", "n_groups", "conv_kernel", "expand", "use_conv_bias",
                                "use_bias", "chunk_size"})),
+    "jamba": Family(_jamba, _JAMBA_KEYS, {
+        "tie_word_embeddings": False, "num_key_value_heads": 8, "num_experts": 16, "num_experts_per_tok": 2,
+        "expert_layer_period": 2, "expert_layer_offset": 1, "attn_layer_period": 8, "attn_layer_offset": 4,
+        "mamba_d_state": 16, "mamba_d_conv": 4, "mamba_expand": 2, "mamba_dt_rank": None, "mamba_conv_bias": True,
+        "mamba_proj_bias": False, "max_position_embeddings": 262144, "hidden_act": "silu"},
+        aliases={"num_local_experts": "num_experts"},
+        reads=_R({"attn_layer_period", "attn_layer_offset", "expert_layer_period", "expert_layer_offset",
+                  "num_experts", "mamba_d_state", "mamba_d_conv", "mamba_expand", "mamba_dt_rank", "mamba_conv_bias",
+                  "mamba_proj_bias", "use_mamba_kernels", "use_mambapy", "use_associative_scan"})),
     "nemotron_h": Family(_nemotron_h, _NEMOTRON_H_KEYS, {
         "tie_word_embeddings": False, "num_key_value_heads": 8, "head_dim": 128, "n_groups": 8, "conv_kernel": 4,
         "use_conv_bias": True, "mamba_proj_bias": False, "attention_bias": False, "mlp_bias": False,

@@ -147,7 +147,24 @@ class SSMSpec(_Spec):
         return self
 
 
-BLOCK_CHARS = {"M": "Mamba-2 mixer", "*": "attention", "-": "dense MLP", "E": "MoE"}
+class MambaSpec(_Spec):
+    """A Mamba-1 mixer (Gu & Dao 2023, Mamba §3.4, Fig. 3; HF modeling_mamba MambaMixer, modeling_jamba).
+
+    in_proj h → 2·d_in (x and the gate z); a depthwise causal conv over x (kernel K); x_proj d_in → r + 2·N (Δ of
+    rank r, B, C); dt_proj r → d_in (with bias); A_log (d_in × N) and D (d_in); out_proj d_in → h. Jamba adds RMSNorms
+    on Δ, B and C (dt_layernorm, b_layernorm, c_layernorm). Its recurrent state is d_in · N per layer.
+    """
+
+    state_size: PositiveInt = Field(description="N, SSM state per channel (d_state)")
+    d_inner: PositiveInt = Field(description="d_in, the mixer's inner width (expand · hidden size)")
+    dt_rank: PositiveInt = Field(description="r, rank of the Δ projection (HF 'auto': ⌈h / 16⌉)")
+    conv_kernel: PositiveInt = Field(default=4, description="K, width of the depthwise causal convolution")
+    conv_bias: bool = True
+    proj_bias: bool = Field(default=False, description="biases on in_proj and out_proj")
+    inner_norms: bool = Field(default=False, description="RMSNorms on Δ, B and C (Jamba)")
+
+
+BLOCK_CHARS = {"M": "Mamba-2", "S": "Mamba-1", "*": "attention", "-": "MLP", "E": "MoE"}  # a block's one mixer or FFN
 
 
 class TransformerSpec(_Spec):
@@ -196,6 +213,7 @@ class TransformerSpec(_Spec):
         "sliding_window positions (Llama 4's attention_chunk_size: token i sees i mod w + 1), not over the last w")
     attention_sinks: bool = Field(default=False, description="a learned sink logit per head and layer (GPT-OSS)")
     ssm: SSMSpec | None = Field(default=None, description="the Mamba-2 mixer of the 'M' layers of block_pattern")
+    mamba: MambaSpec | None = Field(default=None, description="the Mamba-1 mixer of the 'S' layers of block_pattern")
     block_pattern: str | None = Field(
         default=None, description="hybrid stacks, one character per layer, each layer one mixer and one norm: "
         "M Mamba-2, * attention, - dense MLP, E MoE (Nemotron-H's hybrid_override_pattern); None: every layer is "
@@ -235,9 +253,9 @@ class TransformerSpec(_Spec):
     def _check_hybrid(self) -> None:
         p = self.block_pattern
         if p is None:
-            if self.ssm is not None:
-                raise _bad("TransformerSpec", "block_pattern", None, "an ssm mixer needs block_pattern (which "
-                           "layers are Mamba-2: 'M' per layer, e.g. MMMM for a pure Mamba-2 stack)")
+            if self.ssm is not None or self.mamba is not None:
+                raise _bad("TransformerSpec", "block_pattern", None, "an ssm or mamba mixer needs block_pattern "
+                           "(which layers are Mamba-2 'M' or Mamba-1 'S', e.g. MMMM for a pure Mamba-2 stack)")
             return
         bad = sorted(set(p) - set(BLOCK_CHARS))
         if bad:
@@ -248,6 +266,10 @@ class TransformerSpec(_Spec):
                        f"has {len(p)} blocks but layers is {self.layers} (one character per layer)")
         if "M" in p and self.ssm is None:
             raise _bad("TransformerSpec", "ssm", None, "block_pattern has Mamba-2 layers (M): give ssm")
+        if "S" in p and self.mamba is None:
+            raise _bad("TransformerSpec", "mamba", None, "block_pattern has Mamba-1 layers (S): give mamba")
+        if self.mamba is not None and "S" not in p:
+            raise _bad("TransformerSpec", "block_pattern", p, "mamba is given but no layer is S")
         if "E" in p and self.moe is None:
             raise _bad("TransformerSpec", "moe", None, "block_pattern has MoE layers (E): give moe")
         if self.moe is not None and "E" not in p:
