@@ -271,3 +271,30 @@ def test_jamba_mamba_block_activations_within_ten_percent_of_autograd(h, N, r, b
     est = act.total(act.layer_terms(spec, s, b, bytes_per_element=4, flash=False, fused_norm=False, kind=kind))
     got = saved.bytes
     assert abs(est - got) / got <= 0.10, f"napkin {est:.0f} B vs torch {got} B ({est / got - 1:+.1%})"
+
+
+# --- whole hybrid models: every block kind, the embedding and the loss, against autograd (CPU, fp32, eager)
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", ["nemotron_h", "jamba", "mamba2"])
+@pytest.mark.parametrize("b, s", [(2, 64), (1, 128)])
+def test_hybrid_model_activations_within_ten_percent_of_autograd(name, b, s):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from test_architectures import CONFIGS
+
+    from napkin.bench.measure import SavedTensors, predicted_activation_bytes
+
+    cfg = dict(CONFIGS[name])
+    spec = spec_from_config_dict(cfg)
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(
+        transformers.AutoConfig.for_model(**cfg), attn_implementation="eager", experts_implementation="eager",
+        dtype=torch.float32).train()
+    ids = torch.randint(0, cfg["vocab_size"], (b, s), generator=torch.Generator().manual_seed(0))
+    with SavedTensors(exclude=list(model.parameters())) as saved:
+        model(input_ids=ids, labels=ids)
+    est = predicted_activation_bytes(spec, b, s, flash=False)
+    got = saved.bytes
+    assert abs(est - got) / got <= 0.10, f"napkin {est:.0f} B vs torch {got} B ({est / got - 1:+.1%})"

@@ -568,7 +568,7 @@ def _nemotron_h(path: Path, cfg: Config) -> dict[str, Any]:
                 "groups": _int(path, cfg, "n_groups") or 1, "conv_kernel": _int(path, cfg, "conv_kernel") or 4,
                 "conv_bias": _bool(path, cfg, "use_conv_bias", True),
                 "proj_bias": _bool(path, cfg, "mamba_proj_bias", False),
-                "chunk_size": _int(path, cfg, "chunk_size") or 256},
+                "chunk_size": _int(path, cfg, "chunk_size") or 128},  # NemotronHConfig's default
     }
     hd = _int(path, cfg, "head_dim")
     if hd is not None:
@@ -677,7 +677,8 @@ FAMILIES: dict[str, Family] = {
         "tie_word_embeddings": False, "num_key_value_heads": 8, "head_dim": 128, "n_groups": 8, "conv_kernel": 4,
         "use_conv_bias": True, "mamba_proj_bias": False, "attention_bias": False, "mlp_bias": False,
         "mlp_hidden_act": "relu2", "n_shared_experts": 1, "moe_shared_expert_intermediate_size": 7688,
-        "max_position_embeddings": 4096}, aliases={"layer_types": "layers_block_type"},
+        "max_position_embeddings": 4096, "chunk_size": 128},
+        aliases={"layer_types": "layers_block_type", "mamba_chunk_size": "chunk_size"},
         reads=_R({"hybrid_override_pattern", "layers_block_type", "mamba_num_heads", "mamba_head_dim",
                   "ssm_state_size", "n_groups", "conv_kernel", "use_conv_bias", "mamba_proj_bias", "expand",
                   "moe_latent_size", "chunk_size"})),
