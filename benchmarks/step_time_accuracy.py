@@ -2,7 +2,11 @@
 
 Run: python benchmarks/step_time_accuracy.py [--data DIR] [--gpu a100] [--precision fp16-mixed] [--vocab 51200]
          [--intra-node-bandwidth B/s] [--inter-node-bandwidth B/s] [--set NAME=VALUE,...]
-         [--fit NAME[,NAME...] [--fit-rows even|single|multi|all]] [--brief] [--json FILE]
+         [--fit NAME[,NAME...] [--fit-rows even|single|multi|all]] [--brief] [--json FILE] [--[no-]stacks]
+
+After the vTrain tables it prints issue 23's per-stack tables (benchmarks/stack_accuracy.py): MAPE, median, max and
+mean signed error per stack × GPU × precision × sequence band, on fitted and held-back rows, beside the previous
+model, the FP8/BF16 ratios, and each stack's totals against the targets.
 
 The data: 1502 measured training iterations of Megatron-LM GPT models on NVIDIA A100 GPUs with their full
 parallel layout (tensor / pipeline / data parallel sizes, micro and global batch), published by the vTrain
@@ -817,6 +821,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--brief", action="store_true", help="leave out the per-group ranking table")
     ap.add_argument("--strict", action="store_true", help="let an exception from step_time stop the run")
     ap.add_argument("--json", type=Path, default=None, metavar="FILE", help="write per-row predictions and summary")
+    ap.add_argument("--stacks", action=argparse.BooleanOptionalAction, default=None,
+                    help="after the vTrain tables, the per-stack tables of issue 23 (stack_accuracy.py: megatron-te "
+                         "on vTrain, pytorch-fsdp on llm-foundry; fitted and held back, beside the previous model); "
+                         "default: on with the shipped data and no --fit")
     args = ap.parse_args(argv)
 
     try:
@@ -917,6 +925,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         out["rows"] = [record_json(r) for r in recs]
         args.json.write_text(json.dumps(_clean(out), indent=1, default=str))
         print(f"\nwrote {args.json}")
+    if args.stacks or (args.stacks is None and args.data == DATA_DIR and not fit_names):
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import stack_accuracy
+
+        print("\n" + "=" * 100 + "\nper training stack (issue 23): python benchmarks/stack_accuracy.py --fit --yaml "
+              "refits pytorch-fsdp and prints the intervals")
+        stack_accuracy.run(jobs=args.jobs)
     return 0
 
 

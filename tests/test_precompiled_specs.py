@@ -15,7 +15,7 @@ from napkin.specs import catalog, precompiled
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOL = ROOT / "tools" / "compile_specs.py"
-FOLDERS = ("hardware_specs", "model_specs")
+FOLDERS = ("hardware_specs", "model_specs", "stack_specs")
 
 
 def _tool():
@@ -29,8 +29,9 @@ def _tool():
 def _model(folder):
     from napkin.specs.hardware import HardwareSpec
     from napkin.specs.model import ModelSpec
+    from napkin.specs.stack import StackSpec
 
-    return HardwareSpec if folder == "hardware_specs" else ModelSpec
+    return {"hardware_specs": HardwareSpec, "model_specs": ModelSpec, "stack_specs": StackSpec}[folder]
 
 
 def test_the_json_is_up_to_date_with_the_yaml():

@@ -1,4 +1,5 @@
-"""Precompile the built-in spec catalogs (hardware_specs/, model_specs/) into napkin/specs/builtin_specs.json.
+"""Precompile the built-in spec catalogs (hardware_specs/, model_specs/, stack_specs/) into
+napkin/specs/builtin_specs.json.
 
 Each YAML file is read with napkin's own loader (napkin.specs.safe_load) and split into its documents as the
 catalog splits it; every document is validated with the catalog's pydantic model, so an invalid spec stops the
@@ -29,8 +30,9 @@ from napkin.specs.spec_files import read_yaml  # noqa: E402
 def _models() -> dict[str, Any]:
     from napkin.specs.hardware import HardwareSpec
     from napkin.specs.model import ModelSpec
+    from napkin.specs.stack import StackSpec
 
-    return {"hardware_specs": HardwareSpec, "model_specs": ModelSpec}
+    return {"hardware_specs": HardwareSpec, "model_specs": ModelSpec, "stack_specs": StackSpec}
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from napkin.accounting.attention_kernels import attention_fraction
 from napkin.accounting.layers import Gemm, LayerKind, LayerPlan, attention_head_dims
 from napkin.results import ROOFLINE
 from napkin.specs.dtypes import BYTES_PER_ELEMENT, DType
 from napkin.specs.model import TransformerSpec
-from napkin.validation import Fraction, NonNegative, PositiveInt
+from napkin.specs.stack import StepConstants  # the constants a training stack sets (stack_specs/*.yaml)
 
 SRC_WAVES = ("NVIDIA Matrix Multiplication Background User's Guide (tile and wave quantization); "
              "CS336 (2025) lecture 5 (FLOP/s against matrix size)")
@@ -28,41 +27,6 @@ SRC_MAMF = "measured maximum achievable matmul FLOP/s (hardware spec's matmul_ef
 SRC_ROOFLINE = f"{ROOFLINE}: t = max(FLOPs / peak, bytes / bandwidth)"
 
 DEFAULT_MATMUL_EFFICIENCY = 0.80  # where a GPU has no published MAMF: about H100's measured 795/989.5
-
-
-class StepConstants(BaseModel):
-    """The global constants of the step-time model: one set for every model and layout, each with a reason.
-
-    Defaults were fitted once on the even-numbered rows of the vTrain A100 measurements (see
-    docs/step-time.md and benchmarks/step_time_accuracy.py); ``--calibration`` replaces the GEMM and
-    bus efficiencies with what napkin measured on the user's own GPUs.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    gemm_efficiency: Fraction | None = Field(default=None, description="best fraction of dense peak a large GEMM "
-                                             "reaches; None = the hardware spec's matmul_efficiency (MAMF)")
-    tile_m: PositiveInt = Field(default=128, description="GEMM output tile rows (cuBLAS's common 128×128 tiles)")
-    tile_n: PositiveInt = Field(default=128, description="GEMM output tile columns")
-    # Fitted once on the even-numbered rows of the vTrain A100 file (benchmarks/step_time_accuracy.py --fit); each
-    # lands where a first-principles figure says it should, which is the check that the fit is not curve-fitting:
-    attention_efficiency: Fraction = Field(default=0.49, description="fraction of dense peak the attention matmuls "
-                                           "reach (fit 0.49; FlashAttention-2 reports 0.5–0.73 forward on A100)")
-    memory_efficiency: Fraction = Field(default=0.82, description="fraction of HBM bandwidth memory-bound kernels "
-                                        "reach (fit 0.82; STREAM-like copies reach about 0.8–0.9)")
-    bus_efficiency: Fraction = Field(default=0.62, description="collective bus bandwidth / scale-up link per "
-                                     "direction (fit 0.62; vTrain configures 150 of A100's 300 GB/s)")
-    network_efficiency: Fraction = Field(default=1.0, description="bus bandwidth / scale-out link per GPU (fit: 1, "
-                                         "the limit of its range)")
-    intra_latency_s: NonNegative = Field(default=10e-6, description="fixed cost of one collective inside a node "
-                                         "(fit 9.8 µs; NCCL's small-message all-reduce on NVLink: about 10 µs)")
-    inter_latency_s: NonNegative = Field(default=30e-6, description="fixed cost of one collective across nodes "
-                                         "(not fitted: IB round trips of a few µs per ring step)")
-    kernel_s: NonNegative = Field(default=16e-6, description="fixed GPU cost of one kernel: launch gap and tail "
-                                  "(fit 16 µs)")
-    host_kernel_s: NonNegative = Field(default=58e-6, description="host time to issue one kernel; a layer is never "
-                                       "faster than its kernels × this (launch-bound floor; fit 58 µs, eager PyTorch "
-                                       "Megatron-LM; CUDA graphs cut it)")
 
 
 class Device(NamedTuple):
@@ -73,6 +37,9 @@ class Device(NamedTuple):
     sms: int | None
     gemm_efficiency: float
     vector_flops_per_s: float = 0.0  # fp32 on the CUDA cores (Mamba-1's scan); 0: unknown, the dtype's peak
+    architecture: str | None = None  # the hardware spec's (Ampere, Hopper): which published attention curve applies
+    attention_flops_per_s: float = 0.0  # the peak attention runs at (BF16 under FP8 GEMMs); 0: peak_flops_per_s
+    cast_bytes: float = 0.0  # HBM bytes per element cast for each FP8 GEMM input (0: no FP8 GEMMs)
 
 
 class Cost(NamedTuple):
@@ -132,7 +99,19 @@ def _weight_gemms(g: Gemm, T: int, tp: int, ep: int, p: float, dev: Device, c: S
     t = T * g.active / g.copies * (ep if g.expert else 1)
     fwd = local * gemm_time(t, o, i, p, dev, c)
     bwd = local * (gemm_time(t, i, o, p, dev, c) + gemm_time(i, o, t, p, dev, c))
-    return Cost(gemm=fwd, kernels=local), Cost(gemm=bwd, kernels=2 * local)
+    if not dev.cast_bytes:
+        return Cost(gemm=fwd, kernels=local), Cost(gemm=bwd, kernels=2 * local)
+    # FP8 GEMMs (Transformer Engine): forward casts X and W to fp8 (with amax and a transposed copy for the
+    # backward's layout), backward casts dY; each a memory-bound pass at cast_bytes per element (SRC_FP8_CAST)
+    mem_bw = dev.memory_bytes_per_s * c.memory_efficiency
+    cast_f = local * ((t * i + i * o) * dev.cast_bytes / mem_bw + 2 * c.kernel_s)
+    cast_b = local * (t * o * dev.cast_bytes / mem_bw + c.kernel_s)
+    return (Cost(gemm=fwd, memory_bound=cast_f, kernels=3 * local),
+            Cost(gemm=bwd, memory_bound=cast_b, kernels=3 * local))
+
+
+SRC_FP8_CAST = ("NVIDIA Transformer Engine FP8 primer (delayed scaling: amax history, per-tensor scale; inputs cast "
+                "to fp8 per GEMM, Hopper's fp8 GEMMs take a transposed copy for wgrad/dgrad)")
 
 
 def _attention_core(spec: TransformerSpec, kind: LayerKind, *, b: int, s: int, cp: int, tp: int, flash: bool, p: float,
@@ -149,8 +128,21 @@ def _attention_core(spec: TransformerSpec, kind: LayerKind, *, b: int, s: int, c
     mem_bw = dev.memory_bytes_per_s * c.memory_efficiency
     ctx = kind.context(s) if flash else float(s)
     attn_flops = 2 * b * s_q * ctx * a_l * (d_qk + d_v)
-    attn_f = attn_flops / (dev.peak_flops_per_s * c.attention_efficiency)
-    attn_b = 2.5 * attn_f if flash else 2 * attn_f
+    peak = dev.attention_flops_per_s or dev.peak_flops_per_s  # attention runs in BF16 even beside FP8 GEMMs
+    curve = None
+    if flash and c.attention_kernel != "fitted":  # the published kernel's throughput at this length and head dim
+        L = min(float(s_q), 2 * ctx)  # the keys a query block sweeps: the local sequence, or twice a window
+        d = (d_qk + d_v) // 2
+        fwd_frac = attention_fraction(c.attention_kernel, dev.architecture, "forward", True, L, d)
+        bwd_frac = attention_fraction(c.attention_kernel, dev.architecture, "backward", True, L, d)
+        if fwd_frac is not None and bwd_frac is not None:
+            curve = (fwd_frac * c.attention_scale, bwd_frac * c.attention_scale)
+    if curve is not None:
+        attn_f = attn_flops / (peak * curve[0])
+        attn_b = 2.5 * attn_flops / (peak * curve[1])  # backward FLOPs 2.5× forward (FA benchmarks' count)
+    else:
+        attn_f = attn_flops / (peak * c.attention_efficiency)
+        attn_b = 2.5 * attn_f if flash else 2 * attn_f
     # fused kernel, or QKᵀ, masked softmax, dropout, ·V; ring attention (CP) runs one block per ring step
     attn_kernels = (1 if flash else 4) * cp
     if not flash:  # the s×s scores go through HBM: write S, read it for softmax, write P, read P for ·V
@@ -194,7 +186,8 @@ def _ssd_scan(spec: TransformerSpec, *, b: int, s: int, cp: int, tp: int, flash:
     H, G = -(-m.heads // tp), -(-m.groups // tp)
     d_in, conv = H * m.head_dim, H * m.head_dim + 2 * G * m.state_size
     mem_bw = dev.memory_bytes_per_s * c.memory_efficiency
-    compute = T * ssd_flops_per_token(spec, tp) / (dev.peak_flops_per_s * c.attention_efficiency)
+    compute = T * ssd_flops_per_token(spec, tp) / ((dev.attention_flops_per_s or dev.peak_flops_per_s)
+                                                    * c.attention_efficiency)
     states = T / m.chunk_size * H * m.head_dim * m.state_size * BYTES_PER_ELEMENT[DType.fp32]
     traffic = T * (conv + H + d_in) * p + 2 * states
     if not flash:

@@ -32,16 +32,24 @@ from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from napkin.accounting.kernels import StepConstants
 from napkin.accounting.launch_flags import megatron_flags, torchtitan
 from napkin.accounting.layout import Layout, ZeroStage
 from napkin.accounting.plan_search import Memory, enumerate_candidates, floor_first, shapes_of
-from napkin.accounting.step_time import TERM_LABELS, StepFloor, StepTimeResult, default_cluster, step_time
+from napkin.accounting.step_time import (
+    DEFAULT_STACK,
+    TERM_LABELS,
+    StepFloor,
+    StepTimeResult,
+    default_cluster,
+    resolve_stack,
+    step_time,
+)
 from napkin.errors import InputError
 from napkin.results import DEFINITION, Derivation, Result, g, numbers_only
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.specs.resolve import as_hardware, as_model
+from napkin.specs.stack import StackSpec
 from napkin.validation import Inputs, Positive, PositiveInt, Recompute, validated
 
 Progress = Callable[[int, int], None]
@@ -64,6 +72,7 @@ class PlanInputs(Inputs):
     node_size: PositiveInt
     intra_node_bandwidth: Positive | None = None
     inter_node_bandwidth: Positive | None = None
+    stack: str = DEFAULT_STACK
     calibration: list[str] | None = None
 
 
@@ -106,12 +115,12 @@ def plan(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, global_
          fix: dict[str, int | str] | None = None, node_size: int | None = None,
          intra_node_bandwidth: float | None = None, inter_node_bandwidth: float | None = None,
          calibration: list[str] | None = None, progress: Progress | None = None,
-         exhaustive: bool = False) -> PlanResult:
+         exhaustive: bool = False, stack: StackSpec | str | None = None) -> PlanResult:
     """The fastest layouts of ``model`` on ``gpus`` × ``hardware`` for a global batch of sequences of ``seq``.
 
     Without ``gpus``, ``days`` and ``tokens`` ask for the fewest GPUs (whole nodes) that train ``tokens`` in ``days``.
     ``exhaustive`` times every layout that fits instead of stopping where no untimed layout can enter the top
-    (the same answer, slower: the check of the bound).
+    (the same answer, slower: the check of the bound). ``stack`` (default megatron-te) prices every layout.
     """
     model = as_model(model, "model")
     hardware = as_hardware(hardware, "hardware")
@@ -124,23 +133,25 @@ def plan(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, global_
     if "zero" in fix and fix["zero"] not in (0, 1, 2, 3):
         raise InputError(f"--fix: zero must be a ZeRO stage 0, 1, 2 or 3, got {fix['zero']}")
     node = node_size or hardware.node_gpus or 8
+    stk = resolve_stack(stack)
     i = validated(PlanInputs, model=model.name, gpu=hardware.name, gpus=gpus, global_batch=global_batch, seq=seq,
                   tokens=tokens, days=days, precision=precision, top=top, max_tp=max_tp, fix=fix, node_size=node,
                   intra_node_bandwidth=intra_node_bandwidth, inter_node_bandwidth=inter_node_bandwidth,
-                  calibration=calibration)
+                  stack=stk.name, calibration=calibration)
     if gpus is None:
         if days is None or tokens is None:
             raise InputError("give `gpus`, or `tokens` with `days` to find the fewest GPUs that train in time")
-        return _fewest_gpus(model, hardware, i, progress)
+        return _fewest_gpus(model, hardware, i, progress, stk)
     if days is not None:
         raise InputError("`days` asks for the fewest GPUs: leave out `gpus`, or leave out `days`")
-    return _search(model, hardware, i, gpus, progress, exhaustive)
+    return _search(model, hardware, i, gpus, progress, exhaustive, stk)
 
 
 def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
-            progress: Progress | None, exhaustive: bool = False) -> PlanResult:
-    c = StepConstants()
-    common: dict[str, Any] = dict(seq=i.seq, global_batch=i.global_batch, precision=i.precision,
+            progress: Progress | None, exhaustive: bool = False, stk: StackSpec | None = None) -> PlanResult:
+    stk = stk or resolve_stack(i.stack)
+    c = stk.step_constants()
+    common: dict[str, Any] = dict(seq=i.seq, global_batch=i.global_batch, precision=i.precision, stack=stk,
                                   overlap_grad_reduce=True,
                                   node_size=i.node_size, intra_node_bandwidth=i.intra_node_bandwidth,
                                   inter_node_bandwidth=i.inter_node_bandwidth)
@@ -264,7 +275,8 @@ def _why(win: StepTimeResult, runner: StepTimeResult | None) -> list[str]:
     return out
 
 
-def _fewest_gpus(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, progress: Progress | None) -> PlanResult:
+def _fewest_gpus(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, progress: Progress | None,
+                 stk: StackSpec | None = None) -> PlanResult:
     """Fewest whole nodes whose best layout trains i.tokens in i.days (bisection over the node count)."""
     assert i.tokens is not None and i.days is not None
     node = i.node_size
@@ -273,7 +285,7 @@ def _fewest_gpus(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, progres
     def best(k: int) -> PlanResult | None:
         if k not in cache:
             try:
-                cache[k] = _search(spec, hw, i.model_copy(update={"gpus": k * node}), k * node, None)
+                cache[k] = _search(spec, hw, i.model_copy(update={"gpus": k * node}), k * node, None, stk=stk)
             except InputError:
                 cache[k] = None
         return cache[k]
@@ -322,7 +334,8 @@ def train_time_planned(model: TransformerSpec | LinearSpec, hardware: HardwareSp
                                global_batch=global_batch, seq=seq, recompute=w.recompute, precision=w.precision,
                                overlap_grad_reduce=w.overlap_grad_reduce, node_size=w.cluster.node_size,
                                intra_node_bandwidth=w.cluster.intra_node_bytes_per_s,
-                               inter_node_bandwidth=w.cluster.inter_node_bytes_per_s, constants=w.constants)
+                               inter_node_bandwidth=w.cluster.inter_node_bytes_per_s, stack=search.get("stack"),
+                               constants=w.constants)
     note = (f"layout found by napkin plan ({r.timed:,} of {r.examined:,} layouts timed): {r.winner.layout}, "
             f"micro-batch {w.micro_batch}, recompute {w.recompute}; Megatron-LM: {r.megatron_flags}")
     return out.model_copy(update={"notes": [note, *out.notes]})

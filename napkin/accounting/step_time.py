@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from napkin.accounting import kernels as K
 from napkin.accounting.collectives import SRC_NCCL, SRC_PLACEMENT, Link, collective_text, collective_time, place
+from napkin.accounting.error_bars import ErrorBar
 from napkin.accounting.layers import LayerPlan, layer_plan
 from napkin.accounting.layout import Layout, check_layout, layers_per_stage, layout_from, stage_params
 from napkin.accounting.layout import stages as stages_of
@@ -31,6 +32,7 @@ from napkin.specs.dtypes import BYTES_PER_ELEMENT, DType
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.specs.resolve import as_hardware, as_model
+from napkin.specs.stack import StackSpec
 from napkin.validation import Inputs, PositiveInt, Recompute, validated
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ SRC_TP_COMM = ("Shoeybi et al. 2019 §3: 2 all-reduces per layer in forward and 
                "parallelism: reduce-scatter + all-gather, Korthikanti et al. 2022 §4.2.2)")
 SRC_DP = ("Li et al. 2020 (PyTorch DDP) / Megatron-LM: gradients all-reduced over DP after the last backward "
           "(ZeRO: reduce-scatter + all-gather, the same bus bytes; Rajbhandari et al. 2020 §7)")
+DEFAULT_STACK = "megatron-te"  # the constants fitted on vTrain's Megatron-LM runs (stack_specs/megatron-te.yaml)
 TERMS = ("compute_gemm", "compute_attention", "compute_memory_bound", "recompute", "launch_overhead", "tp_comm",
          "cp_comm", "ep_comm", "zero3_comm", "pp_bubble", "pp_comm", "dp_comm", "optimizer")
 TERM_LABELS = {
@@ -84,6 +87,7 @@ class StepTimeInputs(Inputs):
     flash: bool = True
     overlap_grad_reduce: bool = False
     cluster: Cluster
+    stack: str = Field(default=DEFAULT_STACK, description="the training stack whose constants price the step")
     constants: K.StepConstants
     calibration: str | None = None
 
@@ -117,16 +121,45 @@ class StepTimeResult(Result):
                                        "None when not asked (ledger=False)")
     memory_usable_bytes: float | None
     fits: bool | None
+    error_bar: ErrorBar | None = Field(default=None, description="interval on step time and MFU from the stack's "
+                                       "calibration (None: the stack has no calibrated intervals)")
 
 
 def _device(hw: HardwareSpec, precision: str, c: K.StepConstants) -> tuple[K.Device, str]:
+    """The GPU as the kernel model sees it under a precision and a stack: the matmul dtype's peak and the GEMM
+    ceiling (the measured MAMF, or FP8's, times the stack's in-model fraction of it); attention at the BF16 peak."""
     prec = require_precision(hw, precision)
     peak = hw.peak(prec.compute)
-    eff = c.gemm_efficiency or hw.matmul_efficiency or K.DEFAULT_MATMUL_EFFICIENCY
-    src = "constants or --calibration" if c.gemm_efficiency else ("hardware spec (MAMF)" if hw.matmul_efficiency else
-                                                 f"default {K.DEFAULT_MATMUL_EFFICIENCY} (no MAMF published)")
+    fp8 = prec.compute == DType.fp8
+    if c.gemm_efficiency:
+        eff, src = c.gemm_efficiency, "constants or --calibration"
+    elif fp8:
+        eff, src = c.fp8_gemm_efficiency, "FP8 GEMM ceiling (measured FP8 MAMF, H100)"
+    elif hw.matmul_efficiency:
+        eff, src = hw.matmul_efficiency, "hardware spec (MAMF)"
+    else:
+        eff, src = K.DEFAULT_MATMUL_EFFICIENCY, f"default {K.DEFAULT_MATMUL_EFFICIENCY} (no MAMF published)"
+    frac = c.gemm_mamf_fraction.get(hw.architecture or "", c.gemm_mamf_fraction.get("default", 1.0))
+    if frac != 1.0:
+        src += f" × the stack's in-model fraction {frac:.3g}"
     vector = hw.peak_flops_per_s.get(DType.fp32, 0.0)  # the non-tensor fp32 peak (Mamba-1's scan)
-    return K.Device(peak, hw.memory_bandwidth_bytes_per_s, hw.sm_count, eff, vector), src
+    attn_peak = hw.peak_flops_per_s.get(DType.bf16, peak) if fp8 else peak
+    return K.Device(peak, hw.memory_bandwidth_bytes_per_s, hw.sm_count, eff * frac, vector, hw.architecture,
+                    attn_peak, c.fp8_cast_bytes if fp8 else 0.0), src
+
+
+def _head_device(hw: HardwareSpec, precision: str, c: K.StepConstants, dev: K.Device) -> K.Device:
+    """The LM head's device: under FP8 GEMMs it stays in BF16 where the stack keeps it there (no casts)."""
+    if not dev.cast_bytes or not c.fp8_lm_head_bf16:
+        return dev
+    return _device(hw, "bf16-mixed", c)[0]
+
+
+def _reduce_bytes(prec_name: str, c: K.StepConstants) -> float:
+    """Bytes per gradient element the stack reduces in under a precision policy (FSDP MixedPrecision reduce_dtype,
+    Megatron's fp32 all-reduce under bf16), else the policy's gradient dtype."""
+    dt = c.grad_reduce_dtype.get(prec_name, get_precision(prec_name).grads)
+    return BYTES_PER_ELEMENT[dt]
 
 
 def default_cluster(hw: HardwareSpec, node_size: int | None = None, intra: float | None = None,
@@ -162,15 +195,18 @@ def step_time(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, gp
               ep: int | None = None, sp: bool | None = None, zero: int | None = None, micro_batch: int = 1,
               global_batch: int | None = None, seq: int | None = None, recompute: Recompute = "none",
               precision: str = "bf16-mixed", optimizer: str = "adamw", flash: bool = True,
-              overlap_grad_reduce: bool = False, node_size: int | None = None,
+              overlap_grad_reduce: bool | None = None, node_size: int | None = None,
               intra_node_bandwidth: float | None = None, inter_node_bandwidth: float | None = None,
-              constants: K.StepConstants | None = None, calibration: str | list[str] | None = None,
-              layout: Layout | None = None, ledger: bool = True) -> StepTimeResult:
+              stack: StackSpec | str | None = None, constants: K.StepConstants | None = None,
+              calibration: str | list[str] | None = None, layout: Layout | None = None,
+              ledger: bool = True) -> StepTimeResult:
     """Predict one training step of ``model`` on ``gpus`` × ``hardware`` in a layout: time, MFU, breakdown.
 
     The layout is the keywords (gpus, tp, pp, vp, cp, ep, sp, zero; 1, off and ZeRO 0 when left out) or
     ``layout``, never both (layout.layout_from); ``global_batch`` defaults to
-    micro_batch × DP (one micro-batch per step). ``constants`` replaces the model's global constants and
+    micro_batch × DP (one micro-batch per step). ``stack`` names the training stack (a StackSpec or its catalog
+    name; default ``megatron-te``) whose constants and error bars price the step; ``overlap_grad_reduce`` None takes
+    the stack's behaviour. ``constants`` replaces the stack's constants and
     ``calibration`` names files saved by ``napkin bench-matmul --shapes-from`` or ``bench-allreduce --save``.
     ``ledger=False`` leaves out the memory ledger (a planner that has already checked the fit).
     """
@@ -179,7 +215,10 @@ def step_time(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, gp
     if not isinstance(model, TransformerSpec):
         raise InputError(f"step-time needs a transformer; '{model.name}' is a {model.kind} network")
     spec = model
-    c = constants or K.StepConstants()
+    stk = resolve_stack(stack)
+    c = constants or stk.step_constants()
+    if overlap_grad_reduce is None:
+        overlap_grad_reduce = c.overlap_grad_reduce
     notes: list[str] = []
     if calibration is not None:
         from napkin.accounting.calibration import calibrate
@@ -200,9 +239,18 @@ def step_time(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, gp
     cluster = default_cluster(hardware, node_size, intra_node_bandwidth, inter_node_bandwidth)
     i = validated(StepTimeInputs, model=spec.name, gpu=hardware.name, layout=lay, micro_batch=b,
                   global_batch=global_batch, seq=seq, recompute=recompute, precision=precision, optimizer=optimizer,
-                  flash=flash, overlap_grad_reduce=overlap_grad_reduce, cluster=cluster, constants=c,
+                  flash=flash, overlap_grad_reduce=overlap_grad_reduce, cluster=cluster, stack=stk.name, constants=c,
                   calibration=calibration)
-    return _predict(spec, hardware, i, notes, ledger)
+    return _predict(spec, hardware, i, notes, ledger, stk)
+
+
+def resolve_stack(stack: StackSpec | str | None) -> StackSpec:
+    """A stack from its spec or catalog name (None: the default, megatron-te)."""
+    if isinstance(stack, StackSpec):
+        return stack
+    from napkin.specs.catalog import get_stack
+
+    return get_stack(DEFAULT_STACK if stack is None else stack)
 
 
 def _links(cluster: Cluster, k: K.StepConstants) -> tuple[Link, Link]:
@@ -221,11 +269,13 @@ def _act_msg(spec: TransformerSpec, b: int, s: int, cp: int, p: float) -> float:
 
 
 def _layer_costs(plan: LayerPlan, *, b: int, s: int, cp: int, tp: int, ep: int, sp: bool, flash: bool, p: float,
-                 dev: K.Device, c: K.StepConstants) -> tuple[dict[str, K.LayerCost], tuple[K.Cost, K.Cost]]:
-    """Each layer kind's kernels (keyed by the kind) and the output head's, for one micro-batch."""
+                 dev: K.Device, c: K.StepConstants,
+                 head_dev: K.Device | None = None) -> tuple[dict[str, K.LayerCost], tuple[K.Cost, K.Cost]]:
+    """Each layer kind's kernels (keyed by the kind) and the output head's (on ``head_dev``: BF16 under FP8), for
+    one micro-batch."""
     costs = {kind.key: K.layer_cost(plan, kind, b=b, s=s, cp=cp, tp=tp, ep=ep, sp=sp, flash=flash, p=p, dev=dev, c=c)
              for kind in plan.kinds}
-    return costs, K.head_cost(plan, b=b, s=s, cp=cp, tp=tp, p=p, dev=dev, c=c)
+    return costs, K.head_cost(plan, b=b, s=s, cp=cp, tp=tp, p=p, dev=head_dev or dev, c=c)
 
 
 class LayerTerms(NamedTuple):
@@ -239,7 +289,7 @@ class LayerTerms(NamedTuple):
 
 def _layer_terms(spec: TransformerSpec, plan: LayerPlan, lay: Layout, *, b: int, s: int, recompute: Recompute,
                  p: float, param_bytes: float, costs: dict[str, K.LayerCost], links: tuple[Link, Link, Link, Link],
-                 c: K.StepConstants) -> dict[str, LayerTerms]:
+                 c: K.StepConstants, reduce_bytes: float | None = None) -> dict[str, LayerTerms]:
     """Each layer kind (keyed by the kind) for one micro-batch: its kernels, the TP/CP/EP collectives they wait
     for and the exposed ZeRO-3 gathers, term by term. A plain layer's attention and FFN each end in a TP
     all-reduce per pass; a hybrid block (one mixer or one FFN) in one."""
@@ -270,18 +320,33 @@ def _layer_terms(spec: TransformerSpec, plan: LayerPlan, lay: Layout, *, b: int,
             cp_s = parts["cp_comm"] = (1 + passes) * max(0.0, ring - lc.attention_forward.time) + 2 * max(
                 0.0, 2 * ring - (lc.backward.attention))
         z3 = 0.0
-        if lay.zero == 3 and dp > 1:  # FSDP: gather each layer's weights in forward; in backward gather and
-            # reduce-scatter the gradients (2 × the gather's bus bytes); prefetched, so only the excess is exposed
-            gather = collective_time("all-gather", kind.params / t * param_bytes, dp, dp_link)
-            z3 = parts["zero3_comm"] = (1 + passes) * max(0.0, gather - lc.forward.time) + max(
-                0.0, 2 * gather - lc.backward.time)
+        if lay.zero == 3 and dp > 1:  # FSDP: each layer's weights gathered before its forward, and again before its
+            # backward (which its recomputation reuses), its gradients reduce-scattered after it in the stack's
+            # reduce dtype; prefetched one layer ahead, so a layer exposes what its neighbour's compute does not
+            # hide, plus the share of the hidden time the compute loses to NCCL (SRC_FSDP)
+            gather, rs = _zero3_collectives(kind.params / t, param_bytes, reduce_bytes or param_bytes, dp, dp_link)
+            z3 = parts["zero3_comm"] = (max(0.0, gather - lc.forward.time) + max(0.0, gather + rs - lc.backward.time
+                                                                                 - rec.time)
+                                        + c.comm_overlap_tax * (2 * gather + rs))
         layer_time = lc.forward.time + lc.backward.time + rec.time + tp_s + ep_s + cp_s + z3
         kernels = lc.forward.kernels + lc.backward.kernels + rec.kernels
         ep_pass = ep_s / (2 + passes)
-        out[kind.key] = LayerTerms(parts, max(0.0, kernels * c.host_kernel_s - layer_time),
+        hooks = (2 + passes) * c.layer_overhead_s  # host time per layer per pass outside the kernels (stack's)
+        out[kind.key] = LayerTerms(parts, max(0.0, kernels * c.host_kernel_s - layer_time) + hooks,
                                    lc.forward.time + per_pass_tp + ep_pass,
                                    layer_time - lc.forward.time - per_pass_tp - ep_pass)
     return out
+
+
+SRC_FSDP = ("Zhao et al. 2023 (PyTorch FSDP) §3.2–3.3: per-unit all-gather before forward and backward, "
+            "reduce-scatter after backward, backward/forward prefetch of the next unit; MixedPrecision reduce_dtype")
+
+
+def _zero3_collectives(params: float, param_bytes: float, reduce_bytes: float, dp: int,
+                       link: Link) -> tuple[float, float]:
+    """One FSDP unit's weight all-gather (parameter dtype) and gradient reduce-scatter (reduce dtype) over DP."""
+    return (collective_time("all-gather", params * param_bytes, dp, link),
+            collective_time("reduce-scatter", params * reduce_bytes, dp, link))
 
 
 def _stages(spec: TransformerSpec, plan: LayerPlan, pp: int, layers: dict[str, LayerTerms],
@@ -359,8 +424,10 @@ class StepFloor:
     def __init__(self, spec: TransformerSpec, hw: HardwareSpec, *, seq: int, cluster: Cluster,
                  precision: str = "bf16-mixed", flash: bool = True, constants: K.StepConstants | None = None) -> None:
         self.spec, self.seq, self.flash, self.cluster = spec, seq, flash, cluster
-        self.c = constants or K.StepConstants()
+        self.c = constants or resolve_stack(None).step_constants()
         self.dev, _ = _device(hw, precision, self.c)
+        self.head_dev = _head_device(hw, precision, self.c, self.dev)
+        self.reduce_bytes = _reduce_bytes(precision, self.c)
         prec = get_precision(precision)
         self.p, self.param_bytes = BYTES_PER_ELEMENT[prec.activations], BYTES_PER_ELEMENT[prec.params]
         self.plan = layer_plan(spec)
@@ -381,11 +448,13 @@ class StepFloor:
             if layers is None:
                 if ck not in self._costs:
                     self._costs[ck] = _layer_costs(self.plan, b=b, s=self.seq, cp=lay.cp, tp=lay.tp, ep=lay.ep,
-                                                   sp=lay.sp, flash=self.flash, p=self.p, dev=self.dev, c=self.c)
+                                                   sp=lay.sp, flash=self.flash, p=self.p, dev=self.dev, c=self.c,
+                                                   head_dev=self.head_dev)
                 tp_l, cp_l, ep_l, dp_l, _, _ = _placed(lay, self.cluster.node_size, *self.links)
                 layers = self._layers[lk] = _layer_terms(
                     self.spec, self.plan, lay, b=b, s=self.seq, recompute=recompute, p=self.p,
-                    param_bytes=self.param_bytes, costs=self._costs[ck][0], links=(tp_l, cp_l, ep_l, dp_l), c=self.c)
+                    param_bytes=self.param_bytes, costs=self._costs[ck][0], links=(tp_l, cp_l, ep_l, dp_l), c=self.c,
+                    reduce_bytes=self.reduce_bytes)
             stages = _stages(self.spec, self.plan, lay.pp, layers, self._costs[ck][1])
             t_stage = self._stage[key] = max(sum(x[2].values()) for x in stages)
         return (micro_batches + (lay.pp - 1) / lay.vp) * t_stage
@@ -409,7 +478,7 @@ class StepFloor:
 
 
 def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: list[str],
-             ledger: bool = True) -> StepTimeResult:
+             ledger: bool = True, stk: StackSpec | None = None) -> StepTimeResult:
     from napkin.accounting.flops import count_flops
     from napkin.accounting.memory import TrainingSetup, memory_ledger
 
@@ -436,10 +505,13 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
 
     # --- one micro-batch through the slowest stage
     act_msg = _act_msg(spec, b, s, C, p)  # a layer's output activations: what TP reduces and PP sends
-    costs, head = _layer_costs(plan, b=b, s=s, cp=C, tp=t, ep=E, sp=lay.sp, flash=i.flash, p=p, dev=dev, c=c)
+    head_dev = _head_device(hw, i.precision, c, dev)
+    costs, head = _layer_costs(plan, b=b, s=s, cp=C, tp=t, ep=E, sp=lay.sp, flash=i.flash, p=p, dev=dev, c=c,
+                               head_dev=head_dev)
+    rb = _reduce_bytes(i.precision, c)
     layers = _layer_terms(spec, plan, lay, b=b, s=s, recompute=i.recompute, p=p,
                           param_bytes=BYTES_PER_ELEMENT[prec.params], costs=costs,
-                          links=(tp_link, cp_link, ep_link, dp_link), c=c)
+                          links=(tp_link, cp_link, ep_link, dp_link), c=c, reduce_bytes=rb)
     for kind in plan.kinds:  # each kind's kernels, priced from its own description (kernels.layer_cost)
         kc = costs[kind.key]
         gemm, core, bound = (kc.forward.gemm + kc.backward.gemm, kc.forward.attention + kc.backward.attention,
@@ -454,6 +526,12 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
           "+ exposed TP/CP/EP)", " + ".join(f"{TERM_LABELS[k]} {g(v)}" for k, v in slow[2].items() if v), t_stage, "s",
           f"{K.SRC_ROOFLINE}; {K.SRC_WAVES}; {SRC_TP_COMM}")
     br = {k: m * v for k, v in slow[2].items()}
+    if lay.zero == 3 and dp > 1:  # nothing to hide the first layer's gather or the last reduce-scatter behind
+        first = plan.kinds[0]
+        g0, rs0 = _zero3_collectives(first.params / t, BYTES_PER_ELEMENT[prec.params], rb, dp, dp_link)
+        br["zero3_comm"] += d.add("exposed FSDP edges: first gather and last reduce-scatter, per micro-batch",
+                                  "m · (t_gather + t_reduce-scatter) of one layer", f"{m} × ({g(g0)} + {g(rs0)})",
+                                  m * (g0 + rs0), "s", SRC_FSDP)
     bubble = (P - 1) / V * t_stage
     br["pp_bubble"] = d.add("pipeline bubble", "(PP − 1)/VP · t_stage", f"({P} − 1)/{V} × {g(t_stage)}", bubble, "s",
                             SRC_BUBBLE)
@@ -465,7 +543,7 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
     comps = count_params(spec).components
     sp_ = max((stage_params(comps, spec.layers, lay, st, spec.tied_embeddings) for st in stages_of(lay)),
               key=lambda x: x.total)
-    gb = BYTES_PER_ELEMENT[prec.grads]
+    gb = rb  # the stack's reduce dtype (fp32 under mixed precision for FSDP and Megatron), else the grads'
     dp_s = collective_time("all-reduce", sp_.dense * gb, dp, dp_link) + collective_time(
         "all-reduce", sp_.expert * gb, lay.expert_dp, edp_link)
     if lay.zero == 3:
@@ -503,6 +581,11 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
                 fl.model_flops / (step * G * peak), "fraction", SRC_MFU)
     hfu = d.add("HFU", "hardware FLOPs / (t_step · G · P)", f"{g(fl.hardware_flops)} / ({g(step)} × {G} × {g(peak)})",
                 fl.hardware_flops / (step * G * peak), "fraction", SRC_RECOMPUTE)
+    stk = stk or resolve_stack(i.stack)
+    bar = error_bar(stk, hw.architecture, prec.compute, s, step, mfu)
+    if bar is not None and not bar.calibrated:
+        notes.append(f"outside every calibrated regime of the {stk.name} stack ({bar.regime}): the interval is its "
+                     "widest, and the step may be off by more")
     total_b = usable = fits = None
     if ledger:
         mem = memory_ledger(spec, hw, TrainingSetup(batch=b, seq=s, optimizer=i.optimizer, precision=i.precision,
@@ -523,7 +606,33 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
         model_flops=fl.model_flops, hardware_flops=fl.hardware_flops, mfu=mfu, hfu=hfu,
         model_tflops_per_gpu=fl.model_flops / step / G / 1e12, peak_flops_per_s=peak,
         breakdown={k: br.get(k, 0.0) for k in TERMS}, stages=stage_rows, limiter=limiter,
-        memory_bytes=total_b, memory_usable_bytes=usable, fits=fits, steps=d.steps, notes=notes)
+        memory_bytes=total_b, memory_usable_bytes=usable, fits=fits, error_bar=bar, steps=d.steps, notes=notes)
+
+
+def precision_class(compute: DType) -> str:
+    """A precision's calibration class: fp8 matmuls, or 16-bit (bf16 / fp16) ones."""
+    return "fp8" if compute == DType.fp8 else "16-bit"
+
+
+def error_bar(stk: StackSpec, architecture: str | None, compute: DType, seq: int, step_s: float,
+              mfu: float) -> ErrorBar | None:
+    """The interval a step of ``step_s`` gets from the stack's calibration: measured = predicted / (1 + e) with e
+    between the 10th and 90th percentile of the held-back errors of the regime covering the question; a question in
+    no regime gets the stack's widest interval, flagged uncalibrated. None where the stack has no intervals."""
+    pc = precision_class(compute)
+    iv = stk.interval(architecture, pc, seq)  # type: ignore[arg-type]
+    calibrated = iv is not None
+    if iv is None:
+        iv = stk.widest()
+        if iv is None:
+            return None
+        covered = sorted({f"{x.architecture} {x.precision} s {x.seq_min}–{x.seq_max}" for x in stk.intervals})
+        regime = f"{architecture or 'unknown architecture'} {pc} s {seq}; calibrated: {', '.join(covered)}"
+    else:
+        regime = f"{iv.architecture} {iv.precision} s {iv.seq_min}–{iv.seq_max}"
+    lo, hi = step_s / (1 + iv.p90), step_s / (1 + iv.p10)
+    return ErrorBar(step_time_s=(lo, hi), mfu=(mfu * (1 + iv.p10), mfu * (1 + iv.p90)), regime=regime,
+                    calibrated=calibrated, rows=iv.rows)
 
 
 def train_time_at_layout(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, tokens: float, *,
@@ -548,10 +657,10 @@ def train_time_at_layout(model: TransformerSpec | LinearSpec, hardware: Hardware
     d.add("MFU predicted for this layout", "model FLOPs / (t_step · G · P)",
           f"{g(st.model_flops)} / ({g(st.step_time_s)}"
           f" × {i.layout.gpus} × {g(st.peak_flops_per_s)})", st.mfu, "fraction", SRC_MFU)
-    note = (f"MFU {st.mfu:.3f} is predicted by step-time for {st.layout} (not the 0.5 default); run `napkin step-time` "
-            "with the same flags for its breakdown.")
+    note = (f"MFU {st.mfu:.3f} is predicted by step-time for {st.layout} on the {i.stack} stack (not the 0.5 "
+            "default); run `napkin step-time` with the same flags for its breakdown.")
     return r.model_copy(update={"steps": d.steps + r.steps, "notes": [note, *st.notes[:-1], *r.notes],
-                                "layout": st.layout, "step_time_s": st.step_time_s})
+                                "layout": st.layout, "step_time_s": st.step_time_s, "error_bar": st.error_bar})
 
 
 def format_summary(st: StepTimeResult) -> str:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from napkin.accounting.compute import six_nd
+from napkin.accounting.error_bars import ErrorBar
 from napkin.results import CHINCHILLA, DEFINITION, KAPLAN, LECTURE, PALM, Derivation, Result, g
 from napkin.specs.dtypes import DType, parse_dtype
 from napkin.specs.hardware import HardwareSpec
@@ -92,6 +93,8 @@ class TrainTimeResult(Result):
                                          "a token touches; = six_nd for a dense model)")
     layout: str | None = Field(default=None, description="with a layout: the layout whose predicted MFU is used")
     step_time_s: float | None = Field(default=None, description="with a layout: the predicted step (napkin step-time)")
+    error_bar: ErrorBar | None = Field(default=None, description="with a layout: the step's interval from the stack's "
+                                       "calibration (the training time scales with it)")
 
 
 def train_time(

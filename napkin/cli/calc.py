@@ -9,6 +9,7 @@ import typer
 
 from napkin.cli.context import hardware, state
 from napkin.cli.context import model as model_of
+from napkin.cli.context import stack as stack_of
 from napkin.cli.finetune_options import (
     BaseDtype,
     DoubleQuant,
@@ -51,6 +52,7 @@ from napkin.cli.options import (
     Seq,
     Sp,
     Sparse,
+    StackOpt,
     Tp,
     Vp,
     Zero,
@@ -109,6 +111,7 @@ def train_time_cmd(
     intra_node_bandwidth: IntraBandwidth = None,
     inter_node_bandwidth: InterBandwidth = None,
     calibration: Calibration = None,
+    stack: StackOpt = None,
     causal: Causal = True,
     plan: Annotated[bool, opt("--plan", panel=PARALLEL, help="Plan at the MFU of the fastest layout `napkin plan` "
                               "finds (needs --model, --tokens, --global-batch and --seq).")] = False,
@@ -138,11 +141,12 @@ def train_time_cmd(
         recompute=recompute, flops=flops, dtype=dtype, sparse=sparse, causal=causal,
         step=dict(sp=sp, zero=zero, precision=precision, node_size=node_size,
                   intra_node_bandwidth=intra_node_bandwidth, inter_node_bandwidth=inter_node_bandwidth,
-                  calibration=calibration))
+                  calibration=calibration, stack=stack_of(ctx, stack)))
     render.show(result, as_json=json, explain=explain)
 
 
-_LAYOUT_ONLY = ("sp", "zero", "precision", "node_size", "intra_node_bandwidth", "inter_node_bandwidth", "calibration")
+_LAYOUT_ONLY = ("sp", "zero", "precision", "node_size", "intra_node_bandwidth", "inter_node_bandwidth", "calibration",
+                "stack")
 _SEARCHED = ("tp", "pp", "vp", "cp", "ep", "micro_batch", "sp", "zero", "recompute")
 
 

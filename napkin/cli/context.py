@@ -36,6 +36,15 @@ def hardware(ctx: typer.Context, name: str):  # -> HardwareSpec
     return get_hardware(name, state(ctx).specs_dirs)
 
 
+def stack(ctx: typer.Context, name: str | None):  # -> StackSpec | None
+    """The --stack named (None: the accounting's default), looked up with --specs-dir's stack_specs/."""
+    if name is None:
+        return None
+    from napkin.specs.catalog import get_stack
+
+    return get_stack(name, state(ctx).specs_dirs)
+
+
 def shape_given(ctx: Any) -> dict[str, Any]:
     """The shape options given on the command line (field name → value)."""
     meta = getattr(ctx, "meta", None)

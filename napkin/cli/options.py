@@ -228,8 +228,14 @@ Calibration = Annotated[list[str] | None, opt("--calibration", metavar="FILE", p
                                               "this cluster: `bench-matmul --shapes-from MODEL --save FILE` sets the "
                                               "GEMM efficiency, `bench-allreduce --save FILE` the bus efficiency "
                                               "and latency (repeatable).")]
-OverlapGrad = Annotated[bool, opt("--overlap-grad-reduce", panel=PARALLEL, help="Overlap the DP gradient "
-                                  "reduction with the backward pass (Megatron-LM's flag; off by default there).")]
+OverlapGrad = Annotated[bool | None, opt("--overlap-grad-reduce/--no-overlap-grad-reduce", panel=PARALLEL,
+                                         help="Overlap the DP gradient reduction with the backward pass (default: "
+                                              "the stack's: off for megatron-te, as Megatron-LM; on for "
+                                              "pytorch-fsdp).")]
+StackOpt = Annotated[str | None, opt("--stack", metavar="NAME", panel=CLUSTER,
+                                     help="Training stack whose constants and error bars price the step: "
+                                          "megatron-te (default: Megatron-Core + Transformer Engine) or "
+                                          "pytorch-fsdp (llm-foundry / torchtitan); see stack_specs/.")]
 
 Causal = Annotated[bool, opt("--causal/--no-causal", panel=MODEL,
                              help="Halve attention for the causal mask ((s+1)/2 positions per token); --no-causal "

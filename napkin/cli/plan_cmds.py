@@ -8,6 +8,7 @@ import typer
 
 from napkin.cli.context import hardware
 from napkin.cli.context import model as model_of
+from napkin.cli.context import stack as stack_of
 from napkin.cli.options import (
     Calibration,
     Explain,
@@ -18,6 +19,7 @@ from napkin.cli.options import (
     ModelOpt,
     NodeSize,
     Precision,
+    StackOpt,
     count,
     opt,
     whole,
@@ -75,6 +77,7 @@ def plan_cmd(
     intra_node_bandwidth: IntraBandwidth = None,
     inter_node_bandwidth: InterBandwidth = None,
     calibration: Calibration = None,
+    stack: StackOpt = None,
     json: Json = False,
     explain: Explain = False,
 ) -> None:
@@ -92,15 +95,15 @@ def plan_cmd(
     kw = dict(global_batch=global_batch, seq=seq, gpus=gpus, tokens=tokens, days=days, precision=precision, top=top,
               max_tp=max_tp, fix=_fix(fix) if fix else None, node_size=node_size,
               intra_node_bandwidth=intra_node_bandwidth, inter_node_bandwidth=inter_node_bandwidth,
-              calibration=calibration)
+              calibration=calibration, stack=stack_of(ctx, stack))
     con = None if json else render.console()
     if con is None or not con.is_terminal:  # a bar only where someone watches (rich.progress costs ~10 ms to load)
-        result = plan(spec, hw, **kw)  # type: ignore[arg-type]
+        result = plan(spec, hw, **kw)
     else:
         from rich.progress import Progress
 
         with Progress(transient=True, console=con) as bar:
             task = bar.add_task("searching layouts", total=None)
             result = plan(spec, hw, progress=lambda n, total: bar.update(task, completed=n, total=total),
-                          **kw)  # type: ignore[arg-type]
+                          **kw)
     render.show(result, as_json=json, explain=explain)

@@ -8,6 +8,7 @@ import typer
 
 from napkin.cli.context import hardware
 from napkin.cli.context import model as model_of
+from napkin.cli.context import stack as stack_of
 from napkin.cli.options import (
     Calibration,
     Cp,
@@ -29,6 +30,7 @@ from napkin.cli.options import (
     Recompute,
     Seq,
     Sp,
+    StackOpt,
     Tp,
     Vp,
     Zero,
@@ -60,7 +62,8 @@ def step_time_cmd(
     zero: Zero = 0,
     precision: Precision = "bf16-mixed",
     flash: Flash = True,
-    overlap_grad_reduce: OverlapGrad = False,
+    overlap_grad_reduce: OverlapGrad = None,
+    stack: StackOpt = None,
     node_size: NodeSize = None,
     intra_node_bandwidth: IntraBandwidth = None,
     inter_node_bandwidth: InterBandwidth = None,
@@ -81,6 +84,7 @@ def step_time_cmd(
     from napkin.accounting.step_time import step_time
 
     spec = model_of(ctx, model)
+    stk = stack_of(ctx, stack)
 
     def ask(hw: HardwareSpec) -> StepTimeResult:
         return step_time(spec, hw, gpus=gpus, tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, sp=sp, zero=zero,
@@ -88,7 +92,7 @@ def step_time_cmd(
                          recompute=recompute,  # type: ignore[arg-type]  # a str: step_time refuses a bad one
                          precision=precision, flash=flash, overlap_grad_reduce=overlap_grad_reduce,
                          node_size=node_size, intra_node_bandwidth=intra_node_bandwidth,
-                         inter_node_bandwidth=inter_node_bandwidth, calibration=calibration)
+                         inter_node_bandwidth=inter_node_bandwidth, stack=stk, calibration=calibration)
 
     result: AcrossGpusResult | StepTimeResult
     if gpu.strip().lower() == "all":

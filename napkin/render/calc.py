@@ -16,6 +16,15 @@ def _six(r: Any) -> str:
     return out
 
 
+def _bar(r: Any) -> str:
+    """'  (lo–hi s, 10th–90th percentile ...)' for a result carrying a step's error bar."""
+    b = getattr(r, "error_bar", None)
+    if b is None:
+        return ""
+    lo, hi = b.step_time_s
+    return f"  ({lo:.3g}–{hi:.3g} s{'' if b.calibrated else ', uncalibrated regime'})"
+
+
 @renders("TrainTimeResult")
 def train_time(r: Any) -> list[Any]:
     i = r.inputs
@@ -37,9 +46,12 @@ def train_time(r: Any) -> list[Any]:
         ("HFU", f"{i.hfu:g}") if getattr(i, "hfu", None) else
         (("MFU", f"{i.mfu:g}") if r.layout is None else (f"MFU (step-time, {r.layout})", f"{i.mfu:.3f}")),
         ("cluster throughput", fmt(r.cluster_flops_per_s, "FLOP/s")),
-        *([("predicted step", f"{r.step_time_s:.3g} s")] if r.step_time_s is not None else []),
+        *([("predicted step", f"{r.step_time_s:.3g} s" + _bar(r))] if r.step_time_s is not None else []),
         ("FLOPs per day", fmt(r.flops_per_day, "FLOP/day")),
-        ("training time", format_duration(r.time_s)),
+        ("training time", format_duration(r.time_s) + (
+            f"  ({format_duration(r.time_s * r.error_bar.step_time_s[0] / r.step_time_s)}–"
+            f"{format_duration(r.time_s * r.error_bar.step_time_s[1] / r.step_time_s)})"
+            if r.error_bar is not None and r.step_time_s else "")),
         ("GPU-hours", fmt(r.gpu_hours, "GPU·h")),
     ]
     if r.cost is not None:

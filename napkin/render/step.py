@@ -44,8 +44,20 @@ def breakdown_table(r: Any) -> Any:
     return t
 
 
+def interval_text(r: Any) -> str:
+    """A step's interval beside its time: '  (8.9–10.3 s, 10th–90th percentile of held-back errors, <regime>)'."""
+    b = r.error_bar
+    if b is None:
+        return ""
+    lo, hi = b.step_time_s
+    what = "held-back errors" if b.calibrated else "the stack's widest interval: uncalibrated regime"
+    return f"  ({format_duration(lo)}–{format_duration(hi)}, 10th–90th percentile of {what}, {b.regime.split(';')[0]})"
+
+
 @renders("StepTimeResult")
 def step_time(r: Any) -> list[Any]:
+    from napkin.accounting.step_time import DEFAULT_STACK
+
     i = r.inputs
     c = i.cluster
     rows = [
@@ -55,9 +67,11 @@ def step_time(r: Any) -> list[Any]:
                      f"({c.intra_node_bytes_per_s / 1e9:g} GB/s in, {c.inter_node_bytes_per_s / 1e9:g} GB/s out "
                      "per GPU)"),
         ("layout", r.layout + f", recompute {i.recompute}" + ("" if i.flash else ", no flash attention")),
-        ("step time", f"{format_duration(r.step_time_s)}"),
+        ("stack", i.stack + ("  (the default; --stack pytorch-fsdp for FSDP)" if i.stack == DEFAULT_STACK else "")),
+        ("step time", f"{format_duration(r.step_time_s)}" + interval_text(r)),
         ("tokens per second", f"{r.tokens_per_s:,.0f}"),
-        ("MFU", f"{r.mfu:.3f}  ({r.model_tflops_per_gpu:.1f} TFLOP/s per GPU of {fmt(r.peak_flops_per_s, 'FLOP/s')})"),
+        ("MFU", f"{r.mfu:.3f}" + (f" ({r.error_bar.mfu[0]:.3f}–{r.error_bar.mfu[1]:.3f})" if r.error_bar else "")
+         + f"  ({r.model_tflops_per_gpu:.1f} TFLOP/s per GPU of {fmt(r.peak_flops_per_s, 'FLOP/s')})"),
         ("HFU", f"{r.hfu:.3f}"),
         ("memory per GPU", f"{format_bytes(r.memory_bytes)} of {format_bytes(r.memory_usable_bytes)}"
                            + ("" if r.fits else "  [bold red]does not fit[/bold red]")),
@@ -70,7 +84,7 @@ def plan(r: Any) -> list[Any]:
     from rich.table import Table
     from rich.text import Text
 
-    from napkin.accounting.step_time import TERM_SHORT
+    from napkin.accounting.step_time import DEFAULT_STACK, TERM_SHORT
 
     i = r.inputs
     t = Table(title=f"napkin plan: {i.model} on {r.gpus} × {i.gpu}, global batch {i.global_batch} × s={i.seq} "
@@ -84,7 +98,10 @@ def plan(r: Any) -> list[Any]:
                   f"{TERM_SHORT[row.limiter]} {row.limiter_share:.0%}")
     w = r.winner
     out: list[Any] = [t, Text(f"winner: {w.layout}, micro-batch {w.inputs.micro_batch}, recompute {w.inputs.recompute}",
-                              style="bold")]
+                              style="bold"),
+                      Text(f"stack {i.stack}" + ("" if i.stack != DEFAULT_STACK else " (the default; --stack "
+                                                                                       "pytorch-fsdp for FSDP)")
+                           + f"; winner's step {format_duration(w.step_time_s)}{interval_text(w)}")]
     out += [breakdown_table(w), bar(w.breakdown, w.step_time_s)]
     out += [Text(f"why: {line}") for line in r.why]
     if r.days is not None:

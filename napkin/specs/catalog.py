@@ -71,7 +71,7 @@ def user_dirs(explicit: Sequence[str | Path] | None = None) -> tuple[Path, ...]:
     return tuple(dict.fromkeys(d.resolve() for d in dirs))
 
 
-SPEC_FOLDERS = ("hardware_specs", "model_specs")
+SPEC_FOLDERS = ("hardware_specs", "model_specs", "stack_specs")
 
 
 def _check_layout(d: Path) -> None:
@@ -253,6 +253,23 @@ def _name_arg(name: Any, what: str, expected: str) -> str:
 def get_hardware(name: str, specs_dirs: Sequence[str | Path] | None = None) -> Any:
     """A HardwareSpec by name or alias ('h100', 'NVIDIA H100 80GB HBM3', 'a100-sxm-80gb')."""
     return hardware_catalog(specs_dirs).get(_name_arg(name, "hardware", "a GPU name (e.g. 'h100')"))
+
+
+@functools.lru_cache(maxsize=8)
+def _stacks(extra: tuple[Path, ...]) -> Catalog[Any]:
+    from napkin.specs.stack import StackSpec
+
+    return load_catalog("stack", "stack_specs", StackSpec, extra)
+
+
+def stack_catalog(specs_dirs: Sequence[str | Path] | None = None) -> Catalog[Any]:
+    """The training-stack catalog (built-ins + user dirs' stack_specs/), loaded once per set of directories."""
+    return _stacks(user_dirs(specs_dirs))
+
+
+def get_stack(name: str, specs_dirs: Sequence[str | Path] | None = None) -> Any:
+    """A StackSpec by name or alias ('megatron-te', 'pytorch-fsdp', 'fsdp')."""
+    return stack_catalog(specs_dirs).get(_name_arg(name, "stack", "a stack name (e.g. 'pytorch-fsdp')"))
 
 
 @functools.lru_cache(maxsize=8)
