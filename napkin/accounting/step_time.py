@@ -45,10 +45,11 @@ SRC_TP_COMM = ("Shoeybi et al. 2019 §3: 2 all-reduces per layer in forward and 
                "parallelism: reduce-scatter + all-gather, Korthikanti et al. 2022 §4.2.2)")
 SRC_DP = ("Li et al. 2020 (PyTorch DDP) / Megatron-LM: gradients all-reduced over DP after the last backward "
           "(ZeRO: reduce-scatter + all-gather, the same bus bytes; Rajbhandari et al. 2020 §7)")
-TERMS = ("compute_gemm", "compute_attention", "compute_memory_bound", "recompute", "launch_overhead", "tp_comm",
+TERMS = ("compute_gemm", "compute_attention", "compute_scan", "compute_memory_bound", "recompute", "launch_overhead", "tp_comm",
          "cp_comm", "ep_comm", "zero3_comm", "pp_bubble", "pp_comm", "dp_comm", "optimizer")
 TERM_LABELS = {
     "compute_gemm": "GEMMs (forward + backward)", "compute_attention": "attention core",
+    "compute_scan": "SSM scans (Mamba)",
     "compute_memory_bound": "memory-bound ops (norms, activations, loss)", "recompute": "recomputation",
     "launch_overhead": "launch-bound (host) overhead", "tp_comm": "exposed TP communication",
     "cp_comm": "exposed CP communication", "ep_comm": "EP all-to-all", "zero3_comm": "exposed ZeRO-3 gathers",
@@ -57,7 +58,7 @@ TERM_LABELS = {
 }
 
 
-TERM_SHORT = {"compute_gemm": "GEMMs", "compute_attention": "attention", "compute_memory_bound": "memory-bound",
+TERM_SHORT = {"compute_gemm": "GEMMs", "compute_attention": "attention", "compute_scan": "SSM scan", "compute_memory_bound": "memory-bound",
               "recompute": "recompute", "launch_overhead": "launch", "tp_comm": "TP comm", "cp_comm": "CP comm",
               "ep_comm": "EP all-to-all", "zero3_comm": "ZeRO-3", "pp_bubble": "bubble", "pp_comm": "PP sends",
               "dp_comm": "DP reduce", "optimizer": "optimizer"}
@@ -256,6 +257,7 @@ def _layer_terms(spec: TransformerSpec, plan: LayerPlan, lay: Layout, *, b: int,
         parts = dict.fromkeys(TERMS, 0.0)
         parts["compute_gemm"] = lc.forward.gemm + lc.backward.gemm
         parts["compute_attention"] = lc.forward.attention + lc.backward.attention
+        parts["compute_scan"] = lc.forward.scan + lc.backward.scan
         parts["compute_memory_bound"] = lc.forward.memory_bound + lc.backward.memory_bound
         parts["recompute"] = rec.time
         tp_s = parts["tp_comm"] = (2 + passes) * per_pass_tp
@@ -442,7 +444,8 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
                           links=(tp_link, cp_link, ep_link, dp_link), c=c)
     for kind in plan.kinds:  # each kind's kernels, priced from its own description (kernels.layer_cost)
         kc = costs[kind.key]
-        gemm, core, bound = (kc.forward.gemm + kc.backward.gemm, kc.forward.attention + kc.backward.attention,
+        gemm, core, bound = (kc.forward.gemm + kc.backward.gemm,
+                             kc.forward.attention + kc.backward.attention + kc.forward.scan + kc.backward.scan,
                            kc.forward.memory_bound + kc.backward.memory_bound)
         core_name, src = K.mixer_kernel(kind)
         d.add(f"one {kind.label}, one micro-batch, forward + backward", f"GEMMs + {core_name} + memory-bound ops",
