@@ -45,8 +45,8 @@ SRC_TP_COMM = ("Shoeybi et al. 2019 §3: 2 all-reduces per layer in forward and 
                "parallelism: reduce-scatter + all-gather, Korthikanti et al. 2022 §4.2.2)")
 SRC_DP = ("Li et al. 2020 (PyTorch DDP) / Megatron-LM: gradients all-reduced over DP after the last backward "
           "(ZeRO: reduce-scatter + all-gather, the same bus bytes; Rajbhandari et al. 2020 §7)")
-TERMS = ("compute_gemm", "compute_attention", "compute_scan", "compute_memory_bound", "recompute", "launch_overhead", "tp_comm",
-         "cp_comm", "ep_comm", "zero3_comm", "pp_bubble", "pp_comm", "dp_comm", "optimizer")
+TERMS = ("compute_gemm", "compute_attention", "compute_scan", "compute_memory_bound", "recompute", "launch_overhead",
+         "tp_comm", "cp_comm", "ep_comm", "zero3_comm", "pp_bubble", "pp_comm", "dp_comm", "optimizer")
 TERM_LABELS = {
     "compute_gemm": "GEMMs (forward + backward)", "compute_attention": "attention core",
     "compute_scan": "SSM scans (Mamba)",
@@ -58,7 +58,8 @@ TERM_LABELS = {
 }
 
 
-TERM_SHORT = {"compute_gemm": "GEMMs", "compute_attention": "attention", "compute_scan": "SSM scan", "compute_memory_bound": "memory-bound",
+TERM_SHORT = {"compute_gemm": "GEMMs", "compute_attention": "attention", "compute_scan": "SSM scan",
+              "compute_memory_bound": "memory-bound",
               "recompute": "recompute", "launch_overhead": "launch", "tp_comm": "TP comm", "cp_comm": "CP comm",
               "ep_comm": "EP all-to-all", "zero3_comm": "ZeRO-3", "pp_bubble": "bubble", "pp_comm": "PP sends",
               "dp_comm": "DP reduce", "optimizer": "optimizer"}

@@ -8,12 +8,14 @@ from napkin.render import fmt, kv_table, renders
 from napkin.units import format_bytes, format_days, format_duration
 
 BAR_WIDTH = 60
-COLORS = {"compute_gemm": "blue", "compute_attention": "cyan", "compute_scan": "bright_cyan", "compute_memory_bound": "bright_blue",
+COLORS = {"compute_gemm": "blue", "compute_attention": "cyan", "compute_scan": "bright_cyan",
+          "compute_memory_bound": "bright_blue",
           "recompute": "magenta", "launch_overhead": "white", "tp_comm": "yellow", "cp_comm": "bright_yellow",
           "ep_comm": "red", "zero3_comm": "bright_red", "pp_bubble": "bright_black", "pp_comm": "green",
           "dp_comm": "bright_green", "optimizer": "bright_magenta"}
 # Without colour (a pipe, NO_COLOR) each term is drawn in its own letter, the table's marks saying which is which.
-GLYPHS = {"compute_gemm": "G", "compute_attention": "A", "compute_scan": "S", "compute_memory_bound": "M", "recompute": "R",
+GLYPHS = {"compute_gemm": "G", "compute_attention": "A", "compute_scan": "S", "compute_memory_bound": "M",
+          "recompute": "R",
           "launch_overhead": "L", "tp_comm": "T", "cp_comm": "C", "ep_comm": "E", "zero3_comm": "Z",
           "pp_bubble": "B", "pp_comm": "P", "dp_comm": "D", "optimizer": "O"}
 
