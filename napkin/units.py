@@ -29,6 +29,13 @@ COUNT_SUFFIXES: dict[str, float] = {
     "P": 1e15,
 }
 
+# Suffixes for lengths in tokens (a sequence, a prompt, a context, a chunk): powers of 1024, as context lengths are
+# said ("8K context" = 8192, "128K" = 131072 in Llama 3.1's and Qwen2.5's configs); counts stay decimal (15T tokens).
+LENGTH_SUFFIXES: dict[str, int] = {"": 1, "k": 2**10, "K": 2**10, "Ki": 2**10, "ki": 2**10, "KI": 2**10,
+                                   "M": 2**20, "Mi": 2**20, "MI": 2**20}
+LENGTH_RULE = "k/K/Ki = 1024 (8k = 8192), M = 1024²"
+
+
 # Suffixes for bytes: decimal (kB, MB, GB, TB, as datasheets) and binary (KiB, MiB, GiB, TiB).
 BYTE_SUFFIXES: dict[str, float] = {
     "": 1.0,
@@ -210,6 +217,21 @@ MAX_EXACT_INT = 2**53
 
 def parse_positive_int(text: str | float, what: str) -> int:
     value = parse_count(text, what)
+    if abs(value) > MAX_EXACT_INT:
+        raise InputError(f"{what} must be at most 2^53 = {MAX_EXACT_INT:,} (beyond it a whole number is not exact), "
+                         f"got {text}")
+    return require_positive_int(value, what)
+
+
+def parse_length(text: str | float, what: str = "length") -> int:
+    """A length in tokens, a positive whole number: '8192', '8k' / '8K' / '8Ki' (8192), '1.5k' (1536), '1M' (2**20).
+
+    Context lengths are powers of two by convention, so k means 1024 here (unlike counts, where 15T is 15e12)."""
+    number, suffix = _split(text, what, "8192, 8k (= 8192) or 128K")
+    if suffix not in LENGTH_SUFFIXES:
+        hint = " (a length, not a count: lengths take k or M)" if suffix in COUNT_SUFFIXES else ""
+        raise InputError(f"unknown suffix '{suffix}' in {what} '{text}'{hint}; use {LENGTH_RULE}, or a plain number")
+    value = number * LENGTH_SUFFIXES[suffix]
     if abs(value) > MAX_EXACT_INT:
         raise InputError(f"{what} must be at most 2^53 = {MAX_EXACT_INT:,} (beyond it a whole number is not exact), "
                          f"got {text}")

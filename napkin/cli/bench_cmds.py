@@ -13,6 +13,7 @@ import typer
 from napkin.cli.context import model as resolve_model
 from napkin.cli.context import state
 from napkin.cli.options import (
+    LENGTH_HELP,
     MODEL,
     MODEL_HELP,
     Explain,
@@ -20,6 +21,7 @@ from napkin.cli.options import (
     Plot,
     count,
     duration,
+    length,
     nbytes,
     number,
     opt,
@@ -139,9 +141,9 @@ def bench_matmul_cmd(
                                            + MODEL_HELP, panel=MODEL)] = None,
     batch: Annotated[int | None, opt("--batch", "-b", parser=whole("batch"), metavar="B", help="Sequences per step "
                                      "for --shapes-from (default 1).", panel=MODEL)] = None,
-    seq: Annotated[int | None, opt("--seq", "-s", parser=whole("sequence length"), metavar="S", panel=MODEL,
+    seq: Annotated[int | None, opt("--seq", "-s", parser=length("sequence length"), metavar="S", panel=MODEL,
                                    help="Sequence length for --shapes-from (default: the model's max "
-                                        "context).")] = None,
+                                        "context)." + LENGTH_HELP)] = None,
     plot: Plot = None,
     save: Save = None,
     json: Json = False,

@@ -9,6 +9,7 @@ import typer
 from napkin.cli.context import hardware
 from napkin.cli.context import model as model_of
 from napkin.cli.options import (
+    LENGTH_HELP,
     Calibration,
     Explain,
     Gpu,
@@ -19,6 +20,7 @@ from napkin.cli.options import (
     NodeSize,
     Precision,
     count,
+    length,
     opt,
     whole,
 )
@@ -54,8 +56,8 @@ def plan_cmd(
     model: ModelOpt,
     global_batch: Annotated[int, opt("--global-batch", "-B", parser=whole("global batch"), metavar="B",
                                      help="Sequences per optimizer step over all GPUs.")],
-    seq: Annotated[int, opt("--seq", "-s", parser=whole("sequence length"), metavar="S",
-                            help="Sequence length in tokens.")],
+    seq: Annotated[int, opt("--seq", "-s", parser=length("sequence length"), metavar="S",
+                            help="Sequence length in tokens." + LENGTH_HELP)],
     gpus: Annotated[int | None, opt("--gpus", "-g", parser=whole("GPU count"), metavar="G",
                                     help="GPUs to lay out (leave out with --days to find the fewest).")] = None,
     gpu: Gpu = "h100",

@@ -10,6 +10,7 @@ from napkin import units
 from napkin.cli.context import hardware
 from napkin.cli.context import model as model_of
 from napkin.cli.options import (
+    LENGTH_HELP,
     Check,
     Explain,
     Gpu,
@@ -22,6 +23,7 @@ from napkin.cli.options import (
     bandwidth,
     duration,
     exit_if_does_not_fit,
+    length,
     number,
     opt,
     whole,
@@ -56,10 +58,10 @@ def _seconds(text: Any) -> Any:
 
 Batch = Annotated[int, opt("--batch", "-b", parser=whole("batch size"), metavar="B", panel=WORKLOAD,
                            help="Sequences decoded together.")]
-Prompt = Annotated[int, opt("--prompt", "-p", parser=whole("prompt length"), metavar="P", panel=WORKLOAD,
-                            help="Prompt tokens per sequence (prefilled at once).")]
-Generate = Annotated[int, opt("--generate", "-n", parser=whole("tokens to generate"), metavar="G", panel=WORKLOAD,
-                              help="Tokens generated per sequence (the prefill emits the first).")]
+Prompt = Annotated[int, opt("--prompt", "-p", parser=length("prompt length"), metavar="P", panel=WORKLOAD,
+                            help="Prompt tokens per sequence." + LENGTH_HELP)]
+Generate = Annotated[int, opt("--generate", "-n", parser=length("tokens to generate"), metavar="G", panel=WORKLOAD,
+                              help="Tokens generated per sequence (the prefill emits the first)." + LENGTH_HELP)]
 WeightsDType = Annotated[str, opt("--weights-dtype", metavar="DTYPE", panel=PRECISION,
                                   help="bf16, fp16, fp32, fp8 (W8A8: fp8 matmuls where the GPU has them, else "
                                        "bf16), fp4, int8 or int4 (weight-only: bf16 matmuls).")]
@@ -82,7 +84,7 @@ Link = Annotated[float | None, opt("--link-bandwidth", parser=bandwidth("link ba
 Latency = Annotated[float, opt("--allreduce-latency", parser=_seconds, metavar="TIME",
                                panel=PARALLEL, help="Fixed cost of one all-reduce: 10us (or 10µs), 5ms, or a bare "
                                                     "number of seconds (default 0: bandwidth term only).")]
-Chunk = Annotated[int | None, opt("--prefill-chunk", parser=whole("prefill chunk"), metavar="TOKENS", panel=LIMITS,
+Chunk = Annotated[int | None, opt("--prefill-chunk", parser=length("prefill chunk"), metavar="TOKENS", panel=LIMITS,
                                   help="Tokens per prefill pass (chunked prefill); default: the whole batch at once.")]
 AllowLonger = Annotated[bool, opt("--allow-longer", panel=WORKLOAD,
                                   help="Allow prompt + generate beyond the model's maximum context.")]
@@ -157,10 +159,10 @@ def roofline_cmd(
     model: Annotated[str | None, opt("--model", "-m", metavar="NAME|FILE", help="Place one layer's operations of "
                                      "this model on the roofline.")] = None,
     batch: Annotated[int, opt("--batch", "-b", parser=whole("batch size"), metavar="B", help="Sequences.")] = 1,
-    prompt: Annotated[int, opt("--prompt", "-p", parser=whole("prompt length"), metavar="P",
-                               help="Prompt tokens per sequence (prefill).")] = 1024,
-    context: Annotated[int, opt("--context", "-c", parser=whole("context"), metavar="C",
-                                help="Positions in the KV cache at the decode step.")] = 1024,
+    prompt: Annotated[int, opt("--prompt", "-p", parser=length("prompt length"), metavar="P",
+                               help="Prompt tokens per sequence (prefill)." + LENGTH_HELP)] = 1024,
+    context: Annotated[int, opt("--context", "-c", parser=length("context"), metavar="C",
+                                help="Positions in the KV cache at the decode step." + LENGTH_HELP)] = 1024,
     weights_dtype: WeightsDType = "bf16",
     kv_dtype: KVDType = "bf16",
     plot: Plot = None,

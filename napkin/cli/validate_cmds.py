@@ -13,7 +13,7 @@ from napkin.cli.bench_cmds import MEASURE, PEAK, Device, ProgressBar
 from napkin.cli.context import model as resolve_model
 from napkin.cli.context import state
 from napkin.cli.finetune_options import Finetune, LoraEmbeddings, LoraRank, LoraTargets
-from napkin.cli.options import MODEL, Explain, Json, count, number, opt, whole
+from napkin.cli.options import LENGTH_HELP, MODEL, Explain, Json, count, length, number, opt, whole
 from napkin.cli.root import app
 
 
@@ -27,9 +27,9 @@ def validate_cmd(
     batch: Annotated[int | None, opt("--batch", "-b", parser=whole("batch"), metavar="B", panel=MODEL,
                                      help="Micro-batch of that model (default: 4 sequences; 2 for a linear "
                                           "net).")] = None,
-    seq: Annotated[int | None, opt("--seq", "-s", parser=whole("sequence length"), metavar="S", panel=MODEL,
+    seq: Annotated[int | None, opt("--seq", "-s", parser=length("sequence length"), metavar="S", panel=MODEL,
                                    help="Sequence length (default: 128, or the model's max context if "
-                                        "shorter).")] = None,
+                                        "shorter)." + LENGTH_HELP)] = None,
     cruncher: Annotated[bool, opt("--cruncher/--no-cruncher", panel=MODEL,
                                   help="Also run CS336 lecture 2's Cruncher (deep linear net, D=4, L=2).")] = True,
     cruncher_batch: Annotated[int, opt("--cruncher-batch", parser=whole("batch"), metavar="B", panel=MODEL,

@@ -1,0 +1,72 @@
+"""What a new user tripped on (issue 24), each through the CLI or the API where it is an API matter."""
+
+from __future__ import annotations
+
+import pytest
+
+from napkin import units
+from napkin.errors import InputError
+
+# --- 1. lengths in tokens: k = 1024; counts stay decimal -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "value"), [("8k", 8192), ("8K", 8192), ("8Ki", 8192), ("128K", 131072),
+                                             ("32k", 32768), ("1.5k", 1536), ("1M", 2**20), ("8000", 8000),
+                                             ("4096", 4096), ("1e3", 1000)])
+def test_lengths_read_k_as_1024(text, value):
+    assert units.parse_length(text, "sequence length") == value
+
+
+def test_counts_stay_decimal():
+    assert units.parse_count("32k", "token count") == 32_000
+    assert units.parse_count("15T", "token count") == 15e12
+
+
+@pytest.mark.parametrize("text", ["8T", "8B", "0", "-8k", "0.3k", "8kB", "nan", "8GiB"])
+def test_lengths_refuse_what_is_not_a_length(text):
+    with pytest.raises(InputError):
+        units.parse_length(text, "sequence length")
+
+
+def test_inference_reads_32k_as_32768(cli):
+    out = cli("inference", "--model", "qwen2.5-72b", "--batch", "8", "--prompt", "32k", "--generate", "1", "--gpus",
+              "8", "--json")
+    assert out.exit_code == 0, out.stderr
+    r = out.json()
+    assert r["inputs"]["prompt"] == 32768
+    plain = cli("inference", "--model", "qwen2.5-72b", "--batch", "8", "--prompt", "32768", "--generate", "1",
+                "--gpus", "8", "--json").json()
+    assert r["kv_cache_bytes"] == plain["kv_cache_bytes"]
+    shown = cli("inference", "--model", "qwen2.5-72b", "--batch", "8", "--prompt", "32k", "--generate", "1",
+                "--gpus", "8")
+    assert "32,768" in shown.stdout  # the resolved number, in the output
+
+
+@pytest.mark.parametrize(("command", "flag", "extra"), [
+    ("memory", "--seq", ["--model", "llama3-8b"]),
+    ("step-time", "--seq", ["--model", "llama3-8b", "--gpus", "8", "--global-batch", "8"]),
+    ("inference", "--prompt", ["--model", "llama3-8b", "--generate", "1"]),
+    ("inference", "--prefill-chunk", ["--model", "llama3-8b", "--prompt", "4096"]),
+    ("roofline", "--context", ["--model", "llama3-8b"]),
+])
+def test_every_length_flag_takes_8ki(cli, command, flag, extra):
+    out = cli(command, *extra, flag, "4Ki", "--json")
+    assert out.exit_code == 0, out.stderr
+    assert 4096 in _values(out.json()["inputs"])
+
+
+def _values(x):
+    if isinstance(x, dict):
+        for v in x.values():
+            yield from _values(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from _values(v)
+    else:
+        yield x
+
+
+def test_length_help_says_the_rule(cli):
+    for command in ("memory", "inference", "plan", "roofline"):
+        text = " ".join(cli(command, "--help").stdout.split())
+        assert "8k = 8192" in text, command
