@@ -70,3 +70,25 @@ def test_length_help_says_the_rule(cli):
     for command in ("memory", "inference", "plan", "roofline"):
         text = " ".join(cli(command, "--help").stdout.split())
         assert "8k = 8192" in text, command
+
+
+# --- 3. budget --flops needs no GPU count -----------------------------------------------------------------------------
+
+def test_budget_flops_without_gpus_gives_chinchilla(cli):
+    out = cli("budget", "--flops", "5.88e23", "--json")
+    assert out.exit_code == 0, out.stderr
+    r = out.json()
+    # C = 6ND with D = 20N: N = sqrt(C / 120) (Hoffmann et al. 2022: Chinchilla, 70B on 1.4T tokens)
+    assert r["optimal_params"] == pytest.approx((5.88e23 / 120) ** 0.5, rel=1e-12)
+    assert r["optimal_tokens"] == pytest.approx(20 * r["optimal_params"], rel=1e-12)
+    assert r["days"] is None and r["cluster_flops_per_s"] is None
+    # GPU-hours need no count: C / (P · MFU) / 3600 at the H100's dense bf16 peak
+    assert r["gpu_hours"] == pytest.approx(5.88e23 / 989.5e12 / 3600, rel=1e-12)
+    with_gpus = cli("budget", "--flops", "5.88e23", "--gpus", "64", "--json").json()
+    assert with_gpus["gpu_hours"] == pytest.approx(r["gpu_hours"], rel=1e-9)
+    assert with_gpus["optimal_params"] == r["optimal_params"]
+
+
+def test_budget_days_still_needs_gpus(cli):
+    out = cli("budget", "--days", "7")
+    assert out.exit_code == 2 and "--gpus" in out.stderr and "Traceback" not in out.stderr

@@ -232,7 +232,9 @@ def max_model_cmd(
 @app.command("budget")
 def budget_cmd(
     ctx: typer.Context,
-    gpus: Gpus,
+    gpus: Annotated[int | None, opt("--gpus", "-g", parser=whole("GPU count"), metavar="G",
+                                    help="Number of GPUs (with --flops it may be left out: N, D and the GPU-hours "
+                                         "need no count; the days do).")] = None,
     days: Annotated[float | None, opt("--days", parser=days_of("wall-clock time"), metavar="T",
                                       help="Wall-clock time: days (7), or with a unit: 36h, 2w, 90min, 3600s.")
                     ] = None,
