@@ -92,3 +92,31 @@ def test_budget_flops_without_gpus_gives_chinchilla(cli):
 def test_budget_days_still_needs_gpus(cli):
     out = cli("budget", "--days", "7")
     assert out.exit_code == 2 and "--gpus" in out.stderr and "Traceback" not in out.stderr
+
+
+# --- 7. --gpu all in plan, budget, max-model and roofline ------------------------------------------------------------
+
+ALL_CASES = {
+    "budget": ["--flops", "5.88e23", "--gpus", "1024"],
+    "max-model": ["--gpus", "8"],
+    "roofline": [],
+    "plan": ["--model", "llama3-8b", "--gpus", "8", "--global-batch", "64", "--seq", "4096", "--tokens", "1T",
+             "--top", "2"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(ALL_CASES))
+def test_gpu_all_asks_every_catalog_gpu(cli, command):
+    from napkin.specs.catalog import hardware_catalog
+
+    out = cli(command, *ALL_CASES[command], "--gpu", "all", "--json")
+    assert out.exit_code == 0, out.stderr
+    rows = out.json()["rows"]
+    assert [r["gpu"] for r in rows] == hardware_catalog().names()
+    one = cli(command, *ALL_CASES[command], "--gpu", "h100", "--json").json()
+    row = next(r for r in rows if r["gpu"] == "h100-sxm")
+    for key in ("total_flops", "gpu_hours", "max_params", "ridge_flops_per_byte", "days", "gpus"):
+        if key in one:
+            assert row["result"][key] == one[key], key
+    table = cli(command, *ALL_CASES[command], "--gpu", "all")
+    assert table.exit_code == 0 and "on every catalog GPU" in table.stdout

@@ -36,6 +36,17 @@ def hardware(ctx: typer.Context, name: str):  # -> HardwareSpec
     return get_hardware(name, state(ctx).specs_dirs)
 
 
+def one_or_all(ctx: typer.Context, gpu: str, command: str, ask: Any) -> Any:
+    """``ask(hardware)`` of the --gpu named, or with --gpu all of every catalog GPU (an AcrossGpusResult, one row
+    each; a GPU that cannot answer gets its reason)."""
+    if gpu.strip().lower() != "all":
+        return ask(hardware(ctx, gpu))
+    from napkin.accounting.across_gpus import across_gpus
+    from napkin.specs.catalog import hardware_catalog
+
+    return across_gpus(command, list(hardware_catalog(state(ctx).specs_dirs)), ask)
+
+
 def shape_given(ctx: Any) -> dict[str, Any]:
     """The shape options given on the command line (field name → value)."""
     meta = getattr(ctx, "meta", None)

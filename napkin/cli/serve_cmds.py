@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from napkin import units
-from napkin.cli.context import hardware
+from napkin.cli.context import hardware, one_or_all
 from napkin.cli.context import model as model_of
 from napkin.cli.options import (
     LENGTH_HELP,
     Check,
     Explain,
-    Gpu,
     GpuOrAll,
     Json,
     Memory,
@@ -154,7 +153,7 @@ def inference_cmd(
 @app.command("roofline")
 def roofline_cmd(
     ctx: typer.Context,
-    gpu: Gpu = "h100",
+    gpu: GpuOrAll = "h100",
     dtype: Annotated[str, opt("--dtype", metavar="DTYPE", help="Matmul dtype whose dense peak is the roof.")] = "bf16",
     model: Annotated[str | None, opt("--model", "-m", metavar="NAME|FILE", help="Place one layer's operations of "
                                      "this model on the roofline.")] = None,
@@ -176,8 +175,11 @@ def roofline_cmd(
     if not model:
         refuse_unused(ctx, ["batch", "prompt", "context", "weights_dtype", "kv_dtype"], "without --model (they size "
                       "a model's operations; the roofline alone is the GPU's)", "give --model")
-    result = roofline(hardware(ctx, gpu), dtype, model_of(ctx, model) if model else None, batch=batch, prompt=prompt,
-                      context=context, weights_dtype=weights_dtype, kv_dtype=kv_dtype)
+    spec = model_of(ctx, model) if model else None
+    result = one_or_all(ctx, gpu, "roofline", lambda hw: roofline(
+        hw, dtype, spec, batch=batch, prompt=prompt, context=context, weights_dtype=weights_dtype, kv_dtype=kv_dtype))
+    if plot and getattr(result, "rows", None) is not None:
+        raise InputError("--plot draws one GPU's roofline; name one with --gpu (not all)")
     if plot:
         from napkin.render.serve import plot_roofline
 
