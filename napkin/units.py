@@ -111,6 +111,35 @@ _RATE = re.compile(rf"^\s*({_NUMBER})\s*([A-Za-z/]*)\s*$")
 _RATE_UNIT = re.compile(r"^(k|m|g|t|p|ki|mi|gi|ti)?(B|b)(/s|ps)$", re.IGNORECASE)
 _RATE_EXAMPLES = "450GB/s, 200Gb/s, 400Gbps, 25 GiB/s or 4.5e11 (bytes/s)"
 
+# Compute rates: FLOP/s with a decimal prefix, as datasheets print them (989.5 TFLOP/s; "TFLOPS" is the same).
+_FLOP_RATE = re.compile(rf"^\s*({_NUMBER})\s*([A-Za-z/]*)\s*$")
+_FLOP_RATE_UNIT = re.compile(r"^(k|m|g|t|p|e)?(flop/s|flops|flop/sec)$", re.IGNORECASE)
+FLOP_PREFIXES: dict[str, float] = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "p": 1e15, "e": 1e18}
+_FLOP_RATE_EXAMPLES = "989.5TFLOP/s, 200GFLOP/s, 989TFLOPS, 989.5T or 9.895e14 (FLOP/s)"
+
+
+def parse_flop_rate(text: str | float, what: str = "peak FLOP/s") -> float:
+    """A compute rate in FLOP/s, greater than 0: '989.5TFLOP/s', '200 GFLOP/s', '989TFLOPS', a count-suffixed
+    '989.5T' (as --params takes 70B), or a bare '9.895e14'."""
+    number, unit = _number_or_refuse(_FLOP_RATE, text, what, _FLOP_RATE_EXAMPLES)
+    m = _FLOP_RATE_UNIT.match(unit)
+    if m is not None:
+        factor = FLOP_PREFIXES[(m.group(1) or "").lower()]
+    elif unit in COUNT_SUFFIXES:
+        factor = COUNT_SUFFIXES[unit]
+    elif _RATE_UNIT.match(unit):
+        raise InputError(f"{what} '{text}' is a bandwidth (bytes/s), not a compute rate; did you mean "
+                         f"{number:g}{unit[:-3]}FLOP/s?")  # GB/s, Gbps: the prefix
+    else:
+        raise InputError(f"unknown unit '{unit}' in {what} '{text}'; use FLOP/s with k, M, G, T, P or E "
+                         f"(e.g. {_FLOP_RATE_EXAMPLES})")
+    value = number * factor
+    _finite(value, what, str(text))
+    if value <= 0:
+        raise InputError(f"{what} must be greater than 0, got '{text}'; e.g. 989.5TFLOP/s")
+    return value
+
+
 # Durations: SI submultiples of the second, as divisors (10us = 10 / 1e6 s exactly, not 10 * 1e-6);
 # µ (micro sign), μ (Greek mu) and u all mean micro.
 DURATION_DIVISORS: dict[str, float] = {"": 1.0, "s": 1.0, "sec": 1.0, "ms": 1e3, "us": 1e6, "\u00b5s": 1e6,

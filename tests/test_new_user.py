@@ -120,3 +120,32 @@ def test_gpu_all_asks_every_catalog_gpu(cli, command):
             assert row["result"][key] == one[key], key
     table = cli(command, *ALL_CASES[command], "--gpu", "all")
     assert table.exit_code == 0 and "on every catalog GPU" in table.stdout
+
+
+# --- 9. --peak takes units --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "value"), [("989.5TFLOP/s", 989.5e12), ("200GFLOP/s", 200e9), ("200 GFLOP/s", 200e9),
+                                             ("989TFLOPS", 989e12), ("989.5T", 989.5e12), ("9.895e14", 9.895e14),
+                                             ("1.2PFLOP/s", 1.2e15), ("67tflop/s", 67e12)])
+def test_flop_rates_take_units(text, value):
+    assert units.parse_flop_rate(text, "peak FLOP/s") == pytest.approx(value, rel=1e-15)
+
+
+@pytest.mark.parametrize("text", ["200GB/s", "0", "-5TFLOP/s", "5x", "nan", "1e999"])
+def test_flop_rates_refuse(text):
+    with pytest.raises(InputError):
+        units.parse_flop_rate(text, "peak FLOP/s")
+
+
+@pytest.mark.parametrize("command", ["bench-matmul", "validate"])
+def test_peak_flag_takes_units(cli, command):
+    bad = cli(command, "--peak", "200GB/s")
+    assert bad.exit_code == 2 and "did you mean 200GFLOP/s" in bad.stderr
+
+
+def test_bench_matmul_measures_against_a_peak_with_units(cli):
+    pytest.importorskip("torch")
+    out = cli("bench-matmul", "--size", "64", "--iters", "2", "--warmup-ms", "1", "--dtype", "fp32", "--peak",
+              "200GFLOP/s", "--json")
+    assert out.exit_code == 0, out.stderr
+    assert out.json()["peak"]["peak_flops_per_s"] == 200e9

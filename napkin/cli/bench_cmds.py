@@ -19,8 +19,8 @@ from napkin.cli.options import (
     Explain,
     Json,
     Plot,
-    count,
     duration,
+    flop_rate,
     length,
     nbytes,
     number,
@@ -132,8 +132,9 @@ def bench_matmul_cmd(
     k_range: Annotated[tuple[int, int, int] | None, _range_opt("k")] = None,
     gpu: Annotated[str | None, opt("--gpu", metavar="NAME", help="Catalog entry whose dense peak MFU is measured "
                                    "against, in place of the detected device.", panel=PEAK)] = None,
-    peak: Annotated[float | None, opt("--peak", parser=count("peak FLOP/s"), metavar="FLOP/S", help="Dense peak "
-                                      "FLOP/s to measure MFU against (e.g. 67e12, 1.2T); needed on a CPU.",
+    peak: Annotated[float | None, opt("--peak", parser=flop_rate("peak FLOP/s"), metavar="RATE", help="Dense peak "
+                                      "FLOP/s to measure MFU against (e.g. 67TFLOP/s, 200GFLOP/s, 67e12); needed on "
+                                      "a CPU.",
                                       panel=PEAK)] = None,
     shapes_from: Annotated[str | None, opt("--shapes-from", metavar="NAME|FILE", help="Time this model's own GEMMs "
                                            "(QKV, out proj, MLP up/gate/down, LM head; forward and both backward "

@@ -47,6 +47,11 @@ def length(what: str) -> Callable[[str], int]:
 LENGTH_HELP = f" Suffixes: {units.LENGTH_RULE} (lengths are powers of two by convention; counts stay decimal)."
 
 
+def flop_rate(what: str) -> Callable[[str], float]:
+    """Compute rates: 989.5TFLOP/s, 200GFLOP/s, 989TFLOPS, 989.5T, or a bare number of FLOP/s (9.895e14)."""
+    return _parser(units.parse_flop_rate, what)
+
+
 def number(what: str) -> Callable[[str], float]:
     """Plain numbers (same grammar as counts)."""
     return _parser(units.parse_count, what)

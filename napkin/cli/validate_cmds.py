@@ -13,7 +13,7 @@ from napkin.cli.bench_cmds import MEASURE, PEAK, Device, ProgressBar
 from napkin.cli.context import model as resolve_model
 from napkin.cli.context import state
 from napkin.cli.finetune_options import Finetune, LoraEmbeddings, LoraRank, LoraTargets
-from napkin.cli.options import LENGTH_HELP, MODEL, Explain, Json, count, length, number, opt, whole
+from napkin.cli.options import LENGTH_HELP, MODEL, Explain, Json, flop_rate, length, number, opt, whole
 from napkin.cli.root import app
 
 
@@ -46,8 +46,9 @@ def validate_cmd(
     gpu: Annotated[str | None, opt("--gpu", metavar="NAME", panel=PEAK,
                                    help="Catalog entry whose dense fp32 peak MFU is measured against, in place of "
                                         "the detected device.")] = None,
-    peak: Annotated[float | None, opt("--peak", parser=count("peak FLOP/s"), metavar="FLOP/S", panel=PEAK,
-                                      help="Dense fp32 peak FLOP/s for MFU (needed on a CPU).")] = None,
+    peak: Annotated[float | None, opt("--peak", parser=flop_rate("peak FLOP/s"), metavar="RATE", panel=PEAK,
+                                      help="Dense fp32 peak FLOP/s for MFU (needed on a CPU): 67TFLOP/s, "
+                                           "200GFLOP/s or 6.7e13.")] = None,
     json: Json = False,
     explain: Explain = False,
 ) -> None:
