@@ -149,3 +149,28 @@ def test_bench_matmul_measures_against_a_peak_with_units(cli):
               "200GFLOP/s", "--json")
     assert out.exit_code == 0, out.stderr
     assert out.json()["peak"]["peak_flops_per_s"] == 200e9
+
+
+# --- 4. chunked prefill by default ----------------------------------------------------------------------------------
+
+def test_prefill_is_chunked_by_default_and_says_so(cli):
+    base = ["inference", "--model", "qwen2.5-72b", "--gpus", "8", "--batch", "8", "--prompt", "32768", "--generate",
+            "512"]
+    default = cli(*base, "--json")
+    assert default.exit_code == 0, default.stderr
+    chunked = cli(*base, "--prefill-chunk", "8192", "--json").json()
+    whole = cli(*base, "--prefill-chunk", "none", "--json").json()
+    d = default.json()
+    assert d["inputs"]["prefill_chunk"] == 8192 and whole["inputs"]["prefill_chunk"] is None
+    assert d["max_batch"] == chunked["max_batch"] > whole["max_batch"]  # one chunk's workspace, not the batch's
+    assert d["workspace_bytes"] < whole["workspace_bytes"]
+    assert any("prefill chunked at 8,192 tokens" in n for n in d["notes"])
+    assert any("in one pass" in n for n in whole["notes"])
+
+
+def test_cli_default_chunk_is_the_accounting_one():
+    from napkin.accounting.inference import DEFAULT_PREFILL_CHUNK, ServingSetup
+    from napkin.cli import serve_cmds
+
+    assert serve_cmds.DEFAULT_PREFILL_CHUNK == DEFAULT_PREFILL_CHUNK == ServingSetup(
+        batch=1, prompt=1, generate=1).prefill_chunk

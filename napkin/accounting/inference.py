@@ -47,6 +47,13 @@ SRC_FLOPS = "napkin.accounting.flops.forward_flops_per_token (Kaplan et al. 2020
 SRC_WS = ("napkin estimate: one layer's live activations per token in flight (residual h, block input h, FFN "
           "inner 2f/TP, or 3f/TP gated) in the compute dtype, plus fp32 logits of each sequence's last position (V/TP)")
 
+# Prefill is chunked by default, as serving engines do: vLLM V1 always chunks (max_num_batched_tokens 8192 for its
+# OpenAI server on GPUs of 70 GiB and more: EngineArgs.get_batch_defaults, vllm/engine/arg_utils.py) and SGLang's
+# --chunked-prefill-size is 8192 by default (sglang/srt/server_args.py). None prefills the whole batch at once.
+DEFAULT_PREFILL_CHUNK = 8192
+SRC_CHUNKED_PREFILL = ("Agrawal et al. 2023, SARATHI: chunked prefills (arXiv 2308.16369); vLLM V1 and SGLang chunk "
+                       "prefill by default, 8192 tokens per pass (vLLM max_num_batched_tokens, SGLang "
+                       "--chunked-prefill-size)")
 WEIGHT_DTYPES = {DType.fp32, DType.bf16, DType.fp16, DType.fp8, DType.int8, DType.int4, DType.fp4}
 KV_DTYPES = {DType.fp32, DType.bf16, DType.fp16, DType.fp8, DType.int8}
 # activations and all-reduce payloads are bf16/fp16 (with fp8 matmuls too: their outputs are bf16)
@@ -66,7 +73,8 @@ class ServingSetup(Setup):
     kv_dtype: DType | str = DType.bf16
     compute_dtype: DType | str | None = Field(default=None, description="dtype of the matmuls (None: from the weights "
                                         "and the GPU, see _resolve_compute)")
-    prefill_chunk: PositiveInt | None = Field(default=None, description="tokens per prefill pass (None: B·s_p at once)")
+    prefill_chunk: PositiveInt | None = Field(default=DEFAULT_PREFILL_CHUNK, description="tokens per prefill pass "
+                                              "(default 8192, as vLLM and SGLang; None: the whole B·s_p at once)")
     mfu: Fraction = Field(default=1.0, description="fraction of peak FLOP/s reached (1 = ideal lower bound)")
     mbu: Fraction = Field(default=1.0, description="fraction of memory bandwidth reached (1 = ideal)")
 
@@ -102,7 +110,8 @@ class InferenceInputs(Inputs):
     compute_dtype: DType = Field(description="dtype of the matmuls, whose dense peak is used")
     mfu: Fraction = Field(default=1.0, description="fraction of peak FLOP/s reached (1 = ideal lower bound)")
     mbu: Fraction = Field(default=1.0, description="fraction of memory bandwidth reached (1 = ideal)")
-    prefill_chunk: PositiveInt | None = Field(default=None, description="tokens per prefill pass (None: B·s_p at once)")
+    prefill_chunk: PositiveInt | None = Field(default=DEFAULT_PREFILL_CHUNK, description="tokens per prefill pass "
+                                              "(default 8192, as vLLM and SGLang; None: the whole B·s_p at once)")
     memory_bytes: Positive
     reserve_bytes: NonNegative = 0.0
     link_bytes_per_s: Positive | None = Field(default=None, description="scale-up link bandwidth per GPU, "
@@ -434,6 +443,16 @@ def _notes(spec: TransformerSpec, i: InferenceInputs, kv: KVCacheResult, first: 
         if i.allreduce_latency_s == 0:
             n.append("all-reduce latency α = 0 (bandwidth term only); small decode all-reduces are latency-bound "
                      "in practice (~5-20 µs each on NVLink): pass --allreduce-latency.")
+    tokens = i.batch * i.prompt
+    if i.prefill_chunk is None:
+        n.append(f"prefill of all {tokens:,} prompt tokens in one pass (--prefill-chunk none); serving engines chunk "
+                 f"it by default (vLLM, SGLang: {DEFAULT_PREFILL_CHUNK} tokens per pass), which needs less workspace.")
+    else:
+        passes = math.ceil(tokens / i.prefill_chunk)
+        how = ("the vLLM and SGLang default" if i.prefill_chunk == DEFAULT_PREFILL_CHUNK else "--prefill-chunk")
+        n.append(f"prefill chunked at {i.prefill_chunk:,} tokens per pass ({how}): {tokens:,} prompt tokens in "
+                 f"{passes} pass{'es' if passes > 1 else ''}; the workspace holds one chunk. --prefill-chunk none "
+                 "prefills the whole batch at once.")
     if i.weights_dtype in (DType.int4, DType.int8, DType.fp4):
         n.append(f"{i.weights_dtype.value} weights are weight-only quantized (matmuls in {i.compute_dtype.value}); "
                  f"group scales (~3% for int4 at group size 128) and bf16 embeddings are not counted.")

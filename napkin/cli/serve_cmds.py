@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # annotations only: the command imports what it runs when it 
     from napkin.specs.hardware import HardwareSpec
 
 WORKLOAD = "Workload"
+DEFAULT_PREFILL_CHUNK = 8192  # napkin.accounting.inference.DEFAULT_PREFILL_CHUNK (not imported: startup stays lean)
 PRECISION = "Precision and efficiency"
 PARALLEL = "Tensor parallelism"
 LIMITS = "Memory"
@@ -83,8 +84,17 @@ Link = Annotated[float | None, opt("--link-bandwidth", parser=bandwidth("link ba
 Latency = Annotated[float, opt("--allreduce-latency", parser=_seconds, metavar="TIME",
                                panel=PARALLEL, help="Fixed cost of one all-reduce: 10us (or 10µs), 5ms, or a bare "
                                                     "number of seconds (default 0: bandwidth term only).")]
-Chunk = Annotated[int | None, opt("--prefill-chunk", parser=length("prefill chunk"), metavar="TOKENS", panel=LIMITS,
-                                  help="Tokens per prefill pass (chunked prefill); default: the whole batch at once.")]
+def _chunk(text: Any) -> Any:
+    """--prefill-chunk: a length in tokens, or 'none' for the whole batch in one pass (returned as 0, which a length
+    cannot be)."""
+    if isinstance(text, str) and text.strip().lower() in ("none", "off"):
+        return 0
+    return length("prefill chunk")(text)
+
+
+Chunk = Annotated[int, opt("--prefill-chunk", parser=_chunk, metavar="TOKENS|none", panel=LIMITS,
+                           help="Tokens per prefill pass (chunked prefill, as vLLM and SGLang do by default with "
+                                "8192); 'none' prefills the whole batch at once." + LENGTH_HELP)]
 AllowLonger = Annotated[bool, opt("--allow-longer", panel=WORKLOAD,
                                   help="Allow prompt + generate beyond the model's maximum context.")]
 
@@ -106,7 +116,7 @@ def inference_cmd(
     mbu: Mbu = 1.0,
     link_bandwidth: Link = None,
     allreduce_latency: Latency = 0.0,
-    prefill_chunk: Chunk = None,
+    prefill_chunk: Chunk = DEFAULT_PREFILL_CHUNK,
     memory: Memory = None,
     reserve: Reserve = 0.0,
     allow_longer: AllowLonger = False,
@@ -127,7 +137,7 @@ def inference_cmd(
 
     spec = model_of(ctx, model)
     serving = ServingSetup(batch=batch, prompt=prompt, generate=generate, weights_dtype=weights_dtype,
-                           kv_dtype=kv_dtype, compute_dtype=compute_dtype, prefill_chunk=prefill_chunk, mfu=mfu,
+                           kv_dtype=kv_dtype, compute_dtype=compute_dtype, prefill_chunk=prefill_chunk or None, mfu=mfu,
                            mbu=mbu)
 
     def ask(hw: HardwareSpec) -> InferenceResult:
