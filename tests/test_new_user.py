@@ -174,3 +174,38 @@ def test_cli_default_chunk_is_the_accounting_one():
 
     assert serve_cmds.DEFAULT_PREFILL_CHUNK == DEFAULT_PREFILL_CHUNK == ServingSetup(
         batch=1, prompt=1, generate=1).prefill_chunk
+
+
+# --- 5. int4 keeps the embedding and head 16-bit; the V100 serves fp16; gpt-oss's active count explained -------------
+
+def test_int4_keeps_embedding_and_head_in_16_bit(cli):
+    r = cli("inference", "--model", "llama3-8b", "--weights-dtype", "int4", "--json").json()
+    # Llama 3 8B: V = 128256, h = 4096, L = 32, untied: embedding + head + 2L + 1 norms stay 16-bit
+    kept = 2 * 128256 * 4096 + (2 * 32 + 1) * 4096
+    assert r["weights_bytes"] == (r["params"] - kept) * 0.5 + kept * 2
+    assert 5.5e9 < r["weights_bytes"] < 5.7e9  # not the 4.02 GB of everything at int4
+    bf16 = cli("inference", "--model", "llama3-8b", "--json").json()
+    assert bf16["weights_bytes"] == bf16["params"] * 2  # 16-bit weights: nothing changes
+
+
+def test_v100_serves_fp16_and_refuses_bf16(cli):
+    r = cli("inference", "--model", "llama3-8b", "--gpu", "v100", "--json")
+    assert r.exit_code == 0, r.stderr
+    i = r.json()["inputs"]
+    assert (i["weights_dtype"], i["kv_dtype"], i["compute_dtype"]) == ("fp16", "fp16", "fp16")
+    bad = cli("inference", "--model", "llama3-8b", "--gpu", "v100", "--weights-dtype", "bf16")
+    assert bad.exit_code == 2 and "no bf16" in bad.stderr and "fp16" in bad.stderr
+    train = cli("memory", "--model", "llama3-8b", "--gpu", "v100", "--precision", "bf16-mixed")
+    assert train.exit_code == 2  # the training side refuses bf16 there too
+    assert cli("roofline", "--gpu", "v100", "--json").json()["inputs"]["dtype"] == "fp16"
+
+
+def test_moe_active_count_explains_the_model_card(cli):
+    from napkin.accounting.params import count_params
+    from napkin.specs.catalog import get_model
+
+    pc = count_params(get_model("gpt-oss-120b"))
+    assert pc.active_non_embedding == pc.active_params - pc.embedding
+    assert round(pc.active_non_embedding / 1e9, 1) == 5.1  # OpenAI's gpt-oss model card: 5.1 B active
+    out = cli("models", "show", "gpt-oss-120b")
+    assert "active, non-embedding" in out.stdout and "5.13 B" in out.stdout

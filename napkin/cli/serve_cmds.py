@@ -62,11 +62,14 @@ Prompt = Annotated[int, opt("--prompt", "-p", parser=length("prompt length"), me
                             help="Prompt tokens per sequence." + LENGTH_HELP)]
 Generate = Annotated[int, opt("--generate", "-n", parser=length("tokens to generate"), metavar="G", panel=WORKLOAD,
                               help="Tokens generated per sequence (the prefill emits the first)." + LENGTH_HELP)]
-WeightsDType = Annotated[str, opt("--weights-dtype", metavar="DTYPE", panel=PRECISION,
-                                  help="bf16, fp16, fp32, fp8 (W8A8: fp8 matmuls where the GPU has them, else "
-                                       "bf16), fp4, int8 or int4 (weight-only: bf16 matmuls).")]
-KVDType = Annotated[str, opt("--kv-dtype", metavar="DTYPE", panel=PRECISION,
-                             help="KV cache dtype: bf16, fp16, fp32, fp8, int8.")]
+WeightsDType = Annotated[str | None, opt("--weights-dtype", metavar="DTYPE", panel=PRECISION,
+                                         help="bf16, fp16, fp32, fp8 (W8A8: fp8 matmuls where the GPU has them, else "
+                                              "bf16), fp4, int8 or int4 (weight-only: bf16 matmuls; embedding, head "
+                                              "and norms stay 16-bit, as GPTQ/AWQ keep them). Default: bf16, fp16 "
+                                              "on a GPU without bf16 (V100).")]
+KVDType = Annotated[str | None, opt("--kv-dtype", metavar="DTYPE", panel=PRECISION,
+                                    help="KV cache dtype: bf16, fp16, fp32, fp8, int8. Default: bf16, fp16 on a GPU "
+                                         "without bf16 (V100).")]
 ComputeDType = Annotated[str | None, opt("--compute-dtype", metavar="DTYPE", panel=PRECISION,
                                          help="Matmul dtype whose dense peak is used (default: from the weights).")]
 Mfu = Annotated[float, opt("--mfu", parser=number("MFU"), metavar="F", panel=PRECISION,
@@ -109,8 +112,8 @@ def inference_cmd(
     generate: Generate = 256,
     gpu: GpuOrAll = "h100",
     gpus: TpGpus = 1,
-    weights_dtype: WeightsDType = "bf16",
-    kv_dtype: KVDType = "bf16",
+    weights_dtype: WeightsDType = None,
+    kv_dtype: KVDType = None,
     compute_dtype: ComputeDType = None,
     mfu: Mfu = 1.0,
     mbu: Mbu = 1.0,
@@ -164,7 +167,8 @@ def inference_cmd(
 def roofline_cmd(
     ctx: typer.Context,
     gpu: GpuOrAll = "h100",
-    dtype: Annotated[str, opt("--dtype", metavar="DTYPE", help="Matmul dtype whose dense peak is the roof.")] = "bf16",
+    dtype: Annotated[str | None, opt("--dtype", metavar="DTYPE", help="Matmul dtype whose dense peak is the roof "
+                                     "(default: bf16, fp16 on a GPU without bf16).")] = None,
     model: Annotated[str | None, opt("--model", "-m", metavar="NAME|FILE", help="Place one layer's operations of "
                                      "this model on the roofline.")] = None,
     batch: Annotated[int, opt("--batch", "-b", parser=whole("batch size"), metavar="B", help="Sequences.")] = 1,
@@ -172,8 +176,8 @@ def roofline_cmd(
                                help="Prompt tokens per sequence (prefill)." + LENGTH_HELP)] = 1024,
     context: Annotated[int, opt("--context", "-c", parser=length("context"), metavar="C",
                                 help="Positions in the KV cache at the decode step." + LENGTH_HELP)] = 1024,
-    weights_dtype: WeightsDType = "bf16",
-    kv_dtype: KVDType = "bf16",
+    weights_dtype: WeightsDType = None,
+    kv_dtype: KVDType = None,
     plot: Plot = None,
     json: Json = False,
     explain: Explain = False,
