@@ -209,3 +209,36 @@ def test_moe_active_count_explains_the_model_card(cli):
     assert round(pc.active_non_embedding / 1e9, 1) == 5.1  # OpenAI's gpt-oss model card: 5.1 B active
     out = cli("models", "show", "gpt-oss-120b")
     assert "active, non-embedding" in out.stdout and "5.13 B" in out.stdout
+
+
+# --- 12. small things -------------------------------------------------------------------------------------------------
+
+def test_one_micro_batch_is_singular(cli):
+    out = cli("step-time", "--model", "llama3-8b", "--gpus", "8", "--global-batch", "8", "--seq", "4096")
+    assert out.exit_code == 0, out.stderr
+    assert "(1 micro-batch per pipeline)" in out.stdout and "1 micro-batches" not in out.stdout
+
+
+def test_validate_does_not_promise_a_seq_it_does_not_run(cli, tmp_path):
+    """The config.json note says --seq defaults to max_position_embeddings; validate's --seq defaults to 128."""
+    from napkin.cli.context import _say_seq_default
+
+    class Cmd:
+        name = "validate"
+
+    class Ctx:
+        params = {"seq": None}
+        command = Cmd()
+
+    class Spec:
+        kind, train_seq, display_name, name, max_context = "transformer", None, "x (config.json)", "x", 512
+
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        _say_seq_default(Ctx(), Spec())
+        Cmd.name = "memory"
+        _say_seq_default(Ctx(), Spec())
+    assert err.getvalue().count("--seq defaults to") == 1  # memory says it; validate does not

@@ -124,6 +124,8 @@ def _say_seq_default(ctx: Any, spec: Any) -> None:
     params = getattr(ctx, "params", {}) or {}
     if "seq" not in params or params.get("seq") is not None:
         return
+    if getattr(getattr(ctx, "command", None), "name", None) == "validate":  # its --seq defaults to 128, not this
+        return
     if getattr(spec, "kind", None) != "transformer" or spec.train_seq is not None or "config.json" not in \
             str(getattr(spec, "display_name", "")):
         return
