@@ -98,6 +98,8 @@ class PlanResult(Result):
     torchtitan: str
     days: float | None = Field(default=None, description="with --tokens: training days at the winner's step time")
     gpu_hours: float | None = None
+    gpu_counts_tried: list[int] = Field(default_factory=list, description="with --days: the whole-node GPU counts "
+                                        "asked, fewest first (those with a layout); the last is the answer")
 
 
 def plan(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, global_batch: int, seq: int,
@@ -265,45 +267,21 @@ def _why(win: StepTimeResult, runner: StepTimeResult | None) -> list[str]:
 
 
 def _fewest_gpus(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, progress: Progress | None) -> PlanResult:
-    """Fewest whole nodes whose best layout trains i.tokens in i.days (bisection over the node count)."""
+    """Fewest whole nodes whose best layout trains i.tokens in i.days: every count from the compute floor up,
+    fewest first (plan_fewest.py; days against GPUs is not monotone, so no bisection), then planned in full."""
+    from napkin.accounting.plan_fewest import fewest_gpus
+
     assert i.tokens is not None and i.days is not None
-    node = i.node_size
-    cache: dict[int, PlanResult | None] = {}
-
-    def best(k: int) -> PlanResult | None:
-        if k not in cache:
-            try:
-                cache[k] = _search(spec, hw, i.model_copy(update={"gpus": k * node}), k * node, None)
-            except InputError:
-                cache[k] = None
-        return cache[k]
-
-    def in_time(k: int) -> bool:
-        r = best(k)
-        return r is not None and r.days is not None and r.days <= i.days  # type: ignore[operator]
-
-    hi = 1
-    while not in_time(hi):
-        if hi * node >= 1 << 17:
-            r = best(hi)
-            got = f"{r.days:.1f} days on {hi * node} GPUs" if r is not None and r.days else "nothing fits"
-            raise InputError(f"no cluster up to {hi * node} × {hw.name} trains {g(i.tokens)} tokens of {spec.name} "
-                             f"in {g(i.days)} days ({got}); allow more days")
-        hi *= 2
-        if progress is not None:
-            progress(hi.bit_length(), 18)
-    lo = hi // 2
-    while hi - lo > 1:  # days fall as nodes are added (not strictly: the batch must divide); bisect on that trend
-        mid = (lo + hi) // 2
-        if in_time(mid):
-            hi = mid
-        else:
-            lo = mid
-    r = best(hi)
-    assert r is not None
-    note = (f"fewest GPUs: {hi} nodes × {node} = {hi * node} GPUs train {g(i.tokens)} tokens in {r.days:.2f} days "
-            f"(≤ {g(i.days)}); {(hi - 1) * node} GPUs do not (bisection over whole nodes)")
-    return r.model_copy(update={"notes": [note, *r.notes]})
+    G, asked, start = fewest_gpus(spec, hw, i, progress)
+    r = _search(spec, hw, i.model_copy(update={"gpus": G}), G, None)
+    below = [n for n in asked if n < G]
+    shown = ", ".join(f"{n:,}" for n in below[-5:])
+    tried = (f"{len(below)} smaller count{'s' if len(below) > 1 else ''} with a layout, {below[0]:,} to {below[-1]:,}"
+             f" (last: {shown}), do not" if below else "no smaller count with a layout does")
+    note = (f"fewest GPUs: {G // i.node_size} nodes × {i.node_size} = {G:,} GPUs train {g(i.tokens)} tokens in "
+            f"{r.days:.2f} days (≤ {g(i.days)}); {tried}. Every whole-node count from {start:,} (the compute "
+            "floor: model FLOPs at the dense peak) was asked, fewest first; days against GPUs is not monotone.")
+    return r.model_copy(update={"notes": [note, *r.notes], "gpu_counts_tried": asked})
 
 
 def train_time_planned(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, tokens: float, *, gpus: int,

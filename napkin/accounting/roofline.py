@@ -140,24 +140,29 @@ class RooflineResult(Result):
     ops: list[RooflineOp]
 
 
-def roofline(hardware: HardwareSpec, dtype: str | DType = DType.bf16,
+def roofline(hardware: HardwareSpec, dtype: str | DType | None = None,
              spec: TransformerSpec | LinearSpec | str | None = None, *,
-             batch: int = 1, prompt: int = 1024, context: int = 1024, weights_dtype: str | DType = DType.bf16,
-             kv_dtype: str | DType = DType.bf16) -> RooflineResult:
+             batch: int = 1, prompt: int = 1024, context: int = 1024, weights_dtype: str | DType | None = None,
+             kv_dtype: str | DType | None = None) -> RooflineResult:
     """The GPU's roofline; with ``spec``, one layer's operations at prefill and at a decode step placed on it.
 
     Operations (per layer, whole batch): the weight matmuls (QKV, output, FFN) at prefill (B·P tokens)
     and decode (B tokens), attention at prefill (flash attention over P) and decode (over the KV cache of
     ``context`` positions), and two elementwise operations (residual add; a gated activation).
+    A dtype left out is bf16, or fp16 on a GPU without bf16 (V100).
     """
     spec = as_optional_model(spec, "spec")
     hardware = as_hardware(hardware, "hardware")
     if spec is not None and not isinstance(spec, TransformerSpec):
         raise InputError(f"{getattr(spec, 'name', spec)} is not a transformer; the roofline places attention and "
                          "matmul operations of a transformer (omit `model` for the GPU's roofline alone)")
-    i = validated(RooflineInputs, gpu=hardware.name, dtype=parse_dtype(dtype), model=spec.name if spec else None,
-                  batch=batch, prompt=prompt, context=context, weights_dtype=parse_dtype(weights_dtype),
-                  kv_dtype=parse_dtype(kv_dtype))
+    half = DType.bf16 if DType.bf16 in hardware.peak_flops_per_s else DType.fp16  # V100: no bf16
+
+    def dt(x: str | DType | None) -> DType:
+        return half if x is None else parse_dtype(x)
+
+    i = validated(RooflineInputs, gpu=hardware.name, dtype=dt(dtype), model=spec.name if spec else None,
+                  batch=batch, prompt=prompt, context=context, weights_dtype=dt(weights_dtype), kv_dtype=dt(kv_dtype))
     d = Derivation()
     P = d.given(f"{hardware.display_name} dense {i.dtype.value} peak", "P", hardware.peak(i.dtype), "FLOP/s",
                 f"{hardware.name}: {hardware.sources[0]}")

@@ -13,13 +13,15 @@ import typer
 from napkin.cli.context import model as resolve_model
 from napkin.cli.context import state
 from napkin.cli.options import (
+    LENGTH_HELP,
     MODEL,
     MODEL_HELP,
     Explain,
     Json,
     Plot,
-    count,
     duration,
+    flop_rate,
+    length,
     nbytes,
     number,
     opt,
@@ -130,8 +132,9 @@ def bench_matmul_cmd(
     k_range: Annotated[tuple[int, int, int] | None, _range_opt("k")] = None,
     gpu: Annotated[str | None, opt("--gpu", metavar="NAME", help="Catalog entry whose dense peak MFU is measured "
                                    "against, in place of the detected device.", panel=PEAK)] = None,
-    peak: Annotated[float | None, opt("--peak", parser=count("peak FLOP/s"), metavar="FLOP/S", help="Dense peak "
-                                      "FLOP/s to measure MFU against (e.g. 67e12, 1.2T); needed on a CPU.",
+    peak: Annotated[float | None, opt("--peak", parser=flop_rate("peak FLOP/s"), metavar="RATE", help="Dense peak "
+                                      "FLOP/s to measure MFU against (e.g. 67TFLOP/s, 200GFLOP/s, 67e12); needed on "
+                                      "a CPU.",
                                       panel=PEAK)] = None,
     shapes_from: Annotated[str | None, opt("--shapes-from", metavar="NAME|FILE", help="Time this model's own GEMMs "
                                            "(QKV, out proj, MLP up/gate/down, LM head; forward and both backward "
@@ -139,9 +142,9 @@ def bench_matmul_cmd(
                                            + MODEL_HELP, panel=MODEL)] = None,
     batch: Annotated[int | None, opt("--batch", "-b", parser=whole("batch"), metavar="B", help="Sequences per step "
                                      "for --shapes-from (default 1).", panel=MODEL)] = None,
-    seq: Annotated[int | None, opt("--seq", "-s", parser=whole("sequence length"), metavar="S", panel=MODEL,
+    seq: Annotated[int | None, opt("--seq", "-s", parser=length("sequence length"), metavar="S", panel=MODEL,
                                    help="Sequence length for --shapes-from (default: the model's max "
-                                        "context).")] = None,
+                                        "context)." + LENGTH_HELP)] = None,
     plot: Plot = None,
     save: Save = None,
     json: Json = False,

@@ -36,6 +36,17 @@ def hardware(ctx: typer.Context, name: str):  # -> HardwareSpec
     return get_hardware(name, state(ctx).specs_dirs)
 
 
+def one_or_all(ctx: typer.Context, gpu: str, command: str, ask: Any) -> Any:
+    """``ask(hardware)`` of the --gpu named, or with --gpu all of every catalog GPU (an AcrossGpusResult, one row
+    each; a GPU that cannot answer gets its reason)."""
+    if gpu.strip().lower() != "all":
+        return ask(hardware(ctx, gpu))
+    from napkin.accounting.across_gpus import across_gpus
+    from napkin.specs.catalog import hardware_catalog
+
+    return across_gpus(command, list(hardware_catalog(state(ctx).specs_dirs)), ask)
+
+
 def shape_given(ctx: Any) -> dict[str, Any]:
     """The shape options given on the command line (field name → value)."""
     meta = getattr(ctx, "meta", None)
@@ -112,6 +123,8 @@ def _say_seq_default(ctx: Any, spec: Any) -> None:
     context. Said on stderr before anything else is printed, when the command has a --seq left out."""
     params = getattr(ctx, "params", {}) or {}
     if "seq" not in params or params.get("seq") is not None:
+        return
+    if getattr(getattr(ctx, "command", None), "name", None) == "validate":  # its --seq defaults to 128, not this
         return
     if getattr(spec, "kind", None) != "transformer" or spec.train_seq is not None or "config.json" not in \
             str(getattr(spec, "display_name", "")):

@@ -38,6 +38,20 @@ def whole(what: str) -> Callable[[str], int]:
     return _parser(units.parse_positive_int, what)
 
 
+def length(what: str) -> Callable[[str], int]:
+    """Lengths in tokens (a sequence, a prompt, a context, a chunk): k/K/Ki = 1024, as context lengths are said
+    (8k = 8192, 128K = 131072); the outputs show the number it resolved to (s=8192, 32,768 tokens)."""
+    return _parser(units.parse_length, what)
+
+
+LENGTH_HELP = f" Suffixes: {units.LENGTH_RULE} (lengths are powers of two by convention; counts stay decimal)."
+
+
+def flop_rate(what: str) -> Callable[[str], float]:
+    """Compute rates: 989.5TFLOP/s, 200GFLOP/s, 989TFLOPS, 989.5T, or a bare number of FLOP/s (9.895e14)."""
+    return _parser(units.parse_flop_rate, what)
+
+
 def number(what: str) -> Callable[[str], float]:
     """Plain numbers (same grammar as counts)."""
     return _parser(units.parse_count, what)
@@ -84,9 +98,9 @@ MODEL_HELP = ("Catalog model (`napkin models list`), a Hugging Face config.json,
               "org/name[@revision] (its config.json only).")
 
 ModelOpt = Annotated[str, opt("--model", "-m", metavar="NAME|FILE", panel=MODEL, help=MODEL_HELP)]
-Seq = Annotated[int | None, opt("--seq", "-s", parser=whole("sequence length"), metavar="S", panel=MODEL,
+Seq = Annotated[int | None, opt("--seq", "-s", parser=length("sequence length"), metavar="S", panel=MODEL,
                                 help="Sequence length in tokens; attention grows with it. Default: the model's "
-                                     "pre-training length (its spec's train_seq), else its max context.")]
+                                     "pre-training length (its spec's train_seq), else its max context." + LENGTH_HELP)]
 Recompute = Annotated[str, opt("--recompute", metavar="none|selective|full", panel=MODEL,
                                help="Activation recomputation (Korthikanti et al. 2022 §4): selective redoes the "
                                     "attention core, full each layer's forward from its input.")]

@@ -6,12 +6,13 @@ from typing import Annotated
 
 import typer
 
-from napkin.cli.context import hardware
+from napkin.cli.context import hardware, one_or_all
 from napkin.cli.context import model as model_of
 from napkin.cli.options import (
+    LENGTH_HELP,
     Calibration,
     Explain,
-    Gpu,
+    GpuOrAll,
     InterBandwidth,
     IntraBandwidth,
     Json,
@@ -19,6 +20,7 @@ from napkin.cli.options import (
     NodeSize,
     Precision,
     count,
+    length,
     opt,
     whole,
 )
@@ -54,11 +56,11 @@ def plan_cmd(
     model: ModelOpt,
     global_batch: Annotated[int, opt("--global-batch", "-B", parser=whole("global batch"), metavar="B",
                                      help="Sequences per optimizer step over all GPUs.")],
-    seq: Annotated[int, opt("--seq", "-s", parser=whole("sequence length"), metavar="S",
-                            help="Sequence length in tokens.")],
+    seq: Annotated[int, opt("--seq", "-s", parser=length("sequence length"), metavar="S",
+                            help="Sequence length in tokens." + LENGTH_HELP)],
     gpus: Annotated[int | None, opt("--gpus", "-g", parser=whole("GPU count"), metavar="G",
                                     help="GPUs to lay out (leave out with --days to find the fewest).")] = None,
-    gpu: Gpu = "h100",
+    gpu: GpuOrAll = "h100",
     tokens: Annotated[float | None, opt("--tokens", "-D", parser=count("token count"), metavar="D",
                                         help="Training tokens: days and GPU-hours at the winner's step.")] = None,
     days: Annotated[float | None, opt("--days", parser=days_of("days"), metavar="X",
@@ -88,19 +90,22 @@ def plan_cmd(
     from napkin import render
     from napkin.accounting.plan import plan
 
-    spec, hw = model_of(ctx, model), hardware(ctx, gpu)
+    spec = model_of(ctx, model)
     kw = dict(global_batch=global_batch, seq=seq, gpus=gpus, tokens=tokens, days=days, precision=precision, top=top,
               max_tp=max_tp, fix=_fix(fix) if fix else None, node_size=node_size,
               intra_node_bandwidth=intra_node_bandwidth, inter_node_bandwidth=inter_node_bandwidth,
               calibration=calibration)
     con = None if json else render.console()
-    if con is None or not con.is_terminal:  # a bar only where someone watches (rich.progress costs ~10 ms to load)
-        result = plan(spec, hw, **kw)  # type: ignore[arg-type]
+    if gpu.strip().lower() == "all":  # one plan per catalog GPU, one row each
+        result = one_or_all(ctx, gpu, "plan", lambda hw: plan(spec, hw, **kw))  # type: ignore[arg-type]
+    elif con is None or not con.is_terminal:  # a bar only where someone watches (rich.progress: ~10 ms to load)
+        result = plan(spec, hardware(ctx, gpu), **kw)  # type: ignore[arg-type]
     else:
         from rich.progress import Progress
 
         with Progress(transient=True, console=con) as bar:
             task = bar.add_task("searching layouts", total=None)
-            result = plan(spec, hw, progress=lambda n, total: bar.update(task, completed=n, total=total),
+            result = plan(spec, hardware(ctx, gpu),
+                          progress=lambda n, total: bar.update(task, completed=n, total=total),
                           **kw)  # type: ignore[arg-type]
     render.show(result, as_json=json, explain=explain)

@@ -88,8 +88,11 @@ def model_show(r: Any) -> list[Any]:
     for k, v in pc.components.items():
         t.add_row(k, _p(v), f"{v:,}", f"{v / pc.params:.1%}")
     t.add_row("[bold]total[/bold]", f"[bold]{_p(pc.params)}[/bold]", f"[bold]{pc.params:,}[/bold]", "100%")
-    summary = [("active per token", f"{_p(pc.active_params)}  ({pc.active_params:,})"),
-               ("non-embedding (Kaplan N)", f"{_p(pc.non_embedding)}  ({pc.non_embedding:,})")]
+    summary = [("active per token", f"{_p(pc.active_params)}  ({pc.active_params:,})")]
+    if pc.active_params != pc.params:  # MoE: model cards quote the active count without the embedding table
+        summary.append(("active, non-embedding", f"{_p(pc.active_non_embedding)}  (as model cards count it: the "
+                        f"{_p(pc.embedding)} embedding table is looked up, one row per token)"))
+    summary.append(("non-embedding (Kaplan N)", f"{_p(pc.non_embedding)}  ({pc.non_embedding:,})"))
     parts: list[Any] = [kv_table(s.display_name, rows)]
     if s.kind != "linear" and s.block_pattern is not None:
         parts.append(f"[dim]block pattern: {s.block_pattern}[/dim]")

@@ -52,7 +52,7 @@ def step_time(r: Any) -> list[Any]:
     c = i.cluster
     rows = [
         ("model", f"{i.model}, b={i.micro_batch} × s={i.seq}, global batch {i.global_batch} ({r.micro_batches} "
-                  f"micro-batches per pipeline)"),
+                  f"micro-batch{'es' if r.micro_batches != 1 else ''} per pipeline)"),
         ("hardware", f"{i.layout.gpus} × {i.gpu}, {i.precision}, {c.node_size} per node "
                      f"({c.intra_node_bytes_per_s / 1e9:g} GB/s in, {c.inter_node_bytes_per_s / 1e9:g} GB/s out "
                      "per GPU)"),

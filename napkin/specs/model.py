@@ -443,7 +443,7 @@ def transformer_from_shape(base: TransformerSpec | LinearSpec | None = None,
             raise InputError(f"a shape on the command line needs {', '.join(missing)} (with --layers, --d-model "
                              "and --heads at least), or --model NAME to start from")
         h = int(given["d_model"])
-        kind = str(given.get("ffn_kind", "swiglu"))
+        kind = str(given.pop("ffn_kind", "swiglu"))  # passed once below, given or not
         if "ffn_dim" not in given:
             given["ffn_dim"] = 4 * h if kind == "mlp" else -(-(8 * h // 3) // 256) * 256
             notes.append(f"ffn {given['ffn_dim']} ({'4h' if kind == 'mlp' else '8h/3 rounded up to 256, as Llama'}); "
