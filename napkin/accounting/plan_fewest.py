@@ -69,16 +69,18 @@ class _Probe:
         shapes = shapes_of(self.spec, G, i.global_batch, i.seq, i.node_size, i.max_tp, i.fix)
         if not shapes:
             return None
-        mem = Memory(self.spec, self.hw, seq=i.seq, precision=i.precision, recs=self.recs, exhaustive=False)
-        cands = enumerate_candidates(shapes, G, i.global_batch, i.fix, self.recs, mem.tightest, None)
+        cands, tightest = enumerate_candidates(shapes, G, i.global_batch, i.fix, self.recs, None)
         if not cands:
             return None
-        for x in floor_first(cands, self.floor, mem.tightest, self.recs, i.global_batch, [self.t_max], 1):
+        mem = Memory(self.spec, self.hw, seq=i.seq, precision=i.precision, recs=self.recs, tightest=tightest,
+                     exhaustive=False)
+        for x in floor_first(cands, self.floor, tightest, self.recs, i.global_batch, [self.t_max], 1):
             if not mem.admissible(x):
                 continue
-            t, cp, p, v, e = shapes[x.shape]
-            lay = Layout(gpus=G, tp=t, pp=p, vp=v, cp=cp, ep=e, sp=t > 1, zero=cast(ZeroStage, x.zero))
-            st = step_time(self.spec, self.hw, gpus=G, layout=lay, micro_batch=x.b, recompute=self.recs[x.ri],
+            sh = shapes[x.shape]
+            lay = Layout(gpus=G, tp=sh.tp, pp=sh.pp, vp=sh.vp, cp=sh.cp, ep=sh.ep, sp=sh.tp > 1,
+                         zero=cast(ZeroStage, x.zero))
+            st = step_time(self.spec, self.hw, layout=lay, micro_batch=x.b, recompute=self.recs[x.ri],
                            constants=self.c, ledger=False, seq=i.seq, global_batch=i.global_batch,
                            precision=i.precision, overlap_grad_reduce=True, node_size=i.node_size,
                            intra_node_bandwidth=i.intra_node_bandwidth, inter_node_bandwidth=i.inter_node_bandwidth)
