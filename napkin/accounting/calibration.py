@@ -33,7 +33,11 @@ def calibrate(files: str | list[str], c: StepConstants, hw: HardwareSpec, spec: 
             notes.append(note)
             continue
         env = r.environment
-        if env.hardware is not None and env.hardware != hw.name:
+        if env.hardware is None:  # a CPU, or a GPU napkin did not recognise: it says nothing of hw (issue 25 item 6)
+            raise InputError(f"'{path}' was measured on {env.device_name}, which is no catalog GPU: it cannot "
+                             f"calibrate {hw.name}; measure on a {hw.name}, or, where napkin did not recognise the "
+                             f"GPU, name it when measuring (`bench-matmul --gpu {hw.name} ... --save`)")
+        if env.hardware != hw.name:
             raise InputError(f"'{path}' was measured on {env.hardware}, not {hw.name}: pass --gpu {env.hardware} or a "
                              f"measurement taken on {hw.name}")
         if isinstance(r, ModelGemmsResult):
@@ -78,6 +82,11 @@ def _allreduce(r: object, c: StepConstants, hw: HardwareSpec, path: str) -> tupl
     assert isinstance(r, AllreduceBenchResult)
     if not r.rows:
         raise InputError(f"'{path}' holds no all-reduce sizes")
+    if r.environment.device == "cpu" or r.environment.world_size < 2:
+        what = "on the CPU" if r.environment.device == "cpu" else "on one rank (it moves nothing)"
+        raise InputError(f"'{path}' was measured {what} ({r.environment.backend}, {r.environment.world_size} "
+                         f"rank(s)): it says nothing of {hw.name}'s links; measure with `bench-allreduce` on the "
+                         "GPUs of the cluster, 2 or more ranks")
     big = max(r.rows, key=lambda x: x.size_bytes)
     small = min(r.rows, key=lambda x: x.size_bytes)
     n = r.environment.world_size

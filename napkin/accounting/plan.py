@@ -144,10 +144,11 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
                                   overlap_grad_reduce=True,
                                   node_size=i.node_size, intra_node_bandwidth=i.intra_node_bandwidth,
                                   inter_node_bandwidth=i.inter_node_bandwidth)
+    cal_notes: list[str] = []
     if i.calibration:
         from napkin.accounting.calibration import calibrate
 
-        c, _ = calibrate(i.calibration, c, hw, spec, i.precision)
+        c, cal_notes = calibrate(i.calibration, c, hw, spec, i.precision)
     shapes = shapes_of(spec, G, i.global_batch, i.seq, i.node_size, i.max_tp, i.fix)
     if not shapes:
         raise InputError(f"no layout of {spec.name} divides {G} GPUs and a global batch of {i.global_batch} "
@@ -225,7 +226,7 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
     return PlanResult(inputs=i, gpus=G, examined=examined, pruned=pruned, timed=len(timed), interrupted=interrupted,
                       top=rows, winner=win, runner_up=runner, why=_why(win, runner),
                       megatron_flags=megatron_flags(win, spec), torchtitan=torchtitan(win), days=days_,
-                      gpu_hours=hours, steps=d.steps + win.steps, notes=notes + win.notes)
+                      gpu_hours=hours, steps=d.steps + win.steps, notes=cal_notes + notes + win.notes)
 
 
 def _row(st: StepTimeResult, mem: float) -> PlanRow:

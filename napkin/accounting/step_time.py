@@ -85,7 +85,7 @@ class StepTimeInputs(Inputs):
     overlap_grad_reduce: bool = False
     cluster: Cluster
     constants: K.StepConstants
-    calibration: str | None = None
+    calibration: list[str] | None = None
 
 
 class StageTime(BaseModel):
@@ -197,7 +197,7 @@ def step_time(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, gp
     i = validated(StepTimeInputs, model=spec.name, gpu=hardware.name, layout=lay, micro_batch=b,
                   global_batch=global_batch, seq=seq, recompute=recompute, precision=precision, optimizer=optimizer,
                   flash=flash, overlap_grad_reduce=overlap_grad_reduce, cluster=cluster, constants=c,
-                  calibration=calibration)
+                  calibration=[calibration] if isinstance(calibration, str) else calibration)
     return _predict(spec, hardware, i, notes, ledger)
 
 
