@@ -21,18 +21,20 @@ from typing import Any
 from napkin.errors import SpecError
 
 MAX_FILE_BYTES = 16 * 2**20  # 16 MiB: the largest shipped spec is ~4 kB and a config.json ~10 kB
+MAX_YAML_BYTES = 2**20  # 1 MiB of spec YAML (250x the largest shipped file): libyaml takes ~4 s/MiB of tiny items
 MAX_INT_CHARS = 40  # 1e40 is beyond every count a spec holds (the largest, peak FLOP/s, is ~1e16)
 MAX_DEPTH = 32  # the shipped specs nest 3 levels (specs: - moe: experts), config.json files 4
+MAX_VALUES = 100_000  # values once aliases are expanded: the largest shipped spec file holds ~300
 
 
-def _too_big(path: Path) -> None:
+def _too_big(path: Path, limit: int = MAX_FILE_BYTES) -> None:
     try:
         size = path.stat().st_size
     except OSError:
         return  # the read that follows reports it, with its reason
-    if size > MAX_FILE_BYTES:
-        raise SpecError(f"{path}: {size / 2**20:.0f} MiB is far larger than any spec or config.json "
-                        f"(at most {MAX_FILE_BYTES // 2**20} MiB read); is it the right file?")
+    if size > limit:
+        raise SpecError(f"{path}: {size / 2**20:.1f} MiB is far larger than any spec or config.json "
+                        f"(at most {limit / 2**20:g} MiB read); is it the right file?")
 
 
 def _long_int(text: str) -> str:
@@ -55,6 +57,35 @@ def depth_of(data: Any) -> int:
             return level
         stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
     return deepest
+
+
+def expanded_size(data: Any, limit: int = MAX_VALUES) -> int:
+    """How many values ``data`` holds once its YAML aliases are expanded (each shared sub-tree counted at every
+    place it is used), in time linear in the distinct sub-trees; stops counting past ``limit``.
+
+    A YAML alias bomb (``a: &a [1, 1]``, ``b: &b [*a, *a]``, ... nine levels in ~660 bytes) loads as a small graph of
+    shared lists, but any code that walks or prints it (an error message's repr) walks 10^9 values."""
+    size: dict[int, int] = {}
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        item, done = stack.pop()
+        if not isinstance(item, (dict, list)):
+            continue
+        children = list(item.values()) + list(item.keys()) if isinstance(item, dict) else item
+        if done:
+            size[id(item)] = min(limit + 1, 1 + sum(size.get(id(c), 1) for c in children))
+        elif id(item) not in size:
+            size[id(item)] = 1  # a cycle counts once (the safe loader builds none, but a caller might)
+            stack.append((item, True))
+            stack.extend((c, False) for c in children if isinstance(c, (dict, list)) and id(c) not in size)
+    return size.get(id(data), 1)
+
+
+def _check_size(path: Path, data: Any) -> None:
+    n = expanded_size(data)
+    if n > MAX_VALUES:
+        raise SpecError(f"{path}: holds more than {MAX_VALUES:,} values once its aliases (*name) are expanded; a spec "
+                        "file holds a few hundred (is it an alias bomb, or the wrong file?)")
 
 
 def _check_depth(path: Path, data: Any) -> None:
@@ -111,7 +142,7 @@ def read_yaml(path: Path) -> Any:
     """One YAML file, safely: a SpecError naming the file (and line) for anything that is not a plain spec."""
     import yaml
 
-    _too_big(path)
+    _too_big(path, MAX_YAML_BYTES)
     try:
         with path.open(encoding="utf-8") as f:
             data = yaml.load(f, Loader=yaml_loader())  # a safe loader (SafeLoader's constructors only)
@@ -131,6 +162,7 @@ def read_yaml(path: Path) -> Any:
     except ValueError as e:  # a scalar the constructors cannot convert (an out-of-range date, ...)
         raise SpecError(f"{path}: not valid YAML: {e}") from None
     _check_depth(path, data)
+    _check_size(path, data)
     return data
 
 
