@@ -150,3 +150,55 @@ def test_calibration_and_mfu_from_refuse_what_is_not_a_small_regular_file(cli, t
     _one_line(cli(*cmd, flag, str(fifo)), "is a FIFO")
     _one_line(cli(*cmd, flag, str(big)), "far larger than")
     _one_line(cli(*cmd, flag, str(tmp_path)), "is a directory")
+
+
+# -- issue 25 item 9: plan --tokens --days stops at the first Ctrl-C ---------------------------------------------------
+
+FEWEST = ["plan", "--model", "llama3-8b", "--global-batch", "64", "--seq", "4096", "--tokens", "1T", "--days", "30"]
+
+
+@pytest.mark.parametrize("fraction", [0, 0.4, 0.8])
+def test_plan_fewest_gpus_stops_at_the_first_ctrl_c(cli, monkeypatch, fraction):
+    import napkin.accounting.plan as plan_module
+
+    real, calls, searches = plan_module.step_time, [0], []
+    real_search = plan_module._search
+    after = -1  # the first run counts the step times of the whole search
+
+    searched_at_interrupt: list[int] = []
+
+    def step_time(*a, **kw):
+        calls[0] += 1
+        if calls[0] == after + 1:
+            searched_at_interrupt.append(len(searches))
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(plan_module, "step_time", step_time)
+    assert cli(*FEWEST).exit_code == 0
+    total, calls[0] = calls[0], 0
+    after = int(fraction * total)
+
+    def search(spec, hw, i, G, *a, **kw):
+        searches.append(G)
+        return real_search(spec, hw, i, G, *a, **kw)
+
+    monkeypatch.undo()
+    plain = cli(*FEWEST, "--json")
+    assert plain.exit_code == 0, plain.stderr
+    monkeypatch.setattr(plan_module, "step_time", step_time)
+    monkeypatch.setattr(plan_module, "_search", search)
+    r = cli(*FEWEST, "--json")
+    # no cluster size is searched after the Ctrl-C; the interrupted search derives its winner and runner-up once more
+    assert searched_at_interrupt == [len(searches)] and calls[0] <= after + 3, (searches, calls, after)
+    assert "Traceback" not in r.stderr
+    if after == 0:  # nothing searched in full: one line, no answer
+        assert r.exit_code == 2 and "interrupted" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+        return
+    assert r.exit_code == 130, r.stderr
+    out = r.json()
+    assert out["interrupted"] is True and out["notes"][0].startswith("interrupted (Ctrl-C): the bisection stopped")
+    if "meet the deadline" in out["notes"][0]:
+        assert out["gpus"] >= plain.json()["gpus"] and out["days"] <= 30  # never fewer than the full answer
+    else:  # stopped before any size met it: the fastest so far, said to miss the deadline
+        assert "none of the sizes searched meets it" in out["notes"][0] and out["days"] > 30

@@ -189,7 +189,7 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
     examined, pruned = len(cands), len(cands) - len(timed)
     if not timed:
         if interrupted:
-            raise InputError("interrupted before any layout was timed")
+            raise Interrupted("interrupted before any layout was timed")
         smallest = mem.smallest(i.global_batch)
         what = (f"the smallest per-GPU footprint is {smallest[0] / 1e9:.1f} GB with {smallest[1]}" if smallest
                 else "no layout was tried")
@@ -274,36 +274,69 @@ def _fewest_gpus(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, progres
         if k not in cache:
             try:
                 cache[k] = _search(spec, hw, i.model_copy(update={"gpus": k * node}), k * node, None)
+            except (Interrupted, KeyboardInterrupt):  # a Ctrl-C the search did not catch (while deriving its winner)
+                raise _Stop() from None
             except InputError:
                 cache[k] = None
+            r = cache[k]
+            if r is not None and r.interrupted:  # Ctrl-C inside this size's search: stop the whole bisection
+                raise _Stop()
         return cache[k]
 
     def in_time(k: int) -> bool:
         r = best(k)
         return r is not None and r.days is not None and r.days <= i.days  # type: ignore[operator]
 
-    hi = 1
-    while not in_time(hi):
-        if hi * node >= 1 << 17:
-            r = best(hi)
-            got = f"{r.days:.1f} days on {hi * node} GPUs" if r is not None and r.days else "nothing fits"
-            raise InputError(f"no cluster up to {hi * node} × {hw.name} trains {g(i.tokens)} tokens of {spec.name} "
-                             f"in {g(i.days)} days ({got}); allow more days")
-        hi *= 2
-        if progress is not None:
-            progress(hi.bit_length(), 18)
-    lo = hi // 2
-    while hi - lo > 1:  # days fall as nodes are added (not strictly: the batch must divide); bisect on that trend
-        mid = (lo + hi) // 2
-        if in_time(mid):
-            hi = mid
-        else:
-            lo = mid
+    try:
+        hi = 1
+        while not in_time(hi):
+            if hi * node >= 1 << 17:
+                r = best(hi)
+                got = f"{r.days:.1f} days on {hi * node} GPUs" if r is not None and r.days else "nothing fits"
+                raise InputError(f"no cluster up to {hi * node} × {hw.name} trains {g(i.tokens)} tokens of "
+                                 f"{spec.name} in {g(i.days)} days ({got}); allow more days")
+            hi *= 2
+            if progress is not None:
+                progress(hi.bit_length(), 18)
+        lo = hi // 2
+        while hi - lo > 1:  # days fall as nodes are added (not strictly: the batch must divide); bisect on that trend
+            mid = (lo + hi) // 2
+            if in_time(mid):
+                hi = mid
+            else:
+                lo = mid
+    except _Stop:
+        return _interrupted_answer(cache, i, node)
     r = best(hi)
     assert r is not None
     note = (f"fewest GPUs: {hi} nodes × {node} = {hi * node} GPUs train {g(i.tokens)} tokens in {r.days:.2f} days "
             f"(≤ {g(i.days)}); {(hi - 1) * node} GPUs do not (bisection over whole nodes)")
     return r.model_copy(update={"notes": [note, *r.notes]})
+
+
+class Interrupted(InputError):
+    """Ctrl-C before anything was timed: nothing to answer with."""
+
+
+class _Stop(Exception):
+    """Ctrl-C during the fewest-GPUs bisection: it stops there, with the best answer so far."""
+
+
+def _interrupted_answer(cache: dict[int, PlanResult | None], i: PlanInputs, node: int) -> PlanResult:
+    """The fewest nodes timed so far that meet the deadline, else the fastest timed; marked interrupted."""
+    assert i.days is not None
+    done = {k: r for k, r in cache.items() if r is not None and r.days is not None and not r.interrupted}
+    if not done:
+        raise Interrupted("interrupted (Ctrl-C) before any cluster size was searched in full")
+    meeting = [k for k, r in done.items() if r.days <= i.days]  # type: ignore[operator]
+    k = min(meeting) if meeting else min(done, key=lambda k: done[k].days)  # type: ignore[arg-type, return-value]
+    r = done[k]
+    tried = ", ".join(str(x * node) for x in sorted(done))
+    what = (f"{k * node} GPUs meet the deadline ({r.days:.2f} days ≤ {g(i.days)}), fewer were not all searched"
+            if meeting else f"none of the sizes searched meets it; the fastest, {k * node} GPUs, takes {r.days:.2f} "
+            "days")
+    note = f"interrupted (Ctrl-C): the bisection stopped after searching {tried} GPUs: {what}"
+    return r.model_copy(update={"interrupted": True, "notes": [note, *r.notes]})
 
 
 def train_time_planned(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, tokens: float, *, gpus: int,

@@ -104,3 +104,5 @@ def plan_cmd(
             result = plan(spec, hw, progress=lambda n, total: bar.update(task, completed=n, total=total),
                           **kw)  # type: ignore[arg-type]
     render.show(result, as_json=json, explain=explain)
+    if result.interrupted:
+        raise typer.Exit(130)  # the conventional status after Ctrl-C, once the best so far is printed
