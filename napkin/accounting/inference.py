@@ -32,7 +32,7 @@ from napkin.specs.dtypes import BYTES_PER_ELEMENT, DType, bytes_per_element, par
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.specs.resolve import as_hardware, as_model
-from napkin.validation import Fraction, Inputs, NonNegative, Positive, PositiveInt, Setup, validated
+from napkin.validation import AtLeastOne, Fraction, Inputs, NonNegative, Positive, PositiveInt, Setup, validated
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
@@ -105,7 +105,7 @@ class InferenceInputs(Inputs):
     prefill_chunk: PositiveInt | None = Field(default=None, description="tokens per prefill pass (None: B·s_p at once)")
     memory_bytes: Positive
     reserve_bytes: NonNegative = 0.0
-    link_bytes_per_s: Positive | None = Field(default=None, description="scale-up link bandwidth per GPU, "
+    link_bytes_per_s: AtLeastOne | None = Field(default=None, description="scale-up link bandwidth per GPU, "
                                               "both directions")
     allreduce_latency_s: NonNegative = 0.0
     allow_longer: bool = False

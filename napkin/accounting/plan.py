@@ -123,6 +123,8 @@ def plan(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, global_
             raise InputError(f"--fix: unknown dimension '{k}'; fix any of {', '.join(FIXABLE)} (e.g. tp=8,pp=4)")
     if "zero" in fix and fix["zero"] not in (0, 1, 2, 3):
         raise InputError(f"--fix: zero must be a ZeRO stage 0, 1, 2 or 3, got {fix['zero']}")
+    if "recompute" in fix and fix["recompute"] not in RECOMPUTES:
+        raise InputError(f"--fix: recompute must be one of {', '.join(RECOMPUTES)}, got '{str(fix['recompute'])[:40]}'")
     node = node_size or hardware.node_gpus or 8
     i = validated(PlanInputs, model=model.name, gpu=hardware.name, gpus=gpus, global_batch=global_batch, seq=seq,
                   tokens=tokens, days=days, precision=precision, top=top, max_tp=max_tp, fix=fix, node_size=node,

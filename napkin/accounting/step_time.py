@@ -88,6 +88,15 @@ class StepTimeInputs(Inputs):
     calibration: list[str] | None = None
 
 
+class _Counts(Inputs):
+    """The counts step_time divides by, checked (and made Python ints: a numpy int8 batch overflowed silently)
+    before anything is computed from them."""
+
+    micro_batch: PositiveInt
+    global_batch: PositiveInt | None = None
+    seq: PositiveInt | None = None
+
+
 class StageTime(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -176,6 +185,8 @@ def step_time(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, gp
     if not isinstance(model, TransformerSpec):
         raise InputError(f"step-time needs a transformer; '{model.name}' is a {model.kind} network")
     spec = model
+    counts = validated(_Counts, micro_batch=micro_batch, global_batch=global_batch, seq=seq)
+    micro_batch, global_batch, seq = counts.micro_batch, counts.global_batch, counts.seq
     c = constants or K.StepConstants()
     notes: list[str] = []
     if calibration is not None:

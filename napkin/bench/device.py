@@ -250,7 +250,13 @@ def range_values(start: int, stop: int, step: int, what: str = "range") -> list[
         raise InputError(f"{what} needs START >= 0, STOP >= 1 and STEP >= 1, got {start} {stop} {step}")
     if start == 0:  # a dimension cannot be 0 (mamf-finder starts at STEP)
         start = step
-    values = list(range(start, stop, step))
+    sizes = range(start, stop, step)
+    from napkin.bench.matmul import MAX_SWEEP_SHAPES  # (a cycle at import time: matmul imports this module)
+
+    if len(sizes) > MAX_SWEEP_SHAPES:  # counted, not built: --m-range 0 100000000 1 built 4.9 GB of ints first
+        raise InputError(f"{what} {start} {stop} {step} holds {len(sizes):,} sizes, more than the "
+                         f"{MAX_SWEEP_SHAPES:,} shapes a sweep may time: widen STEP or narrow START..STOP")
+    values = list(sizes)
     if not values:
         raise InputError(f"{what} {start} {stop} {step} holds no size: STOP is exclusive and must exceed START")
     return values
