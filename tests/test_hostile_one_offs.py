@@ -70,3 +70,35 @@ def test_a_huge_range_is_refused_before_it_is_built(cli):
     r = cli("bench-matmul", "--device", "cpu", "--m-range", "0", "100000000", "1", "--iters", "1")
     _one_line(r, "holds 99,999,999 sizes")
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # kB: not 4.9 GB of ints
+
+
+@pytest.mark.parametrize("args, said", [
+    (["inference", "--model", "llama3-8b", "--link-bandwidth", "100GB/s"], "one GPU has none"),
+    (["inference", "--model", "llama3-8b", "--allreduce-latency", "10us"], "one GPU has none"),
+    (["mfu", "--model", "llama3-8b", "--tokens-per-s", "9000", "--gpus", "8", "--batch", "4"], "not read"),
+])
+def test_flags_that_would_be_ignored_are_refused(cli, args, said):
+    _one_line(cli(*args), said)
+    assert cli("inference", "--model", "llama3-8b", "--gpus", "2", "--link-bandwidth", "100GB/s").exit_code == 0
+
+
+@pytest.mark.parametrize("line, said", [("layers: 010", "octal number 8"),
+                                        ("max_context: 1:00:00", "base-60 number 3600"),
+                                        ("layers: 0b11", "binary number 3"),
+                                        ("norms_per_layer: 2:30", "base-60 number 150")])
+def test_yaml_11_numbers_are_refused_not_guessed(cli, tmp_path, line, said):
+    doc = napkin.get_model("llama3-8b").model_dump(mode="json", exclude_none=True)
+    key = line.split(":")[0]
+    text = "\n".join(line if ln.startswith(f"{key}:") else ln
+                     for ln in yaml.safe_dump({**doc, "name": "q", "aliases": []}).splitlines())
+    path = tmp_path / "q.yaml"
+    path.write_text(text + "\n")
+    _one_line(cli("memory", "--model", str(path)), said, "(line ")
+
+
+def test_an_error_names_the_file_and_the_place_not_its_content(cli, tmp_path):
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$secrethash:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n")
+    r = cli("memory", "--model", str(secret))
+    assert r.exit_code == 2 and "secrethash" not in r.stderr and "daemon" not in r.stderr, r.stderr
+    assert str(secret) in r.stderr and "(a key that is no field name)" in r.stderr

@@ -224,6 +224,9 @@ def inference(
     elif keywords:
         raise InputError(f"give the serving setup as serving=ServingSetup(...) or as keywords ({', '.join(keywords)}), "
                          "not both")
+    if gpus == 1 and (link_bytes_per_s is not None or allreduce_latency_s):  # accepted and ignored before
+        raise InputError("`link_bandwidth` and `allreduce_latency` time the tensor-parallel all-reduces between GPUs; "
+                         "one GPU has none: leave them out, or give `gpus` above 1")
     sv = serving
     i = validated(
         InferenceInputs, model=spec.name, gpu=hardware.name, batch=sv.batch, prompt=sv.prompt, generate=sv.generate,

@@ -116,7 +116,14 @@ def yaml_loader() -> Any:
             text = str(node.value)
             if len(text.replace("_", "").lstrip("+-")) > MAX_INT_CHARS:
                 raise Refused(None, None, _long_int(text), node.start_mark)
-            return super().construct_yaml_int(node)
+            value = super().construct_yaml_int(node)
+            _refuse_yaml11_number(text, value, node)
+            return int(value)
+
+        def construct_yaml_float(self, node: Any) -> float:
+            value = super().construct_yaml_float(node)
+            _refuse_yaml11_number(str(node.value), value, node)
+            return value
 
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             if isinstance(node, yaml.MappingNode):
@@ -135,7 +142,26 @@ def yaml_loader() -> Any:
             return super().construct_mapping(node, deep=deep)
 
     Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_yaml_int)
+    Loader.add_constructor("tag:yaml.org,2002:float", Loader.construct_yaml_float)
     return Loader
+
+
+def _refuse_yaml11_number(text: str, value: Any, node: Any) -> None:
+    """YAML 1.1 reads `010` as 8 (octal), `0b11` as 3 and `1:00:00` as 3600 (base 60), where a person (and YAML 1.2)
+    means 10, a string and a time: napkin refuses them rather than guess."""
+    import re
+
+    plain = text.replace("_", "").lstrip("+-")
+    if ":" in plain:
+        why = f"'{text[:40]}' is read by YAML 1.1 as the base-60 number {value:g}"
+    elif re.fullmatch(r"0[0-7]+", plain):
+        why = f"'{text[:40]}' is read by YAML 1.1 as the octal number {value:g}"
+    elif re.fullmatch(r"0b[01]+", plain):
+        why = f"'{text[:40]}' is read by YAML 1.1 as the binary number {value:g}"
+    else:
+        return
+    raise _refused()(None, None, f"{why}; write the number plainly (no leading 0, no ':'), or quote it for a string",
+                     node.start_mark)
 
 
 def read_yaml(path: Path) -> Any:

@@ -36,7 +36,7 @@ def format_validation_error(path: Path | str, err: ValidationError, prefix: str 
         parts = list(e["loc"])
         if len(parts) > 1 and parts[0] in _UNION_TAGS:
             parts = parts[1:]
-        loc = ".".join(str(p) for p in parts) or "(top level)"
+        loc = ".".join(_key(p) for p in parts) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; see the shipped specs for the fields)"
@@ -47,6 +47,15 @@ def format_validation_error(path: Path | str, err: ValidationError, prefix: str 
     if len(errors) > MAX_ERROR_LINES:
         lines.append(f"{path}: ... and {len(errors) - MAX_ERROR_LINES:,} more errors ({len(errors):,} in all)")
     return "\n".join(lines)
+
+
+def _key(part: Any) -> str:
+    """A location part as printed: a field name or list index as it is, anything else (a key that is a line of
+    /etc/shadow) not echoed: the file and the place are named, not its content."""
+    import re
+
+    text = str(part)
+    return text if re.fullmatch(r"[A-Za-z_][\w-]{0,63}|\d{1,9}", text) else "(a key that is no field name)"
 
 
 def _short(text: str, limit: int) -> str:
