@@ -15,6 +15,9 @@ from napkin.specs.dtypes import BYTES_PER_ELEMENT
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import TransformerSpec
 
+MIN_EFFICIENCY = 1e-4  # a measured ceiling 10,000x below the datasheet is a broken file or the wrong device
+MAX_LATENCY_S = 1.0  # the smallest all-reduce's time is a latency: microseconds, never seconds
+
 
 def calibrate(files: str | list[str], c: StepConstants, hw: HardwareSpec, spec: TransformerSpec,
               precision: str) -> tuple[StepConstants, list[str]]:
@@ -66,6 +69,9 @@ def calibrate(files: str | list[str], c: StepConstants, hw: HardwareSpec, spec: 
         modelled = sum(n * (gemm_time(m, nn, k, p, dev, c) - c.kernel_s) for m, nn, k, n, _ in shapes)
         measured = sum(n * t for *_, n, t in shapes)
         new = eff * modelled / measured
+        if not new >= MIN_EFFICIENCY:
+            raise InputError(f"'{path}': its GEMMs ran at {new:.3g} of {hw.name}'s dense peak (Σ t_measured = "
+                             f"{measured:.3g} s for Σ t_model = {modelled:.3g} s): not a measurement of this device")
         if new > 1:
             notes.append(f"{path}: the measured GEMMs beat the model's dense peak ({new:.2f} × peak); efficiency "
                          "capped at 1 — is the device the one named?")
@@ -90,19 +96,30 @@ def _allreduce(r: object, c: StepConstants, hw: HardwareSpec, path: str) -> tupl
     big = max(r.rows, key=lambda x: x.size_bytes)
     small = min(r.rows, key=lambda x: x.size_bytes)
     n = r.environment.world_size
+    if small.time_s > MAX_LATENCY_S:
+        raise InputError(f"'{path}': its smallest all-reduce ({small.size_bytes:g} B) took {small.time_s:.3g} s; a "
+                         f"latency is microseconds (at most {MAX_LATENCY_S:g} s read): is the file right?")
     link: float | None  # bytes/s per GPU on the link the ranks' all-reduce crosses
     if n <= (hw.node_gpus or 8):
         link = hw.scale_up_bandwidth_bytes_per_s or (hw.interconnect_bandwidth_bytes_per_s or 0) / 2
         if not link:
             raise InputError(f"{hw.name} has no scale-up bandwidth to calibrate against; add it to its profile")
-        eff = min(1.0, big.busbw_bytes_per_s / link)
+        eff = _bus(big.busbw_bytes_per_s / link, path, link)
         c = c.model_copy(update={"bus_efficiency": eff, "intra_latency_s": small.time_s})
         return c, (f"calibrated from {path}: intra-node bus efficiency {eff:.3f} ({big.busbw_bytes_per_s / 1e9:.1f} "
                    f"GB/s busbw over {n} ranks / {link / 1e9:.0f} GB/s), latency {small.time_s * 1e6:.1f} µs")
     link = hw.scale_out_bandwidth_bytes_per_s
     if not link:
         raise InputError(f"{hw.name} has no scale-out bandwidth to calibrate against; add it to its profile")
-    eff = min(1.0, big.busbw_bytes_per_s / link)
+    eff = _bus(big.busbw_bytes_per_s / link, path, link)
     c = c.model_copy(update={"network_efficiency": eff, "inter_latency_s": small.time_s})
     return c, (f"calibrated from {path}: inter-node efficiency {eff:.3f} ({big.busbw_bytes_per_s / 1e9:.1f} GB/s "
                f"busbw over {n} ranks / {link / 1e9:.0f} GB/s per GPU), latency {small.time_s * 1e6:.1f} µs")
+
+
+def _bus(eff: float, path: str, link: float) -> float:
+    """The measured bus efficiency, capped at 1; one far below the link's is refused (a 0 divided by zero)."""
+    if not eff >= MIN_EFFICIENCY:
+        raise InputError(f"'{path}': its largest all-reduce reached {eff * link / 1e9:.3g} GB/s of bus bandwidth, "
+                         f"{eff:.2g} of the {link / 1e9:.0f} GB/s link: not a measurement of these links")
+    return min(1.0, eff)
