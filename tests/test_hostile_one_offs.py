@@ -102,3 +102,30 @@ def test_an_error_names_the_file_and_the_place_not_its_content(cli, tmp_path):
     r = cli("memory", "--model", str(secret))
     assert r.exit_code == 2 and "secrethash" not in r.stderr and "daemon" not in r.stderr, r.stderr
     assert str(secret) in r.stderr and "(a key that is no field name)" in r.stderr
+
+
+
+
+@pytest.mark.parametrize("model_type, key, value", [
+    ("gemma2", "layer_types", "full_attention"), ("gemma3_text", "layer_types", 7), ("gpt_oss", "layer_types", {}),
+    ("qwen2_moe", "mlp_only_layers", "0,1"), ("qwen3_moe", "mlp_only_layers", [True]),
+    ("nemotron_h", "layers_block_type", [[1]]), ("mamba2", "expand", "2"), ("mamba2", "expand", None),
+    ("mamba2", "expand", 1e308), ("mamba2", "expand", [2]), ("mamba2", "expand", float("nan")),
+    ("falcon", "num_kv_heads", 0), ("gemma2", "sliding_window_pattern", 0), ("gemma2", "sliding_window_pattern", -1),
+])
+def test_config_json_keys_of_the_wrong_type_are_one_line(cli, tmp_path, model_type, key, value):
+    import json
+    from pathlib import Path
+
+    cfg = json.loads((Path(__file__).parent / "fixtures/hf/llama3-8b/config.json").read_text())
+    cfg.update(model_type=model_type, **{key: value})
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    r = cli("memory", "--model", str(path))
+    if value is None:  # null is "not given", as transformers reads it: whatever follows, never a traceback
+        assert "Traceback" not in r.stderr and r.exit_code in (0, 2), r.stderr
+        return
+    _one_line(r, f"{key}: must be")
+    cfg = json.loads((Path(__file__).parent / "fixtures/hf/llama3-8b/config.json").read_text())
+    path.write_text(json.dumps({"model_type": "llava", "text_config": {**cfg, "architectures": 7}}))
+    _one_line(cli("memory", "--model", str(path)), "text_config.architectures: must be")

@@ -242,7 +242,25 @@ _CONFIG_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "use_sliding_window": (lambda v: isinstance(v, bool), "true or false (JSON booleans, not strings)"),
     "sliding_window": (_is_int, "a whole number of positions, or null"),
     "num_nextn_predict_layers": (_is_int, "a whole number, or null"),
+    # lists napkin walks (a string or a number here raised TypeError in the family readers; issue 25 item 10)
+    "layer_types": (lambda v: _list_of(v, str), "a list of layer kinds such as [\"full_attention\", ...]"),
+    "layers_block_type": (lambda v: _list_of(v, str), "a list of block kinds such as [\"mamba\", \"attention\"]"),
+    "mlp_only_layers": (lambda v: _list_of(v, int), "a list of layer indices, e.g. [] or [0, 1]"),
+    "expand": (lambda v: _number(v) and 0 < v <= 64, "a number in (0, 64], the Mamba inner-width factor (2)"),
+    # silent fallbacks (issue 25 item 13): 0 read as "not given" (falcon: multi-head; gemma: every 6th layer)
+    "num_kv_heads": (lambda v: _is_int(v) and v > 0, "a whole number of KV heads, at least 1"),
+    "sliding_window_pattern": (lambda v: _is_int(v) and v > 0, "a whole number n > 0 (every n-th layer global)"),
 }
+
+
+def _list_of(v: Any, kind: type) -> bool:
+    return isinstance(v, list) and all(isinstance(x, kind) and not isinstance(x, bool) for x in v)
+
+
+def _number(v: Any) -> bool:
+    import math
+
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def check_config_types(path: Path, cfg: Any) -> dict[str, Any]:
@@ -251,8 +269,13 @@ def check_config_types(path: Path, cfg: Any) -> dict[str, Any]:
         raise SpecError(f"{path}: expected a JSON object of config keys, got {type(cfg).__name__}")
     import json
 
-    problems = [f"{path}: {key}: must be {what}, got {json.dumps(cfg[key])[:60]}"
-                for key, (ok, what) in _CONFIG_TYPES.items() if cfg.get(key) is not None and not ok(cfg[key])]
+    def problems_in(c: dict[str, Any], where: str) -> list[str]:
+        return [f"{path}: {where}{key}: must be {what}, got {json.dumps(c[key])[:60]}"
+                for key, (ok, what) in _CONFIG_TYPES.items() if c.get(key) is not None and not ok(c[key])]
+
+    problems = problems_in(cfg, "")
+    if isinstance(cfg.get("text_config"), dict):  # a multimodal config's language model is read from here
+        problems += problems_in(cfg["text_config"], "text_config.")
     if problems:
         raise SpecError("\n".join(problems))
     return cfg
