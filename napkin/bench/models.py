@@ -93,7 +93,7 @@ class GemmTiming(_Frozen):
     dtype: DType
     device: str
     flops: Measured = Field(description="2·M·N·K")
-    operand_bytes: Measured = Field(description="bytes of A, B and C together")
+    operand_bytes: NonNegative = Field(description="bytes of A, B and C together")
     l2_flush: bool = Field(description="whether the L2 cache was flushed between timed calls")
     stats: TimingStats
     flops_per_s: Measured = Field(description="achieved, from the median time")
