@@ -247,6 +247,10 @@ def test_calibration_from_a_real_cpu_measurement(tmp_path):
     m = bench_matmul(size=256, dtype="bf16", device="cpu", warmup_s=0.01, iters=3)
     path = tmp_path / "gemm.json"
     save_result(m, path)
+    with pytest.raises(InputError, match="no catalog GPU: it cannot calibrate"):  # a CPU says nothing of an A100
+        _step(gpus=8, tp=1, pp=1, global_batch=16, calibration=str(path))
+    m = bench_matmul(size=256, dtype="bf16", device="cpu", warmup_s=0.01, iters=3, gpu=A100.name)  # asked: named
+    save_result(m, path)
     plain = _step(gpus=8, tp=1, pp=1, global_batch=16)
     cal = _step(gpus=8, tp=1, pp=1, global_batch=16, calibration=str(path))
     assert cal.breakdown["compute_gemm"] > plain.breakdown["compute_gemm"]  # a CPU is slower than an A100's model

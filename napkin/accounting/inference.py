@@ -32,7 +32,7 @@ from napkin.specs.dtypes import BYTES_PER_ELEMENT, DType, bytes_per_element, par
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.specs.resolve import as_hardware, as_model
-from napkin.validation import Fraction, Inputs, NonNegative, Positive, PositiveInt, Setup, validated
+from napkin.validation import AtLeastOne, Fraction, Inputs, NonNegative, Positive, PositiveInt, Setup, validated
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
@@ -115,7 +115,7 @@ class InferenceInputs(Inputs):
                                               "(default 8192, as vLLM and SGLang; None: the whole B·s_p at once)")
     memory_bytes: Positive
     reserve_bytes: NonNegative = 0.0
-    link_bytes_per_s: Positive | None = Field(default=None, description="scale-up link bandwidth per GPU, "
+    link_bytes_per_s: AtLeastOne | None = Field(default=None, description="scale-up link bandwidth per GPU, "
                                               "both directions")
     allreduce_latency_s: NonNegative = 0.0
     allow_longer: bool = False
@@ -270,6 +270,9 @@ def inference(
     elif keywords:
         raise InputError(f"give the serving setup as serving=ServingSetup(...) or as keywords ({', '.join(keywords)}), "
                          "not both")
+    if gpus == 1 and (link_bytes_per_s is not None or allreduce_latency_s):  # accepted and ignored before
+        raise InputError("`link_bandwidth` and `allreduce_latency` time the tensor-parallel all-reduces between GPUs; "
+                         "one GPU has none: leave them out, or give `gpus` above 1")
     sv = serving
     i = validated(
         InferenceInputs, model=spec.name, gpu=hardware.name, batch=sv.batch, prompt=sv.prompt, generate=sv.generate,

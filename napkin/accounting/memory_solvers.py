@@ -231,6 +231,9 @@ class MaxModelFitResult(Result):
         return self.spec is not None
 
 
+MAX_ASPECT = 1e5  # d_model / layers: real models sit at 30-200 (GPT-3 175B: 128, Llama 3 8B: 128)
+
+
 def scaled_spec(template: TransformerSpec, layers: int, aspect: float, tp: int = 1) -> TransformerSpec:
     """The template's family at depth L: width h ≈ aspect·L in whole heads (head_dim and GQA group kept,
     heads a multiple of tp·group), FFN width at the template's f/h ratio rounded to 64."""
@@ -268,8 +271,9 @@ def max_model_fit(hardware: HardwareSpec, template: TransformerSpec | LinearSpec
     if template.moe is not None or template.mla is not None:
         raise InputError(f"`like` {template.name}: scaling needs a dense model without MLA (e.g. llama3-8b)")
     r = aspect if aspect is not None else template.d_model / template.layers
-    if not r > 0 or not math.isfinite(r):
-        raise InputError(f"aspect ratio must be a positive number (d_model / layers, e.g. 128), got {r}")
+    if not 0 < r <= MAX_ASPECT:  # NaN fails too; 1e308 · L overflowed to inf in the width
+        raise InputError(f"aspect ratio must be a positive number up to {MAX_ASPECT:g} (d_model / layers, e.g. 128), "
+                         f"got {r:g}")
     notes: list[str] = []
     t, par, tune = ledger_setup(training, layout, finetune, keywords)
     tp, pp = par.tp, par.pp

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from napkin.accounting.kernels import StepConstants
 from napkin.accounting.launch_flags import megatron_flags, torchtitan
 from napkin.accounting.layout import Layout, ZeroStage
-from napkin.accounting.plan_search import Memory, enumerate_candidates, floor_first, shapes_of
+from napkin.accounting.plan_search import Interrupted, Memory, enumerate_candidates, floor_first, shapes_of
 from napkin.accounting.step_time import TERM_LABELS, StepFloor, StepTimeResult, default_cluster, step_time
 from napkin.errors import InputError
 from napkin.results import DEFINITION, Derivation, Result, g, numbers_only
@@ -125,6 +125,8 @@ def plan(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, global_
             raise InputError(f"--fix: unknown dimension '{k}'; fix any of {', '.join(FIXABLE)} (e.g. tp=8,pp=4)")
     if "zero" in fix and fix["zero"] not in (0, 1, 2, 3):
         raise InputError(f"--fix: zero must be a ZeRO stage 0, 1, 2 or 3, got {fix['zero']}")
+    if "recompute" in fix and fix["recompute"] not in RECOMPUTES:
+        raise InputError(f"--fix: recompute must be one of {', '.join(RECOMPUTES)}, got '{str(fix['recompute'])[:40]}'")
     node = node_size or hardware.node_gpus or 8
     i = validated(PlanInputs, model=model.name, gpu=hardware.name, gpus=gpus, global_batch=global_batch, seq=seq,
                   tokens=tokens, days=days, precision=precision, top=top, max_tp=max_tp, fix=fix, node_size=node,
@@ -146,10 +148,11 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
                                   overlap_grad_reduce=True,
                                   node_size=i.node_size, intra_node_bandwidth=i.intra_node_bandwidth,
                                   inter_node_bandwidth=i.inter_node_bandwidth)
+    cal_notes: list[str] = []
     if i.calibration:
         from napkin.accounting.calibration import calibrate
 
-        c, _ = calibrate(i.calibration, c, hw, spec, i.precision)
+        c, cal_notes = calibrate(i.calibration, c, hw, spec, i.precision)
     shapes = shapes_of(spec, G, i.global_batch, i.seq, i.node_size, i.max_tp, i.fix)
     if not shapes:
         raise InputError(f"no layout of {spec.name} divides {G} GPUs and a global batch of {i.global_batch} "
@@ -191,7 +194,7 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
     examined, pruned = len(cands), len(cands) - len(timed)
     if not timed:
         if interrupted:
-            raise InputError("interrupted before any layout was timed")
+            raise Interrupted("interrupted before any layout was timed")
         smallest = mem.smallest(i.global_batch)
         what = (f"the smallest per-GPU footprint is {smallest[0] / 1e9:.1f} GB with {smallest[1]}" if smallest
                 else "no layout was tried")
@@ -228,7 +231,7 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
     return PlanResult(inputs=i, gpus=G, examined=examined, pruned=pruned, timed=len(timed), interrupted=interrupted,
                       top=rows, winner=win, runner_up=runner, why=_why(win, runner),
                       megatron_flags=megatron_flags(win, spec), torchtitan=torchtitan(win), days=days_,
-                      gpu_hours=hours, steps=d.steps + win.steps, notes=notes + win.notes)
+                      gpu_hours=hours, steps=d.steps + win.steps, notes=cal_notes + notes + win.notes)
 
 
 def _row(st: StepTimeResult, mem: float) -> PlanRow:
@@ -272,7 +275,7 @@ def _fewest_gpus(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, progres
     from napkin.accounting.plan_fewest import fewest_gpus
 
     assert i.tokens is not None and i.days is not None
-    G, asked, start = fewest_gpus(spec, hw, i, progress)
+    G, asked, start = fewest_gpus(spec, hw, i, progress)  # a Ctrl-C there: Interrupted (nothing meets it yet)
     r = _search(spec, hw, i.model_copy(update={"gpus": G}), G, None)
     below = [n for n in asked if n < G]
     shown = ", ".join(f"{n:,}" for n in below[-5:])
@@ -281,7 +284,11 @@ def _fewest_gpus(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, progres
     note = (f"fewest GPUs: {G // i.node_size} nodes × {i.node_size} = {G:,} GPUs train {g(i.tokens)} tokens in "
             f"{r.days:.2f} days (≤ {g(i.days)}); {tried}. Every whole-node count from {start:,} (the compute "
             "floor: model FLOPs at the dense peak) was asked, fewest first; days against GPUs is not monotone.")
-    return r.model_copy(update={"notes": [note, *r.notes], "gpu_counts_tried": asked})
+    notes = [note, *r.notes]
+    if r.interrupted:  # Ctrl-C in the layout search of the count found: its best layouts so far
+        notes.insert(0, f"interrupted (Ctrl-C): {G:,} GPUs are the fewest that meet the deadline; their layout "
+                        "search stopped early, so the layout shown is the best of those timed")
+    return r.model_copy(update={"notes": notes, "gpu_counts_tried": asked})
 
 
 def train_time_planned(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, tokens: float, *, gpus: int,

@@ -24,7 +24,7 @@ from typing import Any, cast
 
 from napkin.accounting.kernels import StepConstants
 from napkin.accounting.layout import Layout, ZeroStage
-from napkin.accounting.plan_search import Memory, enumerate_candidates, floor_first, shapes_of
+from napkin.accounting.plan_search import Interrupted, Memory, enumerate_candidates, floor_first, shapes_of
 from napkin.accounting.step_time import StepFloor, default_cluster, step_time
 from napkin.errors import InputError
 from napkin.specs.hardware import HardwareSpec
@@ -105,14 +105,21 @@ def fewest_gpus(spec: TransformerSpec, hw: HardwareSpec, i: Any,
     asked: list[int] = []
     last = MAX_GPUS // node
     with numbers_only():
-        for k in range(first, last + 1):
-            if progress is not None:
-                progress(k - first, last - first + 1)
-            ok = probe.meets(k * node)
-            if ok is None:
-                continue
-            asked.append(k * node)
-            if ok:
-                return k * node, asked, first * node
+        try:
+            for k in range(first, last + 1):
+                if progress is not None:
+                    progress(k - first, last - first + 1)
+                ok = probe.meets(k * node)
+                if ok is None:
+                    continue
+                asked.append(k * node)
+                if ok:
+                    return k * node, asked, first * node
+        except KeyboardInterrupt:  # fewest first: no count asked so far meets the deadline, so there is no answer
+            what = (f"{len(asked)} GPU count{'s' if len(asked) > 1 else ''} with a layout asked, {asked[0]:,} to "
+                    f"{asked[-1]:,}, none meets the deadline: the fewest is above {asked[-1]:,}" if asked
+                    else "no GPU count asked yet")
+            raise Interrupted(f"interrupted (Ctrl-C) while asking GPU counts from {first * node:,} up, fewest first: "
+                              f"{what}") from None
     raise InputError(f"no cluster up to {MAX_GPUS:,} × {hw.name} trains {i.tokens:g} tokens of {spec.name} in "
                      f"{i.days:g} days; allow more days")

@@ -15,12 +15,17 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from napkin.accounting.layers import layer_plan
 from napkin.accounting.layout import Layout, ZeroStage, data_parallel, layers_per_stage
 from napkin.accounting.step_time import StepFloor
+from napkin.errors import InputError
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import TransformerSpec
 from napkin.validation import Recompute
 
 if TYPE_CHECKING:
     from napkin.accounting.memory import MemoryResult
+
+class Interrupted(InputError):
+    """Ctrl-C before the search had anything to answer with."""
+
 
 MIN_CP_CHUNK = 1024  # tokens per CP rank below which ring attention's exchanges dominate (CP is for long contexts)
 MAX_VP = 8  # interleaving deeper than this is rare in practice (Megatron examples use 2–6) and only adds sends

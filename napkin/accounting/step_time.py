@@ -87,7 +87,16 @@ class StepTimeInputs(Inputs):
     overlap_grad_reduce: bool = False
     cluster: Cluster
     constants: K.StepConstants
-    calibration: str | None = None
+    calibration: list[str] | None = None
+
+
+class _Counts(Inputs):
+    """The counts step_time divides by, checked (and made Python ints: a numpy int8 batch overflowed silently)
+    before anything is computed from them."""
+
+    micro_batch: PositiveInt
+    global_batch: PositiveInt | None = None
+    seq: PositiveInt | None = None
 
 
 class StageTime(BaseModel):
@@ -181,6 +190,8 @@ def step_time(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, gp
     if not isinstance(model, TransformerSpec):
         raise InputError(f"step-time needs a transformer; '{model.name}' is a {model.kind} network")
     spec = model
+    counts = validated(_Counts, micro_batch=micro_batch, global_batch=global_batch, seq=seq)
+    micro_batch, global_batch, seq = counts.micro_batch, counts.global_batch, counts.seq
     c = constants or K.StepConstants()
     notes: list[str] = []
     if calibration is not None:
@@ -203,7 +214,7 @@ def step_time(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, gp
     i = validated(StepTimeInputs, model=spec.name, gpu=hardware.name, layout=lay, micro_batch=b,
                   global_batch=global_batch, seq=seq, recompute=recompute, precision=precision, optimizer=optimizer,
                   flash=flash, overlap_grad_reduce=overlap_grad_reduce, cluster=cluster, constants=c,
-                  calibration=calibration)
+                  calibration=[calibration] if isinstance(calibration, str) else calibration)
     return _predict(spec, hardware, i, notes, ledger)
 
 

@@ -73,7 +73,8 @@ def model(ctx: typer.Context, name: str | None):  # -> TransformerSpec | LinearS
             from napkin.specs.hub import spec_from_hub
 
             base = spec_from_hub(name, offline=bool(getattr(ctx, "meta", {}).get(_OFFLINE)),
-                                 catalog_names=lambda: model_catalog(state(ctx).specs_dirs).names())
+                                 catalog_names=lambda: model_catalog(state(ctx).specs_dirs).names(),
+                                 contacting=_contacting(name))
         else:
             from napkin.specs.catalog import get_model
 
@@ -90,6 +91,31 @@ def model(ctx: typer.Context, name: str | None):  # -> TransformerSpec | LinearS
         raise InputError("--layers and --vocab do not change a roofline (it places one layer's operations); leave "
                          "them out")
     return transformer_from_shape(base, **shape)
+
+
+def _contacting(name: str) -> Any:
+    """What to say on a terminal just before the Hub is contacted (a fetch can take seconds; silence looks hung)."""
+
+    def say(endpoint: str) -> None:
+        import sys
+
+        from napkin.specs.hub import shown
+        from napkin.specs.hub_fetch import timeout_s
+
+        if sys.stderr.isatty():
+            typer.echo(f"napkin: contacting the Hub ({shown(endpoint)}) for {shown(name)}'s config.json… (at most "
+                       f"{timeout_s():g} s; --offline reads the cache only)", err=True)
+
+    return say
+
+
+def hub_offline(ctx: typer.Context, name: str, offline: bool) -> None:
+    """A command's own --offline (models show): a Hub id is read from the cache only; any other name refuses it."""
+    if offline:
+        if _not_hub(name):
+            raise typer.BadParameter("--offline reads a Hub id's config.json from the cache; it needs a Hub id "
+                                     "org/name[@revision]", param_hint="'--offline'")
+        ctx.meta[_OFFLINE] = True
 
 
 def _not_hub(model: Any) -> bool:

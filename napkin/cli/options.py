@@ -111,10 +111,17 @@ Precision = Annotated[str, opt("--precision", metavar="NAME", panel=MEMORY, help
 Zero = Annotated[int, opt("--zero", min=0, max=3, metavar="0-3", panel=MEMORY,
                           help="ZeRO stage over the data-parallel ranks: 1 shards optimizer state, 2 also "
                                "gradients, 3 (= FSDP) also parameters.")]
+def _bare_number(text: Any) -> bool:
+    """Whether a flag's text is a plain number with no unit (5e-324 is one: its 'e' is an exponent, not a unit)."""
+    import re
+
+    return isinstance(text, str) and re.fullmatch(r"\s*[+-]?(\d[\d_]*\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", text) is not None
+
+
 def _memory_size(text: str) -> float:
     """A GPU's memory: a unit is required below 1 MB, where a bare number is surely GB meant as bytes."""
     value = nbytes("memory per GPU")(text)
-    if isinstance(text, str) and value < 1e6 and not any(c.isalpha() for c in text):
+    if _bare_number(text) and value < 1e6:
         raise typer.BadParameter(f"{text} bytes of GPU memory is surely not meant; give a unit, e.g. {text}GB or "
                                  f"{text}GiB")
     return value
@@ -166,7 +173,7 @@ def bandwidth(what: str) -> Callable[[str], float]:
     def parse_rate(text: str) -> float:
         value = parse(text)
         # A bare number under 1 MB/s is surely GB/s meant as bytes/s (as --memory refuses 80 for 80GB).
-        if isinstance(text, str) and value < 1e6 and not any(c.isalpha() for c in text):
+        if _bare_number(text) and value < 1e6:
             raise typer.BadParameter(f"{text} bytes/s for the {what} is surely not meant; give a unit, e.g. "
                                      f"{text}GB/s (bytes) or {text}Gb/s (bits)")
         return value

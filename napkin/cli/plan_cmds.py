@@ -40,6 +40,8 @@ def _fix(text: str) -> dict[str, int | str]:
             raise typer.BadParameter(f"'{part}' is not NAME=VALUE; e.g. --fix tp=8,pp=4")
         k, v = (x.strip() for x in part.split("=", 1))
         k = k.replace("-", "_")
+        if k in out:  # tp=8,tp=1 took the last silently
+            raise typer.BadParameter(f"{k} is fixed twice ({k}={out[k]}, {k}={v}); give it once")
         if k == "recompute":
             out[k] = v
         else:
@@ -109,3 +111,5 @@ def plan_cmd(
                           progress=lambda n, total: bar.update(task, completed=n, total=total),
                           **kw)  # type: ignore[arg-type]
     render.show(result, as_json=json, explain=explain)
+    if result.interrupted:
+        raise typer.Exit(130)  # the conventional status after Ctrl-C, once the best so far is printed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from napkin.render import Packed, fmt, kv_table, renders
+from napkin.render import Packed, fmt, kv_table, renders, safe
 from napkin.units import format_bytes, format_count
 
 BAR_WIDTH = 60  # characters of the stacked bar for the GPU's whole memory
@@ -199,7 +199,7 @@ def compare(r: Any) -> list[Any]:
     t.add_column("fits", justify="center")
     t.add_column("headroom / shortfall", justify="right")
     for x in r.rows:
-        t.add_row(f"{x.display_name} [dim]({x.gpu})[/dim]", format_bytes(x.memory_bytes, binary=False),
+        t.add_row(f"{safe(x.display_name)} [dim]({safe(x.gpu)})[/dim]", format_bytes(x.memory_bytes, binary=False),
                   "[green]yes[/green]" if x.fits else "[red]no[/red]",
                   _gb(x.headroom_bytes) if x.fits else f"[red]short by {_gb(-x.headroom_bytes)}[/red]")
     need = r.rows[0].total_bytes if r.rows else 0.0

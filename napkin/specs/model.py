@@ -66,6 +66,10 @@ def _bad(model: str, field: str, value: object, message: str) -> ValidationError
     return ValidationError.from_exception_data(model, [detail])
 
 
+# A catalog key: never empty (`name: ''` reached the renderer as a missing model and raised TypeError).
+SpecName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -171,7 +175,7 @@ class TransformerSpec(_Spec):
     """A decoder-only transformer (GPT-2/3, Llama, Mistral, Qwen, Mixtral, DeepSeek, OLMo)."""
 
     kind: Literal["transformer"] = "transformer"
-    name: str
+    name: SpecName
     display_name: str
     family: str | None = None
     aliases: list[str] = []
@@ -362,7 +366,7 @@ class LinearSpec(_Spec):
     """CS336 lecture 2's deep linear network ("Cruncher"): L bias-free D×D layers, then a D→out head."""
 
     kind: Literal["linear"]
-    name: str
+    name: SpecName
     display_name: str
     family: str | None = None
     aliases: list[str] = []
