@@ -155,8 +155,8 @@ class InferenceResult(Result):
     end_to_end_s: float
     critical_batch: float | None = Field(description="batch above which decode is compute-bound at the mean "
                                          "context; None: never (KV reads alone are below the ridge)")
-    kv_asymptotic_intensity: float = Field(description="FLOPs per KV byte per sequence: decode's intensity as "
-                                           "B grows without bound")
+    kv_asymptotic_intensity: float | None = Field(description="FLOPs per KV byte per sequence: decode's intensity "
+                                                  "as B grows without bound; None without a KV cache")
 
 
 class DecodeFlops(BaseModel):
@@ -319,13 +319,16 @@ def inference(
     max_b = max(0, math.floor((usable - fixed) / per_seq))
     d.add("largest batch that fits", "⌊(M − weights − fixed workspace) / bytes per sequence⌋",
           f"⌊({g(usable)} − {g(fixed)}) / {g(per_seq)}⌋", max_b, "sequences", DEFINITION)
-    ctx_mem = max(0, math.floor((usable - W - ws) / (B * kv_tok)))
-    max_ctx, limit = (ctx_mem, "memory")
-    if not i.allow_longer and spec.max_context < ctx_mem:
+    if kv_tok > 0:
+        ctx_mem = max(0, math.floor((usable - W - ws) / (B * kv_tok)))
+        max_ctx, limit = (ctx_mem, "memory")
+        if not i.allow_longer and spec.max_context < ctx_mem:
+            max_ctx, limit = spec.max_context, "model"
+        d.add("largest context that fits at this batch (workspace held at this prompt)",
+              "⌊(M − weights − workspace) / (B · KV bytes per token per GPU)⌋",
+              f"⌊({g(usable)} − {g(W)} − {g(ws)}) / ({B} × {g(kv_tok)})⌋", ctx_mem, "tokens", DEFINITION)
+    else:  # no attention layer (a pure Mamba stack): the cache is a fixed state, memory sets no context limit
         max_ctx, limit = spec.max_context, "model"
-    d.add("largest context that fits at this batch (workspace held at this prompt)",
-          "⌊(M − weights − workspace) / (B · KV bytes per token per GPU)⌋",
-          f"⌊({g(usable)} − {g(W)} − {g(ws)}) / ({B} × {g(kv_tok)})⌋", ctx_mem, "tokens", DEFINITION)
     # --- the roofline ---------------------------------------------------------------------------
     peak = d.given(f"{hardware.display_name} dense {i.compute_dtype.value} peak", "P",
                    hardware.peak(i.compute_dtype), "FLOP/s", f"{hardware.name}: {hardware.sources[0]}")
@@ -385,10 +388,12 @@ def inference(
                 prefill.time_s + t_dec, "s", DEFINITION)
     # Batch where decode turns compute-bound: B·F/peak = (W + B·K)/BW → B* = (W/BW) / (F/peak − K/BW).
     F_seq, K_seq = fl.at(mean.context) / tp, mean.context * kv_tok
-    asym = d.add("decode intensity as B → ∞ (KV reads only)", "F per sequence / KV bytes per sequence",
-                 f"{g(F_seq)} / {g(K_seq)}", F_seq / K_seq, "FLOP/B", SRC_DECODE)
+    asym: float | None = None  # no KV cache (a pure Mamba stack): nothing read grows with the batch but weights
+    if K_seq > 0:
+        asym = d.add("decode intensity as B → ∞ (KV reads only)", "F per sequence / KV bytes per sequence",
+                     f"{g(F_seq)} / {g(K_seq)}", F_seq / K_seq, "FLOP/B", SRC_DECODE)
     crit = None
-    if asym > eff_ridge:
+    if asym is None or asym > eff_ridge:
         # a large batch reads every weight (MoE: every expert)
         w_all = _read_bytes(spec, pc.components, weights_read_params(spec, 1e9), bw_) / tp
         crit = d.add("critical batch (decode turns compute-bound)", "B* = (W/BW) / (F/peak − K/BW)",
@@ -415,7 +420,7 @@ def _asymptotics(d: Derivation, spec: TransformerSpec, B: int, c: float) -> None
     contexts keep decoding memory-bound whatever the batch; with k KV heads (MQA k = 1) the c-term shrinks by a/k.
     Inverse of these = arithmetic intensity (elements).
     """
-    if spec.mla is not None:
+    if spec.mla is not None or not spec.attention_layers:
         return
     h, a, k = spec.d_model, spec.heads, spec.n_kv_heads
     d.add("incremental MHA: memory / arithmetic", "c/h + 1/B", f"{g(c)}/{h} + 1/{B}", c / h + 1 / B, "ratio",
@@ -471,7 +476,7 @@ def _allreduce(d: Derivation, spec: TransformerSpec, i: InferenceInputs, tokens:
 
 
 def _notes(spec: TransformerSpec, i: InferenceInputs, kv: KVCacheResult, first: PhaseCost, last: PhaseCost,
-           crit: float | None, asym: float, ridge: float, max_b: int, fits: bool) -> list[str]:
+           crit: float | None, asym: float | None, ridge: float, max_b: int, fits: bool) -> list[str]:
     n = []
     if i.mfu == 1 and i.mbu == 1:
         n.append("MFU = MBU = 1: every time is the ideal lower bound; real servers reach roughly 0.5-0.8 of peak "

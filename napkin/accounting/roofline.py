@@ -228,7 +228,7 @@ def _ops(spec: TransformerSpec, i: RooflineInputs) -> list[Op]:
     f0 = forward_flops_per_token(spec, 0, causal=False)
     f_lin = sum(v for k, v in f0.items() if k not in ATTENTION_CORE and k != "head") / L  # per token, per layer
     f1 = forward_flops_per_token(spec, 1, causal=False)  # one query over one position: QKᵀ and AV per position
-    f_pos = sum(f1[k] - f0[k] for k in ATTENTION_CORE) / L
+    f_pos = sum(f1.get(k, 0.0) - f0.get(k, 0.0) for k in ATTENTION_CORE) / L  # 0 in an attention-free stack
     # Activations each matmul reads and writes, per token: Σ (fan_in + fan_out) over the projections a token
     # runs through in one layer (an MoE model's MoE layer: top_k routed + shared experts + router).
     plan = layer_plan(spec)
@@ -243,6 +243,11 @@ def _ops(spec: TransformerSpec, i: RooflineInputs) -> list[Op]:
                     "n·F_lin / (W·b_w + n·io·b_a)", f"{n} × {g(f_lin)} / ({g(W)} × {g(bw)} + {n} × {io} × {g(ba)})",
                     SRC_MATMUL))
     kv_layer = kv_elements_per_token(spec) / L
+    if not spec.attention_layers:  # a pure Mamba or MLP stack: no attention core to place on the roofline
+        n_el = B * Pn * h
+        out.append(("residual add", "any", n_el, 3 * n_el * ba, "n / (3·n·b_a)", f"{n_el} / (3 × {n_el} × {g(ba)})",
+                    SRC_ELEM))
+        return out
     # Prefill attention (causal, flash): mean (P + 1)/2 positions per query; read Q, K, V once, write O.
     ctx = mean_context(Pn, causal=True)
     f_pre = B * Pn * f_pos * ctx
