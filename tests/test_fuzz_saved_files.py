@@ -3,6 +3,7 @@ never a hang, never a non-regular file replaced. Each input is tallied in confte
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import stat
@@ -47,7 +48,8 @@ def test_generated_measurement_files_are_refused_in_one_line(tmp_path_factory, f
     doc = json.loads(base.model_dump_json())
     fields = GEMM_FIELDS if kind == "gemm" else ALLREDUCE_FIELDS
     for _ in range(data.draw(st.integers(1, 3))):
-        _set(doc, data.draw(st.sampled_from(fields)), data.draw(st.sampled_from(HOSTILE)))
+        # a copy: the drawn list or dict would otherwise be shared, and a later edit could put it inside itself
+        _set(doc, data.draw(st.sampled_from(fields)), copy.deepcopy(data.draw(st.sampled_from(HOSTILE))))
     path = tmp_path_factory.mktemp("m") / "m.json"
     path.write_text(json.dumps(doc))
     _check(fuzz_tally, run, *STEP, "--calibration", str(path))
