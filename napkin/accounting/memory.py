@@ -29,6 +29,7 @@ from napkin.accounting.layout import (
 )
 from napkin.accounting.model_state import Precision, get_optimizer, get_precision, require_precision, state_parts
 from napkin.accounting.params import count_params
+from napkin.accounting.reserve import DEFAULT_RESERVE_BYTES, reserve_of, reserve_step
 from napkin.errors import InputError
 from napkin.results import DEFINITION, LECTURE, ZERO, Derivation, Result, g, minus
 from napkin.specs.dtypes import BYTES_PER_ELEMENT
@@ -195,7 +196,9 @@ class MemoryResult(Result):
     params_on_gpu: float = Field(description="parameters this GPU's stage holds after TP, before ZeRO")
     rows: list[LedgerRow] = Field(description="the ledger; adds up to total_bytes")
     total_bytes: float
-    usable_bytes: float
+    reserve_bytes: float = Field(default=0.0, description="held back from the GPU's memory: CUDA context, NCCL "
+                                 "buffers, allocator fragmentation (reserve.py; --reserve)")
+    usable_bytes: float = Field(description="memory - reserve")
     headroom_bytes: float = Field(description="usable - total; negative is the shortfall")
     fits: bool
     activations: ActivationLedger | None = None
@@ -460,15 +463,16 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None,
     total = d.add("total per GPU", "Σ ledger rows", " + ".join(g(r.bytes) for r in rows), sum(r.bytes for r in rows),
                   "B", "sum")
     M = d.given(f"memory per GPU ({i.gpu})", "M", i.memory_bytes, "B", "datasheet (nominal)")
-    usable = M - i.reserve_bytes
-    if i.reserve_bytes:
-        usable = d.add("usable memory", "M − reserve", minus(M, i.reserve_bytes), usable, "B", "input")
+    R = reserve_step(d, None if i.reserve_bytes == DEFAULT_RESERVE_BYTES else i.reserve_bytes)
+    usable = M - R
+    if R:
+        usable = d.add("usable memory", "M − reserve", minus(M, R), usable, "B", DEFINITION)
     head = d.add("headroom (negative: shortfall)", "usable − total", minus(usable, total), usable - total,
                  "B", DEFINITION)
     ckpt = ft.checkpoint_size(d, N, prec, opt, lora, trainable)
     return MemoryResult(inputs=i, stage=stage, seq=s if isinstance(spec, TransformerSpec) else None, data_parallel=dp,
                         params=N, params_on_gpu=held, rows=rows,
-                        total_bytes=total, usable_bytes=usable, headroom_bytes=head, fits=head >= 0,
+                        total_bytes=total, reserve_bytes=R, usable_bytes=usable, headroom_bytes=head, fits=head >= 0,
                         activations=ledger, trainable_params=trainable, adapters=adapters, offload=off,
                         checkpoint_bytes=ckpt.total_bytes, checkpoint=ckpt, steps=d.steps)
 
@@ -509,7 +513,7 @@ def memory_ledger(
     *,
     params: float | None = None,
     memory_bytes: float | None = None,
-    reserve_bytes: float = 0.0,
+    reserve_bytes: float | None = None,
     **keywords: Unpack[LedgerKeywords],
 ) -> MemoryResult:
     """Per-GPU memory of training ``model`` (or ``params`` parameters, model state only) on ``hardware``.
@@ -550,8 +554,8 @@ def memory_ledger(
                   gpu=hardware.name, optimizer=opt.name, precision=prec.name, recompute=t.recompute, flash=t.flash,
                   dropout=t.dropout, fused_norm=t.fused_norm, parallel=par,
                   memory_bytes=memory_bytes if memory_bytes is not None else hardware.memory_bytes,
-                  reserve_bytes=reserve_bytes, finetune=mode, lora=lora, paged_optimizer=tune.paged_optimizer,
-                  offload=off)
+                  reserve_bytes=reserve_of(reserve_bytes, model_state_only=model is None), finetune=mode, lora=lora,
+                  paged_optimizer=tune.paged_optimizer, offload=off)
     check_layout(par, model)
     if i.reserve_bytes >= i.memory_bytes:
         raise InputError(f"reserve ({g(i.reserve_bytes)} B) leaves no memory on a {g(i.memory_bytes)} B GPU")
@@ -582,6 +586,8 @@ def memory_ledger(
         notes.append("--sp has no effect with --tp 1.")
     if par.zero == 3:
         notes.append("ZeRO-3/FSDP also gathers one layer's full parameters at a time (not counted).")
-    notes.append("Not counted: the CUDA context (~0.5-1 GB), allocator fragmentation, communication buffers and "
-                 "transient tensors of one op (e.g. the bf16 logits before the fp32 loss).")
+    notes.append(f"Held back: a reserve of {i.reserve_bytes / 1e9:g} GB per GPU "
+                 + ("(the default: CUDA context, NCCL buffers, allocator fragmentation; --reserve to change)"
+                    if i.reserve_bytes == DEFAULT_RESERVE_BYTES else "(--reserve)")
+                 + ". Not counted: transient tensors of one op (e.g. the bf16 logits before the fp32 loss).")
     return worst.model_copy(update={"notes": notes})

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from napkin.accounting.reserve import reserve_of
 from napkin.errors import UnknownNameError
 from napkin.results import DEFINITION, LECTURE, ZERO, Derivation, Result, g
 from napkin.specs.dtypes import BYTES_PER_ELEMENT, DType
@@ -214,20 +215,23 @@ def max_model(
     zero: int = 3,
     *,
     memory_bytes: float | None = None,
-    reserve_bytes: float = 0.0,
+    reserve_bytes: float | None = None,
 ) -> MaxModelResult:
     """Largest parameter count whose model state (not activations) fits G GPUs.
 
     Defaults reproduce CS336 lecture 2: 8 × 80e9 bytes / 16 B/param = 4.0e10 params. The lecture counts fp32
     AdamW (4 + 4 + 4 + 4); the default bf16-mixed AdamW is also 16 B/param (2 + 2 + 4 master + 8, ZeRO §3.1), and
     is what `napkin memory` defaults to, so both commands answer the same question the same way.
+
+    ``reserve_bytes`` None holds nothing back here: the model-state-only napkin divides the nominal memory, as
+    `napkin memory --params` does (reserve.reserve_of); with activations, max_model_fit keeps the default reserve.
     """
     hardware = as_hardware(hardware, "hardware")
     opt = get_optimizer(optimizer)
     prec = require_precision(hardware, precision)
     i = validated(MaxModelInputs, gpus=gpus, gpu=hardware.name, optimizer=opt.name, precision=prec.name, zero=zero,
                   memory_bytes=memory_bytes if memory_bytes is not None else hardware.memory_bytes,
-                  reserve_bytes=reserve_bytes)
+                  reserve_bytes=reserve_of(reserve_bytes, model_state_only=True))
     parts = state_parts(prec, opt, i.zero)
     d = Derivation()
     for p in parts:
@@ -258,8 +262,10 @@ def max_model(
         raise InputError(f"reserve ({g(i.reserve_bytes)} B) leaves no memory on a {g(M)} B GPU")
     N = d.add("largest model (model state only)", "N_max = M / β_gpu", f"{g(usable)} / {g(per_gpu)}", usable / per_gpu,
               "params", LECTURE)
-    notes = ["Activations, the KV cache, temporary buffers and the CUDA context are NOT counted here; "
-             "`napkin memory` adds activations for a real architecture."]
+    notes = ["Activations, the KV cache, temporary buffers and the CUDA context are NOT counted here"
+             + ("" if reserve_bytes is not None else " (no reserve held back: the lecture's nominal memory; "
+                "--reserve 2GB holds back what `napkin memory --model` does)")
+             + "; `napkin memory` adds activations for a real architecture."]
     if i.zero == 3:
         notes.append(f"ZeRO-3 / FSDP shards all model state, so this is the cluster's total memory / β = "
                      f"{G} × {g(usable)} / {g(beta)} (the lecture's napkin).")

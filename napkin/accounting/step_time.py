@@ -86,6 +86,8 @@ class StepTimeInputs(Inputs):
     cluster: Cluster
     constants: K.StepConstants
     calibration: str | None = None
+    reserve_bytes: float | None = Field(default=None, description="memory per GPU held back from the fit (None: "
+                                        "the default of reserve.py)")
 
 
 class StageTime(BaseModel):
@@ -164,14 +166,16 @@ def step_time(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, gp
               overlap_grad_reduce: bool = False, node_size: int | None = None,
               intra_node_bandwidth: float | None = None, inter_node_bandwidth: float | None = None,
               constants: K.StepConstants | None = None, calibration: str | list[str] | None = None,
-              layout: Layout | None = None, ledger: bool = True) -> StepTimeResult:
+              layout: Layout | None = None, ledger: bool = True,
+              reserve_bytes: float | None = None) -> StepTimeResult:
     """Predict one training step of ``model`` on ``gpus`` × ``hardware`` in a layout: time, MFU, breakdown.
 
     The layout is the keywords (gpus, tp, pp, vp, cp, ep, sp, zero; 1, off and ZeRO 0 when left out) or
     ``layout``, never both (layout.layout_from); ``global_batch`` defaults to
     micro_batch × DP (one micro-batch per step). ``constants`` replaces the model's global constants and
     ``calibration`` names files saved by ``napkin bench-matmul --shapes-from`` or ``bench-allreduce --save``.
-    ``ledger=False`` leaves out the memory ledger (a planner that has already checked the fit).
+    ``ledger=False`` leaves out the memory ledger (a planner that has already checked the fit);
+    ``reserve_bytes`` is held back from the GPU's memory for the fit (None: reserve.py's default).
     """
     model = as_model(model, "model")
     hardware = as_hardware(hardware, "hardware")
@@ -200,7 +204,7 @@ def step_time(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, gp
     i = validated(StepTimeInputs, model=spec.name, gpu=hardware.name, layout=lay, micro_batch=b,
                   global_batch=global_batch, seq=seq, recompute=recompute, precision=precision, optimizer=optimizer,
                   flash=flash, overlap_grad_reduce=overlap_grad_reduce, cluster=cluster, constants=c,
-                  calibration=calibration)
+                  calibration=calibration, reserve_bytes=reserve_bytes)
     return _predict(spec, hardware, i, notes, ledger)
 
 
@@ -506,7 +510,8 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
     total_b = usable = fits = None
     if ledger:
         mem = memory_ledger(spec, hw, TrainingSetup(batch=b, seq=s, optimizer=i.optimizer, precision=i.precision,
-                                                    recompute=i.recompute, flash=i.flash), lay)
+                                                    recompute=i.recompute, flash=i.flash), lay,
+                            reserve_bytes=i.reserve_bytes)
         total_b, usable, fits = mem.total_bytes, mem.usable_bytes, mem.fits
         d.add("peak memory per GPU (napkin memory)", "ledger total", g(total_b), total_b, "B",
               "napkin.accounting.memory")

@@ -108,6 +108,10 @@ def _memory_size(text: str) -> float:
 
 Memory = Annotated[float | None, opt("--memory", parser=_memory_size, metavar="BYTES", panel=MEMORY,
                                      help="Memory per GPU in place of the datasheet's (80GB, 80GiB).")]
+FitReserve = Annotated[float | None, opt("--reserve", parser=nbytes("reserve"), metavar="BYTES", panel=MEMORY,
+                                         help="Memory per GPU held back from the fit: CUDA context, NCCL buffers, "
+                                              "allocator fragmentation. Default 2GB (see README); 0 for the "
+                                              "datasheet's nominal memory.")]
 Reserve = Annotated[float, opt("--reserve", parser=nbytes("reserve"), metavar="BYTES", panel=MEMORY,
                                help="Memory per GPU held back (CUDA context, fragmentation), e.g. 2GiB.")]
 

@@ -11,6 +11,7 @@ from napkin.cli.context import model as model_of
 from napkin.cli.options import (
     Calibration,
     Explain,
+    FitReserve,
     Gpu,
     InterBandwidth,
     IntraBandwidth,
@@ -75,6 +76,7 @@ def plan_cmd(
     intra_node_bandwidth: IntraBandwidth = None,
     inter_node_bandwidth: InterBandwidth = None,
     calibration: Calibration = None,
+    reserve: FitReserve = None,
     json: Json = False,
     explain: Explain = False,
 ) -> None:
@@ -92,7 +94,7 @@ def plan_cmd(
     kw = dict(global_batch=global_batch, seq=seq, gpus=gpus, tokens=tokens, days=days, precision=precision, top=top,
               max_tp=max_tp, fix=_fix(fix) if fix else None, node_size=node_size,
               intra_node_bandwidth=intra_node_bandwidth, inter_node_bandwidth=inter_node_bandwidth,
-              calibration=calibration)
+              calibration=calibration, reserve_bytes=reserve)
     con = None if json else render.console()
     if con is None or not con.is_terminal:  # a bar only where someone watches (rich.progress costs ~10 ms to load)
         result = plan(spec, hw, **kw)  # type: ignore[arg-type]

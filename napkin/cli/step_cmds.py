@@ -13,6 +13,7 @@ from napkin.cli.options import (
     Cp,
     Ep,
     Explain,
+    FitReserve,
     Flash,
     GlobalBatch,
     GpuOrAll,
@@ -65,6 +66,7 @@ def step_time_cmd(
     intra_node_bandwidth: IntraBandwidth = None,
     inter_node_bandwidth: InterBandwidth = None,
     calibration: Calibration = None,
+    reserve: FitReserve = None,
     json: Json = False,
     explain: Explain = False,
 ) -> None:
@@ -88,7 +90,8 @@ def step_time_cmd(
                          recompute=recompute,  # type: ignore[arg-type]  # a str: step_time refuses a bad one
                          precision=precision, flash=flash, overlap_grad_reduce=overlap_grad_reduce,
                          node_size=node_size, intra_node_bandwidth=intra_node_bandwidth,
-                         inter_node_bandwidth=inter_node_bandwidth, calibration=calibration)
+                         inter_node_bandwidth=inter_node_bandwidth, calibration=calibration,
+                         reserve_bytes=reserve)
 
     result: AcrossGpusResult | StepTimeResult
     if gpu.strip().lower() == "all":

@@ -111,7 +111,9 @@ def memory(r: Any) -> list[Any]:
     summary = [("parameters", _count(r.params)
                 + (f" ({_count(r.params_on_gpu)} on this GPU before ZeRO)"
                    if r.params_on_gpu != r.params else "")),
-               (f"memory of one {r.inputs.gpu}", _gb(r.usable_bytes)), ("verdict", verdict)]
+               (f"memory of one {r.inputs.gpu}", _gb(r.usable_bytes + r.reserve_bytes)),
+               ("reserve (context, NCCL, fragmentation)", _gb(r.reserve_bytes)),
+               ("usable", _gb(r.usable_bytes)), ("verdict", verdict)]
     if r.inputs.finetune != "full":
         summary.insert(1, ("trainable (adapters)", f"{_count(r.trainable_params)} "
                            f"({r.trainable_params / r.params:.3%} of the parameters)"))
