@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from napkin.accounting.layers import layer_plan
-from napkin.accounting.layout import Layout, ZeroStage, data_parallel, layers_per_stage
+from napkin.accounting.layout import Layout, ZeroStage, data_parallel
 from napkin.accounting.reserve import reserve_of
 from napkin.accounting.step_time import StepFloor
 from napkin.specs.hardware import HardwareSpec
@@ -247,8 +247,7 @@ class Memory:
                     return ok
             lay = self.tightest[ShapeBatch(key.shape, key.b)]
             a = self.per_layer.get(ActKey(lay.tp, lay.cp, lay.sp, key.b, key.ri))
-            acts = 0.0 if a is None else a * layers_per_stage(self.spec.layers, lay.pp) * lay.model_copy(
-                update={"micro_batches": m}).in_flight("first" if lay.pp > 1 else "only")
+            acts = 0.0 if a is None else a * lay.model_copy(update={"micro_batches": m}).held(self.spec.layers)
             where, held = self.state.get(StateKey(key.shape, key.zero), ("", 0.0))
             if (held + acts if where in ("first", "only") else max(held, acts)) > self.usable:
                 self.fits[key] = False

@@ -23,12 +23,19 @@ from napkin.cli.options import (
     PARALLEL,
     Check,
     Cp,
+    DpShard,
+    EmbeddingInSplit,
     Ep,
+    Etp,
     Explain,
+    FirstStage,
     FitReserve,
     Flash,
     Json,
+    LastStage,
+    LossInSplit,
     Memory,
+    OffloadLayers,
     Optimizer,
     Pp,
     Precision,
@@ -76,6 +83,13 @@ def memory_cmd(
     vp: Vp = 1,
     cp: Cp = 1,
     ep: Ep = 1,
+    etp: Etp = None,
+    dp_shard: DpShard = None,
+    first_stage_layers: FirstStage = None,
+    last_stage_layers: LastStage = None,
+    embedding_in_split: EmbeddingInSplit = False,
+    loss_in_split: LossInSplit = False,
+    offload_layers: OffloadLayers = 0,
     micro_batches: MicroBatches = 1,
     dropout: Annotated[bool, opt("--dropout", panel=ACTS, help="Count dropout masks (GPT-2/3 style training; "
                                  "Korthikanti's 34 + 5as/h).")] = False,
@@ -126,6 +140,8 @@ def memory_cmd(
                                double_quant=double_quant, lora_embeddings=lora_embeddings,
                                paged_optimizer=paged_optimizer, offload=offload),
         max_batch=max_batch, min_gpus=min_gpus, params=params, memory_bytes=memory, reserve_bytes=reserve,
-        gpus=gpus, tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, sp=sp, zero=zero, micro_batches=micro_batches)
+        gpus=gpus, tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, sp=sp, zero=zero, micro_batches=micro_batches, etp=etp,
+        dp_shard=dp_shard, first_stage_layers=first_stage_layers, last_stage_layers=last_stage_layers,
+        embedding_in_split=embedding_in_split, loss_in_split=loss_in_split, offload_layers=offload_layers)
     render.show(result, as_json=json, explain=explain)
     exit_if_does_not_fit(check, result.fits)

@@ -104,7 +104,7 @@ def memory(r: Any) -> list[Any]:
     t.add_column("ZeRO", justify="center")
     for row in r.rows:
         t.add_row(_mark(row.part, row.label), _gb(row.bytes), f"{row.bytes / r.total_bytes:.1%}",
-                  f"/ {r.data_parallel}" if row.sharded_over_dp else "")
+                  f"/ {r.groups.get('shard', r.data_parallel)}" if row.sharded_over_dp else "")
     t.add_row("[bold]total[/bold]", f"[bold]{_gb(r.total_bytes)}[/bold]", "100%", "")
     verdict = (f"[green]fits[/green], headroom {_gb(r.headroom_bytes)}" if r.fits
                else f"[bold red]does not fit[/bold red]: short by {_gb(-r.headroom_bytes)}")
