@@ -196,6 +196,26 @@ class ActivationLedger(BaseModel):
     total_bytes: float = Field(description="all activations on this GPU: layers + outside + working set")
 
 
+ACT_OFFLOAD = ("Megatron-core cpu_offload (--cpu-offloading --cpu-offloading-num-layers N): the saved activations of N "
+               "layers per stage go to host memory after their forward and come back before their backward, one "
+               "layer in transit at a time; Megatron-Bridge recipes (activation offload on GB200)")
+
+
+class ActivationOffload(BaseModel):
+    """Saved activations moved to host memory (item 6 of issue 22), as the optimizer offload ledger does for state."""
+
+    model_config = ConfigDict(frozen=True)
+
+    layers: int = Field(description="layers per stage whose saved activations live in host memory")
+    host_bytes: float = Field(description="host memory per GPU at the peak of the schedule")
+    buffer_bytes: float = Field(description="one layer's activations of one micro-batch in transit, kept on the GPU")
+    to_host_bytes_per_step: float
+    from_host_bytes_per_step: float
+    host_link_bandwidth_bytes_per_s: float | None = None
+    transfer_time_s: float | None = Field(default=None, description="max(to, from) / host link (full duplex); hidden "
+                                          "only where it overlaps compute")
+
+
 class MemoryResult(Result):
     inputs: MemoryInputs
     stage: Stage = Field(description="the role of the pipeline stage this ledger is for (the fullest one)")
@@ -222,6 +242,32 @@ class MemoryResult(Result):
     checkpoint_bytes: float = Field(default=0.0, description="one checkpoint on disk, whole model: weights + "
                                     "optimizer state (full) or the adapters alone (lora, qlora)")
     checkpoint: ft.CheckpointSize | None = None
+    activation_offload: ActivationOffload | None = None
+
+
+def _act_offload(d: Derivation, a: ActivationLedger, par: Layout, stage: PipelineStage,
+                 host_link: float | None) -> tuple[float, ActivationOffload]:
+    """(activation bytes left on the GPU, the offload) when ``par.offload_layers`` of the stage's layers go to host
+    memory: their share of the layers' activations (each layer's at the stage's in-flight count), one layer of one
+    micro-batch kept as the transfer buffer; each offloaded layer's activations cross the host link out and back
+    once per micro-batch."""
+    k = min(par.offload_layers, stage.layers)
+    per = a.layers_bytes / stage.layers if stage.layers else 0.0  # a layer's activations, all micro-batches in flight
+    host = d.add(f"activations moved to host memory ({k} of {stage.layers} layers)", "k · (layers' activations / L)",
+                 f"{k} × {g(per)}", k * per, "B", ACT_OFFLOAD)
+    buf = d.add("offload buffer (one layer of one micro-batch in transit)", "one layer's kept activations",
+                g(a.per_layer_bytes), a.per_layer_bytes if k else 0.0, "B", ACT_OFFLOAD)
+    m = par.micro_batches
+    out = d.add("GPU → host per step (offloaded activations)", "m · k · one layer's activations of a micro-batch",
+                f"{m} × {k} × {g(a.per_layer_bytes)}", m * k * a.per_layer_bytes, "B", ACT_OFFLOAD)
+    t = None
+    if host_link:
+        t = d.add("activation offload time per step", "max(to host, from host) / BW_host (full duplex)",
+                  f"{g(out)} / {g(host_link)}", out / host_link, "s",
+                  "hardware profile: host_link_bandwidth_bytes_per_s")
+    return a.layers_bytes - host + buf, ActivationOffload(
+        layers=k, host_bytes=host, buffer_bytes=buf, to_host_bytes_per_step=out, from_host_bytes_per_step=out,
+        host_link_bandwidth_bytes_per_s=host_link, transfer_time_s=t)
 
 
 def _layers_of(spec: TransformerSpec, par: Layout, stage: PipelineStage) -> tuple[int, int]:
@@ -455,6 +501,7 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: PipelineStage, s: int | None,
         v = _per_gpu(d, label, N_dense, N_exp, part.bytes_per_param, div, ediv, src)
         rows.append(LedgerRow(part=part.part, label=label, bytes=v, sharded_over_dp=div > 1))
     ledger: ActivationLedger | None = None
+    act_off: ActivationOffload | None = None
     if spec is not None:
         p = BYTES_PER_ELEMENT[prec.activations]
         if isinstance(spec, LinearSpec):
@@ -467,9 +514,13 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: PipelineStage, s: int | None,
                       "tokens", "Megatron-core context parallelism: each CP rank holds s/cp of every sequence")
             ledger = _transformer_acts(d, spec, i, s_local, p, stage)
         a = ledger
+        on_gpu = a.layers_bytes
+        if par.offload_layers and isinstance(spec, TransformerSpec):
+            on_gpu, act_off = _act_offload(d, a, par, stage, host_link)
         rows.append(LedgerRow(part="activations", label=f"activations, {a.layers_on_gpu} layers × {a.in_flight} "
-                              f"in flight ({prec.activations.value})",
-                              bytes=a.layers_bytes, sharded_over_dp=False))
+                              f"in flight ({prec.activations.value})"
+                              + (f", {act_off.layers} layers offloaded" if act_off is not None else ""),
+                              bytes=on_gpu, sharded_over_dp=False))
         emb = sum(x.bytes for x in a.outside if x.block == "embedding") * a.in_flight
         if emb:
             rows.append(LedgerRow(part="embedding", label="embedding (token ids)", bytes=emb,
@@ -507,7 +558,7 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: PipelineStage, s: int | None,
                         params=N, params_on_gpu=held, rows=rows,
                         total_bytes=total, reserve_bytes=R, usable_bytes=usable, headroom_bytes=head, fits=head >= 0,
                         activations=ledger, trainable_params=trainable, adapters=adapters, offload=off,
-                        checkpoint_bytes=ckpt.total_bytes, checkpoint=ckpt, steps=d.steps)
+                        checkpoint_bytes=ckpt.total_bytes, checkpoint=ckpt, activation_offload=act_off, steps=d.steps)
 
 
 def _finetune_notes(i: MemoryInputs, model: ModelArg, hardware: HardwareSpec) -> list[str]:

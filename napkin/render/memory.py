@@ -127,6 +127,15 @@ def memory(r: Any) -> list[Any]:
         out.append("checkpoint = " + " + ".join(p.label for p in r.checkpoint.parts))
     if r.offload is not None:
         out.append(offload_table(r.offload))
+    if r.activation_offload is not None:
+        o = r.activation_offload
+        rows = [("layers per stage offloaded", str(o.layers)), ("host memory per GPU", _gb(o.host_bytes)),
+                ("transfer buffer on the GPU", _gb(o.buffer_bytes)),
+                ("GPU → host per step (and back)", _gb(o.to_host_bytes_per_step))]
+        if o.transfer_time_s is not None:
+            rows.append((f"at {fmt(o.host_link_bandwidth_bytes_per_s, 'B/s')} per direction",
+                         f"{o.transfer_time_s:.3g} s per step (hidden only where it overlaps compute)"))
+        out.append(kv_table("activation offload", rows))
     if r.activations is not None:
         out.append(activation_table(r))
     return out
