@@ -34,7 +34,7 @@ from napkin.accounting.pipeline import SCHEDULE, PipelineStage, split_rule
 from napkin.accounting.reserve import DEFAULT_RESERVE_BYTES, reserve_of, reserve_step
 from napkin.errors import InputError
 from napkin.results import DEFINITION, LECTURE, ZERO, Derivation, Result, g, minus
-from napkin.specs.dtypes import BYTES_PER_ELEMENT
+from napkin.specs.dtypes import BYTES_PER_ELEMENT, DType
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.specs.resolve import as_hardware, as_optional_model
@@ -270,6 +270,31 @@ def _act_offload(d: Derivation, a: ActivationLedger, par: Layout, stage: Pipelin
         host_link_bandwidth_bytes_per_s=host_link, transfer_time_s=t)
 
 
+TE_FP8 = ("NVIDIA Transformer Engine: te.Linear / LayerNormLinear / LayerNormMLP save the FP8-cast input of each GEMM "
+          "for the weight gradient (1 B/element); other saved tensors (norm inputs, the attention core's output for "
+          "the flash backward, the FFN pre-activations) stay in the activation dtype")
+
+
+def _fp8_saved(terms: list[act.ActTerm]) -> list[act.ActTerm]:
+    """A layer's saved tensors under FP8 training (Transformer Engine): each GEMM input saved as its FP8 cast, 1 byte
+    per element. The attention output keeps its BF16 copy for the flash backward, and its FP8 cast for the output
+    projection is saved beside it."""
+    out: list[act.ActTerm] = []
+    for x in terms:
+        gemm_input = "input of the" in x.stores
+        if gemm_input and x.name == "context":
+            out.append(x)
+            out.append(x.model_copy(update={"name": "context (fp8 cast)", "stores": "the output projection's FP8 "
+                                            "input", "bytes_per_element": 1.0, "bytes": x.bytes / x.bytes_per_element,
+                                            "source": TE_FP8}))
+        elif gemm_input and x.bytes_per_element > 1:
+            out.append(x.model_copy(update={"bytes_per_element": 1.0, "bytes": x.bytes / x.bytes_per_element,
+                                            "name": x.name + " (fp8)", "source": TE_FP8}))
+        else:
+            out.append(x)
+    return out
+
+
 def _layers_of(spec: TransformerSpec, par: Layout, stage: PipelineStage) -> tuple[int, int]:
     """(first, end) of the layers a stage holds, where they are contiguous (one chunk; fine-tuning asks)."""
     return stage.chunks[0][0], stage.chunks[-1][1]
@@ -280,6 +305,7 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
     par, b = i.parallel, i.batch
     plan = layer_plan(spec)
     kinds = stage_counts(plan, stage)  # (kind, layers of it on this stage)
+    fp8 = get_precision(i.precision).compute == DType.fp8
     per_layer_full: dict[str, list[act.ActTerm]] = {}
     per_layer_kept: dict[str, list[act.ActTerm]] = {}
     for kind, _ in kinds:
@@ -287,6 +313,8 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
                                bytes_per_element=p, tp=par.tp, sp=par.sp)
         if i.lora is not None:  # frozen matmuls keep nothing; the adapters keep A·x
             full = ft.lora_layer_terms(full, spec, kind, i.lora, s=s, b=b, bytes_per_element=p, flash=i.flash)
+        if fp8 and i.lora is None:
+            full = _fp8_saved(full)
         per_layer_full[kind.key] = full
         per_layer_kept[kind.key] = act.stored(full, i.recompute, spec, s, b, bytes_per_element=p, tp=par.tp, sp=par.sp)
     # the table shows the heaviest kind's tensors; the recompute working set is one such layer rebuilt

@@ -57,11 +57,14 @@ PRECISIONS: dict[str, Precision] = {
         Precision(name="bf16", params=DType.bf16, grads=DType.bf16, master=None, states=DType.bf16, compute=DType.bf16,
                   activations=DType.bf16, description="pure bf16: no master copy, states in bf16", source=DEFINITION),
         Precision(name="fp8-mixed", params=DType.bf16, grads=DType.bf16, master=DType.fp32, states=DType.fp32,
-                  # TE saves fp8 copies of GEMM inputs; napkin counts every saved activation in bf16 (upper bound)
+                  # TE saves fp8 casts of GEMM inputs (memory.py _fp8_saved); other saved tensors stay bf16
                   compute=DType.fp8, weight_cache=DType.fp8, activations=DType.bf16,
-                  description="fp8 matmuls (Transformer Engine): bf16-mixed state plus a cached fp8 weight copy",
-                  source="NVIDIA Transformer Engine, FP8 primer (weights kept in higher precision, cast to fp8 "
-                         "per GEMM)"),
+                  description="fp8 matmuls (Transformer Engine): bf16 weights with fp32 master weights and states, "
+                              "an fp8 weight copy cached across micro-batches (not under ZeRO-3/FSDP, where it is cast "
+                              "per gathered layer), GEMM inputs saved in fp8",
+                  source="NVIDIA Transformer Engine, FP8 primer and te.Linear (weights kept in higher precision, "
+                         "cast to fp8 per GEMM and cached across micro-batches with is_first_microbatch; GEMM inputs "
+                         "saved as fp8 for backward)"),
     ]
 }
 
@@ -163,7 +166,8 @@ def state_parts(precision: Precision, optimizer: Optimizer, zero: int) -> list[S
     sharded = SHARDED_BY_STAGE[zero]
     parts = [StatePart(part="params", label=f"parameters ({precision.params.value})", dtype=precision.params,
                        bytes_per_param=BYTES_PER_ELEMENT[precision.params], sharded="params" in sharded)]
-    if precision.weight_cache is not None:
+    if precision.weight_cache is not None and zero < 3:  # under ZeRO-3/FSDP the FP8 copy is cast per layer after the
+        # gather and freed with it (transient, like the gathered weights); resident weights keep it across micro-batches
         parts.append(StatePart(part="params", label=f"cached {precision.weight_cache.value} weight copy",
                                dtype=precision.weight_cache, bytes_per_param=BYTES_PER_ELEMENT[precision.weight_cache],
                                sharded="params" in sharded))
