@@ -6,7 +6,6 @@ import pytest
 
 import napkin
 from napkin.accounting.memory import MemoryResult, memory_ledger
-from napkin.accounting.reserve import DEFAULT_RESERVE_BYTES
 from napkin.accounting.memory_solvers import (
     GpuCompareResult,
     compare_gpus,
@@ -15,6 +14,7 @@ from napkin.accounting.memory_solvers import (
     min_gpus,
     scaled_spec,
 )
+from napkin.accounting.reserve import DEFAULT_RESERVE_BYTES
 from napkin.errors import InputError
 from napkin.specs.catalog import get_model, hardware_catalog
 
