@@ -26,12 +26,28 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import Literal, NamedTuple, Protocol
 
 from napkin.errors import InputError
 
-if TYPE_CHECKING:
-    from napkin.accounting.layout import Layout
+
+class Layout(Protocol):
+    """What the split reads of a layout (layout.Layout; a protocol, so this module does not import it)."""
+
+    @property
+    def pp(self) -> int: ...
+    @property
+    def vp(self) -> int: ...
+    @property
+    def micro_batches(self) -> int: ...
+    @property
+    def first_stage_layers(self) -> int | None: ...
+    @property
+    def last_stage_layers(self) -> int | None: ...
+    @property
+    def embedding_in_split(self) -> bool: ...
+    @property
+    def loss_in_split(self) -> bool: ...
 
 Role = Literal["first", "middle", "last", "only"]
 MEGATRON_SPLIT = ("Megatron-LM megatron/core/transformer/transformer_block.py (get_num_layers_to_build): "
