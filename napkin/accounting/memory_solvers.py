@@ -60,7 +60,7 @@ class MaxBatchResult(Result):
 
 def max_micro_batch(model: ModelArg | str, hardware: HardwareSpec | str, training: TrainingSetup | None = None,
                     layout: Layout | None = None, finetune: FinetuneSetup | str | None = None, *,
-                    memory_bytes: float | None = None, reserve_bytes: float = 0.0,
+                    memory_bytes: float | None = None, reserve_bytes: float | None = None,
                     **keywords: Unpack[LedgerKeywords]) -> MaxBatchResult:
     """Largest micro-batch b whose ledger fits: b = ⌊(usable − fixed) / per-sequence⌋ (``training.batch`` is what
     is solved for; the setups as memory_ledger takes them)."""
@@ -112,7 +112,7 @@ class MinGpusResult(Result):
 
 def min_gpus(model: ModelArg | str, hardware: HardwareSpec | str, training: TrainingSetup | None = None,
              layout: Layout | None = None, finetune: FinetuneSetup | str | None = None, *, params: float | None = None,
-             memory_bytes: float | None = None, reserve_bytes: float = 0.0,
+             memory_bytes: float | None = None, reserve_bytes: float | None = None,
              **keywords: Unpack[LedgerKeywords]) -> MinGpusResult:
     """Fewest GPUs G = TP·CP·PP·DP for which the ledger fits: DP = ⌈S / (M − R)⌉ under ZeRO.
 
@@ -189,7 +189,7 @@ class GpuCompareResult(Result):
 
 def compare_gpus(model: ModelArg | str, hardware: Sequence[HardwareSpec], training: TrainingSetup | None = None,
                  layout: Layout | None = None, finetune: FinetuneSetup | str | None = None, *,
-                 params: float | None = None, memory_bytes: float | None = None, reserve_bytes: float = 0.0,
+                 params: float | None = None, memory_bytes: float | None = None, reserve_bytes: float | None = None,
                  **keywords: Unpack[LedgerKeywords]) -> GpuCompareResult:
     """The same training setup on every GPU of the catalog: fits or not, and by how much."""
     model = as_optional_model(model)
@@ -260,7 +260,7 @@ def scaled_spec(template: TransformerSpec, layers: int, aspect: float, tp: int =
 def max_model_fit(hardware: HardwareSpec, template: TransformerSpec | LinearSpec | str,
                   training: TrainingSetup | None = None, layout: Layout | None = None,
                   finetune: FinetuneSetup | str | None = None, *,
-                  aspect: float | None = None, memory_bytes: float | None = None, reserve_bytes: float = 0.0,
+                  aspect: float | None = None, memory_bytes: float | None = None, reserve_bytes: float | None = None,
                   **keywords: Unpack[LedgerKeywords]) -> MaxModelFitResult:
     """Largest model of the template's family (scaled at a fixed aspect ratio h/L) whose full ledger,
     activations included, fits each GPU. Memory grows with L, so a doubling then a bisection finds it."""
@@ -316,7 +316,7 @@ MemoryAnswer = MemoryResult | MaxBatchResult | MinGpusResult | GpuCompareResult
 def memory_question(model: ModelArg | str, hardware: HardwareSpec | str | Sequence[HardwareSpec],
                     training: TrainingSetup | None = None, layout: Layout | None = None,
                     finetune: FinetuneSetup | str | None = None, *, max_batch: bool = False, min_gpus: bool = False,
-                    params: float | None = None, memory_bytes: float | None = None, reserve_bytes: float = 0.0,
+                    params: float | None = None, memory_bytes: float | None = None, reserve_bytes: float | None = None,
                     **keywords: Unpack[LedgerKeywords]) -> MemoryAnswer:
     """The memory question asked: the ledger; with ``max_batch`` the largest micro-batch; with ``min_gpus`` the
     fewest GPUs; with a list of GPUs for ``hardware``, the same setup on each. One at a time. Every answer has
@@ -372,7 +372,7 @@ def counts_activations(*, seq: int | None = None, batch: int | None = None, like
 
 def max_model_question(hardware: HardwareSpec | str, gpus: int, *, optimizer: str = "adamw",
                        precision: str = "bf16-mixed", zero: int = 3, memory_bytes: float | None = None,
-                       reserve_bytes: float = 0.0, seq: int | None = None, batch: int | None = None,
+                       reserve_bytes: float | None = None, seq: int | None = None, batch: int | None = None,
                        like: TransformerSpec | str | None = None, aspect: float | None = None,
                        recompute: str = "none", flash: bool = True, tp: int = 1, pp: int = 1,
                        finetune: FinetuneSetup | None = None) -> MaxModelResult | MaxModelFitResult:

@@ -36,6 +36,7 @@ from napkin.accounting.kernels import StepConstants
 from napkin.accounting.launch_flags import megatron_flags, torchtitan
 from napkin.accounting.layout import Layout, ZeroStage
 from napkin.accounting.plan_search import Interrupted, Memory, enumerate_candidates, floor_first, shapes_of
+from napkin.accounting.reserve import reserve_of
 from napkin.accounting.step_time import TERM_LABELS, StepFloor, StepTimeResult, default_cluster, step_time
 from napkin.errors import InputError
 from napkin.results import DEFINITION, Derivation, Result, g, numbers_only
@@ -65,6 +66,8 @@ class PlanInputs(Inputs):
     intra_node_bandwidth: Positive | None = None
     inter_node_bandwidth: Positive | None = None
     calibration: list[str] | None = None
+    reserve_bytes: float | None = Field(default=None, description="memory per GPU held back from every fit "
+                                        "(None: the default of reserve.py)")
 
 
 class PlanRow(BaseModel):
@@ -78,6 +81,7 @@ class PlanRow(BaseModel):
     tokens_per_s: float
     mfu: float
     memory_bytes: float
+    headroom_bytes: float = Field(description="usable memory (after the reserve) − memory_bytes")
     limiter: str
     limiter_share: float
 
@@ -108,12 +112,13 @@ def plan(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, global_
          fix: dict[str, int | str] | None = None, node_size: int | None = None,
          intra_node_bandwidth: float | None = None, inter_node_bandwidth: float | None = None,
          calibration: list[str] | None = None, progress: Progress | None = None,
-         exhaustive: bool = False) -> PlanResult:
+         exhaustive: bool = False, reserve_bytes: float | None = None) -> PlanResult:
     """The fastest layouts of ``model`` on ``gpus`` × ``hardware`` for a global batch of sequences of ``seq``.
 
     Without ``gpus``, ``days`` and ``tokens`` ask for the fewest GPUs (whole nodes) that train ``tokens`` in ``days``.
     ``exhaustive`` times every layout that fits instead of stopping where no untimed layout can enter the top
-    (the same answer, slower: the check of the bound).
+    (the same answer, slower: the check of the bound). ``reserve_bytes`` is held back from every GPU's memory
+    (None: reserve.py's default), so no layout is planned into the last gigabytes.
     """
     model = as_model(model, "model")
     hardware = as_hardware(hardware, "hardware")
@@ -131,7 +136,7 @@ def plan(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, global_
     i = validated(PlanInputs, model=model.name, gpu=hardware.name, gpus=gpus, global_batch=global_batch, seq=seq,
                   tokens=tokens, days=days, precision=precision, top=top, max_tp=max_tp, fix=fix, node_size=node,
                   intra_node_bandwidth=intra_node_bandwidth, inter_node_bandwidth=inter_node_bandwidth,
-                  calibration=calibration)
+                  calibration=calibration, reserve_bytes=reserve_bytes)
     if gpus is None:
         if days is None or tokens is None:
             raise InputError("give `gpus`, or `tokens` with `days` to find the fewest GPUs that train in time")
@@ -147,7 +152,7 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
     common: dict[str, Any] = dict(seq=i.seq, global_batch=i.global_batch, precision=i.precision,
                                   overlap_grad_reduce=True,
                                   node_size=i.node_size, intra_node_bandwidth=i.intra_node_bandwidth,
-                                  inter_node_bandwidth=i.inter_node_bandwidth)
+                                  inter_node_bandwidth=i.inter_node_bandwidth, reserve_bytes=i.reserve_bytes)
     cal_notes: list[str] = []
     if i.calibration:
         from napkin.accounting.calibration import calibrate
@@ -168,7 +173,8 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
         cands, tightest = enumerate_candidates(shapes, G, i.global_batch, i.fix, recs, progress)
     except KeyboardInterrupt:
         cands, tightest, interrupted = [], {}, True
-    mem = Memory(spec, hw, seq=i.seq, precision=i.precision, recs=recs, tightest=tightest, exhaustive=exhaustive)
+    mem = Memory(spec, hw, seq=i.seq, precision=i.precision, recs=recs, tightest=tightest, exhaustive=exhaustive,
+                 reserve_bytes=i.reserve_bytes)
     # 2. fastest floor first: check the memory and the dominance rules, time what passes, and stop once the floor
     # is above the k-th fastest step timed (a floor never exceeds the step it bounds, so nothing later can enter)
     k = max(i.top, 2)
@@ -199,11 +205,13 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
         what = (f"the smallest per-GPU footprint is {smallest[0] / 1e9:.1f} GB with {smallest[1]}" if smallest
                 else "no layout was tried")
         raise InputError(f"no layout of {spec.name} fits {G} × {hw.name}: {what}; the {hw.name} has "
-                         f"{hw.memory_bytes / 1e9:.0f} GB (more GPUs, a shorter `seq` or a smaller `global_batch` "
-                         "help)")
+                         f"{hw.memory_bytes / 1e9:.0f} GB, {(hw.memory_bytes - reserve_of(i.reserve_bytes)) / 1e9:.1f}"
+                         " GB usable after the `reserve_bytes` (more GPUs, a shorter `seq` or a smaller "
+                         "`global_batch` help)")
     # fastest first; on a tie the lower ZeRO stage, then the lighter recomputation, then less memory
     timed.sort(key=lambda x: (x[0], x[1].inputs.layout.zero, RECOMPUTES.index(x[1].inputs.recompute), x[2]))
-    rows = [_row(st, mem) for _, st, mem in timed[:i.top]]
+    usable = hw.memory_bytes - reserve_of(i.reserve_bytes)
+    rows = [_row(st, mem, usable) for _, st, mem in timed[:i.top]]
     # the winner and runner-up again, with the ledger and the derivation
     def full(st: StepTimeResult) -> StepTimeResult:
         si = st.inputs
@@ -234,11 +242,12 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
                       gpu_hours=hours, steps=d.steps + win.steps, notes=cal_notes + notes + win.notes)
 
 
-def _row(st: StepTimeResult, mem: float) -> PlanRow:
+def _row(st: StepTimeResult, mem: float, usable: float) -> PlanRow:
     i = st.inputs
     return PlanRow(layout=i.layout, describe=f"{st.layout} b{i.micro_batch} {i.recompute}", micro_batch=i.micro_batch,
                    recompute=i.recompute, step_time_s=st.step_time_s, tokens_per_s=st.tokens_per_s, mfu=st.mfu,
-                   memory_bytes=mem, limiter=st.limiter, limiter_share=st.breakdown[st.limiter] / st.step_time_s)
+                   memory_bytes=mem, headroom_bytes=usable - mem, limiter=st.limiter,
+                   limiter_share=st.breakdown[st.limiter] / st.step_time_s)
 
 
 def _why(win: StepTimeResult, runner: StepTimeResult | None) -> list[str]:

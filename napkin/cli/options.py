@@ -129,6 +129,10 @@ def _memory_size(text: str) -> float:
 
 Memory = Annotated[float | None, opt("--memory", parser=_memory_size, metavar="BYTES", panel=MEMORY,
                                      help="Memory per GPU in place of the datasheet's (80GB, 80GiB).")]
+FitReserve = Annotated[float | None, opt("--reserve", parser=nbytes("reserve"), metavar="BYTES", panel=MEMORY,
+                                         help="Memory per GPU held back from the fit: CUDA context, NCCL buffers, "
+                                              "allocator fragmentation. Default 2GB (see README); 0 for the "
+                                              "datasheet's nominal memory.")]
 Reserve = Annotated[float, opt("--reserve", parser=nbytes("reserve"), metavar="BYTES", panel=MEMORY,
                                help="Memory per GPU held back (CUDA context, fragmentation), e.g. 2GiB.")]
 
@@ -233,11 +237,32 @@ InterBandwidth = Annotated[float | None, opt("--inter-node-bandwidth", parser=ba
 
 # The layout flags of step-time, train-time and plan (one definition each).
 Vp = Annotated[int, opt("--vp", parser=whole("interleaved chunks per stage"), metavar="V", panel=PARALLEL,
-                        help="Interleaved 1F1B: model chunks per pipeline stage (pp·vp must divide the layers).")]
+                        help="Interleaved 1F1B: model chunks per pipeline stage (any layer count: uneven chunks "
+                             "split as torchtitan does, or with --first/--last-stage-layers as Megatron-LM does).")]
 Cp = Annotated[int, opt("--cp", parser=whole("context-parallel degree"), metavar="C", panel=PARALLEL,
                         help="Context parallelism: each sequence split over C ranks (ring attention).")]
 Ep = Annotated[int, opt("--ep", parser=whole("expert-parallel degree"), metavar="E", panel=PARALLEL,
-                        help="Expert parallelism: routed experts split over E ranks inside the data-parallel group.")]
+                        help="Expert parallelism: routed experts split over E of the TP×CP×DP ranks (Megatron-core "
+                             "MoE; with --etp).")]
+Etp = Annotated[int | None, opt("--etp", parser=whole("expert tensor-parallel degree"), metavar="T", panel=PARALLEL,
+                               help="Expert tensor parallelism (Megatron --expert-tensor-parallel-size; default: "
+                                    "--tp). Experts fold TP×CP×DP as ETP×EP×EDP.")]
+DpShard = Annotated[int | None, opt("--dp-shard", parser=whole("HSDP shard degree"), metavar="S", panel=PARALLEL,
+                                    help="HSDP: data-parallel ranks that shard (with --zero); DP / S replicas. "
+                                         "ZeRO/FSDP shard over DP×CP by default.")]
+FirstStage = Annotated[int | None, opt("--first-stage-layers", parser=whole("first-stage layers"), metavar="N",
+                                       panel=PARALLEL, help="Layers on the first pipeline stage (Megatron "
+                                       "--decoder-first-pipeline-num-layers); the others share the rest evenly.")]
+LastStage = Annotated[int | None, opt("--last-stage-layers", parser=whole("last-stage layers"), metavar="N",
+                                      panel=PARALLEL, help="Layers on the last pipeline stage (Megatron "
+                                      "--decoder-last-pipeline-num-layers).")]
+EmbeddingInSplit = Annotated[bool, opt("--embedding-in-split", panel=PARALLEL, help="Count the embedding as a layer "
+                                       "of the first stage (Megatron --account-for-embedding-in-pipeline-split).")]
+LossInSplit = Annotated[bool, opt("--loss-in-split", panel=PARALLEL, help="Count the loss as a layer of the last "
+                                  "stage (Megatron --account-for-loss-in-pipeline-split).")]
+OffloadLayers = Annotated[int, opt("--offload-layers", min=0, metavar="N", panel=PARALLEL,
+                                   help="Layers per stage whose saved activations go to host memory (Megatron "
+                                        "--cpu-offloading-num-layers): host memory and PCIe/C2C traffic.")]
 Sp = Annotated[bool, opt("--sp", panel=PARALLEL, help="Megatron sequence parallelism: split norms and "
                          "block inputs over the TP ranks too.")]
 MicroBatch = Annotated[int, opt("--micro-batch", "-b", parser=whole("micro-batch size"), metavar="b", panel=PARALLEL,

@@ -12,6 +12,7 @@ from napkin.cli.options import (
     LENGTH_HELP,
     Calibration,
     Explain,
+    FitReserve,
     GpuOrAll,
     InterBandwidth,
     IntraBandwidth,
@@ -79,6 +80,7 @@ def plan_cmd(
     intra_node_bandwidth: IntraBandwidth = None,
     inter_node_bandwidth: InterBandwidth = None,
     calibration: Calibration = None,
+    reserve: FitReserve = None,
     json: Json = False,
     explain: Explain = False,
 ) -> None:
@@ -96,7 +98,7 @@ def plan_cmd(
     kw = dict(global_batch=global_batch, seq=seq, gpus=gpus, tokens=tokens, days=days, precision=precision, top=top,
               max_tp=max_tp, fix=_fix(fix) if fix else None, node_size=node_size,
               intra_node_bandwidth=intra_node_bandwidth, inter_node_bandwidth=inter_node_bandwidth,
-              calibration=calibration)
+              calibration=calibration, reserve_bytes=reserve)
     con = None if json else render.console()
     if gpu.strip().lower() == "all":  # one plan per catalog GPU, one row each
         result = one_or_all(ctx, gpu, "plan", lambda hw: plan(spec, hw, **kw))  # type: ignore[arg-type]

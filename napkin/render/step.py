@@ -78,12 +78,13 @@ def plan(r: Any) -> list[Any]:
     t = Table(title=f"napkin plan: {i.model} on {r.gpus} × {i.gpu}, global batch {i.global_batch} × s={i.seq} "
                     f"({r.examined:,} layouts examined, {r.timed:,} timed)", title_justify="left")
     for col, just in (("#", "right"), ("layout", "left"), ("b", "right"), ("recomp.", "left"), ("step", "right"),
-                      ("tokens/s", "right"), ("MFU", "right"), ("GB/GPU", "right"), ("largest term", "left")):
+                      ("tokens/s", "right"), ("MFU", "right"), ("GB/GPU", "right"), ("headroom", "right"),
+                      ("largest term", "left")):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for n, row in enumerate(r.top, 1):
         t.add_row(str(n), row.layout.describe(), str(row.micro_batch), row.recompute, format_duration(row.step_time_s),
                   f"{row.tokens_per_s:,.0f}", f"{row.mfu:.3f}", f"{row.memory_bytes / 1e9:.1f}",
-                  f"{TERM_SHORT[row.limiter]} {row.limiter_share:.0%}")
+                  f"{row.headroom_bytes / 1e9:.1f}", f"{TERM_SHORT[row.limiter]} {row.limiter_share:.0%}")
     w = r.winner
     out: list[Any] = [t, Text(f"winner: {w.layout}, micro-batch {w.inputs.micro_batch}, recompute {w.inputs.recompute}",
                               style="bold")]
