@@ -1,6 +1,6 @@
 """napkin's memory ledger on every calibration run (vTrain, llm-foundry): does it fit, and with how much to spare.
 
-Run: python benchmarks/calibration_memory.py [--vtrain-gpu NAME] [--reserve BYTES]
+Run: python benchmarks/calibration_memory.py [--vtrain-gpu NAME] [--reserve BYTES (default: napkin's, 2 GB)]
 
 Every row of benchmarks/data/validation is entered as published (calibration_data.vtrain_question /
 foundry_question) into napkin.accounting.step_time, which checks the layout and builds the memory ledger. Every one
@@ -32,7 +32,7 @@ import step_time_accuracy as sta  # noqa: E402
 GB = 1e9  # memory prints in GB (1e9), DESIGN.md
 
 
-def ledger_rows(spec: Any, hardware: Any, q: dict[str, Any], reserve: float) -> Any:
+def ledger_rows(spec: Any, hardware: Any, q: dict[str, Any], reserve: float | None) -> Any:
     """napkin's memory ledger for one question (the same call step_time makes, with the reserve)."""
     from napkin.accounting.memory import TrainingSetup, memory_ledger
     from napkin.accounting.step_time import step_time
@@ -48,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vtrain-gpu", default=cd.VTRAIN_HARDWARE, help="profile for the vTrain rows (default "
                     f"{cd.VTRAIN_HARDWARE}: memory not stated by vTrain)")
-    ap.add_argument("--reserve", type=float, default=0.0, help="bytes per GPU held back from the ledger (default 0)")
+    ap.add_argument("--reserve", type=float, default=None, help="bytes per GPU held back from the ledger (default: "
+                    "napkin's, napkin/accounting/reserve.py)")
     args = ap.parse_args(argv)
     from napkin.specs.catalog import get_hardware
 
@@ -71,7 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ledgers[rid] = mem
         results[group, gpu].append((rid, mem, None))
 
-    print(f"napkin memory ledger on the calibration runs (vTrain on {vhw.name}; reserve {args.reserve / GB:g} GB)")
+    from napkin.accounting.reserve import reserve_of
+
+    shown = f"{reserve_of(args.reserve) / GB:g} GB" + (" (napkin's default)" if args.reserve is None else "")
+    print(f"napkin memory ledger on the calibration runs (vTrain on {vhw.name}; reserve {shown})")
     print(f"{'file':18s} {'gpu':14s} {'rows':>5s} {'refused':>8s} {'no fit':>7s}   headroom GB: min / median / max")
     for (group, gpu), res in sorted(results.items()):
         ok = [m for _, m, e in res if m is not None]

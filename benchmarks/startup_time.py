@@ -70,7 +70,7 @@ COMMANDS: dict[str, list[str]] = {
     "plan": ["plan", "--model", "llama3-8b", "--gpus", "8", "--global-batch", "64", "--seq", "4096"],
     # the same plan with every dimension fixed: one layout, so what is left is plan's start-up and rendering
     "plan --fix": ["plan", "--model", "llama3-8b", "--gpus", "8", "--global-batch", "64", "--seq", "4096", "--fix",
-                   "tp=1,pp=1,vp=1,cp=1,ep=1,micro_batch=2,zero=2,recompute=none"],
+                   "tp=1,pp=1,vp=1,cp=1,ep=1,micro_batch=1,zero=2,recompute=none"],
     "models list": ["models", "list"],
     "models show": ["models", "show", "llama3-8b"],
     "hardware list": ["hardware", "list"],

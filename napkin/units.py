@@ -29,6 +29,13 @@ COUNT_SUFFIXES: dict[str, float] = {
     "P": 1e15,
 }
 
+# Suffixes for lengths in tokens (a sequence, a prompt, a context, a chunk): powers of 1024, as context lengths are
+# said ("8K context" = 8192, "128K" = 131072 in Llama 3.1's and Qwen2.5's configs); counts stay decimal (15T tokens).
+LENGTH_SUFFIXES: dict[str, int] = {"": 1, "k": 2**10, "K": 2**10, "Ki": 2**10, "ki": 2**10, "KI": 2**10,
+                                   "M": 2**20, "Mi": 2**20, "MI": 2**20}
+LENGTH_RULE = "k/K/Ki = 1024 (8k = 8192), M = 1024²"
+
+
 # Suffixes for bytes: decimal (kB, MB, GB, TB, as datasheets) and binary (KiB, MiB, GiB, TiB).
 BYTE_SUFFIXES: dict[str, float] = {
     "": 1.0,
@@ -103,6 +110,35 @@ RATE_PREFIXES: dict[str, float] = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1
 _RATE = re.compile(rf"^\s*({_NUMBER})\s*([A-Za-z/]*)\s*$")
 _RATE_UNIT = re.compile(r"^(k|m|g|t|p|ki|mi|gi|ti)?(B|b)(/s|ps)$", re.IGNORECASE)
 _RATE_EXAMPLES = "450GB/s, 200Gb/s, 400Gbps, 25 GiB/s or 4.5e11 (bytes/s)"
+
+# Compute rates: FLOP/s with a decimal prefix, as datasheets print them (989.5 TFLOP/s; "TFLOPS" is the same).
+_FLOP_RATE = re.compile(rf"^\s*({_NUMBER})\s*([A-Za-z/]*)\s*$")
+_FLOP_RATE_UNIT = re.compile(r"^(k|m|g|t|p|e)?(flop/s|flops|flop/sec)$", re.IGNORECASE)
+FLOP_PREFIXES: dict[str, float] = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "p": 1e15, "e": 1e18}
+_FLOP_RATE_EXAMPLES = "989.5TFLOP/s, 200GFLOP/s, 989TFLOPS, 989.5T or 9.895e14 (FLOP/s)"
+
+
+def parse_flop_rate(text: str | float, what: str = "peak FLOP/s") -> float:
+    """A compute rate in FLOP/s, greater than 0: '989.5TFLOP/s', '200 GFLOP/s', '989TFLOPS', a count-suffixed
+    '989.5T' (as --params takes 70B), or a bare '9.895e14'."""
+    number, unit = _number_or_refuse(_FLOP_RATE, text, what, _FLOP_RATE_EXAMPLES)
+    m = _FLOP_RATE_UNIT.match(unit)
+    if m is not None:
+        factor = FLOP_PREFIXES[(m.group(1) or "").lower()]
+    elif unit in COUNT_SUFFIXES:
+        factor = COUNT_SUFFIXES[unit]
+    elif _RATE_UNIT.match(unit):
+        raise InputError(f"{what} '{text}' is a bandwidth (bytes/s), not a compute rate; did you mean "
+                         f"{number:g}{unit[:-3]}FLOP/s?")  # GB/s, Gbps: the prefix
+    else:
+        raise InputError(f"unknown unit '{unit}' in {what} '{text}'; use FLOP/s with k, M, G, T, P or E "
+                         f"(e.g. {_FLOP_RATE_EXAMPLES})")
+    value = number * factor
+    _finite(value, what, str(text))
+    if value <= 0:
+        raise InputError(f"{what} must be greater than 0, got '{text}'; e.g. 989.5TFLOP/s")
+    return value
+
 
 # Durations: SI submultiples of the second, as divisors (10us = 10 / 1e6 s exactly, not 10 * 1e-6);
 # µ (micro sign), μ (Greek mu) and u all mean micro.
@@ -210,6 +246,21 @@ MAX_EXACT_INT = 2**53
 
 def parse_positive_int(text: str | float, what: str) -> int:
     value = parse_count(text, what)
+    if abs(value) > MAX_EXACT_INT:
+        raise InputError(f"{what} must be at most 2^53 = {MAX_EXACT_INT:,} (beyond it a whole number is not exact), "
+                         f"got {text}")
+    return require_positive_int(value, what)
+
+
+def parse_length(text: str | float, what: str = "length") -> int:
+    """A length in tokens, a positive whole number: '8192', '8k' / '8K' / '8Ki' (8192), '1.5k' (1536), '1M' (2**20).
+
+    Context lengths are powers of two by convention, so k means 1024 here (unlike counts, where 15T is 15e12)."""
+    number, suffix = _split(text, what, "8192, 8k (= 8192) or 128K")
+    if suffix not in LENGTH_SUFFIXES:
+        hint = " (a length, not a count: lengths take k or M)" if suffix in COUNT_SUFFIXES else ""
+        raise InputError(f"unknown suffix '{suffix}' in {what} '{text}'{hint}; use {LENGTH_RULE}, or a plain number")
+    value = number * LENGTH_SUFFIXES[suffix]
     if abs(value) > MAX_EXACT_INT:
         raise InputError(f"{what} must be at most 2^53 = {MAX_EXACT_INT:,} (beyond it a whole number is not exact), "
                          f"got {text}")

@@ -29,7 +29,7 @@ import pytest
 import typer.testing
 import yaml
 from cli_tree import command_tree, leaf_commands
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import napkin
@@ -283,6 +283,56 @@ LEDGER_VALUES = st.sampled_from(["0", "-1", "1", "2", "3", "8", "1e9", "7B", "na
                       max_size=2, unique=True))
 def test_memory_ledger_options_never_traceback(run, fuzz_tally, args, model, flags):
     _check(fuzz_tally, run, "memory", *model, *flags, *[x for pair in args for x in pair], codes=(0, 2))
+
+
+# The shape flags (--layers, --d-model, --heads, ...) with small, mostly valid values, on every calculator that takes
+# them, alone and changing a catalog model (issue 24 item 10: `memory --layers 2 --d-model 256 --heads 4 --ffn-kind
+# mlp` ended in a TypeError that no random draw reached: it needs three valid sizes and one valid kind together).
+SHAPE_COMMANDS = [(path, cmd) for path, cmd in _calculators() if any(p.name == "layers" for p in cmd.params)]
+SHAPE_VALUES = {
+    "--layers": ["1", "2", "3", "4", "0", "x"], "--d-model": ["64", "128", "256", "96", "1", "-8"],
+    "--heads": ["1", "2", "4", "8", "3"], "--kv-heads": ["1", "2", "4", "3"], "--ffn": ["128", "512", "1k", "7"],
+    "--ffn-kind": ["swiglu", "geglu", "mlp", "relu", ""], "--vocab": ["1000", "32k", "1", "0"],
+    "--experts": ["4", "8", "1", "0"], "--top-k": ["1", "2", "9"],
+}
+
+
+@st.composite
+def shape_invocation(draw: Any) -> list[str]:
+    path, _ = draw(st.sampled_from(SHAPE_COMMANDS))
+    args = list(path)
+    if draw(st.booleans()):
+        args += ["--model", draw(st.sampled_from(["llama3-8b", "gpt2", "mixtral-8x7b", "cruncher"]))]
+    required = ["--layers", "--d-model", "--heads"] if draw(st.integers(0, 4)) else []
+    optional = draw(st.lists(st.sampled_from(sorted(set(SHAPE_VALUES) - set(required) - {"--ffn-kind"})), max_size=3,
+                             unique=True))
+    if draw(st.booleans()):  # the FFN kind half the time: it changes how the spec is built
+        optional.append("--ffn-kind")
+    for flag in required + optional:
+        args += [flag, draw(st.sampled_from(SHAPE_VALUES[flag]))]
+    if path[0] in ("plan", "step-time", "train-time"):
+        args += ["--gpus", "8", "--global-batch", "8", "--seq", "512"]
+    return [*args, "--json"]
+
+
+def test_shape_commands_found():
+    assert {"memory", "plan", "step-time", "inference", "flops"} <= {p[0] for p, _ in SHAPE_COMMANDS}
+
+
+@examples(60)
+@given(args=shape_invocation())
+@example(args=["memory", "--layers", "2", "--d-model", "256", "--heads", "4", "--ffn-kind", "mlp", "--json"])
+def test_shape_flags_never_traceback(run, fuzz_tally, args):
+    _check(fuzz_tally, run, *args)
+
+
+@pytest.mark.parametrize("command", ["memory", "plan", "step-time"])
+@pytest.mark.parametrize("kind", ["mlp", "geglu", "swiglu"])
+def test_every_ffn_kind_builds_a_model(run, command, kind):
+    extra = ["--gpus", "8", "--global-batch", "8", "--seq", "512"] if command != "memory" else []
+    out = run(command, "--layers", "2", "--d-model", "256", "--heads", "4", "--ffn-kind", kind, *extra, "--json")
+    assert out.exit_code == 0, out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
 
 
 # --- 3. spec YAML contents through every command that loads specs -----------------------------------------------------

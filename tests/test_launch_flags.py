@@ -22,6 +22,14 @@ MEGATRON_ARGS: dict[str, tuple[str, ...] | None] = {  # None: takes an integer o
     "--tensor-model-parallel-size": None,
     "--pipeline-model-parallel-size": None,
     "--num-layers-per-virtual-pipeline-stage": None,
+    "--num-virtual-stages-per-pipeline-rank": None,
+    "--decoder-first-pipeline-num-layers": None,
+    "--decoder-last-pipeline-num-layers": None,
+    "--account-for-embedding-in-pipeline-split": None,
+    "--account-for-loss-in-pipeline-split": None,
+    "--expert-tensor-parallel-size": None,
+    "--cpu-offloading": None,
+    "--cpu-offloading-num-layers": None,
     "--context-parallel-size": None,
     "--expert-model-parallel-size": None,
     "--micro-batch-size": None,
@@ -56,6 +64,7 @@ TORCHTITAN_KEYS: dict[str, dict[str, tuple[str, ...] | None]] = {
         "pipeline_parallel_schedule": None,  # a torch.distributed.pipelining schedule name
         "pipeline_parallel_microbatch_size": None,
         "expert_parallel_degree": None,
+        "expert_tensor_parallel_degree": None,  # "either 1 or the same as tp" (job_config.py)
     },
     "training": {"local_batch_size": None, "global_batch_size": None, "seq_len": None},
     "activation_checkpoint": {"mode": ("selective", "full", "none")},
@@ -76,6 +85,14 @@ LAYOUTS = [
     ("llama3-8b", 8, dict(tp=8, sp=True, zero=0)),
     ("mixtral-8x7b", 32, dict(tp=2, ep=8, zero=1)),
     ("mixtral-8x7b", 32, dict(tp=4, pp=2, ep=4, zero=2)),
+    # issue 22: uneven pipelines, expert TP, HSDP, FSDP over CP, activation offload
+    ("llama3-8b", 16, dict(pp=2, vp=3, zero=1)),  # 32 layers over 6 chunks: torchtitan's split
+    ("llama3-8b", 16, dict(pp=4, first_stage_layers=6, last_stage_layers=6, zero=1)),
+    ("llama3-8b", 16, dict(pp=2, vp=17, embedding_in_split=True, loss_in_split=True, zero=1)),
+    ("mixtral-8x7b", 32, dict(tp=2, ep=8, etp=1, zero=1)),
+    ("llama3-8b", 16, dict(zero=3, dp_shard=4)),
+    ("llama3-8b", 16, dict(cp=16, zero=3, seq=32768)),
+    ("llama3-8b", 16, dict(pp=2, offload_layers=4, zero=1)),
 ]
 
 
@@ -133,6 +150,12 @@ def test_flags_use_the_frameworks_names_and_launch_the_priced_layout(model, gpus
     assert int(args["--pipeline-model-parallel-size"]) == lay.pp
     assert int(args.get("--context-parallel-size") or 1) == lay.cp
     assert int(args.get("--expert-model-parallel-size") or 1) == lay.ep
+    assert int(args.get("--expert-tensor-parallel-size") or lay.tp) == lay.expert_tp
+    assert int(args.get("--num-virtual-stages-per-pipeline-rank") or 1) == lay.vp
+    assert args.get("--decoder-first-pipeline-num-layers") == (None if lay.first_stage_layers is None
+                                                               else str(lay.first_stage_layers))
+    assert ("--account-for-embedding-in-pipeline-split" in args) == lay.embedding_in_split
+    assert int(args.get("--cpu-offloading-num-layers") or 0) == lay.offload_layers
     fsdp, no_reshard, dist_opt = ("--use-torch-fsdp2" in args, "--torch-fsdp2-no-reshard-after-forward" in args,
                                   "--use-distributed-optimizer" in args)
     # the ZeRO stage napkin priced: 0 plain DDP, 1 distributed optimizer, 2 FSDP2 kept gathered, 3 FSDP2 resharded
@@ -157,10 +180,12 @@ def test_flags_use_the_frameworks_names_and_launch_the_priced_layout(model, gpus
     if lay.zero == 0:
         assert par["data_parallel_shard_degree"] == 1 and reshard is None  # DDP replicates
     else:
-        assert par["data_parallel_shard_degree"] == lay.dp
+        # FSDP over dp_shard (× CP, torchtitan's dp_shard_cp); HSDP replicates across
+        assert par["data_parallel_shard_degree"] * par["data_parallel_replicate_degree"] == lay.dp
+        assert par["data_parallel_shard_degree"] * par["context_parallel_degree"] == lay.shard
         # ZeRO-3 reshards after every forward, also under PP where torchtitan's "default" would not;
         # ZeRO-1/2 keep the gathered parameters (written as full-shard FSDP alone they would run as ZeRO-3)
-        assert reshard == ("always" if lay.zero == 3 else "never")
+        assert reshard == ("always" if lay.zero == 3 else "never") or lay.shard == 1
     assert cfg["activation_checkpoint"]["mode"] == st.inputs.recompute
     assert cfg["training"]["global_batch_size"] == st.inputs.global_batch
 
@@ -169,4 +194,5 @@ def test_the_spread_covers_every_zero_stage_and_parallelism():
     stages = {kw.get("zero") for _, _, kw in LAYOUTS}
     assert stages == {0, 1, 2, 3}
     used = set().union(*(kw for _, _, kw in LAYOUTS))
-    assert {"tp", "pp", "vp", "cp", "ep", "sp", "recompute", "precision"} <= used
+    assert {"tp", "pp", "vp", "cp", "ep", "sp", "recompute", "precision", "etp", "dp_shard", "first_stage_layers",
+            "embedding_in_split", "offload_layers"} <= used

@@ -14,6 +14,7 @@ from napkin.accounting.memory_solvers import (
     min_gpus,
     scaled_spec,
 )
+from napkin.accounting.reserve import DEFAULT_RESERVE_BYTES
 from napkin.errors import InputError
 from napkin.specs.catalog import get_model, hardware_catalog
 
@@ -57,7 +58,8 @@ def test_cruncher_through_the_cli(cli, h100):
 def test_parts_add_to_total_and_headroom(h100, llama):
     r = memory_ledger(llama, h100, batch=2, seq=2048, gpus=8, zero=2, tp=2, sp=True)
     assert sum(row.bytes for row in r.rows) == pytest.approx(r.total_bytes, rel=1e-12)
-    assert r.headroom_bytes == pytest.approx(80e9 - r.total_bytes)
+    assert r.headroom_bytes == pytest.approx(80e9 - DEFAULT_RESERVE_BYTES - r.total_bytes)  # the default reserve
+    assert r.reserve_bytes == DEFAULT_RESERVE_BYTES and r.usable_bytes == 80e9 - DEFAULT_RESERVE_BYTES
     assert r.fits == (r.headroom_bytes >= 0)
     a = r.activations
     assert a.total_bytes == pytest.approx(a.layers_bytes + a.outside_bytes + a.working_set_bytes)

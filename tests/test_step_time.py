@@ -124,7 +124,11 @@ def test_moe_mla_and_cp_layouts_run():
     (dict(tp=3, gpus=12), "must divide the attention heads"),
     (dict(global_batch=10), "global batch 10 must be a multiple"),
     (dict(gpus=6), "must divide gpus"),
-    (dict(vp=3), "interleaving needs the layers"),
+    (dict(first_stage_layers=3, pp=1), "they need `pp` 2 or more"),
+    (dict(first_stage_layers=9), "do not fit 8 layers"),
+    (dict(pp=4, gpus=16, first_stage_layers=1), "must split evenly over the other"),
+    (dict(vp=2, embedding_in_split=True), "must split evenly over pp·vp"),
+    (dict(first_stage_layers=4, loss_in_split=True), "not both"),
     (dict(ep=2), "has none"),
     (dict(cp=2, seq=1022, tp=1, gpus=8), "multiple of 4"),
 ])
@@ -246,6 +250,10 @@ def test_calibration_from_a_real_cpu_measurement(tmp_path):
 
     m = bench_matmul(size=256, dtype="bf16", device="cpu", warmup_s=0.01, iters=3)
     path = tmp_path / "gemm.json"
+    save_result(m, path)
+    with pytest.raises(InputError, match="no catalog GPU: it cannot calibrate"):  # a CPU says nothing of an A100
+        _step(gpus=8, tp=1, pp=1, global_batch=16, calibration=str(path))
+    m = bench_matmul(size=256, dtype="bf16", device="cpu", warmup_s=0.01, iters=3, gpu=A100.name)  # asked: named
     save_result(m, path)
     plain = _step(gpus=8, tp=1, pp=1, global_batch=16)
     cal = _step(gpus=8, tp=1, pp=1, global_batch=16, calibration=str(path))

@@ -113,9 +113,11 @@ def list_models(specs_dirs: Sequence[str | Path] | None = None) -> ModelList:
     return ModelList(inputs=_query(None, specs_dirs), models=rows)
 
 
-def show_model(name: str, specs_dirs: Sequence[str | Path] | None = None) -> ModelShow:
-    """One model (catalog name, alias, config.json or YAML path) and its parameter breakdown."""
-    spec: Any = get_model(name, specs_dirs)
+def show_model(name: str, specs_dirs: Sequence[str | Path] | None = None, *, spec: Any = None) -> ModelShow:
+    """One model (catalog name, alias, config.json or YAML path, Hub id) and its parameter breakdown; ``spec`` is
+    the model already read (the CLI reads a Hub id itself, with --offline and its notice)."""
+    if spec is None:
+        spec = get_model(name, specs_dirs)
     cat = model_catalog(specs_dirs)
     file = str(cat.files[spec.name]) if spec.name in cat.files and cat.get(spec.name) == spec else name
     pc = count_params(spec)

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from napkin.accounting.layers import Gemm, LayerKind, LayerPlan, layer_plan
 from napkin.accounting.layout import Layout, Stage, stage_params
 from napkin.accounting.model_state import Optimizer, Precision, StatePart, state_parts
+from napkin.accounting.pipeline import PipelineStage
 from napkin.errors import InputError
 from napkin.results import Derivation, g
 from napkin.specs.dtypes import BYTES_PER_ELEMENT, DType
@@ -380,7 +381,7 @@ class FrozenBase(BaseModel):
     rest_bytes_per_param: float
 
 
-def frozen_base(spec: TransformerSpec, lora: LoraSetup, prec: Precision, par: Layout, stage: Stage,
+def frozen_base(spec: TransformerSpec, lora: LoraSetup, prec: Precision, par: Layout, stage: PipelineStage,
                 components: dict[str, int]) -> FrozenBase:
     plan = layer_plan(spec)
     quant = quantized_components(plan)

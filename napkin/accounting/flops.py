@@ -21,6 +21,7 @@ from napkin.accounting.layers import (
     SRC_MAMBA1,
     SRC_MAMBA2,
     SRC_WINDOW,
+    Linear,
     attention_head_dims,
     attention_linears,
     layer_plan,
@@ -120,6 +121,19 @@ _SYMBOLS = {  # formula symbols for each projection's (fan_in, fan_out), by comp
 }
 
 
+def _ssm_terms(F: dict[str, int], n: int, linears: dict[str, Linear], conv: tuple[int, str], K: int,
+               state: tuple[int, str, str, str], src: str, src_scan: str) -> list[Term]:
+    """An SSM mixer's terms over its n layers: its projections (GEMMs), its depthwise conv over `conv` channels,
+    and its recurrent scan: per token a state update and a read-out over the `state` elements (2 FLOPs each)."""
+    (C, c_sym), (S, s_sym, update, s_num) = conv, state
+    out = [Term(f"ssm.{name}", F[f"ssm.{name}"], f"2·L_ssm·{lin.fan_in}·{lin.fan_out}",
+                f"2 × {n} × {lin.fan_in} × {lin.fan_out}", f"{SRC_MATMUL}; {src}") for name, lin in linears.items()]
+    out.append(Term("ssm.conv", 2 * n * C * K, f"2·L_ssm·{c_sym}·K (depthwise conv)", f"2 × {n} × {C} × {K}", src))
+    out.append(Term("ssm.scan", 2 * n * 2 * S, f"2·L_ssm·2·{s_sym} (state update {update} and read-out C·h per "
+                    "token)", f"2 × {n} × 2 × {s_num}", src_scan))
+    return out
+
+
 def _terms(spec: TransformerSpec, seq: float, causal: bool, masked: bool = True) -> list[Term]:
     """Forward FLOPs of one token per component in a sequence of `seq` positions (causal: the mean token; not
     causal: a token over `seq` cached positions), each attending layer over its own context (LayerKind.context).
@@ -158,28 +172,17 @@ def _terms(spec: TransformerSpec, seq: float, causal: bool, masked: bool = True)
                 subst = f"2 × {L_at} × {a} × {dd} × {g(context)}"
                 src = SRC_ATTN
             terms.append(Term(key, flops, formula, subst, src))
-    if plan.hybrid and spec.ssm is not None and "M" in (spec.block_pattern or ""):
+    pattern = spec.block_pattern or ""
+    if spec.ssm is not None and "M" in pattern:
         m = spec.ssm
-        n_m = spec.block_pattern.count("M")  # type: ignore[union-attr]
-        for name, lin in ssm_linears(spec).items():
-            terms.append(Term(f"ssm.{name}", F[f"ssm.{name}"], f"2·L_ssm·{lin.fan_in}·{lin.fan_out}",
-                              f"2 × {n_m} × {lin.fan_in} × {lin.fan_out}", f"{SRC_MATMUL}; {SRC_MAMBA2}"))
-        terms.append(Term("ssm.conv", 2 * n_m * m.conv_dim * m.conv_kernel, "2·L_ssm·(d_in + 2·G·N)·K (depthwise conv)",
-                          f"2 × {n_m} × {m.conv_dim} × {m.conv_kernel}", SRC_MAMBA2))
-        terms.append(Term("ssm.scan", 2 * n_m * 2 * m.heads * m.head_dim * m.state_size,
-                          "2·L_ssm·2·H·P·N (state update B·x and read-out C·h per token)",
-                          f"2 × {n_m} × 2 × {m.heads} × {m.head_dim} × {m.state_size}", SRC_SCAN))
-    if plan.hybrid and spec.mamba is not None and "S" in (spec.block_pattern or ""):
+        terms += _ssm_terms(F, pattern.count("M"), ssm_linears(spec), (m.conv_dim, "(d_in + 2·G·N)"), m.conv_kernel,
+                            (m.heads * m.head_dim * m.state_size, "H·P·N", "B·x", f"{m.heads} × {m.head_dim} × "
+                             f"{m.state_size}"), SRC_MAMBA2, SRC_SCAN)
+    if spec.mamba is not None and "S" in pattern:
         m1 = spec.mamba
-        n_s = spec.block_pattern.count("S")  # type: ignore[union-attr]
-        for name, lin in mamba1_linears(spec).items():
-            terms.append(Term(f"ssm.{name}", F[f"ssm.{name}"], f"2·L_ssm·{lin.fan_in}·{lin.fan_out}",
-                              f"2 × {n_s} × {lin.fan_in} × {lin.fan_out}", f"{SRC_MATMUL}; {SRC_MAMBA1}"))
-        terms.append(Term("ssm.conv", 2 * n_s * m1.d_inner * m1.conv_kernel, "2·L_ssm·d_in·K (depthwise conv)",
-                          f"2 × {n_s} × {m1.d_inner} × {m1.conv_kernel}", SRC_MAMBA1))
-        terms.append(Term("ssm.scan", 2 * n_s * 2 * m1.d_inner * m1.state_size,
-                          "2·L_ssm·2·d_in·N (state update Δ·B·x and read-out C·h per token)",
-                          f"2 × {n_s} × 2 × {m1.d_inner} × {m1.state_size}", SRC_SCAN1))
+        terms += _ssm_terms(F, pattern.count("S"), mamba1_linears(spec), (m1.d_inner, "d_in"), m1.conv_kernel,
+                            (m1.d_inner * m1.state_size, "d_in·N", "Δ·B·x", f"{m1.d_inner} × {m1.state_size}"),
+                            SRC_MAMBA1, SRC_SCAN1)
     n_moe = sum(k.count for k in plan.kinds if k.moe)
     n_dense = sum(k.count for k in plan.kinds if k.ffn == "dense")
     m_ = spec.ffn_matrices

@@ -32,7 +32,7 @@ from napkin.specs.dtypes import BYTES_PER_ELEMENT, DType, bytes_per_element, par
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.specs.resolve import as_hardware, as_model
-from napkin.validation import Fraction, Inputs, NonNegative, Positive, PositiveInt, Setup, validated
+from napkin.validation import AtLeastOne, Fraction, Inputs, NonNegative, Positive, PositiveInt, Setup, validated
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
@@ -47,6 +47,13 @@ SRC_FLOPS = "napkin.accounting.flops.forward_flops_per_token (Kaplan et al. 2020
 SRC_WS = ("napkin estimate: one layer's live activations per token in flight (residual h, block input h, FFN "
           "inner 2f/TP, or 3f/TP gated) in the compute dtype, plus fp32 logits of each sequence's last position (V/TP)")
 
+# Prefill is chunked by default, as serving engines do: vLLM V1 always chunks (max_num_batched_tokens 8192 for its
+# OpenAI server on GPUs of 70 GiB and more: EngineArgs.get_batch_defaults, vllm/engine/arg_utils.py) and SGLang's
+# --chunked-prefill-size is 8192 by default (sglang/srt/server_args.py). None prefills the whole batch at once.
+DEFAULT_PREFILL_CHUNK = 8192
+SRC_CHUNKED_PREFILL = ("Agrawal et al. 2023, SARATHI: chunked prefills (arXiv 2308.16369); vLLM V1 and SGLang chunk "
+                       "prefill by default, 8192 tokens per pass (vLLM max_num_batched_tokens, SGLang "
+                       "--chunked-prefill-size)")
 WEIGHT_DTYPES = {DType.fp32, DType.bf16, DType.fp16, DType.fp8, DType.int8, DType.int4, DType.fp4}
 KV_DTYPES = {DType.fp32, DType.bf16, DType.fp16, DType.fp8, DType.int8}
 # activations and all-reduce payloads are bf16/fp16 (with fp8 matmuls too: their outputs are bf16)
@@ -62,11 +69,13 @@ class ServingSetup(Setup):
     batch: PositiveInt = Field(description="B, sequences served together")
     prompt: PositiveInt = Field(description="s_p, prompt tokens per sequence")
     generate: PositiveInt = Field(description="s_g, generated tokens per sequence")
-    weights_dtype: DType | str = Field(default=DType.bf16, description="a name is read as a DType (parse_dtype)")
-    kv_dtype: DType | str = DType.bf16
+    weights_dtype: DType | str | None = Field(default=None, description="a name is read as a DType (parse_dtype); "
+                                              "None: bf16, or fp16 on a GPU without bf16 (V100)")
+    kv_dtype: DType | str | None = Field(default=None, description="None: bf16, or fp16 on a GPU without bf16")
     compute_dtype: DType | str | None = Field(default=None, description="dtype of the matmuls (None: from the weights "
                                         "and the GPU, see _resolve_compute)")
-    prefill_chunk: PositiveInt | None = Field(default=None, description="tokens per prefill pass (None: B·s_p at once)")
+    prefill_chunk: PositiveInt | None = Field(default=DEFAULT_PREFILL_CHUNK, description="tokens per prefill pass "
+                                              "(default 8192, as vLLM and SGLang; None: the whole B·s_p at once)")
     mfu: Fraction = Field(default=1.0, description="fraction of peak FLOP/s reached (1 = ideal lower bound)")
     mbu: Fraction = Field(default=1.0, description="fraction of memory bandwidth reached (1 = ideal)")
 
@@ -82,8 +91,8 @@ class ServingKeywords(TypedDict, total=False):
     batch: int
     prompt: int
     generate: int
-    weights_dtype: str | DType
-    kv_dtype: str | DType
+    weights_dtype: str | DType | None
+    kv_dtype: str | DType | None
     compute_dtype: str | DType | None
     prefill_chunk: int | None
     mfu: float
@@ -102,10 +111,11 @@ class InferenceInputs(Inputs):
     compute_dtype: DType = Field(description="dtype of the matmuls, whose dense peak is used")
     mfu: Fraction = Field(default=1.0, description="fraction of peak FLOP/s reached (1 = ideal lower bound)")
     mbu: Fraction = Field(default=1.0, description="fraction of memory bandwidth reached (1 = ideal)")
-    prefill_chunk: PositiveInt | None = Field(default=None, description="tokens per prefill pass (None: B·s_p at once)")
+    prefill_chunk: PositiveInt | None = Field(default=DEFAULT_PREFILL_CHUNK, description="tokens per prefill pass "
+                                              "(default 8192, as vLLM and SGLang; None: the whole B·s_p at once)")
     memory_bytes: Positive
     reserve_bytes: NonNegative = 0.0
-    link_bytes_per_s: Positive | None = Field(default=None, description="scale-up link bandwidth per GPU, "
+    link_bytes_per_s: AtLeastOne | None = Field(default=None, description="scale-up link bandwidth per GPU, "
                                               "both directions")
     allreduce_latency_s: NonNegative = 0.0
     allow_longer: bool = False
@@ -145,8 +155,8 @@ class InferenceResult(Result):
     end_to_end_s: float
     critical_batch: float | None = Field(description="batch above which decode is compute-bound at the mean "
                                          "context; None: never (KV reads alone are below the ridge)")
-    kv_asymptotic_intensity: float = Field(description="FLOPs per KV byte per sequence: decode's intensity as "
-                                           "B grows without bound")
+    kv_asymptotic_intensity: float | None = Field(description="FLOPs per KV byte per sequence: decode's intensity "
+                                                  "as B grows without bound; None without a KV cache")
 
 
 class DecodeFlops(BaseModel):
@@ -187,6 +197,42 @@ def prefill_flops_per_sequence(spec: TransformerSpec, s_p: int, d: Derivation) -
                  f"{SRC_FLOPS}; causal mean (s_p + 1)/2; logits of the last prompt position only (vLLM, TensorRT-LLM)")
 
 
+HALF_BYTES = BYTES_PER_ELEMENT[DType.bf16]
+SRC_KEPT_16BIT = ("AutoGPTQ / AutoAWQ / llm-compressor quantize the nn.Linear layers inside the decoder blocks; the "
+                  "token embedding, the LM head (GPTQ lm_head=False, AWQ modules_to_not_convert) and the norms stay "
+                  "16-bit: an int4 Llama 3 8B checkpoint is ~5.7 GB, not 4.0 GB")
+
+
+def _kept_16bit(spec: TransformerSpec, c: dict[str, int], *, read: bool) -> int:
+    """Parameters a quantized checkpoint keeps in 16-bit (SRC_KEPT_16BIT): the embeddings, the LM head and the norms.
+    ``read``: those a forward pass reads whole (a tied table is the head; an untied one is looked up, not read)."""
+    norms = sum(v for k, v in c.items() if k.startswith("norms."))
+    if read:
+        return norms + (c.get("embedding.tokens", 0) if spec.tied_embeddings else c.get("head", 0))
+    return norms + sum(v for k, v in c.items() if k.startswith("embedding.")) + c.get("head", 0)
+
+
+def _read_bytes(spec: TransformerSpec, c: dict[str, int], params_read: float, bw_: float) -> float:
+    """Bytes of ``params_read`` weights read: the quantized blocks at ``bw_``, what stays 16-bit at 2."""
+    if bw_ >= HALF_BYTES:
+        return params_read * bw_
+    kept = _kept_16bit(spec, c, read=True)
+    return (params_read - kept) * bw_ + kept * HALF_BYTES
+
+
+def _half_or(given: str | DType | None, hw: HardwareSpec, what: str) -> DType:
+    """A storage dtype; None is bf16, or fp16 on a GPU without bf16 (V100: its datasheet has no bf16, and the
+    training commands refuse it there too)."""
+    has_bf16 = DType.bf16 in hw.peak_flops_per_s
+    if given is None:
+        return DType.bf16 if has_bf16 else DType.fp16
+    d = parse_dtype(given)
+    if d == DType.bf16 and not has_bf16:
+        raise InputError(f"{hw.name} has no bf16 on its datasheet ({what} in bf16 would not run there); use fp16, "
+                         "the default on it")
+    return d
+
+
 def _resolve_compute(w: DType, hw: HardwareSpec, compute: str | DType | None) -> DType:
     if compute is not None:
         return parse_dtype(compute)
@@ -224,11 +270,15 @@ def inference(
     elif keywords:
         raise InputError(f"give the serving setup as serving=ServingSetup(...) or as keywords ({', '.join(keywords)}), "
                          "not both")
+    if gpus == 1 and (link_bytes_per_s is not None or allreduce_latency_s):  # accepted and ignored before
+        raise InputError("`link_bandwidth` and `allreduce_latency` time the tensor-parallel all-reduces between GPUs; "
+                         "one GPU has none: leave them out, or give `gpus` above 1")
     sv = serving
     i = validated(
         InferenceInputs, model=spec.name, gpu=hardware.name, batch=sv.batch, prompt=sv.prompt, generate=sv.generate,
-        gpus=gpus, weights_dtype=parse_dtype(sv.weights_dtype), kv_dtype=parse_dtype(sv.kv_dtype),
-        compute_dtype=_resolve_compute(parse_dtype(sv.weights_dtype), hardware, sv.compute_dtype), mfu=sv.mfu,
+        gpus=gpus, weights_dtype=(w := _half_or(sv.weights_dtype, hardware, "weights")),
+        kv_dtype=_half_or(sv.kv_dtype, hardware, "KV cache"),
+        compute_dtype=_resolve_compute(w, hardware, sv.compute_dtype), mfu=sv.mfu,
         mbu=sv.mbu,
         prefill_chunk=sv.prefill_chunk,
         memory_bytes=memory_bytes if memory_bytes is not None else hardware.memory_bytes, reserve_bytes=reserve_bytes,
@@ -241,8 +291,14 @@ def inference(
     # --- memory ---------------------------------------------------------------------------------
     pc = count_params(spec)
     bw_ = bytes_per_element(i.weights_dtype)
-    W_all = d.add(f"weights ({i.weights_dtype.value})", "N · bytes", f"{g(pc.params)} × {g(bw_)}",
-                  pc.params * bw_, "B", "count_params (napkin.accounting.params); dtype sizes (napkin.specs.dtypes)")
+    kept = _kept_16bit(spec, pc.components, read=False) if bw_ < HALF_BYTES else 0
+    if kept:
+        W_all = d.add(f"weights ({i.weights_dtype.value}; embedding, head and norms in 16-bit)",
+                      "(N − N_16) · bytes + N_16 · 2", f"({g(pc.params)} − {g(kept)}) × {g(bw_)} + {g(kept)} × 2",
+                      (pc.params - kept) * bw_ + kept * HALF_BYTES, "B", SRC_KEPT_16BIT)
+    else:
+        W_all = d.add(f"weights ({i.weights_dtype.value})", "N · bytes", f"{g(pc.params)} × {g(bw_)}", pc.params * bw_,
+                      "B", "count_params (napkin.accounting.params); dtype sizes (napkin.specs.dtypes)")
     W = W_all if tp == 1 else d.add(f"weights per GPU (TP {tp})", "weights / TP", f"{g(W_all)} / {tp}", W_all / tp,
                                     "B", SRC_TP)
     kv = kv_cache(spec, S, B, kv_dtype=i.kv_dtype, tp=tp, d=d)
@@ -263,13 +319,16 @@ def inference(
     max_b = max(0, math.floor((usable - fixed) / per_seq))
     d.add("largest batch that fits", "⌊(M − weights − fixed workspace) / bytes per sequence⌋",
           f"⌊({g(usable)} − {g(fixed)}) / {g(per_seq)}⌋", max_b, "sequences", DEFINITION)
-    ctx_mem = max(0, math.floor((usable - W - ws) / (B * kv_tok)))
-    max_ctx, limit = (ctx_mem, "memory")
-    if not i.allow_longer and spec.max_context < ctx_mem:
+    if kv_tok > 0:
+        ctx_mem = max(0, math.floor((usable - W - ws) / (B * kv_tok)))
+        max_ctx, limit = (ctx_mem, "memory")
+        if not i.allow_longer and spec.max_context < ctx_mem:
+            max_ctx, limit = spec.max_context, "model"
+        d.add("largest context that fits at this batch (workspace held at this prompt)",
+              "⌊(M − weights − workspace) / (B · KV bytes per token per GPU)⌋",
+              f"⌊({g(usable)} − {g(W)} − {g(ws)}) / ({B} × {g(kv_tok)})⌋", ctx_mem, "tokens", DEFINITION)
+    else:  # no attention layer (a pure Mamba stack): the cache is a fixed state, memory sets no context limit
         max_ctx, limit = spec.max_context, "model"
-    d.add("largest context that fits at this batch (workspace held at this prompt)",
-          "⌊(M − weights − workspace) / (B · KV bytes per token per GPU)⌋",
-          f"⌊({g(usable)} − {g(W)} − {g(ws)}) / ({B} × {g(kv_tok)})⌋", ctx_mem, "tokens", DEFINITION)
     # --- the roofline ---------------------------------------------------------------------------
     peak = d.given(f"{hardware.display_name} dense {i.compute_dtype.value} peak", "P",
                    hardware.peak(i.compute_dtype), "FLOP/s", f"{hardware.name}: {hardware.sources[0]}")
@@ -288,7 +347,7 @@ def inference(
     f_seq = prefill_flops_per_sequence(spec, s_p, d)
     f_pre = f_seq * B / tp
     passes = math.ceil(B * s_p / in_flight)
-    w_pre = weights_read_params(spec, in_flight) * bw_
+    w_pre = _read_bytes(spec, pc.components, weights_read_params(spec, in_flight), bw_)
     b_pre = passes * w_pre / tp + B * s_p * kv_tok
     prefill = phase_cost(d, "prefill", s_p, B * s_p, f_pre, b_pre, eff_peak, eff_bw, ar_prefill,
                          flops_formula="B · prefill FLOPs per sequence / TP", flops_numbers=f"{B} × {g(f_seq)} / {tp}",
@@ -298,8 +357,9 @@ def inference(
     # --- decode -----------------------------------------------------------------------------------
     fl = decode_flops(spec, d)
     w_dec = d.add("weights read per decode step, per GPU", "(params − embedding table" + (" − idle experts"
-                  if spec.moe else "") + ") · bytes / TP", f"{g(weights_read_params(spec, B))} × {g(bw_)} / {tp}",
-                  weights_read_params(spec, B) * bw_ / tp, "B",
+                  if spec.moe else "") + ") · bytes / TP" + (" (embedding, head and norms at 2 bytes)" if kept else ""),
+                  f"{g(weights_read_params(spec, B))} × {g(bw_)} / {tp}",
+                  _read_bytes(spec, pc.components, weights_read_params(spec, B), bw_) / tp, "B",
                   f"{SRC_DECODE}; the embedding lookup reads one row per token" + (f"; {SRC_MOE}" if spec.moe else ""))
 
     def step(c: float, label: str) -> PhaseCost:
@@ -328,11 +388,14 @@ def inference(
                 prefill.time_s + t_dec, "s", DEFINITION)
     # Batch where decode turns compute-bound: B·F/peak = (W + B·K)/BW → B* = (W/BW) / (F/peak − K/BW).
     F_seq, K_seq = fl.at(mean.context) / tp, mean.context * kv_tok
-    asym = d.add("decode intensity as B → ∞ (KV reads only)", "F per sequence / KV bytes per sequence",
-                 f"{g(F_seq)} / {g(K_seq)}", F_seq / K_seq, "FLOP/B", SRC_DECODE)
+    asym: float | None = None  # no KV cache (a pure Mamba stack): nothing read grows with the batch but weights
+    if K_seq > 0:
+        asym = d.add("decode intensity as B → ∞ (KV reads only)", "F per sequence / KV bytes per sequence",
+                     f"{g(F_seq)} / {g(K_seq)}", F_seq / K_seq, "FLOP/B", SRC_DECODE)
     crit = None
-    if asym > eff_ridge:
-        w_all = weights_read_params(spec, 1e9) * bw_ / tp  # a large batch reads every weight (MoE: every expert)
+    if asym is None or asym > eff_ridge:
+        # a large batch reads every weight (MoE: every expert)
+        w_all = _read_bytes(spec, pc.components, weights_read_params(spec, 1e9), bw_) / tp
         crit = d.add("critical batch (decode turns compute-bound)", "B* = (W/BW) / (F/peak − K/BW)",
                      f"({g(w_all)} / {g(eff_bw)}) / ({g(F_seq)} / {g(eff_peak)} − {g(K_seq)} / {g(eff_bw)})",
                      (w_all / eff_bw) / (F_seq / eff_peak - K_seq / eff_bw), "sequences",
@@ -357,7 +420,7 @@ def _asymptotics(d: Derivation, spec: TransformerSpec, B: int, c: float) -> None
     contexts keep decoding memory-bound whatever the batch; with k KV heads (MQA k = 1) the c-term shrinks by a/k.
     Inverse of these = arithmetic intensity (elements).
     """
-    if spec.mla is not None:
+    if spec.mla is not None or not spec.attention_layers:
         return
     h, a, k = spec.d_model, spec.heads, spec.n_kv_heads
     d.add("incremental MHA: memory / arithmetic", "c/h + 1/B", f"{g(c)}/{h} + 1/{B}", c / h + 1 / B, "ratio",
@@ -413,7 +476,7 @@ def _allreduce(d: Derivation, spec: TransformerSpec, i: InferenceInputs, tokens:
 
 
 def _notes(spec: TransformerSpec, i: InferenceInputs, kv: KVCacheResult, first: PhaseCost, last: PhaseCost,
-           crit: float | None, asym: float, ridge: float, max_b: int, fits: bool) -> list[str]:
+           crit: float | None, asym: float | None, ridge: float, max_b: int, fits: bool) -> list[str]:
     n = []
     if i.mfu == 1 and i.mbu == 1:
         n.append("MFU = MBU = 1: every time is the ideal lower bound; real servers reach roughly 0.5-0.8 of peak "
@@ -434,9 +497,20 @@ def _notes(spec: TransformerSpec, i: InferenceInputs, kv: KVCacheResult, first: 
         if i.allreduce_latency_s == 0:
             n.append("all-reduce latency α = 0 (bandwidth term only); small decode all-reduces are latency-bound "
                      "in practice (~5-20 µs each on NVLink): pass --allreduce-latency.")
+    tokens = i.batch * i.prompt
+    if i.prefill_chunk is None:
+        n.append(f"prefill of all {tokens:,} prompt tokens in one pass (--prefill-chunk none); serving engines chunk "
+                 f"it by default (vLLM, SGLang: {DEFAULT_PREFILL_CHUNK} tokens per pass), which needs less workspace.")
+    else:
+        passes = math.ceil(tokens / i.prefill_chunk)
+        how = ("the vLLM and SGLang default" if i.prefill_chunk == DEFAULT_PREFILL_CHUNK else "--prefill-chunk")
+        n.append(f"prefill chunked at {i.prefill_chunk:,} tokens per pass ({how}): {tokens:,} prompt tokens in "
+                 f"{passes} pass{'es' if passes > 1 else ''}; the workspace holds one chunk. --prefill-chunk none "
+                 "prefills the whole batch at once.")
     if i.weights_dtype in (DType.int4, DType.int8, DType.fp4):
         n.append(f"{i.weights_dtype.value} weights are weight-only quantized (matmuls in {i.compute_dtype.value}); "
-                 f"group scales (~3% for int4 at group size 128) and bf16 embeddings are not counted.")
+                 f"the embedding, LM head and norms stay 16-bit, as GPTQ/AWQ checkpoints keep them; group scales "
+                 f"(~3% for int4 at group size 128) are not counted.")
     if spec.mla is not None:
         n.append("MLA: the cache holds the compressed latent (DeepSeek-V2 §2.1.2); attention FLOPs are counted per "
                  "head (d_qk, d_v) as if K and V were up-projected; the absorbed kernels that attend in the latent "

@@ -49,18 +49,19 @@ class Cost(NamedTuple):
     attention: float = 0.0
     memory_bound: float = 0.0
     kernels: int = 0
+    scan: float = 0.0  # an SSM mixer's scan (Mamba-2's SSD, Mamba-1's selective scan)
 
     @property
     def time(self) -> float:
-        return self.gemm + self.attention + self.memory_bound
+        return self.gemm + self.attention + self.memory_bound + self.scan
 
     def __add__(self, o: object) -> Cost:
         assert isinstance(o, Cost)
         return Cost(self.gemm + o.gemm, self.attention + o.attention, self.memory_bound + o.memory_bound,
-                    self.kernels + o.kernels)
+                    self.kernels + o.kernels, self.scan + o.scan)
 
     def times(self, k: float) -> Cost:
-        return Cost(self.gemm * k, self.attention * k, self.memory_bound * k, round(self.kernels * k))
+        return Cost(self.gemm * k, self.attention * k, self.memory_bound * k, round(self.kernels * k), self.scan * k)
 
 
 def wave_efficiency(m: int, n: int, sms: int | None, tm: int, tn: int) -> float:
@@ -196,8 +197,8 @@ def _ssd_scan(spec: TransformerSpec, *, b: int, s: int, cp: int, tp: int, flash:
     scan_b = 2.5 * (scan_f - SSD_KERNELS * c.kernel_s) + 2 * SSD_KERNELS * c.kernel_s
     # depthwise causal conv over x, B, C (read, write) and the gated RMSNorm (y and z in, y out)
     elem = T * (2 * conv + 3 * d_in) * p / mem_bw
-    return (Cost(attention=scan_f, memory_bound=elem + 2 * c.kernel_s, kernels=SSD_KERNELS + 2),
-            Cost(attention=scan_b, memory_bound=2 * elem + 4 * c.kernel_s, kernels=2 * SSD_KERNELS + 4))
+    return (Cost(scan=scan_f, memory_bound=elem + 2 * c.kernel_s, kernels=SSD_KERNELS + 2),
+            Cost(scan=scan_b, memory_bound=2 * elem + 4 * c.kernel_s, kernels=2 * SSD_KERNELS + 4))
 
 
 SRC_SELECTIVE_SCAN = ("Gu & Dao 2023 (Mamba) §3.3: the fused selective scan keeps the state in SRAM; 9·L·D·N FLOPs "
@@ -224,8 +225,8 @@ def _selective_scan(spec: TransformerSpec, *, b: int, s: int, cp: int, tp: int, 
     scan_f = max(compute, traffic / mem_bw) + c.kernel_s
     scan_b = 2.5 * (scan_f - c.kernel_s) + 2 * c.kernel_s
     elem = T * 2 * d * p / mem_bw  # the conv: read x, write its output
-    return (Cost(attention=scan_f, memory_bound=elem + c.kernel_s, kernels=2),
-            Cost(attention=scan_b, memory_bound=2 * elem + 2 * c.kernel_s, kernels=4))
+    return (Cost(scan=scan_f, memory_bound=elem + c.kernel_s, kernels=2),
+            Cost(scan=scan_b, memory_bound=2 * elem + 2 * c.kernel_s, kernels=4))
 
 
 def mixer_kernel(kind: LayerKind) -> tuple[str, str]:

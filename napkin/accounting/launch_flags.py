@@ -26,12 +26,24 @@ def megatron_flags(st: StepTimeResult, spec: TransformerSpec) -> str:
     """The layout as Megatron-LM pretrain_gpt.py arguments."""
     i, lay = st.inputs, st.inputs.layout
     f = [f"--tensor-model-parallel-size {lay.tp}", f"--pipeline-model-parallel-size {lay.pp}"]
-    if lay.vp > 1:
-        f.append(f"--num-layers-per-virtual-pipeline-stage {spec.layers // (lay.pp * lay.vp)}")
+    if lay.vp > 1:  # any layer count: the chunks per rank, not layers per chunk (which must divide evenly)
+        f.append(f"--num-virtual-stages-per-pipeline-rank {lay.vp}")
+    if lay.first_stage_layers is not None:
+        f.append(f"--decoder-first-pipeline-num-layers {lay.first_stage_layers}")
+    if lay.last_stage_layers is not None:
+        f.append(f"--decoder-last-pipeline-num-layers {lay.last_stage_layers}")
+    if lay.embedding_in_split:
+        f.append("--account-for-embedding-in-pipeline-split")
+    if lay.loss_in_split:
+        f.append("--account-for-loss-in-pipeline-split")
     if lay.cp > 1:
         f.append(f"--context-parallel-size {lay.cp}")
     if lay.ep > 1:
         f.append(f"--expert-model-parallel-size {lay.ep}")
+    if lay.etp is not None and lay.etp != lay.tp:
+        f.append(f"--expert-tensor-parallel-size {lay.etp}")
+    if lay.offload_layers:
+        f.append(f"--cpu-offloading --cpu-offloading-num-layers {lay.offload_layers}")
     f += [f"--micro-batch-size {i.micro_batch}", f"--global-batch-size {i.global_batch}", f"--seq-length {i.seq}"]
     if lay.sp:
         f.append("--sequence-parallel")
@@ -59,10 +71,12 @@ def megatron_flags(st: StepTimeResult, spec: TransformerSpec) -> str:
 def torchtitan(st: StepTimeResult) -> str:
     """The layout as torchtitan job-config TOML ([parallelism], [training], [activation_checkpoint])."""
     i, lay = st.inputs, st.inputs.layout
-    shard, replicate = (lay.dp, 1) if lay.zero >= 1 else (1, lay.dp)  # FSDP shards (ZeRO-1..3); DDP replicates
+    # FSDP shards (ZeRO-1..3) over dp_shard (× CP: torchtitan's dp_shard_cp mesh); HSDP replicates across; DDP
+    # replicates only
+    shard, replicate = (lay.shard // lay.cp, lay.replicate) if lay.zero >= 1 else (1, lay.dp)
     lines = ["[parallelism]", f"data_parallel_replicate_degree = {replicate}",
              f"data_parallel_shard_degree = {shard}"]
-    if lay.zero >= 1 and lay.dp > 1:
+    if lay.zero >= 1 and lay.shard > 1:
         # ZeRO-1/2: parameters stay gathered from forward to backward; ZeRO-3: resharded after every forward (the
         # "default" policy would not reshard under PP). torchtitan job_config.py: "default", "always" or "never".
         lines.append(f'fsdp_reshard_after_forward = "{"always" if lay.zero == 3 else "never"}"')
@@ -73,6 +87,7 @@ def torchtitan(st: StepTimeResult) -> str:
                   f"pipeline_parallel_microbatch_size = {i.micro_batch}"]
     if lay.ep > 1:
         lines.append(f"expert_parallel_degree = {lay.ep}")
+        lines.append(f"expert_tensor_parallel_degree = {lay.expert_tp}")
     lines += ["", "[training]", f"local_batch_size = {i.global_batch // lay.dp}",
               f"global_batch_size = {i.global_batch}", f"seq_len = {i.seq}", "", "[activation_checkpoint]",
               f'mode = "{i.recompute}"']

@@ -12,18 +12,23 @@ in model_state.py (per parameter) and activations.py (per token).
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Literal, NamedTuple
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from napkin.accounting.pipeline import PipelineStage, chunk_in_flight, heaviest_stages, pipeline_stages
 from napkin.errors import InputError
 from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.validation import Inputs, PositiveInt
 
+if TYPE_CHECKING:
+    from napkin.accounting.layers import LayerKind, LayerPlan
+
 ONE_F_ONE_B = ("Narayanan et al. 2021 §2.2.1 (1F1B schedule); Korthikanti et al. 2022 §4.2.3 "
                "(the first stage holds p micro-batches)")
 
-Stage = Literal["first", "last", "only"]
+NonNegativeInt = Annotated[int, Field(ge=0, le=1 << 20)]
+Stage = Literal["first", "middle", "last", "only"]
 ZeroStage = Literal[0, 1, 2, 3]  # ZeRO (Rajbhandari et al. 2020 §5): shard nothing / optimizer / + grads / + params
 
 
@@ -59,17 +64,41 @@ def layout_from(layout: Layout | None, **keywords: object) -> Layout:
 
 
 class Layout(Inputs):
-    """The parallel layout of a training run: G GPUs as TP × CP × DP × PP, with EP inside DP."""
+    """The parallel layout of a training run: G GPUs as TP × CP × DP × PP; experts as ETP × EP × EDP over the same
+    TP × CP × DP ranks; ZeRO/FSDP sharding over DP × CP, or HSDP (replicate × shard)."""
 
     gpus: PositiveInt = 1
     tp: PositiveInt = Field(default=1, description="tensor-parallel degree")
     pp: PositiveInt = Field(default=1, description="pipeline-parallel degree (stages)")
     vp: PositiveInt = Field(default=1, description="interleaved 1F1B: model chunks per pipeline stage")
     cp: PositiveInt = Field(default=1, description="context-parallel degree (the sequence split over ranks)")
-    ep: PositiveInt = Field(default=1, description="expert-parallel degree (routed experts split inside DP)")
+    ep: PositiveInt = Field(default=1, description="expert-parallel degree (routed experts split over the TP×CP×DP "
+                            "ranks, Megatron-core MoE parallel folding)")
+    etp: PositiveInt | None = Field(default=None, description="expert tensor-parallel degree (None: tp), Megatron "
+                                    "--expert-tensor-parallel-size")
     sp: bool = Field(default=False, description="Megatron sequence parallelism (needs tp > 1 to matter)")
-    zero: ZeroStage = Field(default=0, description="ZeRO stage over the data-parallel ranks")
+    zero: ZeroStage = Field(default=0, description="ZeRO stage over the data-parallel ranks (× CP)")
+    dp_shard: PositiveInt | None = Field(default=None, description="HSDP: ranks of the data-parallel group that "
+                                         "shard (× CP); the rest replicate (None: all of DP shard)")
     micro_batches: PositiveInt = Field(default=1, description="m: micro-batches per optimizer step (per pipeline)")
+    first_stage_layers: PositiveInt | None = Field(default=None, description="layers on the first pipeline stage "
+                                                   "(Megatron --decoder-first-pipeline-num-layers)")
+    last_stage_layers: PositiveInt | None = Field(default=None, description="layers on the last pipeline stage "
+                                                  "(Megatron --decoder-last-pipeline-num-layers)")
+    embedding_in_split: bool = Field(default=False, description="the embedding counts as a layer of the first "
+                                     "stage (Megatron --account-for-embedding-in-pipeline-split)")
+    loss_in_split: bool = Field(default=False, description="the loss counts as a layer of the last stage "
+                                "(Megatron --account-for-loss-in-pipeline-split)")
+    offload_layers: NonNegativeInt = Field(default=0, description="layers per stage whose saved activations go to "
+                                           "host memory (Megatron --cpu-offloading-num-layers)")
+
+    @model_validator(mode="after")
+    def _groups(self) -> Layout:
+        if (self.first_stage_layers is not None or self.last_stage_layers is not None) and (
+                self.embedding_in_split or self.loss_in_split):
+            raise ValueError("give first/last stage layers or count the embedding/loss in the split, not both "
+                             "(Megatron-LM refuses both)")
+        return self
 
     @property
     def model_parallel(self) -> int:
@@ -82,32 +111,73 @@ class Layout(Inputs):
         return data_parallel(self.gpus, self.tp, self.cp, self.pp)
 
     @property
+    def expert_tp(self) -> int:
+        """Tensor-parallel degree of the routed experts (ETP; Megatron's default: TP)."""
+        return self.tp if self.etp is None else self.etp
+
+    @property
     def expert_dp(self) -> int:
-        """Data-parallel degree of the routed experts' weights: DP / EP."""
-        return max(1, self.dp // self.ep)
+        """Data-parallel degree of the routed experts' weights: EDP = TP·CP·DP / (ETP·EP) (Megatron-core MoE
+        parallel folding: the expert layers fold the same ranks as ETP × EP × EDP)."""
+        return max(1, self.tp * self.cp * self.dp // (self.expert_tp * self.ep))
+
+    @property
+    def shard(self) -> int:
+        """Ranks ZeRO/FSDP shards model state over: DP_shard · CP (Megatron's distributed optimizer and torchtitan's
+        dp_shard_cp mesh both shard over the context-parallel ranks too, which hold the same weights)."""
+        return (self.dp if self.dp_shard is None else self.dp_shard) * self.cp
+
+    @property
+    def replicate(self) -> int:
+        """HSDP replicas: DP / DP_shard (1 without HSDP)."""
+        return self.dp // (self.dp if self.dp_shard is None else self.dp_shard)
+
+    @property
+    def expert_shard(self) -> int:
+        """Ranks ZeRO/FSDP shards routed-expert state over: the expert data-parallel group less the HSDP replicas."""
+        r = self.replicate
+        return self.expert_dp // r if self.expert_dp % r == 0 else self.expert_dp
+
+    def stages(self, layers: int) -> tuple[PipelineStage, ...]:
+        """Every pipeline stage with its chunks' layers (pipeline.py)."""
+        return pipeline_stages(layers, self)
+
+    def chunk_in_flight(self, stage: int) -> tuple[int, ...]:
+        """Micro-batches each chunk of stage ``stage`` holds at once (pipeline.py)."""
+        return chunk_in_flight(self, stage)
+
+    def held(self, layers: int, stage: int = 0) -> int:
+        """Layer·micro-batches of activations stage ``stage`` holds at once: Σ over its chunks of micro-batches in
+        flight × layers."""
+        st = self.stages(layers)[stage]
+        return sum(n * (hi - lo) for n, (lo, hi) in zip(self.chunk_in_flight(stage), st.chunks, strict=True))
 
     def in_flight(self, stage: Stage) -> float:
-        """Micro-batches (in units of a whole stage's layers) whose activations a stage holds at once.
+        """Micro-batches (in units of a whole stage's layers, equal chunks) whose activations a stage holds at once.
 
         1F1B: stage i of p has min(p − i, m) in flight; the first stage the most, the last one. Interleaved
         (v chunks per stage): the first stage holds p + (p − 1)/v (Korthikanti et al. 2022 §4.2.3).
         """
-        if stage == "last" or self.pp == 1:
+        if self.pp == 1:
             return 1
-        if self.vp == 1:
-            return min(self.pp, self.micro_batches)
-        return min(self.pp + (self.pp - 1) / self.vp, self.micro_batches)
+        return sum(self.chunk_in_flight(0 if stage == "first" else self.pp - 1)) / self.vp
 
     def describe(self) -> str:
         """The layout in one line: tp2·pp4(vp2)·dp8, cp and ep when used, ZeRO and SP."""
         parts = [f"tp{self.tp}", f"pp{self.pp}" + (f"(vp{self.vp})" if self.vp > 1 else "")]
         if self.cp > 1:
             parts.append(f"cp{self.cp}")
-        parts.append(f"dp{self.dp}")
+        parts.append(f"dp{self.dp}" if self.replicate == 1 else f"dp{self.dp}(hsdp {self.replicate}×{self.shard})")
         if self.ep > 1:
-            parts.append(f"ep{self.ep}")
+            parts.append(f"ep{self.ep}" + (f"(etp{self.expert_tp})" if self.expert_tp != self.tp else ""))
         tail = (" sp" if self.sp and self.tp > 1 else "") + (f" zero{self.zero}" if self.zero else "")
+        tail += f" offload{self.offload_layers}" if self.offload_layers else ""
         return "·".join(parts) + tail
+
+    def groups(self) -> dict[str, int]:
+        """The derived process groups, for --explain and the JSON."""
+        return {"dp": self.dp, "shard": self.shard, "replicate": self.replicate, "expert_tp": self.expert_tp,
+                "expert_dp": self.expert_dp, "expert_shard": self.expert_shard}
 
 
 def check_layout(par: Layout, spec: TransformerSpec | LinearSpec | None) -> None:
@@ -118,33 +188,44 @@ def check_layout(par: Layout, spec: TransformerSpec | LinearSpec | None) -> None
         what = f"tp·pp = {t}·{p}" if c == 1 else f"tp·cp·pp = {t}·{c}·{p}"
         raise InputError(f"{what} = {mp} must divide gpus ({G}); use a multiple of {mp} GPUs or smaller "
                          f"`tp`/`pp`" + ("/`cp`" if c > 1 else ""))
-    if par.zero and par.dp == 1:
+    if par.zero and par.shard == 1 and par.dp_shard is None:
         sym = "tp·pp" if c == 1 else "tp·cp·pp"
-        raise InputError(f"ZeRO-{par.zero} shards over data-parallel ranks, but DP = gpus / ({sym}) = {G} / {mp} = 1; "
-                         "use `zero` 0 or more GPUs")
+        raise InputError(f"ZeRO-{par.zero} shards over data-parallel ranks (× context-parallel ones), but DP = gpus / "
+                         f"({sym}) = {G} / {mp} = 1" + (f" and CP = {c}" if c > 1 else "") + "; use `zero` 0 or more "
+                         "GPUs")
+    if par.dp_shard is not None:
+        if par.dp % par.dp_shard:
+            raise InputError(f"dp_shard ({par.dp_shard}) must divide the data-parallel degree DP = {par.dp} (HSDP: "
+                             f"replicas × shard = DP); use a divisor of {par.dp}")
+        if not par.zero:
+            raise InputError("`dp_shard` shards model state inside each HSDP replica: give `zero` 1-3 (FSDP: 3)")
     if par.vp > 1 and p == 1:
         raise InputError(f"`vp` {par.vp} interleaves the chunks of a pipeline stage: it needs `pp` 2 or more")
-    if par.ep > 1 and par.dp % par.ep:
-        raise InputError(f"ep ({par.ep}) must divide the data-parallel degree DP = {par.dp} (experts are split inside "
-                         f"the data-parallel group); use a divisor of {par.dp}")
+    uneven = (par.first_stage_layers, par.last_stage_layers, par.embedding_in_split or None, par.loss_in_split or None)
+    if p == 1 and any(x is not None for x in uneven):
+        raise InputError("first/last stage layers and the embedding/loss in the split shape a pipeline: they need "
+                         "`pp` 2 or more")
+    et = par.expert_tp
+    folded = t * c * par.dp
+    if (par.ep > 1 or et != t) and folded % (par.ep * et):
+        raise InputError(f"etp·ep = {et}·{par.ep} must divide tp·cp·dp = {t}·{c}·{par.dp} = {folded} (the expert "
+                         f"layers fold the same ranks, Megatron-core MoE); use an `ep` dividing {folded // et}")
     if isinstance(spec, LinearSpec):
-        if t > 1 or p > 1 or c > 1 or par.ep > 1:
+        if t > 1 or p > 1 or c > 1 or par.ep > 1 or par.etp is not None:
             raise InputError(f"{spec.name} is a deep linear network; napkin splits it over data-parallel ranks only "
                              f"(use `tp` 1 `pp` 1)")
         return
     if spec is None:
-        if t > 1 or p > 1 or c > 1 or par.ep > 1:
+        if t > 1 or p > 1 or c > 1 or par.ep > 1 or par.etp is not None:
             raise InputError("`tp`/`pp`/`cp`/`ep` need an architecture (`model`) to split; with `params` use data "
                              "parallelism (`gpus`, `zero`)")
         return
-    if par.ep > 1 and spec.moe is None:
-        raise InputError(f"`ep` {par.ep} splits routed experts, but {spec.name} has none (it is dense); use `ep` 1")
+    if (par.ep > 1 or par.etp is not None) and spec.moe is None:
+        raise InputError(f"`ep`/`etp` split routed experts, but {spec.name} has none (it is dense); use `ep` 1 and no "
+                         "`etp`")
     if spec.moe is not None and spec.moe.experts % par.ep:
         raise InputError(f"ep ({par.ep}) must divide the routed experts of {spec.name} ({spec.moe.experts}); use a "
                          f"divisor of {spec.moe.experts}")
-    if par.vp > 1 and spec.layers % (p * par.vp):
-        raise InputError(f"interleaving needs the layers ({spec.layers}) to divide into pp·vp = {p}·{par.vp} = "
-                         f"{p * par.vp} chunks, as Megatron-LM requires; pick `vp` with pp·vp dividing {spec.layers}")
     heads = spec.heads
     if heads % t:
         raise InputError(f"tp ({t}) must divide the attention heads of {spec.name} ({heads}); "
@@ -156,24 +237,34 @@ def check_layout(par: Layout, spec: TransformerSpec | LinearSpec | None) -> None
     if p > spec.layers:
         raise InputError(f"pp ({p}) exceeds the layers of {spec.name} ({spec.layers}); use at most {spec.layers} "
                          "pipeline stages")
+    held = par.stages(spec.layers)  # the split (pipeline.py) raises where it cannot run
+    if par.offload_layers > min(st.layers for st in held):
+        raise InputError(f"offload_layers ({par.offload_layers}) exceeds the layers of the smallest pipeline stage "
+                         f"({min(st.layers for st in held)})")
 
 
 def layers_per_stage(layers: int, pp: int) -> int:
-    """Layers on the fullest pipeline stage: ⌈L / pp⌉. When pp does not divide L (Llama 3 405B: 126 layers on
-    16 stages, Dubey et al. 2024 §3.3.2) some stage holds this many; napkin counts it for the stages it shows."""
+    """Layers on the fullest pipeline stage of an even-as-possible split: ⌈L / pp⌉ (a bound; the split itself is
+    pipeline.py's)."""
     return -(-layers // pp)
 
 
-def stages(par: Layout) -> list[Stage]:
-    """Pipeline stages whose memory differs: one when PP = 1, else the first and the last."""
-    return ["only"] if par.pp == 1 else ["first", "last"]
+def stages(par: Layout, layers: int = 0, plan: LayerPlan | None = None) -> list[PipelineStage]:
+    """Pipeline stages whose memory and time can differ (pipeline.heaviest_stages, told apart by the layer kinds of
+    each chunk when ``plan`` is given): the only one when PP = 1."""
+    if par.pp == 1 or not layers:
+        return [PipelineStage(0, "only", ((0, layers),))]
+    if plan is None:
+        return heaviest_stages(layers, par)
+    return heaviest_stages(layers, par, lambda st: tuple(tuple((k.key, n) for k, n in plan.counts_in(lo, hi))
+                                                         for lo, hi in st.chunks))
 
 
 class StageParams(NamedTuple):
     """Parameters one GPU holds before ZeRO, split by the data-parallel group that shards them."""
 
-    dense: float   # sharded over DP by ZeRO
-    expert: float  # routed experts: sharded over DP/EP
+    dense: float   # sharded over DP·CP by ZeRO
+    expert: float  # routed experts: sharded over the expert data-parallel group
     what: str
 
     @property
@@ -184,13 +275,16 @@ class StageParams(NamedTuple):
 EXPERT_COMPONENTS = ("ffn.experts",)
 
 
-def stage_params(components: dict[str, int], layers: int, par: Layout, stage: Stage, tied: bool) -> StageParams:
-    """Parameters one GPU holds before ZeRO: its stage's share, divided by TP (and the experts by EP).
+def stage_params(components: dict[str, int], layers: int, par: Layout, stage: PipelineStage, tied: bool,
+                 shares: tuple[float, float] | None = None) -> StageParams:
+    """Parameters one GPU holds before ZeRO: its stage's share, divided by TP (and the experts by ETP·EP).
 
-    Per-layer components (attention, FFN, layer norms) split evenly over the PP stages; the first
-    stage adds the embeddings, the last the final norm and the LM head (a tied head keeps a copy
-    of the embedding matrix on the last stage, as Megatron-LM does). TP divides everything; the
-    few replicated norm weights are ignored (h per layer). Routed experts are also divided by EP.
+    Per-layer components (attention, FFN, layer norms) go with the stage's layers: ``shares`` (dense, expert) are
+    the stage's fractions of the layers' dense and routed-expert parameters (``layer_shares``: by layer kind;
+    default: its fraction of the layers). The first stage adds the embeddings, the last the final norm and the LM
+    head (a tied head keeps a copy of the embedding matrix on the last stage, as Megatron-LM does). TP divides
+    everything (the few replicated norm weights are ignored, h per layer); routed experts are divided by the expert
+    tensor- and expert-parallel degrees (Megatron-core MoE).
     """
     emb = components.get("embedding.tokens", 0) + components.get("embedding.positions", 0)
     head = components.get("head", 0) + components.get("norms.final", 0)
@@ -199,16 +293,47 @@ def stage_params(components: dict[str, int], layers: int, par: Layout, stage: St
     experts = sum(v for k, v in components.items() if k in EXPERT_COMPONENTS)
     body = sum(v for k, v in components.items()
                if not k.startswith(("embedding.", "head", "norms.final")) and k not in EXPERT_COMPONENTS)
-    per = layers_per_stage(layers, par.pp) if layers else 0
-    share = per / layers if layers else 1.0
-    n: float  # parameters on the GPU: a stage's share of the layers is fractional when PP does not divide L
-    if stage == "only":
+    share_d, share_e = shares if shares is not None else ((stage.layers / layers,) * 2 if layers else (1.0, 1.0))
+    per = stage.layers
+    n: float  # parameters on the GPU: a stage's share of the layers
+    if stage.role == "only":
         n, what = emb + body + head, "all parameters"
-        share = 1.0
-    elif stage == "first":
-        n, what = emb + body * share, f"embeddings + {per} of {layers} layers"
+        share_d = share_e = 1.0
     else:
-        n, what = body * share + head, f"{per} of {layers} layers + final norm + LM head"
+        n = body * share_d + (emb if stage.has_embedding else 0) + (head if stage.has_head else 0)
+        what = (("embeddings + " if stage.has_embedding else "") + f"{per} of {layers} layers"
+                + (" + final norm + LM head" if stage.has_head else ""))
     what += f", / tp {par.tp}" if par.tp > 1 else ""
-    what += f", experts / ep {par.ep}" if par.ep > 1 else ""
-    return StageParams(n / par.tp, experts * share / (par.tp * par.ep), what)
+    ex = par.expert_tp * par.ep
+    what += f", experts / (etp·ep) {par.expert_tp}·{par.ep}" if experts and ex > 1 and ex != par.tp else ""
+    return StageParams(n / par.tp, experts * share_e / ex, what)
+
+
+def stage_counts(plan: LayerPlan, stage: PipelineStage) -> list[tuple[LayerKind, int]]:
+    """(kind, layers of that kind) on a stage: layer_plan's counts_in over each of its chunks, merged by kind."""
+    out: dict[str, list] = {}
+    for lo, hi in stage.chunks:
+        for kind, n in plan.counts_in(lo, hi):
+            if kind.key in out:
+                out[kind.key][1] += n
+            else:
+                out[kind.key] = [kind, n]
+    return [(k, n) for k, n in out.values()]
+
+
+def layer_shares(plan: LayerPlan, stage: PipelineStage) -> tuple[float, float]:
+    """The stage's fractions of the layers' dense and routed-expert parameters, by layer kind (DeepSeek-V3's
+    first three dense layers hold no experts)."""
+    def split(kind: LayerKind) -> tuple[int, int]:
+        e = sum(gm.params for gm in kind.gemms if gm.expert)
+        return kind.params - e, e
+
+    tot_d = tot_e = 0
+    for kind in plan.kinds:
+        d, e = split(kind)
+        tot_d, tot_e = tot_d + kind.count * d, tot_e + kind.count * e
+    on_d = on_e = 0
+    for kind, n in stage_counts(plan, stage):
+        d, e = split(kind)
+        on_d, on_e = on_d + n * d, on_e + n * e
+    return (on_d / tot_d if tot_d else 0.0, on_e / tot_e if tot_e else 0.0)

@@ -23,15 +23,18 @@ from napkin.accounting.layout import (
     both_given,
     check_layout,
     default_zero,
-    layers_per_stage,
+    layer_shares,
+    stage_counts,
     stage_params,
     stages,
 )
 from napkin.accounting.model_state import Precision, get_optimizer, get_precision, require_precision, state_parts
 from napkin.accounting.params import count_params
+from napkin.accounting.pipeline import SCHEDULE, PipelineStage, split_rule
+from napkin.accounting.reserve import DEFAULT_RESERVE_BYTES, reserve_of, reserve_step
 from napkin.errors import InputError
 from napkin.results import DEFINITION, LECTURE, ZERO, Derivation, Result, g, minus
-from napkin.specs.dtypes import BYTES_PER_ELEMENT
+from napkin.specs.dtypes import BYTES_PER_ELEMENT, DType
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import LinearSpec, TransformerSpec
 from napkin.specs.resolve import as_hardware, as_optional_model
@@ -81,6 +84,13 @@ class LedgerKeywords(TypedDict, total=False):
     sp: bool
     zero: int | None
     micro_batches: int
+    etp: int | None
+    dp_shard: int | None
+    first_stage_layers: int | None
+    last_stage_layers: int | None
+    embedding_in_split: bool
+    loss_in_split: bool
+    offload_layers: int
     lora_rank: int | None
     lora_targets: str | list[str] | None
     base_dtype: str | None
@@ -186,20 +196,45 @@ class ActivationLedger(BaseModel):
     total_bytes: float = Field(description="all activations on this GPU: layers + outside + working set")
 
 
+ACT_OFFLOAD = ("Megatron-core cpu_offload (--cpu-offloading --cpu-offloading-num-layers N): the saved activations of N "
+               "layers per stage go to host memory after their forward and come back before their backward, one "
+               "layer in transit at a time; Megatron-Bridge recipes (activation offload on GB200)")
+
+
+class ActivationOffload(BaseModel):
+    """Saved activations moved to host memory (item 6 of issue 22), as the optimizer offload ledger does for state."""
+
+    model_config = ConfigDict(frozen=True)
+
+    layers: int = Field(description="layers per stage whose saved activations live in host memory")
+    host_bytes: float = Field(description="host memory per GPU at the peak of the schedule")
+    buffer_bytes: float = Field(description="one layer's activations of one micro-batch in transit, kept on the GPU")
+    to_host_bytes_per_step: float
+    from_host_bytes_per_step: float
+    host_link_bandwidth_bytes_per_s: float | None = None
+    transfer_time_s: float | None = Field(default=None, description="max(to, from) / host link (full duplex); hidden "
+                                          "only where it overlaps compute")
+
+
 class MemoryResult(Result):
     inputs: MemoryInputs
-    stage: Stage = Field(description="the pipeline stage this ledger is for (the fuller one)")
+    stage: Stage = Field(description="the role of the pipeline stage this ledger is for (the fullest one)")
+    stage_number: int = Field(default=0, description="0-based index of that pipeline stage")
+    stage_layers: list[int] = Field(default=[], description="layers on each pipeline stage (pipeline.py's split)")
     seq: int | None = Field(description="sequence length used (the model's max context when not given)")
     data_parallel: int
     params: float
     params_on_gpu: float = Field(description="parameters this GPU's stage holds after TP, before ZeRO")
     rows: list[LedgerRow] = Field(description="the ledger; adds up to total_bytes")
     total_bytes: float
-    usable_bytes: float
+    reserve_bytes: float = Field(default=0.0, description="held back from the GPU's memory: CUDA context, NCCL "
+                                 "buffers, allocator fragmentation (reserve.py; --reserve)")
+    usable_bytes: float = Field(description="memory - reserve")
     headroom_bytes: float = Field(description="usable - total; negative is the shortfall")
     fits: bool
     activations: ActivationLedger | None = None
-    other_stage_total_bytes: float | None = Field(default=None, description="the other pipeline stage's total")
+    other_stage_total_bytes: float | None = Field(default=None, description="the next-fullest pipeline stage's total")
+    groups: dict[str, int] = Field(default={}, description="the layout's derived process groups (Layout.groups)")
     trainable_params: float = Field(default=0.0, description="parameters the optimizer updates: all of them (full), "
                                     "the adapters (lora, qlora)")
     adapters: ft.AdapterPlan | None = Field(default=None, description="every adapter, matrix by matrix (lora, qlora)")
@@ -207,19 +242,70 @@ class MemoryResult(Result):
     checkpoint_bytes: float = Field(default=0.0, description="one checkpoint on disk, whole model: weights + "
                                     "optimizer state (full) or the adapters alone (lora, qlora)")
     checkpoint: ft.CheckpointSize | None = None
+    activation_offload: ActivationOffload | None = None
 
 
-def _layers_of(spec: TransformerSpec, par: Layout, stage: Stage) -> tuple[int, int]:
-    """(first, end) of the layers a stage holds: all, the first ⌈L/p⌉, or the last ⌈L/p⌉."""
-    per = layers_per_stage(spec.layers, par.pp)
-    return (0, spec.layers) if stage == "only" else ((0, per) if stage == "first" else (spec.layers - per, spec.layers))
+def _act_offload(d: Derivation, a: ActivationLedger, par: Layout, stage: PipelineStage,
+                 host_link: float | None) -> tuple[float, ActivationOffload]:
+    """(activation bytes left on the GPU, the offload) when ``par.offload_layers`` of the stage's layers go to host
+    memory: their share of the layers' activations (each layer's at the stage's in-flight count), one layer of one
+    micro-batch kept as the transfer buffer; each offloaded layer's activations cross the host link out and back
+    once per micro-batch."""
+    k = min(par.offload_layers, stage.layers)
+    per = a.layers_bytes / stage.layers if stage.layers else 0.0  # a layer's activations, all micro-batches in flight
+    host = d.add(f"activations moved to host memory ({k} of {stage.layers} layers)", "k · (layers' activations / L)",
+                 f"{k} × {g(per)}", k * per, "B", ACT_OFFLOAD)
+    buf = d.add("offload buffer (one layer of one micro-batch in transit)", "one layer's kept activations",
+                g(a.per_layer_bytes), a.per_layer_bytes if k else 0.0, "B", ACT_OFFLOAD)
+    m = par.micro_batches
+    out = d.add("GPU → host per step (offloaded activations)", "m · k · one layer's activations of a micro-batch",
+                f"{m} × {k} × {g(a.per_layer_bytes)}", m * k * a.per_layer_bytes, "B", ACT_OFFLOAD)
+    t = None
+    if host_link:
+        t = d.add("activation offload time per step", "max(to host, from host) / BW_host (full duplex)",
+                  f"{g(out)} / {g(host_link)}", out / host_link, "s",
+                  "hardware profile: host_link_bandwidth_bytes_per_s")
+    return a.layers_bytes - host + buf, ActivationOffload(
+        layers=k, host_bytes=host, buffer_bytes=buf, to_host_bytes_per_step=out, from_host_bytes_per_step=out,
+        host_link_bandwidth_bytes_per_s=host_link, transfer_time_s=t)
+
+
+TE_FP8 = ("NVIDIA Transformer Engine: te.Linear / LayerNormLinear / LayerNormMLP save the FP8-cast input of each GEMM "
+          "for the weight gradient (1 B/element); other saved tensors (norm inputs, the attention core's output for "
+          "the flash backward, the FFN pre-activations) stay in the activation dtype")
+
+
+def _fp8_saved(terms: list[act.ActTerm]) -> list[act.ActTerm]:
+    """A layer's saved tensors under FP8 training (Transformer Engine): each GEMM input saved as its FP8 cast, 1 byte
+    per element. The attention output keeps its BF16 copy for the flash backward, and its FP8 cast for the output
+    projection is saved beside it."""
+    out: list[act.ActTerm] = []
+    for x in terms:
+        gemm_input = "input of the" in x.stores
+        if gemm_input and x.name == "context":
+            out.append(x)
+            out.append(x.model_copy(update={"name": "context (fp8 cast)", "stores": "the output projection's FP8 "
+                                            "input", "bytes_per_element": 1.0, "bytes": x.bytes / x.bytes_per_element,
+                                            "source": TE_FP8}))
+        elif gemm_input and x.bytes_per_element > 1:
+            out.append(x.model_copy(update={"bytes_per_element": 1.0, "bytes": x.bytes / x.bytes_per_element,
+                                            "name": x.name + " (fp8)", "source": TE_FP8}))
+        else:
+            out.append(x)
+    return out
+
+
+def _layers_of(spec: TransformerSpec, par: Layout, stage: PipelineStage) -> tuple[int, int]:
+    """(first, end) of the layers a stage holds, where they are contiguous (one chunk; fine-tuning asks)."""
+    return stage.chunks[0][0], stage.chunks[-1][1]
 
 
 def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: int, p: float,
-                      stage: Stage) -> ActivationLedger:
+                      stage: PipelineStage) -> ActivationLedger:
     par, b = i.parallel, i.batch
-    lo, hi = _layers_of(spec, par, stage)
-    kinds = layer_plan(spec).counts_in(lo, hi)  # (kind, layers of it on this stage)
+    plan = layer_plan(spec)
+    kinds = stage_counts(plan, stage)  # (kind, layers of it on this stage)
+    fp8 = get_precision(i.precision).compute == DType.fp8
     per_layer_full: dict[str, list[act.ActTerm]] = {}
     per_layer_kept: dict[str, list[act.ActTerm]] = {}
     for kind, _ in kinds:
@@ -227,11 +313,14 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
                                bytes_per_element=p, tp=par.tp, sp=par.sp)
         if i.lora is not None:  # frozen matmuls keep nothing; the adapters keep A·x
             full = ft.lora_layer_terms(full, spec, kind, i.lora, s=s, b=b, bytes_per_element=p, flash=i.flash)
+        if fp8 and i.lora is None:
+            full = _fp8_saved(full)
         per_layer_full[kind.key] = full
         per_layer_kept[kind.key] = act.stored(full, i.recompute, spec, s, b, bytes_per_element=p, tp=par.tp, sp=par.sp)
     # the table shows the heaviest kind's tensors; the recompute working set is one such layer rebuilt
-    shown = max(per_layer_full, key=lambda k: act.total(per_layer_full[k]))
-    terms = per_layer_kept[shown]
+    # (a stage of no layers, torchtitan's last stage holding the output layer alone, keeps none)
+    shown = max(per_layer_full, key=lambda k: act.total(per_layer_full[k]), default="")
+    terms = per_layer_kept.get(shown, [])
     several = len(kinds) > 1
     for kind, _ in kinds:
         kept = per_layer_kept[kind.key]
@@ -240,31 +329,43 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
               "Σ s·b·width·bytes / TP", " + ".join(g(x.bytes) for x in kept), act.total(kept), "B",
               (act.KORTHIKANTI if i.recompute == "none" else act.KORT_TP + "; §5 (recompute)")
               + (f"; {ft.HU_ACT}" if i.lora is not None else ""))
-    F = par.in_flight(stage)
-    layers_bytes = F * sum(n * act.total(per_layer_kept[k.key]) for k, n in kinds)
-    per_stage = hi - lo
-    d.add("activations of the layers on this GPU", "micro-batches in flight · Σ layers",
-          f"{g(F)} × ({' + '.join(f'{n} × {g(act.total(per_layer_kept[k.key]))}' for k, n in kinds)})", layers_bytes,
-          "B", (INTERLEAVED if par.vp > 1 else ONE_F_ONE_B) if par.pp > 1 else act.KORTHIKANTI)
+    flight = par.chunk_in_flight(stage.number)  # micro-batches each chunk of this stage holds (pipeline.py)
+    per_stage = stage.layers
+
+    def chunk_bytes(lo: int, hi: int) -> float:
+        return sum(n * act.total(per_layer_kept[k.key]) for k, n in plan.counts_in(lo, hi))
+
+    layers_bytes = sum(f * chunk_bytes(lo, hi) for f, (lo, hi) in zip(flight, stage.chunks, strict=True))
+    F = sum(f * (hi - lo) for f, (lo, hi) in zip(flight, stage.chunks, strict=True)) / per_stage if per_stage else 1
+    if len(flight) == 1:
+        d.add("activations of the layers on this GPU", "micro-batches in flight · Σ layers",
+              f"{g(F)} × ({' + '.join(f'{n} × {g(act.total(per_layer_kept[k.key]))}' for k, n in kinds)})",
+              layers_bytes, "B", f"{ONE_F_ONE_B}; {SCHEDULE}" if par.pp > 1 else act.KORTHIKANTI)
+    else:
+        d.add(f"activations of the layers on this GPU ({len(flight)} chunks)", "Σ chunks (micro-batches in flight · "
+              "Σ layers of the chunk)", " + ".join(f"{f} × {g(chunk_bytes(lo, hi))}" for f, (lo, hi) in
+                                                    zip(flight, stage.chunks, strict=True)),
+              layers_bytes, "B", f"{INTERLEAVED}; {SCHEDULE}")
     parts = act.outside_terms(spec, s, b, dropout=i.dropout, fused_norm=i.fused_norm, bytes_per_element=p, tp=par.tp,
                               sp=par.sp)
     if i.lora is not None:
         parts = ft.lora_outside_terms(parts, spec, i.lora, s=s, b=b, bytes_per_element=p)
     outside: list[act.ActTerm] = []
-    if stage in ("only", "first"):
+    F_emb = flight[0]  # the embedding lives in the first chunk, the output layer in the last
+    if stage.has_embedding:
         outside += parts["embedding"]
-    outside_bytes = F * act.total(outside)
-    if stage in ("only", "last"):
+    outside_bytes = F_emb * act.total(outside)
+    if stage.has_head:
         outside += parts["output"]
-        outside_bytes += act.total(parts["output"])  # the last stage holds one micro-batch in flight
+        outside_bytes += flight[-1] * act.total(parts["output"])  # the last chunk of the last stage: one in flight
     emb_s = " + ".join(g(x.bytes) for x in outside if x.block == "embedding")
     out_s = " + ".join(g(x.bytes) for x in outside if x.block == "output")
     d.add("embedding and output-layer activations", "Σ " + ", ".join(x.name for x in outside)
-          + (f" (embedding × {F} in flight)" if F > 1 else ""),
-          " + ".join(v for v in ((f"{g(F)} × ({emb_s})" if F > 1 and emb_s else emb_s), out_s) if v), outside_bytes,
-          "B", act.KORT_OUT)
+          + (f" (embedding × {F_emb} in flight)" if F_emb > 1 else ""),
+          " + ".join(v for v in ((f"{g(F_emb)} × ({emb_s})" if F_emb > 1 and emb_s else emb_s), out_s) if v),
+          outside_bytes, "B", act.KORT_OUT)
     work = 0.0
-    if i.recompute != "none":
+    if i.recompute != "none" and shown:
         full = per_layer_full[shown]
         work = d.add("recompute working set (one layer rebuilt in backward)", "layer_full − layer_kept",
                      minus(act.total(full), act.total(terms)), act.total(full) - act.total(terms), "B",
@@ -272,7 +373,8 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
     kind_rows = [KindActivations(kind=k.key, label=k.label, layers=n, per_layer_bytes=act.total(per_layer_kept[k.key]))
                  for k, n in kinds]
     return ActivationLedger(per_layer=terms, kinds=kind_rows, per_layer_bytes=act.total(terms),
-                            per_layer_bytes_no_recompute=act.total(per_layer_full[shown]), layers_on_gpu=per_stage,
+                            per_layer_bytes_no_recompute=act.total(per_layer_full.get(shown, [])),
+                            layers_on_gpu=per_stage,
                             in_flight=F, layers_bytes=layers_bytes, outside=outside, outside_bytes=outside_bytes,
                             working_set_bytes=work, total_bytes=layers_bytes + outside_bytes + work)
 
@@ -293,9 +395,10 @@ def _linear_acts(d: Derivation, spec: LinearSpec, i: MemoryInputs, p: float) -> 
 
 def _per_gpu(d: Derivation, label: str, dense: float, expert: float, bpp: float, div: int, ediv: int,
              src: str) -> float:
-    """One ledger row: (dense / DP + experts / (DP/EP)) · bytes per parameter, as a step."""
+    """One ledger row: (dense / shard + experts / expert shard) · bytes per parameter, as a step (the shard groups:
+    DP·CP and the expert data-parallel group, Layout.shard / expert_shard)."""
     if expert and ediv != div:
-        return d.add(f"{label} per GPU", "(N_dense / DP + N_experts / (DP/EP)) · bytes/param",
+        return d.add(f"{label} per GPU", "(N_dense / DP_shard + N_experts / EDP_shard) · bytes/param",
                      f"({g(dense)} / {div} + {g(expert)} / {ediv}) × {g(bpp)}", (dense / div + expert / ediv) * bpp,
                      "B", f"{ZERO}; {src}" if src != ZERO else src)
     n = dense + expert
@@ -305,10 +408,10 @@ def _per_gpu(d: Derivation, label: str, dense: float, expert: float, bpp: float,
 
 
 def _frozen_rows(d: Derivation, spec: TransformerSpec, lora: ft.LoraSetup, prec: Precision, par: Layout,
-                 stage: Stage, components: dict[str, int]) -> tuple[list[LedgerRow], float]:
+                 stage: PipelineStage, components: dict[str, int]) -> tuple[list[LedgerRow], float]:
     """The frozen base on this GPU at its storage dtype (no gradients, no optimizer state); ZeRO-3 shards it."""
     fb = ft.frozen_base(spec, lora, prec, par, stage, components)
-    div, ediv = (par.dp, par.expert_dp) if par.zero == 3 else (1, 1)
+    div, ediv = (par.shard, par.expert_shard) if par.zero == 3 else (1, 1)
     blocks, consts, rest = ft.frozen_label(lora, prec)
     src, src_const = ft.base_sources(lora)
     rows: list[LedgerRow] = []
@@ -327,7 +430,7 @@ def _frozen_rows(d: Derivation, spec: TransformerSpec, lora: ft.LoraSetup, prec:
     return rows, held
 
 
-def _offload(d: Derivation, rows: list[LedgerRow], i: MemoryInputs, spec: ModelArg, stage: Stage,
+def _offload(d: Derivation, rows: list[LedgerRow], i: MemoryInputs, spec: ModelArg, stage: PipelineStage,
              host_link: float | None) -> tuple[list[LedgerRow], ft.OffloadLedger]:
     """Move the offloaded rows to host memory; with the parameters, one layer is copied in at a time."""
     par, mode = i.parallel, i.offload
@@ -374,7 +477,7 @@ def _offload(d: Derivation, rows: list[LedgerRow], i: MemoryInputs, spec: ModelA
                                   host_link_bandwidth_bytes_per_s=host_link, transfer_time_s=t)
 
 
-def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None,
+def _stage(i: MemoryInputs, spec: ModelArg, stage: PipelineStage, s: int | None,
            host_link: float | None = None) -> MemoryResult:
     d = Derivation()
     par, prec, opt = i.parallel, get_precision(i.precision), get_optimizer(i.optimizer)
@@ -387,14 +490,20 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None,
         pc = count_params(spec)
         N = d.given(f"parameters of {spec.name}", "N", pc.params, "params", "napkin.accounting.params (count_params)")
         tied = isinstance(spec, TransformerSpec) and spec.tied_embeddings
-        N_dense, N_exp, what = stage_params(pc.components, spec.layers, par, stage, tied)
+        shares = layer_shares(layer_plan(spec), stage) if isinstance(spec, TransformerSpec) and par.pp > 1 else None
+        N_dense, N_exp, what = stage_params(pc.components, spec.layers, par, stage, tied, shares)
     N_gpu = N_dense + N_exp
     if N_gpu != N:
         d.add(f"parameters held by this GPU ({what})", "N_stage / TP" + (" (experts / (TP·EP))" if N_exp else ""),
               f"{g(N_dense)} + {g(N_exp)}" if N_exp else f"{g(N_gpu * par.tp)} / {par.tp}", N_gpu, "params",
               "Shoeybi et al. 2019, Megatron-LM §3 (TP); Narayanan et al. 2021 §2.2 (PP stages)"
               + ("; Megatron-core MoE (EP splits the routed experts)" if N_exp and par.ep > 1 else ""))
-    dp, edp = par.dp, par.expert_dp
+    dp, edp = par.shard, par.expert_shard  # ZeRO/FSDP shard over DP·CP (HSDP: one replica's), experts over EDP
+    if (dp != par.dp or edp != par.expert_dp) and par.zero:
+        d.add("ranks that shard model state (ZeRO/FSDP)", "DP_shard · CP; experts: EDP / replicas",
+              f"{par.shard // par.cp} · {par.cp}" + (f"; {par.expert_dp} / {par.replicate}" if N_exp else ""), dp,
+              "ranks", "Megatron-LM distributed optimizer (data-parallel group with context parallel); torchtitan "
+              "dp_shard_cp mesh and HSDP (data_parallel_replicate_degree × data_parallel_shard_degree)")
     rows: list[LedgerRow] = []
     trainable, adapters, held = N, None, N_gpu
     if lora is not None:
@@ -405,7 +514,7 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None,
         trainable = d.add("trainable parameters (LoRA adapters)", "Σ r·(fan_in + fan_out)·copies·layers",
                           f"{lora.rank} × {adapters.params // lora.rank}", adapters.params, "params", ft.HU)
         lo, hi = _layers_of(spec, par, stage)
-        N_dense, N_exp = ft.adapters_on_gpu(spec, lora, par, lo, hi, stage)
+        N_dense, N_exp = ft.adapters_on_gpu(spec, lora, par, lo, hi, stage.role)
         if N_dense + N_exp != trainable:
             d.add("adapter parameters held by this GPU", "adapters of the stage's layers at their TP shard",
                   f"{g(N_dense)} + {g(N_exp)}", N_dense + N_exp, "params",
@@ -420,6 +529,7 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None,
         v = _per_gpu(d, label, N_dense, N_exp, part.bytes_per_param, div, ediv, src)
         rows.append(LedgerRow(part=part.part, label=label, bytes=v, sharded_over_dp=div > 1))
     ledger: ActivationLedger | None = None
+    act_off: ActivationOffload | None = None
     if spec is not None:
         p = BYTES_PER_ELEMENT[prec.activations]
         if isinstance(spec, LinearSpec):
@@ -432,9 +542,13 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None,
                       "tokens", "Megatron-core context parallelism: each CP rank holds s/cp of every sequence")
             ledger = _transformer_acts(d, spec, i, s_local, p, stage)
         a = ledger
+        on_gpu = a.layers_bytes
+        if par.offload_layers and isinstance(spec, TransformerSpec):
+            on_gpu, act_off = _act_offload(d, a, par, stage, host_link)
         rows.append(LedgerRow(part="activations", label=f"activations, {a.layers_on_gpu} layers × {a.in_flight} "
-                              f"in flight ({prec.activations.value})",
-                              bytes=a.layers_bytes, sharded_over_dp=False))
+                              f"in flight ({prec.activations.value})"
+                              + (f", {act_off.layers} layers offloaded" if act_off is not None else ""),
+                              bytes=on_gpu, sharded_over_dp=False))
         emb = sum(x.bytes for x in a.outside if x.block == "embedding") * a.in_flight
         if emb:
             rows.append(LedgerRow(part="embedding", label="embedding (token ids)", bytes=emb,
@@ -460,17 +574,19 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: Stage, s: int | None,
     total = d.add("total per GPU", "Σ ledger rows", " + ".join(g(r.bytes) for r in rows), sum(r.bytes for r in rows),
                   "B", "sum")
     M = d.given(f"memory per GPU ({i.gpu})", "M", i.memory_bytes, "B", "datasheet (nominal)")
-    usable = M - i.reserve_bytes
-    if i.reserve_bytes:
-        usable = d.add("usable memory", "M − reserve", minus(M, i.reserve_bytes), usable, "B", "input")
+    R = reserve_step(d, None if i.reserve_bytes == DEFAULT_RESERVE_BYTES else i.reserve_bytes)
+    usable = M - R
+    if R:
+        usable = d.add("usable memory", "M − reserve", minus(M, R), usable, "B", DEFINITION)
     head = d.add("headroom (negative: shortfall)", "usable − total", minus(usable, total), usable - total,
                  "B", DEFINITION)
     ckpt = ft.checkpoint_size(d, N, prec, opt, lora, trainable)
-    return MemoryResult(inputs=i, stage=stage, seq=s if isinstance(spec, TransformerSpec) else None, data_parallel=dp,
+    return MemoryResult(inputs=i, stage=stage.role, stage_number=stage.number,
+                        seq=s if isinstance(spec, TransformerSpec) else None, data_parallel=par.dp,
                         params=N, params_on_gpu=held, rows=rows,
-                        total_bytes=total, usable_bytes=usable, headroom_bytes=head, fits=head >= 0,
+                        total_bytes=total, reserve_bytes=R, usable_bytes=usable, headroom_bytes=head, fits=head >= 0,
                         activations=ledger, trainable_params=trainable, adapters=adapters, offload=off,
-                        checkpoint_bytes=ckpt.total_bytes, checkpoint=ckpt, steps=d.steps)
+                        checkpoint_bytes=ckpt.total_bytes, checkpoint=ckpt, activation_offload=act_off, steps=d.steps)
 
 
 def _finetune_notes(i: MemoryInputs, model: ModelArg, hardware: HardwareSpec) -> list[str]:
@@ -509,7 +625,7 @@ def memory_ledger(
     *,
     params: float | None = None,
     memory_bytes: float | None = None,
-    reserve_bytes: float = 0.0,
+    reserve_bytes: float | None = None,
     **keywords: Unpack[LedgerKeywords],
 ) -> MemoryResult:
     """Per-GPU memory of training ``model`` (or ``params`` parameters, model state only) on ``hardware``.
@@ -550,8 +666,8 @@ def memory_ledger(
                   gpu=hardware.name, optimizer=opt.name, precision=prec.name, recompute=t.recompute, flash=t.flash,
                   dropout=t.dropout, fused_norm=t.fused_norm, parallel=par,
                   memory_bytes=memory_bytes if memory_bytes is not None else hardware.memory_bytes,
-                  reserve_bytes=reserve_bytes, finetune=mode, lora=lora, paged_optimizer=tune.paged_optimizer,
-                  offload=off)
+                  reserve_bytes=reserve_of(reserve_bytes, model_state_only=model is None), finetune=mode, lora=lora,
+                  paged_optimizer=tune.paged_optimizer, offload=off)
     check_layout(par, model)
     if i.reserve_bytes >= i.memory_bytes:
         raise InputError(f"reserve ({g(i.reserve_bytes)} B) leaves no memory on a {g(i.memory_bytes)} B GPU")
@@ -562,26 +678,39 @@ def memory_ledger(
         notes.append(note)
     if isinstance(model, TransformerSpec) and s is not None and s > model.max_context:
         notes.append(f"seq {s} is longer than {model.name}'s max context ({model.max_context}).")
-    if isinstance(model, TransformerSpec) and model.layers % par.pp:
-        notes.append(f"pp {par.pp} does not divide {model.layers} layers: each stage shown is counted with "
-                     f"⌈{model.layers}/{par.pp}⌉ = {layers_per_stage(model.layers, par.pp)} layers (the fullest).")
+    split: list[int] = []
+    if isinstance(model, TransformerSpec) and par.pp > 1:
+        if i.lora is not None and par.vp > 1:
+            raise InputError("fine-tuning (lora, qlora) with interleaved pipeline chunks (`vp` > 1) is not modelled; "
+                             "use `vp` 1")
+        every = par.stages(model.layers)
+        split = [st.layers for st in every]
+        if len(set(split)) > 1 or par.vp > 1:
+            notes.append(f"Pipeline split ({split_rule(model.layers, par)}): layers per stage "
+                         + ", ".join(map(str, split)) + (f", each in {par.vp} chunks" if par.vp > 1 else "") + ".")
     if model is None:
         notes.append("Model state only: activations need an architecture (give --model).")
     elif isinstance(model, LinearSpec):
         notes.append("Deep linear network: activations are the lecture's B·D·L layer outputs (torch also keeps "
                      "the B×D input for the first layer's weight gradient).")
     notes += _finetune_notes(i, model, hardware)
-    results = [_stage(i, model, st, s, hardware.host_link_bandwidth_bytes_per_s) for st in stages(par)]
+    L = model.layers if isinstance(model, TransformerSpec) else 0
+    plan = layer_plan(model) if isinstance(model, TransformerSpec) else None
+    results = [_stage(i, model, st, s, hardware.host_link_bandwidth_bytes_per_s) for st in stages(par, L, plan)]
     worst = max(results, key=lambda r: r.total_bytes)
     if len(results) > 1:
-        other = next(r for r in results if r is not worst)
-        notes.append(f"Pipeline: this is the {worst.stage} stage; the {other.stage} stage needs "
-                     f"{other.total_bytes / 1e9:.2f} GB.")
+        other = max((r for r in results if r is not worst), key=lambda r: r.total_bytes)
+        notes.append(f"Pipeline: this is the {worst.stage} stage (stage {worst.stage_number} of {par.pp}, the fullest "
+                     f"of the {len(results)} that can be); the next, the {other.stage} stage "
+                     f"{other.stage_number}, needs {other.total_bytes / 1e9:.2f} GB.")
         worst = worst.model_copy(update={"other_stage_total_bytes": other.total_bytes})
+    worst = worst.model_copy(update={"stage_layers": split, "groups": par.groups()})
     if par.sp and par.tp == 1:
         notes.append("--sp has no effect with --tp 1.")
     if par.zero == 3:
         notes.append("ZeRO-3/FSDP also gathers one layer's full parameters at a time (not counted).")
-    notes.append("Not counted: the CUDA context (~0.5-1 GB), allocator fragmentation, communication buffers and "
-                 "transient tensors of one op (e.g. the bf16 logits before the fp32 loss).")
+    notes.append(f"Held back: a reserve of {i.reserve_bytes / 1e9:g} GB per GPU "
+                 + ("(the default: CUDA context, NCCL buffers, allocator fragmentation; --reserve to change)"
+                    if i.reserve_bytes == DEFAULT_RESERVE_BYTES else "(--reserve)")
+                 + ". Not counted: transient tensors of one op (e.g. the bf16 logits before the fp32 loss).")
     return worst.model_copy(update={"notes": notes})

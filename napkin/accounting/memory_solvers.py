@@ -60,7 +60,7 @@ class MaxBatchResult(Result):
 
 def max_micro_batch(model: ModelArg | str, hardware: HardwareSpec | str, training: TrainingSetup | None = None,
                     layout: Layout | None = None, finetune: FinetuneSetup | str | None = None, *,
-                    memory_bytes: float | None = None, reserve_bytes: float = 0.0,
+                    memory_bytes: float | None = None, reserve_bytes: float | None = None,
                     **keywords: Unpack[LedgerKeywords]) -> MaxBatchResult:
     """Largest micro-batch b whose ledger fits: b = ⌊(usable − fixed) / per-sequence⌋ (``training.batch`` is what
     is solved for; the setups as memory_ledger takes them)."""
@@ -112,7 +112,7 @@ class MinGpusResult(Result):
 
 def min_gpus(model: ModelArg | str, hardware: HardwareSpec | str, training: TrainingSetup | None = None,
              layout: Layout | None = None, finetune: FinetuneSetup | str | None = None, *, params: float | None = None,
-             memory_bytes: float | None = None, reserve_bytes: float = 0.0,
+             memory_bytes: float | None = None, reserve_bytes: float | None = None,
              **keywords: Unpack[LedgerKeywords]) -> MinGpusResult:
     """Fewest GPUs G = TP·CP·PP·DP for which the ledger fits: DP = ⌈S / (M − R)⌉ under ZeRO.
 
@@ -189,7 +189,7 @@ class GpuCompareResult(Result):
 
 def compare_gpus(model: ModelArg | str, hardware: Sequence[HardwareSpec], training: TrainingSetup | None = None,
                  layout: Layout | None = None, finetune: FinetuneSetup | str | None = None, *,
-                 params: float | None = None, memory_bytes: float | None = None, reserve_bytes: float = 0.0,
+                 params: float | None = None, memory_bytes: float | None = None, reserve_bytes: float | None = None,
                  **keywords: Unpack[LedgerKeywords]) -> GpuCompareResult:
     """The same training setup on every GPU of the catalog: fits or not, and by how much."""
     model = as_optional_model(model)
@@ -231,6 +231,9 @@ class MaxModelFitResult(Result):
         return self.spec is not None
 
 
+MAX_ASPECT = 1e5  # d_model / layers: real models sit at 30-200 (GPT-3 175B: 128, Llama 3 8B: 128)
+
+
 def scaled_spec(template: TransformerSpec, layers: int, aspect: float, tp: int = 1) -> TransformerSpec:
     """The template's family at depth L: width h ≈ aspect·L in whole heads (head_dim and GQA group kept,
     heads a multiple of tp·group), FFN width at the template's f/h ratio rounded to 64."""
@@ -257,7 +260,7 @@ def scaled_spec(template: TransformerSpec, layers: int, aspect: float, tp: int =
 def max_model_fit(hardware: HardwareSpec, template: TransformerSpec | LinearSpec | str,
                   training: TrainingSetup | None = None, layout: Layout | None = None,
                   finetune: FinetuneSetup | str | None = None, *,
-                  aspect: float | None = None, memory_bytes: float | None = None, reserve_bytes: float = 0.0,
+                  aspect: float | None = None, memory_bytes: float | None = None, reserve_bytes: float | None = None,
                   **keywords: Unpack[LedgerKeywords]) -> MaxModelFitResult:
     """Largest model of the template's family (scaled at a fixed aspect ratio h/L) whose full ledger,
     activations included, fits each GPU. Memory grows with L, so a doubling then a bisection finds it."""
@@ -268,8 +271,9 @@ def max_model_fit(hardware: HardwareSpec, template: TransformerSpec | LinearSpec
     if template.moe is not None or template.mla is not None:
         raise InputError(f"`like` {template.name}: scaling needs a dense model without MLA (e.g. llama3-8b)")
     r = aspect if aspect is not None else template.d_model / template.layers
-    if not r > 0 or not math.isfinite(r):
-        raise InputError(f"aspect ratio must be a positive number (d_model / layers, e.g. 128), got {r}")
+    if not 0 < r <= MAX_ASPECT:  # NaN fails too; 1e308 · L overflowed to inf in the width
+        raise InputError(f"aspect ratio must be a positive number up to {MAX_ASPECT:g} (d_model / layers, e.g. 128), "
+                         f"got {r:g}")
     notes: list[str] = []
     t, par, tune = ledger_setup(training, layout, finetune, keywords)
     tp, pp = par.tp, par.pp
@@ -312,7 +316,7 @@ MemoryAnswer = MemoryResult | MaxBatchResult | MinGpusResult | GpuCompareResult
 def memory_question(model: ModelArg | str, hardware: HardwareSpec | str | Sequence[HardwareSpec],
                     training: TrainingSetup | None = None, layout: Layout | None = None,
                     finetune: FinetuneSetup | str | None = None, *, max_batch: bool = False, min_gpus: bool = False,
-                    params: float | None = None, memory_bytes: float | None = None, reserve_bytes: float = 0.0,
+                    params: float | None = None, memory_bytes: float | None = None, reserve_bytes: float | None = None,
                     **keywords: Unpack[LedgerKeywords]) -> MemoryAnswer:
     """The memory question asked: the ledger; with ``max_batch`` the largest micro-batch; with ``min_gpus`` the
     fewest GPUs; with a list of GPUs for ``hardware``, the same setup on each. One at a time. Every answer has
@@ -368,7 +372,7 @@ def counts_activations(*, seq: int | None = None, batch: int | None = None, like
 
 def max_model_question(hardware: HardwareSpec | str, gpus: int, *, optimizer: str = "adamw",
                        precision: str = "bf16-mixed", zero: int = 3, memory_bytes: float | None = None,
-                       reserve_bytes: float = 0.0, seq: int | None = None, batch: int | None = None,
+                       reserve_bytes: float | None = None, seq: int | None = None, batch: int | None = None,
                        like: TransformerSpec | str | None = None, aspect: float | None = None,
                        recompute: str = "none", flash: bool = True, tp: int = 1, pp: int = 1,
                        finetune: FinetuneSetup | None = None) -> MaxModelResult | MaxModelFitResult:

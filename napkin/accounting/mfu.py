@@ -91,6 +91,9 @@ def mfu(spec: TransformerSpec | LinearSpec | None, hardware: HardwareSpec, gpus:
         raise InputError("`model` counts the FLOPs per token itself: leave out `params`")
     if tokens_per_s is not None and step_time_s is not None:
         raise InputError("give the throughput as `tokens_per_s`, or as `step_time_s` with `batch` and `seq` (not both)")
+    if tokens_per_s is not None and batch is not None:  # it was accepted and ignored
+        raise InputError("`batch` turns a `step_time_s` into tokens/s; with `tokens_per_s` it is not read: leave it "
+                         "out")
     throughput = tokens_per_s is not None or step_time_s is not None
     if throughput and tflops_per_gpu is not None:
         raise InputError("give a throughput (`tokens_per_s` or `step_time_s`) or `tflops_per_gpu`, not both: "

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from napkin.accounting.reserve import reserve_of
 from napkin.errors import UnknownNameError
 from napkin.results import DEFINITION, LECTURE, ZERO, Derivation, Result, g
 from napkin.specs.dtypes import BYTES_PER_ELEMENT, DType
@@ -56,11 +57,14 @@ PRECISIONS: dict[str, Precision] = {
         Precision(name="bf16", params=DType.bf16, grads=DType.bf16, master=None, states=DType.bf16, compute=DType.bf16,
                   activations=DType.bf16, description="pure bf16: no master copy, states in bf16", source=DEFINITION),
         Precision(name="fp8-mixed", params=DType.bf16, grads=DType.bf16, master=DType.fp32, states=DType.fp32,
-                  # TE saves fp8 copies of GEMM inputs; napkin counts every saved activation in bf16 (upper bound)
+                  # TE saves fp8 casts of GEMM inputs (memory.py _fp8_saved); other saved tensors stay bf16
                   compute=DType.fp8, weight_cache=DType.fp8, activations=DType.bf16,
-                  description="fp8 matmuls (Transformer Engine): bf16-mixed state plus a cached fp8 weight copy",
-                  source="NVIDIA Transformer Engine, FP8 primer (weights kept in higher precision, cast to fp8 "
-                         "per GEMM)"),
+                  description="fp8 matmuls (Transformer Engine): bf16 weights with fp32 master weights and states, "
+                              "an fp8 weight copy cached across micro-batches (not under ZeRO-3/FSDP, where it is cast "
+                              "per gathered layer), GEMM inputs saved in fp8",
+                  source="NVIDIA Transformer Engine, FP8 primer and te.Linear (weights kept in higher precision, "
+                         "cast to fp8 per GEMM and cached across micro-batches with is_first_microbatch; GEMM inputs "
+                         "saved as fp8 for backward)"),
     ]
 }
 
@@ -162,7 +166,8 @@ def state_parts(precision: Precision, optimizer: Optimizer, zero: int) -> list[S
     sharded = SHARDED_BY_STAGE[zero]
     parts = [StatePart(part="params", label=f"parameters ({precision.params.value})", dtype=precision.params,
                        bytes_per_param=BYTES_PER_ELEMENT[precision.params], sharded="params" in sharded)]
-    if precision.weight_cache is not None:
+    if precision.weight_cache is not None and zero < 3:  # under ZeRO-3/FSDP the FP8 copy is cast per layer after the
+        # gather and freed with it (transient, like the gathered weights); resident weights keep it across micro-batches
         parts.append(StatePart(part="params", label=f"cached {precision.weight_cache.value} weight copy",
                                dtype=precision.weight_cache, bytes_per_param=BYTES_PER_ELEMENT[precision.weight_cache],
                                sharded="params" in sharded))
@@ -214,20 +219,23 @@ def max_model(
     zero: int = 3,
     *,
     memory_bytes: float | None = None,
-    reserve_bytes: float = 0.0,
+    reserve_bytes: float | None = None,
 ) -> MaxModelResult:
     """Largest parameter count whose model state (not activations) fits G GPUs.
 
     Defaults reproduce CS336 lecture 2: 8 × 80e9 bytes / 16 B/param = 4.0e10 params. The lecture counts fp32
     AdamW (4 + 4 + 4 + 4); the default bf16-mixed AdamW is also 16 B/param (2 + 2 + 4 master + 8, ZeRO §3.1), and
     is what `napkin memory` defaults to, so both commands answer the same question the same way.
+
+    ``reserve_bytes`` None holds nothing back here: the model-state-only napkin divides the nominal memory, as
+    `napkin memory --params` does (reserve.reserve_of); with activations, max_model_fit keeps the default reserve.
     """
     hardware = as_hardware(hardware, "hardware")
     opt = get_optimizer(optimizer)
     prec = require_precision(hardware, precision)
     i = validated(MaxModelInputs, gpus=gpus, gpu=hardware.name, optimizer=opt.name, precision=prec.name, zero=zero,
                   memory_bytes=memory_bytes if memory_bytes is not None else hardware.memory_bytes,
-                  reserve_bytes=reserve_bytes)
+                  reserve_bytes=reserve_of(reserve_bytes, model_state_only=True))
     parts = state_parts(prec, opt, i.zero)
     d = Derivation()
     for p in parts:
@@ -258,8 +266,10 @@ def max_model(
         raise InputError(f"reserve ({g(i.reserve_bytes)} B) leaves no memory on a {g(M)} B GPU")
     N = d.add("largest model (model state only)", "N_max = M / β_gpu", f"{g(usable)} / {g(per_gpu)}", usable / per_gpu,
               "params", LECTURE)
-    notes = ["Activations, the KV cache, temporary buffers and the CUDA context are NOT counted here; "
-             "`napkin memory` adds activations for a real architecture."]
+    notes = ["Activations, the KV cache, temporary buffers and the CUDA context are NOT counted here"
+             + ("" if reserve_bytes is not None else " (no reserve held back: the lecture's nominal memory; "
+                "--reserve 2GB holds back what `napkin memory --model` does)")
+             + "; `napkin memory` adds activations for a real architecture."]
     if i.zero == 3:
         notes.append(f"ZeRO-3 / FSDP shards all model state, so this is the cluster's total memory / β = "
                      f"{G} × {g(usable)} / {g(beta)} (the lecture's napkin).")

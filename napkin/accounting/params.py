@@ -40,6 +40,9 @@ class ParamCount(Result):
     active_params: int = Field(description="parameters used per token (MoE: top-k routed + shared experts)")
     embedding: int = Field(description="token (and learned position) embeddings")
     non_embedding: int = Field(description="total minus embeddings (Kaplan et al. 2020's N)")
+    active_non_embedding: int = Field(default=0, description="active minus embeddings: the 'active' figure of MoE "
+                                      "model cards (gpt-oss-120b: 5.1 B), which leave out the table a token reads "
+                                      "one row of")
 
 
 def ffn_matrix_params(spec: TransformerSpec, width: int) -> int:
@@ -128,8 +131,8 @@ def _count(spec: TransformerSpec | LinearSpec) -> ParamCount:
     d.add("non-embedding parameters", "total − embeddings", minus(total, emb), total - emb, "params",
           "Kaplan et al. 2020 §2.1 (N excludes embeddings)")
     return ParamCount(inputs=ParamInputs(model=spec.name), model=spec.name, components=c, params=total,
-                      active_params=active, embedding=emb,
-                      non_embedding=total - emb, steps=d.steps)
+                      active_params=active, embedding=emb, non_embedding=total - emb,
+                      active_non_embedding=active - emb, steps=d.steps)
 
 
 def _linear(spec: LinearSpec) -> ParamCount:
@@ -141,5 +144,5 @@ def _linear(spec: LinearSpec) -> ParamCount:
     d.add("total parameters", "D²·L + D·out", f"{g(layers)} + {g(head)}", total, "params", SRC_LINEAR)
     return ParamCount(inputs=ParamInputs(model=spec.name), model=spec.name,
                       components={"layers": int(layers), "head": int(head)}, params=total,
-                      active_params=total,
-                      embedding=0, non_embedding=total, steps=d.steps)
+                      active_params=total, embedding=0, non_embedding=total, active_non_embedding=total,
+                      steps=d.steps)

@@ -34,7 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from napkin.accounting.launch_flags import megatron_flags, torchtitan
 from napkin.accounting.layout import Layout, ZeroStage
-from napkin.accounting.plan_search import Memory, enumerate_candidates, floor_first, shapes_of
+from napkin.accounting.plan_search import Interrupted, Memory, enumerate_candidates, floor_first, shapes_of
+from napkin.accounting.reserve import reserve_of
 from napkin.accounting.step_time import (
     DEFAULT_STACK,
     TERM_LABELS,
@@ -74,6 +75,8 @@ class PlanInputs(Inputs):
     inter_node_bandwidth: Positive | None = None
     stack: str = DEFAULT_STACK
     calibration: list[str] | None = None
+    reserve_bytes: float | None = Field(default=None, description="memory per GPU held back from every fit "
+                                        "(None: the default of reserve.py)")
 
 
 class PlanRow(BaseModel):
@@ -87,6 +90,7 @@ class PlanRow(BaseModel):
     tokens_per_s: float
     mfu: float
     memory_bytes: float
+    headroom_bytes: float = Field(description="usable memory (after the reserve) − memory_bytes")
     limiter: str
     limiter_share: float
 
@@ -107,6 +111,8 @@ class PlanResult(Result):
     torchtitan: str
     days: float | None = Field(default=None, description="with --tokens: training days at the winner's step time")
     gpu_hours: float | None = None
+    gpu_counts_tried: list[int] = Field(default_factory=list, description="with --days: the whole-node GPU counts "
+                                        "asked, fewest first (those with a layout); the last is the answer")
 
 
 def plan(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, global_batch: int, seq: int,
@@ -115,12 +121,15 @@ def plan(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, global_
          fix: dict[str, int | str] | None = None, node_size: int | None = None,
          intra_node_bandwidth: float | None = None, inter_node_bandwidth: float | None = None,
          calibration: list[str] | None = None, progress: Progress | None = None,
-         exhaustive: bool = False, stack: StackSpec | str | None = None) -> PlanResult:
+         exhaustive: bool = False, reserve_bytes: float | None = None,
+         stack: StackSpec | str | None = None) -> PlanResult:
     """The fastest layouts of ``model`` on ``gpus`` × ``hardware`` for a global batch of sequences of ``seq``.
 
     Without ``gpus``, ``days`` and ``tokens`` ask for the fewest GPUs (whole nodes) that train ``tokens`` in ``days``.
     ``exhaustive`` times every layout that fits instead of stopping where no untimed layout can enter the top
-    (the same answer, slower: the check of the bound). ``stack`` (default megatron-te) prices every layout.
+    (the same answer, slower: the check of the bound). ``reserve_bytes`` is held back from every GPU's memory
+    (None: reserve.py's default), so no layout is planned into the last gigabytes. ``stack`` (default megatron-te)
+    prices every layout.
     """
     model = as_model(model, "model")
     hardware = as_hardware(hardware, "hardware")
@@ -132,12 +141,14 @@ def plan(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, global_
             raise InputError(f"--fix: unknown dimension '{k}'; fix any of {', '.join(FIXABLE)} (e.g. tp=8,pp=4)")
     if "zero" in fix and fix["zero"] not in (0, 1, 2, 3):
         raise InputError(f"--fix: zero must be a ZeRO stage 0, 1, 2 or 3, got {fix['zero']}")
+    if "recompute" in fix and fix["recompute"] not in RECOMPUTES:
+        raise InputError(f"--fix: recompute must be one of {', '.join(RECOMPUTES)}, got '{str(fix['recompute'])[:40]}'")
     node = node_size or hardware.node_gpus or 8
     stk = resolve_stack(stack)
     i = validated(PlanInputs, model=model.name, gpu=hardware.name, gpus=gpus, global_batch=global_batch, seq=seq,
                   tokens=tokens, days=days, precision=precision, top=top, max_tp=max_tp, fix=fix, node_size=node,
                   intra_node_bandwidth=intra_node_bandwidth, inter_node_bandwidth=inter_node_bandwidth,
-                  stack=stk.name, calibration=calibration)
+                  stack=stk.name, calibration=calibration, reserve_bytes=reserve_bytes)
     if gpus is None:
         if days is None or tokens is None:
             raise InputError("give `gpus`, or `tokens` with `days` to find the fewest GPUs that train in time")
@@ -154,11 +165,12 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
     common: dict[str, Any] = dict(seq=i.seq, global_batch=i.global_batch, precision=i.precision, stack=stk,
                                   overlap_grad_reduce=True,
                                   node_size=i.node_size, intra_node_bandwidth=i.intra_node_bandwidth,
-                                  inter_node_bandwidth=i.inter_node_bandwidth)
+                                  inter_node_bandwidth=i.inter_node_bandwidth, reserve_bytes=i.reserve_bytes)
+    cal_notes: list[str] = []
     if i.calibration:
         from napkin.accounting.calibration import calibrate
 
-        c, _ = calibrate(i.calibration, c, hw, spec, i.precision)
+        c, cal_notes = calibrate(i.calibration, c, hw, spec, i.precision)
     shapes = shapes_of(spec, G, i.global_batch, i.seq, i.node_size, i.max_tp, i.fix)
     if not shapes:
         raise InputError(f"no layout of {spec.name} divides {G} GPUs and a global batch of {i.global_batch} "
@@ -174,7 +186,8 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
         cands, tightest = enumerate_candidates(shapes, G, i.global_batch, i.fix, recs, progress)
     except KeyboardInterrupt:
         cands, tightest, interrupted = [], {}, True
-    mem = Memory(spec, hw, seq=i.seq, precision=i.precision, recs=recs, tightest=tightest, exhaustive=exhaustive)
+    mem = Memory(spec, hw, seq=i.seq, precision=i.precision, recs=recs, tightest=tightest, exhaustive=exhaustive,
+                 reserve_bytes=i.reserve_bytes)
     # 2. fastest floor first: check the memory and the dominance rules, time what passes, and stop once the floor
     # is above the k-th fastest step timed (a floor never exceeds the step it bounds, so nothing later can enter)
     k = max(i.top, 2)
@@ -200,16 +213,18 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
     examined, pruned = len(cands), len(cands) - len(timed)
     if not timed:
         if interrupted:
-            raise InputError("interrupted before any layout was timed")
+            raise Interrupted("interrupted before any layout was timed")
         smallest = mem.smallest(i.global_batch)
         what = (f"the smallest per-GPU footprint is {smallest[0] / 1e9:.1f} GB with {smallest[1]}" if smallest
                 else "no layout was tried")
         raise InputError(f"no layout of {spec.name} fits {G} × {hw.name}: {what}; the {hw.name} has "
-                         f"{hw.memory_bytes / 1e9:.0f} GB (more GPUs, a shorter `seq` or a smaller `global_batch` "
-                         "help)")
+                         f"{hw.memory_bytes / 1e9:.0f} GB, {(hw.memory_bytes - reserve_of(i.reserve_bytes)) / 1e9:.1f}"
+                         " GB usable after the `reserve_bytes` (more GPUs, a shorter `seq` or a smaller "
+                         "`global_batch` help)")
     # fastest first; on a tie the lower ZeRO stage, then the lighter recomputation, then less memory
     timed.sort(key=lambda x: (x[0], x[1].inputs.layout.zero, RECOMPUTES.index(x[1].inputs.recompute), x[2]))
-    rows = [_row(st, mem) for _, st, mem in timed[:i.top]]
+    usable = hw.memory_bytes - reserve_of(i.reserve_bytes)
+    rows = [_row(st, mem, usable) for _, st, mem in timed[:i.top]]
     # the winner and runner-up again, with the ledger and the derivation
     def full(st: StepTimeResult) -> StepTimeResult:
         si = st.inputs
@@ -237,14 +252,15 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
     return PlanResult(inputs=i, gpus=G, examined=examined, pruned=pruned, timed=len(timed), interrupted=interrupted,
                       top=rows, winner=win, runner_up=runner, why=_why(win, runner),
                       megatron_flags=megatron_flags(win, spec), torchtitan=torchtitan(win), days=days_,
-                      gpu_hours=hours, steps=d.steps + win.steps, notes=notes + win.notes)
+                      gpu_hours=hours, steps=d.steps + win.steps, notes=cal_notes + notes + win.notes)
 
 
-def _row(st: StepTimeResult, mem: float) -> PlanRow:
+def _row(st: StepTimeResult, mem: float, usable: float) -> PlanRow:
     i = st.inputs
     return PlanRow(layout=i.layout, describe=f"{st.layout} b{i.micro_batch} {i.recompute}", micro_batch=i.micro_batch,
                    recompute=i.recompute, step_time_s=st.step_time_s, tokens_per_s=st.tokens_per_s, mfu=st.mfu,
-                   memory_bytes=mem, limiter=st.limiter, limiter_share=st.breakdown[st.limiter] / st.step_time_s)
+                   memory_bytes=mem, headroom_bytes=usable - mem, limiter=st.limiter,
+                   limiter_share=st.breakdown[st.limiter] / st.step_time_s)
 
 
 def _why(win: StepTimeResult, runner: StepTimeResult | None) -> list[str]:
@@ -277,45 +293,25 @@ def _why(win: StepTimeResult, runner: StepTimeResult | None) -> list[str]:
 
 def _fewest_gpus(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, progress: Progress | None,
                  stk: StackSpec | None = None) -> PlanResult:
-    """Fewest whole nodes whose best layout trains i.tokens in i.days (bisection over the node count)."""
+    """Fewest whole nodes whose best layout trains i.tokens in i.days: every count from the compute floor up,
+    fewest first (plan_fewest.py; days against GPUs is not monotone, so no bisection), then planned in full."""
+    from napkin.accounting.plan_fewest import fewest_gpus
+
     assert i.tokens is not None and i.days is not None
-    node = i.node_size
-    cache: dict[int, PlanResult | None] = {}
-
-    def best(k: int) -> PlanResult | None:
-        if k not in cache:
-            try:
-                cache[k] = _search(spec, hw, i.model_copy(update={"gpus": k * node}), k * node, None, stk=stk)
-            except InputError:
-                cache[k] = None
-        return cache[k]
-
-    def in_time(k: int) -> bool:
-        r = best(k)
-        return r is not None and r.days is not None and r.days <= i.days  # type: ignore[operator]
-
-    hi = 1
-    while not in_time(hi):
-        if hi * node >= 1 << 17:
-            r = best(hi)
-            got = f"{r.days:.1f} days on {hi * node} GPUs" if r is not None and r.days else "nothing fits"
-            raise InputError(f"no cluster up to {hi * node} × {hw.name} trains {g(i.tokens)} tokens of {spec.name} "
-                             f"in {g(i.days)} days ({got}); allow more days")
-        hi *= 2
-        if progress is not None:
-            progress(hi.bit_length(), 18)
-    lo = hi // 2
-    while hi - lo > 1:  # days fall as nodes are added (not strictly: the batch must divide); bisect on that trend
-        mid = (lo + hi) // 2
-        if in_time(mid):
-            hi = mid
-        else:
-            lo = mid
-    r = best(hi)
-    assert r is not None
-    note = (f"fewest GPUs: {hi} nodes × {node} = {hi * node} GPUs train {g(i.tokens)} tokens in {r.days:.2f} days "
-            f"(≤ {g(i.days)}); {(hi - 1) * node} GPUs do not (bisection over whole nodes)")
-    return r.model_copy(update={"notes": [note, *r.notes]})
+    G, asked, start = fewest_gpus(spec, hw, i, progress)  # a Ctrl-C there: Interrupted (nothing meets it yet)
+    r = _search(spec, hw, i.model_copy(update={"gpus": G}), G, None, stk=stk)
+    below = [n for n in asked if n < G]
+    shown = ", ".join(f"{n:,}" for n in below[-5:])
+    tried = (f"{len(below)} smaller count{'s' if len(below) > 1 else ''} with a layout, {below[0]:,} to {below[-1]:,}"
+             f" (last: {shown}), do not" if below else "no smaller count with a layout does")
+    note = (f"fewest GPUs: {G // i.node_size} nodes × {i.node_size} = {G:,} GPUs train {g(i.tokens)} tokens in "
+            f"{r.days:.2f} days (≤ {g(i.days)}); {tried}. Every whole-node count from {start:,} (the compute "
+            "floor: model FLOPs at the dense peak) was asked, fewest first; days against GPUs is not monotone.")
+    notes = [note, *r.notes]
+    if r.interrupted:  # Ctrl-C in the layout search of the count found: its best layouts so far
+        notes.insert(0, f"interrupted (Ctrl-C): {G:,} GPUs are the fewest that meet the deadline; their layout "
+                        "search stopped early, so the layout shown is the best of those timed")
+    return r.model_copy(update={"notes": notes, "gpu_counts_tried": asked})
 
 
 def train_time_planned(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, tokens: float, *, gpus: int,

@@ -13,14 +13,20 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from napkin.accounting.layers import layer_plan
-from napkin.accounting.layout import Layout, ZeroStage, data_parallel, layers_per_stage
+from napkin.accounting.layout import Layout, ZeroStage, data_parallel
+from napkin.accounting.reserve import reserve_of
 from napkin.accounting.step_time import StepFloor
+from napkin.errors import InputError
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import TransformerSpec
 from napkin.validation import Recompute
 
 if TYPE_CHECKING:
     from napkin.accounting.memory import MemoryResult
+
+class Interrupted(InputError):
+    """Ctrl-C before the search had anything to answer with."""
+
 
 MIN_CP_CHUNK = 1024  # tokens per CP rank below which ring attention's exchanges dominate (CP is for long contexts)
 MAX_VP = 8  # interleaving deeper than this is rare in practice (Megatron examples use 2–6) and only adds sends
@@ -204,8 +210,10 @@ class Memory:
     """
 
     def __init__(self, spec: TransformerSpec, hw: HardwareSpec, *, seq: int, precision: str, recs: list[Recompute],
-                 tightest: Mapping[ShapeBatch, Layout], exhaustive: bool) -> None:
+                 tightest: Mapping[ShapeBatch, Layout], exhaustive: bool, reserve_bytes: float | None = None) -> None:
         self.spec, self.hw, self.seq, self.precision, self.recs = spec, hw, seq, precision, recs
+        self.reserve_bytes = reserve_bytes
+        self.usable = hw.memory_bytes - reserve_of(reserve_bytes)  # what every ledger compares with
         self.exhaustive = exhaustive
         self.tightest = tightest  # (shape, b) -> its layout at the tightest ZeRO stage (enumerate_candidates')
         self.fits: dict[FitKey, bool] = {}
@@ -221,7 +229,8 @@ class Memory:
 
         lay = self.tightest[ShapeBatch(key.shape, key.b)].model_copy(update={"zero": key.zero, "micro_batches": m})
         mem = memory_ledger(self.spec, self.hw, TrainingSetup(batch=key.b, seq=self.seq, precision=self.precision,
-                                                              recompute=self.recs[key.ri]), lay)
+                                                              recompute=self.recs[key.ri]), lay,
+                            reserve_bytes=self.reserve_bytes)
         self.fits[key], self.totals[key] = mem.fits, mem.total_bytes
         self.drawn.setdefault(key.shape, []).append((key, mem.fits))
         if mem.activations is not None:
@@ -243,10 +252,9 @@ class Memory:
                     return ok
             lay = self.tightest[ShapeBatch(key.shape, key.b)]
             a = self.per_layer.get(ActKey(lay.tp, lay.cp, lay.sp, key.b, key.ri))
-            acts = 0.0 if a is None else a * layers_per_stage(self.spec.layers, lay.pp) * lay.model_copy(
-                update={"micro_batches": m}).in_flight("first" if lay.pp > 1 else "only")
+            acts = 0.0 if a is None else a * lay.model_copy(update={"micro_batches": m}).held(self.spec.layers)
             where, held = self.state.get(StateKey(key.shape, key.zero), ("", 0.0))
-            if (held + acts if where in ("first", "only") else max(held, acts)) > self.hw.memory_bytes:
+            if (held + acts if where in ("first", "only") else max(held, acts)) > self.usable:
                 self.fits[key] = False
                 self.drawn.setdefault(key.shape, []).append((key, False))
                 return False

@@ -140,24 +140,29 @@ class RooflineResult(Result):
     ops: list[RooflineOp]
 
 
-def roofline(hardware: HardwareSpec, dtype: str | DType = DType.bf16,
+def roofline(hardware: HardwareSpec, dtype: str | DType | None = None,
              spec: TransformerSpec | LinearSpec | str | None = None, *,
-             batch: int = 1, prompt: int = 1024, context: int = 1024, weights_dtype: str | DType = DType.bf16,
-             kv_dtype: str | DType = DType.bf16) -> RooflineResult:
+             batch: int = 1, prompt: int = 1024, context: int = 1024, weights_dtype: str | DType | None = None,
+             kv_dtype: str | DType | None = None) -> RooflineResult:
     """The GPU's roofline; with ``spec``, one layer's operations at prefill and at a decode step placed on it.
 
     Operations (per layer, whole batch): the weight matmuls (QKV, output, FFN) at prefill (B·P tokens)
     and decode (B tokens), attention at prefill (flash attention over P) and decode (over the KV cache of
     ``context`` positions), and two elementwise operations (residual add; a gated activation).
+    A dtype left out is bf16, or fp16 on a GPU without bf16 (V100).
     """
     spec = as_optional_model(spec, "spec")
     hardware = as_hardware(hardware, "hardware")
     if spec is not None and not isinstance(spec, TransformerSpec):
         raise InputError(f"{getattr(spec, 'name', spec)} is not a transformer; the roofline places attention and "
                          "matmul operations of a transformer (omit `model` for the GPU's roofline alone)")
-    i = validated(RooflineInputs, gpu=hardware.name, dtype=parse_dtype(dtype), model=spec.name if spec else None,
-                  batch=batch, prompt=prompt, context=context, weights_dtype=parse_dtype(weights_dtype),
-                  kv_dtype=parse_dtype(kv_dtype))
+    half = DType.bf16 if DType.bf16 in hardware.peak_flops_per_s else DType.fp16  # V100: no bf16
+
+    def dt(x: str | DType | None) -> DType:
+        return half if x is None else parse_dtype(x)
+
+    i = validated(RooflineInputs, gpu=hardware.name, dtype=dt(dtype), model=spec.name if spec else None,
+                  batch=batch, prompt=prompt, context=context, weights_dtype=dt(weights_dtype), kv_dtype=dt(kv_dtype))
     d = Derivation()
     P = d.given(f"{hardware.display_name} dense {i.dtype.value} peak", "P", hardware.peak(i.dtype), "FLOP/s",
                 f"{hardware.name}: {hardware.sources[0]}")
@@ -223,7 +228,7 @@ def _ops(spec: TransformerSpec, i: RooflineInputs) -> list[Op]:
     f0 = forward_flops_per_token(spec, 0, causal=False)
     f_lin = sum(v for k, v in f0.items() if k not in ATTENTION_CORE and k != "head") / L  # per token, per layer
     f1 = forward_flops_per_token(spec, 1, causal=False)  # one query over one position: QKᵀ and AV per position
-    f_pos = sum(f1[k] - f0[k] for k in ATTENTION_CORE) / L
+    f_pos = sum(f1.get(k, 0.0) - f0.get(k, 0.0) for k in ATTENTION_CORE) / L  # 0 in an attention-free stack
     # Activations each matmul reads and writes, per token: Σ (fan_in + fan_out) over the projections a token
     # runs through in one layer (an MoE model's MoE layer: top_k routed + shared experts + router).
     plan = layer_plan(spec)
@@ -238,6 +243,11 @@ def _ops(spec: TransformerSpec, i: RooflineInputs) -> list[Op]:
                     "n·F_lin / (W·b_w + n·io·b_a)", f"{n} × {g(f_lin)} / ({g(W)} × {g(bw)} + {n} × {io} × {g(ba)})",
                     SRC_MATMUL))
     kv_layer = kv_elements_per_token(spec) / L
+    if not spec.attention_layers:  # a pure Mamba or MLP stack: no attention core to place on the roofline
+        n_el = B * Pn * h
+        out.append(("residual add", "any", n_el, 3 * n_el * ba, "n / (3·n·b_a)", f"{n_el} / (3 × {n_el} × {g(ba)})",
+                    SRC_ELEM))
+        return out
     # Prefill attention (causal, flash): mean (P + 1)/2 positions per query; read Q, K, V once, write O.
     ctx = mean_context(Pn, causal=True)
     f_pre = B * Pn * f_pos * ctx

@@ -19,10 +19,18 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field
 
 from napkin.accounting import kernels as K
-from napkin.accounting.collectives import SRC_NCCL, SRC_PLACEMENT, Link, collective_text, collective_time, place
+from napkin.accounting.collectives import (
+    SRC_NCCL,
+    SRC_PLACEMENT,
+    Collective,
+    Link,
+    collective_text,
+    collective_time,
+    place,
+)
 from napkin.accounting.error_bars import ErrorBar
 from napkin.accounting.layers import LayerPlan, layer_plan
-from napkin.accounting.layout import Layout, check_layout, layers_per_stage, layout_from, stage_params
+from napkin.accounting.layout import Layout, check_layout, layer_shares, layout_from, stage_counts, stage_params
 from napkin.accounting.layout import stages as stages_of
 from napkin.accounting.model_state import get_optimizer, get_precision, require_precision, state_parts
 from napkin.accounting.params import count_params
@@ -48,10 +56,11 @@ SRC_TP_COMM = ("Shoeybi et al. 2019 §3: 2 all-reduces per layer in forward and 
 SRC_DP = ("Li et al. 2020 (PyTorch DDP) / Megatron-LM: gradients all-reduced over DP after the last backward "
           "(ZeRO: reduce-scatter + all-gather, the same bus bytes; Rajbhandari et al. 2020 §7)")
 DEFAULT_STACK = "megatron-te"  # the constants fitted on vTrain's Megatron-LM runs (stack_specs/megatron-te.yaml)
-TERMS = ("compute_gemm", "compute_attention", "compute_memory_bound", "recompute", "launch_overhead", "tp_comm",
-         "cp_comm", "ep_comm", "zero3_comm", "pp_bubble", "pp_comm", "dp_comm", "optimizer")
+TERMS = ("compute_gemm", "compute_attention", "compute_scan", "compute_memory_bound", "recompute", "launch_overhead",
+         "tp_comm", "cp_comm", "ep_comm", "zero3_comm", "pp_bubble", "pp_comm", "dp_comm", "optimizer")
 TERM_LABELS = {
     "compute_gemm": "GEMMs (forward + backward)", "compute_attention": "attention core",
+    "compute_scan": "SSM scans (Mamba)",
     "compute_memory_bound": "memory-bound ops (norms, activations, loss)", "recompute": "recomputation",
     "launch_overhead": "launch-bound (host) overhead", "tp_comm": "exposed TP communication",
     "cp_comm": "exposed CP communication", "ep_comm": "EP all-to-all", "zero3_comm": "exposed ZeRO-3 gathers",
@@ -60,7 +69,8 @@ TERM_LABELS = {
 }
 
 
-TERM_SHORT = {"compute_gemm": "GEMMs", "compute_attention": "attention", "compute_memory_bound": "memory-bound",
+TERM_SHORT = {"compute_gemm": "GEMMs", "compute_attention": "attention", "compute_scan": "SSM scan",
+              "compute_memory_bound": "memory-bound",
               "recompute": "recompute", "launch_overhead": "launch", "tp_comm": "TP comm", "cp_comm": "CP comm",
               "ep_comm": "EP all-to-all", "zero3_comm": "ZeRO-3", "pp_bubble": "bubble", "pp_comm": "PP sends",
               "dp_comm": "DP reduce", "optimizer": "optimizer"}
@@ -89,7 +99,18 @@ class StepTimeInputs(Inputs):
     cluster: Cluster
     stack: str = Field(default=DEFAULT_STACK, description="the training stack whose constants price the step")
     constants: K.StepConstants
-    calibration: str | None = None
+    calibration: list[str] | None = None
+    reserve_bytes: float | None = Field(default=None, description="memory per GPU held back from the fit (None: "
+                                        "the default of reserve.py)")
+
+
+class _Counts(Inputs):
+    """The counts step_time divides by, checked (and made Python ints: a numpy int8 batch overflowed silently)
+    before anything is computed from them."""
+
+    micro_batch: PositiveInt
+    global_batch: PositiveInt | None = None
+    seq: PositiveInt | None = None
 
 
 class StageTime(BaseModel):
@@ -192,29 +213,36 @@ def _check(spec: TransformerSpec, lay: Layout, b: int, B: int, s: int) -> int:
 
 def step_time(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, gpus: int | None = None,
               tp: int | None = None, pp: int | None = None, vp: int | None = None, cp: int | None = None,
-              ep: int | None = None, sp: bool | None = None, zero: int | None = None, micro_batch: int = 1,
+              ep: int | None = None, sp: bool | None = None, zero: int | None = None, etp: int | None = None,
+              dp_shard: int | None = None, first_stage_layers: int | None = None,
+              last_stage_layers: int | None = None, embedding_in_split: bool | None = None,
+              loss_in_split: bool | None = None, offload_layers: int | None = None, micro_batch: int = 1,
               global_batch: int | None = None, seq: int | None = None, recompute: Recompute = "none",
               precision: str = "bf16-mixed", optimizer: str = "adamw", flash: bool = True,
               overlap_grad_reduce: bool | None = None, node_size: int | None = None,
               intra_node_bandwidth: float | None = None, inter_node_bandwidth: float | None = None,
               stack: StackSpec | str | None = None, constants: K.StepConstants | None = None,
-              calibration: str | list[str] | None = None, layout: Layout | None = None,
-              ledger: bool = True) -> StepTimeResult:
+              calibration: str | list[str] | None = None, layout: Layout | None = None, ledger: bool = True,
+              reserve_bytes: float | None = None) -> StepTimeResult:
     """Predict one training step of ``model`` on ``gpus`` × ``hardware`` in a layout: time, MFU, breakdown.
 
-    The layout is the keywords (gpus, tp, pp, vp, cp, ep, sp, zero; 1, off and ZeRO 0 when left out) or
+    The layout is the keywords (gpus, tp, pp, vp, cp, ep, sp, zero, and etp, dp_shard, first/last_stage_layers,
+    embedding/loss_in_split, offload_layers; 1, off and ZeRO 0 when left out; see Layout) or
     ``layout``, never both (layout.layout_from); ``global_batch`` defaults to
     micro_batch × DP (one micro-batch per step). ``stack`` names the training stack (a StackSpec or its catalog
     name; default ``megatron-te``) whose constants and error bars price the step; ``overlap_grad_reduce`` None takes
     the stack's behaviour. ``constants`` replaces the stack's constants and
     ``calibration`` names files saved by ``napkin bench-matmul --shapes-from`` or ``bench-allreduce --save``.
-    ``ledger=False`` leaves out the memory ledger (a planner that has already checked the fit).
+    ``ledger=False`` leaves out the memory ledger (a planner that has already checked the fit);
+    ``reserve_bytes`` is held back from the GPU's memory for the fit (None: reserve.py's default).
     """
     model = as_model(model, "model")
     hardware = as_hardware(hardware, "hardware")
     if not isinstance(model, TransformerSpec):
         raise InputError(f"step-time needs a transformer; '{model.name}' is a {model.kind} network")
     spec = model
+    counts = validated(_Counts, micro_batch=micro_batch, global_batch=global_batch, seq=seq)
+    micro_batch, global_batch, seq = counts.micro_batch, counts.global_batch, counts.seq
     stk = resolve_stack(stack)
     c = constants or stk.step_constants()
     if overlap_grad_reduce is None:
@@ -227,7 +255,10 @@ def step_time(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, gp
         notes += cal_notes
     if layout is None and gpus is None:
         raise InputError("give `gpus` (or `layout`): the GPUs the step runs on")
-    layout = layout_from(layout, gpus=gpus, tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, sp=sp, zero=zero)
+    layout = layout_from(layout, gpus=gpus, tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, sp=sp, zero=zero, etp=etp,
+                         dp_shard=dp_shard, first_stage_layers=first_stage_layers,
+                         last_stage_layers=last_stage_layers, embedding_in_split=embedding_in_split,
+                         loss_in_split=loss_in_split, offload_layers=offload_layers)
     if seq is None:
         seq, note = spec.default_seq()
         notes.append(note)
@@ -240,7 +271,8 @@ def step_time(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, gp
     i = validated(StepTimeInputs, model=spec.name, gpu=hardware.name, layout=lay, micro_batch=b,
                   global_batch=global_batch, seq=seq, recompute=recompute, precision=precision, optimizer=optimizer,
                   flash=flash, overlap_grad_reduce=overlap_grad_reduce, cluster=cluster, stack=stk.name, constants=c,
-                  calibration=calibration)
+                  calibration=[calibration] if isinstance(calibration, str) else calibration,
+                  reserve_bytes=reserve_bytes)
     return _predict(spec, hardware, i, notes, ledger, stk)
 
 
@@ -288,13 +320,14 @@ class LayerTerms(NamedTuple):
 
 
 def _layer_terms(spec: TransformerSpec, plan: LayerPlan, lay: Layout, *, b: int, s: int, recompute: Recompute,
-                 p: float, param_bytes: float, costs: dict[str, K.LayerCost], links: tuple[Link, Link, Link, Link],
+                 p: float, param_bytes: float, costs: dict[str, K.LayerCost],
+                 links: tuple[Link, Link, Link, Link, Link],
                  c: K.StepConstants, reduce_bytes: float | None = None) -> dict[str, LayerTerms]:
     """Each layer kind (keyed by the kind) for one micro-batch: its kernels, the TP/CP/EP collectives they wait
     for and the exposed ZeRO-3 gathers, term by term. A plain layer's attention and FFN each end in a TP
     all-reduce per pass; a hybrid block (one mixer or one FFN) in one."""
-    t, C, E, dp = lay.tp, lay.cp, lay.ep, lay.dp
-    tp_link, cp_link, ep_link, dp_link = links
+    t, C, E = lay.tp, lay.cp, lay.ep
+    tp_link, cp_link, ep_link, dp_link, edp_link = links  # the last two: the ZeRO shard groups (_shard_links)
     T = b * -(-s // C)  # tokens of a micro-batch on one GPU
     blocks = 1 if plan.hybrid else 2  # row-parallel outputs per layer (SP: RS + AG, the same bytes)
     per_pass_tp = blocks * collective_time("all-reduce", _act_msg(spec, b, s, C, p), t, tp_link)
@@ -306,6 +339,7 @@ def _layer_terms(spec: TransformerSpec, plan: LayerPlan, lay: Layout, *, b: int,
         parts = dict.fromkeys(TERMS, 0.0)
         parts["compute_gemm"] = lc.forward.gemm + lc.backward.gemm
         parts["compute_attention"] = lc.forward.attention + lc.backward.attention
+        parts["compute_scan"] = lc.forward.scan + lc.backward.scan
         parts["compute_memory_bound"] = lc.forward.memory_bound + lc.backward.memory_bound
         parts["recompute"] = rec.time
         tp_s = parts["tp_comm"] = (2 + passes) * per_pass_tp
@@ -320,11 +354,13 @@ def _layer_terms(spec: TransformerSpec, plan: LayerPlan, lay: Layout, *, b: int,
             cp_s = parts["cp_comm"] = (1 + passes) * max(0.0, ring - lc.attention_forward.time) + 2 * max(
                 0.0, 2 * ring - (lc.backward.attention))
         z3 = 0.0
-        if lay.zero == 3 and dp > 1:  # FSDP: each layer's weights gathered before its forward, and again before its
-            # backward (which its recomputation reuses), its gradients reduce-scattered after it in the stack's
-            # reduce dtype; prefetched one layer ahead, so a layer exposes what its neighbour's compute does not
-            # hide, plus the share of the hidden time the compute loses to NCCL (SRC_FSDP)
-            gather, rs = _zero3_collectives(kind.params / t, param_bytes, reduce_bytes or param_bytes, dp, dp_link)
+        if lay.zero == 3 and (lay.shard > 1 or lay.expert_shard > 1):  # FSDP: each layer's weights gathered
+            # before its forward and again before its backward (which its recomputation reuses), its gradients
+            # reduce-scattered after it in the stack's reduce dtype; prefetched one layer ahead, so a layer exposes
+            # what its compute does not hide, plus the share of the hidden time it loses to NCCL (SRC_FSDP). The
+            # dense weights (/TP) gather over DP·CP, the routed experts (already split over ETP·EP) over their own
+            # data-parallel group (Megatron-core MoE; torchtitan dp_shard_mod_ep)
+            gather, rs = _zero3_collectives(kind, lay, param_bytes, reduce_bytes or param_bytes, dp_link, edp_link)
             z3 = parts["zero3_comm"] = (max(0.0, gather - lc.forward.time) + max(0.0, gather + rs - lc.backward.time
                                                                                  - rec.time)
                                         + c.comm_overlap_tax * (2 * gather + rs))
@@ -342,27 +378,33 @@ SRC_FSDP = ("Zhao et al. 2023 (PyTorch FSDP) §3.2–3.3: per-unit all-gather be
             "reduce-scatter after backward, backward/forward prefetch of the next unit; MixedPrecision reduce_dtype")
 
 
-def _zero3_collectives(params: float, param_bytes: float, reduce_bytes: float, dp: int,
-                       link: Link) -> tuple[float, float]:
-    """One FSDP unit's weight all-gather (parameter dtype) and gradient reduce-scatter (reduce dtype) over DP."""
-    return (collective_time("all-gather", params * param_bytes, dp, link),
-            collective_time("reduce-scatter", params * reduce_bytes, dp, link))
+def _zero3_collectives(kind: Any, lay: Layout, param_bytes: float, reduce_bytes: float, shard_link: Link,
+                       eshard_link: Link) -> tuple[float, float]:
+    """One FSDP unit's weight all-gather (parameter dtype) and gradient reduce-scatter (reduce dtype): the dense
+    weights (/TP) over the shard group (DP·CP), the routed experts (/ETP·EP) over theirs."""
+    expert = sum(gm.params for gm in kind.gemms if gm.expert)
+    dense, routed = (kind.params - expert) / lay.tp, expert / (lay.expert_tp * lay.ep)
+    out = []
+    ops: tuple[tuple[Collective, float], ...] = (("all-gather", param_bytes), ("reduce-scatter", reduce_bytes))
+    for kind_, nbytes in ops:
+        out.append(collective_time(kind_, dense * nbytes, lay.shard, shard_link) + (
+            collective_time(kind_, routed * nbytes, lay.expert_shard, eshard_link) if expert else 0.0))
+    return out[0], out[1]
 
 
-def _stages(spec: TransformerSpec, plan: LayerPlan, pp: int, layers: dict[str, LayerTerms],
+def _stages(spec: TransformerSpec, plan: LayerPlan, lay: Layout, layers: dict[str, LayerTerms],
             head: tuple[K.Cost, K.Cost]) -> list[StageTerms]:
-    """One micro-batch through each pipeline stage (the first and the last, or the only one): its layers' terms
-    times their count, and the output head on the last."""
+    """One micro-batch through each pipeline stage that can be the slowest (the first, the last and each distinct
+    stage between, pipeline.py's split; or the only one): its layers' terms times their count (layer_plan's
+    counts_in over its chunks), and the output head on the last."""
     head_f, head_b = head
-    per = layers_per_stage(spec.layers, pp)
-    stage_ranges = [("only", 0, spec.layers)] if pp == 1 else [("first", 0, per), ("last", spec.layers - per,
-                                                                                     spec.layers)]
     stages: list[StageTerms] = []
-    for name, lo, hi in stage_ranges:
+    for st in stages_of(lay, spec.layers, plan):
+        name = st.role if st.role in ("only", "first", "last") else f"stage {st.number}"
         parts = dict.fromkeys(TERMS, 0.0)
         host = 0.0
         fwd_s = bwd_s = 0.0
-        for kind, n in plan.counts_in(lo, hi):
+        for kind, n in stage_counts(plan, st):
             lt = layers[kind.key]
             for k, v in lt.parts.items():
                 if v:
@@ -370,24 +412,32 @@ def _stages(spec: TransformerSpec, plan: LayerPlan, pp: int, layers: dict[str, L
             host += n * lt.host
             fwd_s += n * lt.forward
             bwd_s += n * lt.backward
-        if name in ("only", "last"):
+        if st.has_head:
             parts["compute_gemm"] += head_f.gemm + head_b.gemm
             parts["compute_memory_bound"] += head_f.memory_bound + head_b.memory_bound
             # the vocab-parallel loss all-reduces b·s scalars: negligible beside the layers' b·s·h
             fwd_s += head_f.time
             bwd_s += head_b.time
         parts["launch_overhead"] = host
-        stages.append((name, hi - lo, parts, fwd_s, bwd_s + host))
+        stages.append((name, st.layers, parts, fwd_s, bwd_s + host))
     return stages
 
 
 def _placed(lay: Layout, node: int, intra: Link, inter: Link) -> tuple[Link, Link, Link, Link, Link, Link]:
-    """The link of each group (TP, CP, EP, DP, expert DP, PP) in Megatron-LM's rank order tp-cp-ep-dp-pp: the
-    stride of each group is the product of the sizes inside it."""
-    t, C, E, P = lay.tp, lay.cp, lay.ep, lay.pp
-    return (place(t, 1, node, intra, inter), place(C, t, node, intra, inter), place(E, t * C, node, intra, inter),
-            place(lay.dp, t * C, node, intra, inter), place(lay.expert_dp, t * C * E, node, intra, inter),
+    """The link of each group (TP, CP, EP, ZeRO shard, expert DP, PP) in Megatron-LM's rank order tp-cp-dp-pp, the
+    expert layers folding the same ranks as etp-ep-edp (Megatron-core MoE parallel folding): the stride of each
+    group is the product of the sizes inside it. HSDP shards inside a replica (the innermost DP ranks)."""
+    t, C, E, P, et = lay.tp, lay.cp, lay.ep, lay.pp, lay.expert_tp
+    return (place(t, 1, node, intra, inter), place(C, t, node, intra, inter), place(E, et, node, intra, inter),
+            place(lay.dp * C, t, node, intra, inter), place(lay.expert_dp, et * E, node, intra, inter),
             place(2, lay.gpus // P, node, intra, inter) if P > 1 else place(1, 1, node, intra, inter))
+
+
+def _shard_links(lay: Layout, node: int, intra: Link, inter: Link) -> tuple[Link, Link]:
+    """The links of the ZeRO/FSDP shard groups: DP_shard·CP for the dense weights, the expert shard for the routed
+    experts (HSDP shards inside a replica: the innermost data-parallel ranks)."""
+    return (place(lay.shard, lay.tp, node, intra, inter),
+            place(lay.expert_shard, lay.expert_tp * lay.ep, node, intra, inter))
 
 
 class CostKey(NamedTuple):
@@ -404,13 +454,14 @@ class LayerKey(NamedTuple):
     """What a layer's step-time terms depend on: its costs, the recompute, and the DP degree under ZeRO-3 alone."""
 
     costs: CostKey
-    zero3_dp: int  # 0 unless ZeRO-3 gathers over DP
+    zero3_dp: tuple[int, int]  # (shard, expert shard) when ZeRO-3 gathers, else (0, 0)
     recompute: str
 
 
 class StageKey(NamedTuple):
     layers: LayerKey
     pp: int
+    split: tuple[int, int | None, int | None, bool, bool]  # vp, first/last stage layers, embedding/loss in split
 
 
 class StepFloor:
@@ -438,10 +489,11 @@ class StepFloor:
 
     def __call__(self, lay: Layout, micro_batch: int, micro_batches: int, recompute: Recompute) -> float:
         """Seconds that ``step_time`` predicts at least for ``lay`` with m = ``micro_batches`` of ``micro_batch``."""
-        b, z3 = micro_batch, lay.zero == 3 and lay.dp > 1
+        b, z3 = micro_batch, lay.zero == 3 and (lay.shard > 1 or lay.expert_shard > 1)
         ck = CostKey(lay.tp, lay.cp, lay.ep, lay.sp, b)
-        lk = LayerKey(ck, lay.dp if z3 else 0, recompute)
-        key = StageKey(lk, lay.pp)
+        lk = LayerKey(ck, (lay.shard, lay.expert_shard) if z3 else (0, 0), recompute)
+        key = StageKey(lk, lay.pp, (lay.vp, lay.first_stage_layers, lay.last_stage_layers, lay.embedding_in_split,
+                                    lay.loss_in_split))
         t_stage = self._stage.get(key)
         if t_stage is None:
             layers = self._layers.get(lk)
@@ -450,12 +502,13 @@ class StepFloor:
                     self._costs[ck] = _layer_costs(self.plan, b=b, s=self.seq, cp=lay.cp, tp=lay.tp, ep=lay.ep,
                                                    sp=lay.sp, flash=self.flash, p=self.p, dev=self.dev, c=self.c,
                                                    head_dev=self.head_dev)
-                tp_l, cp_l, ep_l, dp_l, _, _ = _placed(lay, self.cluster.node_size, *self.links)
+                tp_l, cp_l, ep_l, _, _, _ = _placed(lay, self.cluster.node_size, *self.links)
+                sh_l, esh_l = _shard_links(lay, self.cluster.node_size, *self.links)
                 layers = self._layers[lk] = _layer_terms(
                     self.spec, self.plan, lay, b=b, s=self.seq, recompute=recompute, p=self.p,
-                    param_bytes=self.param_bytes, costs=self._costs[ck][0], links=(tp_l, cp_l, ep_l, dp_l), c=self.c,
-                    reduce_bytes=self.reduce_bytes)
-            stages = _stages(self.spec, self.plan, lay.pp, layers, self._costs[ck][1])
+                    param_bytes=self.param_bytes, costs=self._costs[ck][0], links=(tp_l, cp_l, ep_l, sh_l, esh_l),
+                    c=self.c, reduce_bytes=self.reduce_bytes)
+            stages = _stages(self.spec, self.plan, lay, layers, self._costs[ck][1])
             t_stage = self._stage[key] = max(sum(x[2].values()) for x in stages)
         return (micro_batches + (lay.pp - 1) / lay.vp) * t_stage
 
@@ -468,7 +521,7 @@ class StepFloor:
         terms sum to max(its time, its launches), which only grows).
         """
         plain = lay.model_copy(update={"zero": 0}) if lay.zero == 3 else lay
-        key = LayerKey(CostKey(lay.tp, lay.cp, lay.ep, lay.sp, micro_batch), 0, recompute)
+        key = LayerKey(CostKey(lay.tp, lay.cp, lay.ep, lay.sp, micro_batch), (0, 0), recompute)
         layers = self._layers.get(key)
         if layers is None:
             self(plain, micro_batch, 1, recompute)  # fills the caches for this TP, CP, EP and micro-batch
@@ -497,8 +550,13 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
     d.given(f"large-GEMM efficiency ({eff_src})", "η_MAMF", dev.gemm_efficiency, "fraction", K.SRC_MAMF)
     intra, inter = _links(i.cluster, c)
     tp_link, cp_link, ep_link, dp_link, edp_link, pp_link = _placed(lay, i.cluster.node_size, intra, inter)
-    for name, n, link in (("TP", t, tp_link), ("CP", C, cp_link), ("EP", E, ep_link), ("DP", dp, dp_link),
-                          ("PP", P, pp_link)):
+    shard_link, eshard_link = _shard_links(lay, i.cluster.node_size, intra, inter)
+    groups = lay.groups()
+    d.add("derived groups", "DP·CP shard (HSDP replicas × shard), expert TP × EP × EDP",
+          ", ".join(f"{k} {v}" for k, v in groups.items()), lay.shard, "ranks",
+          "Megatron-core parallel_state (MoE parallel folding); torchtitan ParallelDims (dp_shard_cp, HSDP)")
+    for name, n, link in (("TP", t, tp_link), ("CP", C, cp_link), ("EP", E, ep_link), ("DP·CP", dp * C, dp_link),
+                          ("expert DP", lay.expert_dp if E > 1 else 1, edp_link), ("PP", P, pp_link)):
         if n > 1:
             d.add(f"{name} group link ({link.tier}, {link.members_per_node} per node)", "BW_bus",
                   g(link.bandwidth_bytes_per_s), link.bandwidth_bytes_per_s, "B/s", SRC_PLACEMENT)
@@ -511,24 +569,25 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
     rb = _reduce_bytes(i.precision, c)
     layers = _layer_terms(spec, plan, lay, b=b, s=s, recompute=i.recompute, p=p,
                           param_bytes=BYTES_PER_ELEMENT[prec.params], costs=costs,
-                          links=(tp_link, cp_link, ep_link, dp_link), c=c, reduce_bytes=rb)
+                          links=(tp_link, cp_link, ep_link, shard_link, eshard_link), c=c, reduce_bytes=rb)
     for kind in plan.kinds:  # each kind's kernels, priced from its own description (kernels.layer_cost)
         kc = costs[kind.key]
-        gemm, core, bound = (kc.forward.gemm + kc.backward.gemm, kc.forward.attention + kc.backward.attention,
+        gemm, core, bound = (kc.forward.gemm + kc.backward.gemm,
+                             kc.forward.attention + kc.backward.attention + kc.forward.scan + kc.backward.scan,
                            kc.forward.memory_bound + kc.backward.memory_bound)
         core_name, src = K.mixer_kernel(kind)
         d.add(f"one {kind.label}, one micro-batch, forward + backward", f"GEMMs + {core_name} + memory-bound ops",
               f"{g(gemm)} + {g(core)} + {g(bound)}", gemm + core + bound, "s", src)
-    stages = _stages(spec, plan, P, layers, head)
+    stages = _stages(spec, plan, lay, layers, head)
     slow = max(stages, key=lambda x: sum(x[2].values()))
     t_stage = sum(slow[2].values())
     d.add(f"one micro-batch on the slowest stage ({slow[0]}, {slow[1]} layers)", "Σ layers (fwd + bwd + recompute "
           "+ exposed TP/CP/EP)", " + ".join(f"{TERM_LABELS[k]} {g(v)}" for k, v in slow[2].items() if v), t_stage, "s",
           f"{K.SRC_ROOFLINE}; {K.SRC_WAVES}; {SRC_TP_COMM}")
     br = {k: m * v for k, v in slow[2].items()}
-    if lay.zero == 3 and dp > 1:  # nothing to hide the first layer's gather or the last reduce-scatter behind
-        first = plan.kinds[0]
-        g0, rs0 = _zero3_collectives(first.params / t, BYTES_PER_ELEMENT[prec.params], rb, dp, dp_link)
+    if lay.zero == 3 and (lay.shard > 1 or lay.expert_shard > 1):  # nothing hides the first layer's gather or
+        # the last reduce-scatter
+        g0, rs0 = _zero3_collectives(plan.kinds[0], lay, BYTES_PER_ELEMENT[prec.params], rb, shard_link, eshard_link)
         br["zero3_comm"] += d.add("exposed FSDP edges: first gather and last reduce-scatter, per micro-batch",
                                   "m · (t_gather + t_reduce-scatter) of one layer", f"{m} × ({g(g0)} + {g(rs0)})",
                                   m * (g0 + rs0), "s", SRC_FSDP)
@@ -541,10 +600,13 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
                               2 * (V * m + P - 1) * send, "s", SRC_BUBBLE)
     # data-parallel gradient reduction of the fuller stage's parameters (experts over DP/EP)
     comps = count_params(spec).components
-    sp_ = max((stage_params(comps, spec.layers, lay, st, spec.tied_embeddings) for st in stages_of(lay)),
+    sp_ = max((stage_params(comps, spec.layers, lay, st, spec.tied_embeddings,
+                            layer_shares(plan, st) if P > 1 else None) for st in stages_of(lay, spec.layers, plan)),
               key=lambda x: x.total)
     gb = rb  # the stack's reduce dtype (fp32 under mixed precision for FSDP and Megatron), else the grads'
-    dp_s = collective_time("all-reduce", sp_.dense * gb, dp, dp_link) + collective_time(
+    # gradients are reduced over every rank that holds the same weights: DP·CP (Megatron-LM reduces over the
+    # data-parallel group with context parallel), the routed experts over the expert data-parallel group
+    dp_s = collective_time("all-reduce", sp_.dense * gb, dp * C, dp_link) + collective_time(
         "all-reduce", sp_.expert * gb, lay.expert_dp, edp_link)
     if lay.zero == 3:
         dp_s = 0.0  # FSDP reduce-scatters per layer in backward (counted with its gathers in zero3_comm)
@@ -555,7 +617,7 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
     if lay.zero == 3:
         dp_text = "0"
     else:
-        dp_text = " + ".join(t for t in (collective_text("all-reduce", sp_.dense * gb, dp, dp_link),
+        dp_text = " + ".join(t for t in (collective_text("all-reduce", sp_.dense * gb, dp * C, dp_link),
                                          collective_text("all-reduce", sp_.expert * gb, lay.expert_dp, edp_link))
                              if t != "0") or "0"
     if i.overlap_grad_reduce and dp_text != "0":
@@ -565,10 +627,10 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
                                                         " (after the last backward)"),
                           dp_text, exposed, "s", f"{SRC_DP}; {SRC_NCCL}")
     state = sum(x.bytes_per_param for x in state_parts(prec, get_optimizer(i.optimizer), lay.zero))
-    shard = dp if lay.zero >= 1 else 1
-    opt_s = 2 * state * sp_.total / shard / (hw.memory_bandwidth_bytes_per_s * c.memory_efficiency)
+    held = sp_.dense / lay.shard + sp_.expert / lay.expert_shard if lay.zero >= 1 else sp_.total
+    opt_s = 2 * state * held / (hw.memory_bandwidth_bytes_per_s * c.memory_efficiency)
     br["optimizer"] = d.add("optimizer step", "2 · bytes/param · N_gpu / (HBM · η_mem)",
-                            f"2 × {g(state)} × {g(sp_.total / shard)} / ({g(hw.memory_bandwidth_bytes_per_s)} × "
+                            f"2 × {g(state)} × {g(held)} / ({g(hw.memory_bandwidth_bytes_per_s)} × "
                             f"{g(c.memory_efficiency)})", opt_s, "s", SRC_OPT)
     step = d.add("step time", "Σ breakdown", " + ".join(g(v) for v in br.values() if v), sum(br.values()), "s",
                  DEFINITION)
@@ -589,7 +651,8 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
     total_b = usable = fits = None
     if ledger:
         mem = memory_ledger(spec, hw, TrainingSetup(batch=b, seq=s, optimizer=i.optimizer, precision=i.precision,
-                                                    recompute=i.recompute, flash=i.flash), lay)
+                                                    recompute=i.recompute, flash=i.flash), lay,
+                            reserve_bytes=i.reserve_bytes)
         total_b, usable, fits = mem.total_bytes, mem.usable_bytes, mem.fits
         d.add("peak memory per GPU (napkin memory)", "ledger total", g(total_b), total_b, "B",
               "napkin.accounting.memory")

@@ -49,6 +49,16 @@ def _cluster_flops_per_s(d: Derivation, hw: HardwareSpec, c: ClusterInputs, hfu:
     )
 
 
+def _one_gpu_flops_per_s(d: Derivation, hw: HardwareSpec, c: ClusterInputs, hfu: float | None = None) -> float:
+    """A budget without a GPU count: one GPU's achieved FLOP/s, P · MFU (the GPU-hours follow; the days do not)."""
+    peak = hw.peak(c.dtype, c.sparse)
+    d.given(f"{hw.display_name} {'sparse' if c.sparse else 'dense'} {c.dtype.value} peak", "P", peak, "FLOP/s",
+            f"{hw.name}: {hw.sources[0]}", key="peak")
+    u, name = (c.mfu, "MFU") if hfu is None else (hfu, "HFU")
+    return d.add("one GPU's throughput", f"P · {name}", f"{g(peak)} × {g(u)}", peak * u, "FLOP/s",
+                 f"definition of MFU ({PALM}): achieved = MFU × peak")
+
+
 def _check_hfu(hfu: float | None, recompute: str, has_model: bool) -> None:
     """An HFU is a throughput in hardware FLOPs: it needs the recomputation that makes them differ from model FLOPs."""
     from napkin.errors import InputError
@@ -216,6 +226,7 @@ def _model_flops(d: Derivation, model: TransformerSpec | LinearSpec,
 
 
 class BudgetInputs(ClusterInputs):
+    gpus: PositiveInt | None = None  # type: ignore[assignment]  # a budget of FLOPs needs no GPU count for N and D
     days: Positive | None = Field(default=None, description="time the cluster runs (or give flops)")
     flops: Positive | None = Field(default=None, description="the compute budget C, in place of days")
     price_per_gpu_hour: NonNegative | None = None
@@ -230,20 +241,22 @@ class BudgetInputs(ClusterInputs):
 
 class BudgetResult(Result):
     inputs: BudgetInputs
-    cluster_flops_per_s: float
+    cluster_flops_per_s: float | None = Field(description="G · P · MFU; None without a GPU count")
+    gpu_flops_per_s: float | None = Field(default=None, description="without a GPU count: one GPU's P · MFU")
     total_flops: float
     optimal_params: float = Field(description="compute-optimal N for the budget (Chinchilla)")
     optimal_tokens: float = Field(description="compute-optimal D = tokens_per_param · N")
     model_flops_per_token: float | None = Field(default=None, description="with --model: exact, per token")
     model_tokens: float | None = Field(default=None, description="with --model: tokens the budget trains it on")
-    days: float = Field(description="days the budget takes on the cluster (given, or C / FLOPs per day)")
+    days: float | None = Field(description="days the budget takes on the cluster (given, or C / FLOPs per day); "
+                                           "None without a GPU count")
     gpu_hours: float
     cost: float | None = Field(default=None, description="with a price per GPU-hour")
 
 
 def budget(
     hardware: HardwareSpec,
-    gpus: int,
+    gpus: int | None = None,
     days: float | None = None,
     *,
     flops: float | None = None,
@@ -263,6 +276,7 @@ def budget(
 
     With `model`: the tokens that budget trains it on, at its exact FLOPs per token (hardware FLOPs with `hfu`).
     CS336 lecture 2: 8 H100 for a week at dense bf16 peak (MFU 1) deliver 4.7875968e21 FLOPs.
+    Without ``gpus``, a budget of ``flops`` still gives N, D and the GPU-hours (C / (P · MFU)), not the days.
     """
     model = as_optional_model(model, "model")
     hardware = as_hardware(hardware, "hardware")
@@ -277,13 +291,27 @@ def budget(
     if (days is None) == (flops is None):
         raise InputError("give `days` (what the cluster delivers in that time) or `flops` (the budget C: how long it "
                          "takes), one of the two")
+    if gpus is None and days is not None:
+        raise InputError("`days` asks what a cluster delivers in that time: give `gpus` too (or give `flops` alone "
+                         "for the compute-optimal N and D)")
     i = validated(BudgetInputs, gpus=gpus, gpu=hardware.name, dtype=parse_dtype(dtype),
                   mfu=1.0 if mfu is None else mfu, sparse=sparse, days=days, flops=flops,
                   price_per_gpu_hour=price_per_gpu_hour, causal=causal, tokens_per_param=tokens_per_param,
                   model=None if model is None else model.name, seq=seq, recompute=recompute, hfu=hfu)
     d = Derivation()
-    cluster = _cluster_flops_per_s(d, hardware, i, i.hfu)
-    if i.days is not None:
+    cluster = one_gpu = None
+    if i.gpus is None:
+        one_gpu = _one_gpu_flops_per_s(d, hardware, i, i.hfu)
+    else:
+        cluster = _cluster_flops_per_s(d, hardware, i, i.hfu)
+    T: float | None
+    if cluster is None:
+        assert i.flops is not None and one_gpu is not None
+        C = d.given("compute budget (given)", "C", i.flops, "FLOP")
+        T = None
+        gpu_hours = d.add("GPU-hours", f"C / (P · {'HFU' if i.hfu else 'MFU'} · 3600)", f"{g(C)} / ({g(one_gpu)} × "
+                          "3600)", C / (one_gpu * 3600), "GPU·h", DEFINITION)
+    elif i.days is not None:
         T = i.days
         C = d.add("compute budget", f"C = G · P · {'HFU' if i.hfu else 'MFU'} · T", f"{g(cluster)} × {g(T)} × 86400",
                   cluster * T * SECONDS_PER_DAY, "FLOP", LECTURE)
@@ -292,8 +320,10 @@ def budget(
         C = d.given("compute budget (given)", "C", i.flops, "FLOP")
         T = d.add("days to spend it", f"C / (G · P · {'HFU' if i.hfu else 'MFU'} · 86400)", f"{g(C)} / ({g(cluster)} × "
                   "86400)", C / (cluster * SECONDS_PER_DAY), "days", LECTURE)
-    gpu_hours = d.add("GPU-hours", "days · 24 · G", f"{g(T)} × 24 × {i.gpus}", T * HOURS_PER_DAY * i.gpus, "GPU·h",
-                      DEFINITION)
+    if T is not None:
+        assert i.gpus is not None
+        gpu_hours = d.add("GPU-hours", "days · 24 · G", f"{g(T)} × 24 × {i.gpus}", T * HOURS_PER_DAY * i.gpus, "GPU·h",
+                          DEFINITION)
     cost = None
     if i.price_per_gpu_hour is not None:
         cost = d.add("cost", "GPU-hours · price", f"{g(gpu_hours)} × {g(i.price_per_gpu_hour)}",
@@ -336,6 +366,8 @@ def budget(
     if not i.causal:
         notes.append("attention counted over the whole s×s (not the causal half), as Megatron-LM, PaLM and NVIDIA "
                      "quote their FLOPs")
-    return BudgetResult(inputs=i, cluster_flops_per_s=cluster, total_flops=C, optimal_params=N, optimal_tokens=D,
-                        model_flops_per_token=per_tok, model_tokens=tokens, days=T, gpu_hours=gpu_hours, cost=cost,
-                        steps=d.steps, notes=notes)
+    if T is None:
+        notes.append("no --gpus: the days depend on the cluster; the GPU-hours do not (pass --gpus for the days)")
+    return BudgetResult(inputs=i, cluster_flops_per_s=cluster, gpu_flops_per_s=one_gpu, total_flops=C,
+                        optimal_params=N, optimal_tokens=D, model_flops_per_token=per_tok, model_tokens=tokens, days=T,
+                        gpu_hours=gpu_hours, cost=cost, steps=d.steps, notes=notes)

@@ -244,13 +244,20 @@ def plausible_mfu(achieved_flops_per_s: float, peak: PeakChoice) -> tuple[float 
                   f"(it would be {mfu:.3g}); check --peak or --gpu")
 
 
+MAX_SWEEP_SHAPES = 10_000  # an M × N × K grid beyond this is a typo, not a plan (hours of GPU time)
+
+
 def range_values(start: int, stop: int, step: int, what: str = "range") -> list[int]:
     """mamf-finder's --m_range START STOP STEP: START, START+STEP, ... below STOP (a START of 0 means STEP)."""
     if step < 1 or start < 0 or stop < 1:
         raise InputError(f"{what} needs START >= 0, STOP >= 1 and STEP >= 1, got {start} {stop} {step}")
     if start == 0:  # a dimension cannot be 0 (mamf-finder starts at STEP)
         start = step
-    values = list(range(start, stop, step))
+    sizes = range(start, stop, step)
+    if len(sizes) > MAX_SWEEP_SHAPES:  # counted, not built: --m-range 0 100000000 1 built 4.9 GB of ints first
+        raise InputError(f"{what} {start} {stop} {step} holds {len(sizes):,} sizes, more than the "
+                         f"{MAX_SWEEP_SHAPES:,} shapes a sweep may time: widen STEP or narrow START..STOP")
+    values = list(sizes)
     if not values:
         raise InputError(f"{what} {start} {stop} {step} holds no size: STOP is exclusive and must exceed START")
     return values

@@ -17,6 +17,7 @@ from typing import Any
 
 from napkin.bench.device import (
     IDLE_RESET_S,
+    MAX_SWEEP_SHAPES,
     MEMORY_HEADROOM,
     SUSTAINED_AFTER_S,
     BenchError,
@@ -59,7 +60,6 @@ DEFAULT_SIZE = {"cuda": 8192, "cpu": 1024}  # 8192³ bf16 ≈ 1.4 ms on an H100;
 SWEEP_RANGE = {"cuda": (256, 8192), "cpu": (128, 1024)}
 DEFAULT_DEVICE_WARMUP_S = {"cuda": 30.0, "cpu": 0.0}  # mamf-finder heats the GPU for 30 s first; a CPU has no such
 # boost-then-throttle regime worth the wait
-MAX_SWEEP_SHAPES = 10_000  # an M × N × K grid beyond this is a typo, not a plan (hours of GPU time)
 FP8_OUT = DType.bf16  # _scaled_mm writes bf16, as fp8 training recipes do
 FLOPS_SOURCE = f"{LECTURE}: a (B,D)@(D,K) matmul does 2·B·D·K FLOPs (one multiply and one add per term)"
 

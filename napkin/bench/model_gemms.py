@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from napkin.accounting.layers import Linear, layer_plan
 from napkin.bench.device import BenchError, ShapeDoesNotFit, choose_peak, plausible_mfu
 from napkin.bench.matmul import FLOPS_SOURCE, GemmBench, Progress
-from napkin.bench.models import BenchEnvironment, GemmShape, GemmTiming, Layout, PeakChoice, SkippedShape
+from napkin.bench.models import BenchEnvironment, GemmShape, GemmTiming, Layout, Measured, PeakChoice, SkippedShape
 from napkin.bench.timer import DEFAULT_TARGET_S, DEFAULT_WARMUP_S
 from napkin.errors import InputError
 from napkin.results import DEFINITION, KAPLAN, MFU_SOURCE, Derivation, Result, g
@@ -61,11 +61,11 @@ class ModelGemm(BaseModel):
     label: str = Field(description="which weight: attention.q, mlp.up, moe.experts.down, head...")
     phase: Phase
     shape: GemmShape
-    count: int = Field(description="times it runs per training step (layers, experts)")
-    flops: float = Field(description="count · 2·M·N·K")
+    count: int = Field(gt=0, description="times it runs per training step (layers, experts)")
+    flops: Measured = Field(description="count · 2·M·N·K")
     timing: GemmTiming
     time_s: float = Field(description="count · median time")
-    mfu: float | None = None
+    mfu: Measured | None = None
 
 
 class ModelGemmsResult(Result):
@@ -79,11 +79,11 @@ class ModelGemmsResult(Result):
     tokens: int = Field(description="T = B·s, the M of the activation-side GEMMs")
     rows: list[ModelGemm]
     skipped: list[SkippedShape] = Field(default_factory=list)
-    gemm_flops: float = Field(description="Σ FLOPs of the timed GEMMs in one step")
-    gemm_time_s: float = Field(description="Σ count · median time: the step's GEMM time")
-    flops_per_s: float = Field(description="gemm_flops / gemm_time_s")
-    mfu: float | None = Field(default=None, description="flops_per_s / dense peak: the achievable MFU")
-    model_flops: float = Field(description="napkin's model FLOPs of the step (count_flops, causal)")
+    gemm_flops: Measured = Field(description="Σ FLOPs of the timed GEMMs in one step")
+    gemm_time_s: Measured = Field(description="Σ count · median time: the step's GEMM time")
+    flops_per_s: Measured = Field(description="gemm_flops / gemm_time_s")
+    mfu: Measured | None = Field(default=None, description="flops_per_s / dense peak: the achievable MFU")
+    model_flops: Measured = Field(description="napkin's model FLOPs of the step (count_flops, causal)")
     coverage: float = Field(description="gemm_flops / model_flops")
 
 

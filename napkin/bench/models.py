@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,6 +12,12 @@ from napkin.specs.dtypes import DType
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
+
+
+# What a measurement reports: a saved file read back with 0, a negative number, NaN or inf here is refused by
+# name (issue 25 item 6: `median_s: 0` divided by zero; a negative one planned at MFU 4.58).
+Measured = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 # How A and B sit in memory, cuBLAS-style letters against row-major: N = stored as used (row-major), T = a transposed
@@ -70,12 +76,12 @@ class TimingStats(_Frozen):
     """Per-call times of one timed loop, in seconds."""
 
     timer: Literal["cuda-events", "perf_counter"]
-    iters: int = Field(description="timed calls")
-    min_s: float
-    median_s: float
-    max_s: float
-    mean_s: float
-    warmup_s: float = Field(description="wall time spent warming up before timing")
+    iters: int = Field(gt=0, description="timed calls")
+    min_s: Measured
+    median_s: Measured
+    max_s: Measured
+    mean_s: Measured
+    warmup_s: NonNegative = Field(description="wall time spent warming up before timing")
     warmup_iters: int
     clocks: ClockSummary | None = Field(default=None, description="sampled during the timed calls (GPU only)")
 
@@ -86,12 +92,12 @@ class GemmTiming(_Frozen):
     shape: GemmShape
     dtype: DType
     device: str
-    flops: float = Field(description="2·M·N·K")
-    operand_bytes: float = Field(description="bytes of A, B and C together")
+    flops: Measured = Field(description="2·M·N·K")
+    operand_bytes: NonNegative = Field(description="bytes of A, B and C together")
     l2_flush: bool = Field(description="whether the L2 cache was flushed between timed calls")
     stats: TimingStats
-    flops_per_s: float = Field(description="achieved, from the median time")
-    best_flops_per_s: float = Field(description="from the fastest call")
+    flops_per_s: Measured = Field(description="achieved, from the median time")
+    best_flops_per_s: Measured = Field(description="from the fastest call")
     ran_as: GemmShape | None = Field(default=None, description="the shape and layout actually run where they differ "
                                      "from the one asked (fp8: K and N padded to 16, A row-major and B column-major); "
                                      "FLOPs and rates count the shape asked")
@@ -146,7 +152,7 @@ class PeakChoice(_Frozen):
     """Which dense peak an MFU is computed against, and why (or why there is none)."""
 
     hardware: str | None = None
-    peak_flops_per_s: float | None = None
+    peak_flops_per_s: Measured | None = None
     source: str | None = None
     note: str | None = None
 
@@ -161,12 +167,12 @@ class MatmulBenchResult(Result):
     method: list[str]
     timing: GemmTiming
     peak: PeakChoice
-    mfu: float | None = Field(default=None, description="achieved / dense peak of the dtype")
+    mfu: Measured | None = Field(default=None, description="achieved / dense peak of the dtype")
 
 
 class SweepRow(_Frozen):
     timing: GemmTiming
-    mfu: float | None = None
+    mfu: Measured | None = None
 
 
 class SkippedShape(_Frozen):
@@ -192,7 +198,7 @@ class MatmulSweepResult(Result):
 
 class AllreduceEnvironment(_Frozen):
     backend: str
-    world_size: int
+    world_size: int = Field(gt=0)
     device: str
     device_name: str
     torch_version: str
@@ -202,14 +208,14 @@ class AllreduceEnvironment(_Frozen):
 
 
 class AllreduceRow(_Frozen):
-    size_bytes: float = Field(description="S: bytes of the array each rank reduces")
-    count: int = Field(description="elements")
+    size_bytes: Measured = Field(description="S: bytes of the array each rank reduces")
+    count: int = Field(gt=0, description="elements")
     dtype: DType
-    time_s: float = Field(description="mean over ranks of the per-call time")
-    max_time_s: float = Field(description="slowest rank's per-call time")
-    algbw_bytes_per_s: float = Field(description="S / t")
-    busbw_bytes_per_s: float = Field(description="algbw · 2(n−1)/n")
-    launch_s: float | None = Field(default=None, description="host time to enqueue one call (CUDA: the calls are "
+    time_s: Measured = Field(description="mean over ranks of the per-call time")
+    max_time_s: Measured = Field(description="slowest rank's per-call time")
+    algbw_bytes_per_s: Measured = Field(description="S / t")
+    busbw_bytes_per_s: NonNegative = Field(description="algbw · 2(n−1)/n")
+    launch_s: NonNegative | None = Field(default=None, description="host time to enqueue one call (CUDA: the calls are "
                                    "asynchronous)")
     host_bound: bool = Field(default=False, description="the host took nearly all of t to enqueue the calls: the "
                              "GPU waited on Python, so t is launch overhead, not the all-reduce")
@@ -222,11 +228,11 @@ class BenchInputs(_Frozen):
     device: str = "auto"
     shapes: list[list[int]] = Field(default_factory=list, description="requested GEMM shapes as [M, N, K]")
     sizes_bytes: list[float] = Field(default_factory=list, description="requested all-reduce sizes")
-    warmup_s: float | None = None
+    warmup_s: NonNegative | None = None
     iters: int | None = None
     target_s: float | None = None
     gpu: str | None = Field(default=None, description="hardware catalog entry given for the peak")
-    peak_flops_per_s: float | None = Field(default=None, description="peak given in place of the catalog's")
+    peak_flops_per_s: Measured | None = Field(default=None, description="peak given in place of the catalog's")
     backend: str | None = None
     nproc: int | None = None
     fast_accum: bool | None = Field(default=None, description="fp8: torch._scaled_mm's use_fast_accum")

@@ -32,33 +32,29 @@ FRACTION_SOURCE = (
 
 
 def check_writable(path: str | Path, what: str = "--save") -> None:
-    """Refuse, before anything is measured, an output path that cannot be written: a missing or read-only
-    directory, or a directory where the file should be."""
-    p = Path(path)
-    parent = p.parent if str(p.parent) else Path(".")
-    if p.is_dir():
-        raise InputError(f"{what} {path}: that is a directory; give a file name")
-    if not parent.is_dir():
-        raise InputError(f"{what} {path}: there is no directory '{parent}' (create it first)")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{what} {path}: the directory '{parent}' is not writable")
-    if p.exists() and not os.access(p, os.W_OK):
-        raise InputError(f"{what} {path}: the file exists and is not writable")
+    """Refuse, before anything is measured, an output path that cannot be written or is no regular file: a missing
+    or read-only directory, a directory, a device, a FIFO, /proc or /sys (napkin.file_guards.save_target)."""
+    from napkin.file_guards import save_target
+
+    save_target(path, what)
 
 
 def save_result(result: Result, path: str | Path) -> None:
     """Write the result model as JSON (what --json prints), for --mfu-from and for later comparison.
 
     The JSON goes to a temporary file in the same directory, which then replaces ``path`` in one rename: a
-    failure on the way (a full disk, Ctrl-C) leaves the previous file as it was, never a truncated one."""
+    failure on the way (a full disk, Ctrl-C) leaves the previous file as it was, never a truncated one. Only a
+    regular file (or a new path) is replaced: a symlink is written through to its target and stays a link, and a
+    device, FIFO or anything under /proc or /sys is refused (napkin.file_guards.save_target)."""
     import tempfile
 
-    target = Path(path)
+    from napkin.file_guards import save_target
+
+    target = save_target(path)
     text = result.model_dump_json(indent=2) + "\n"
     tmp: Path | None = None
     try:
-        fd, name = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.",
-                                    suffix=".tmp")
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         os.close(fd)
         tmp = Path(name)
         tmp.write_text(text, encoding="utf-8")
@@ -85,12 +81,9 @@ def _umask() -> int:
 def load_measurement(path: str | Path) -> _Kinds:
     """A measurement saved by `napkin bench-matmul --save` (a GEMM, a sweep, or a model's GEMMs) or
     `napkin bench-allreduce --save`."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"cannot read '{path}': {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"'{path}' is not a text file; expected the JSON of `napkin bench-matmul --save`") from None
+    from napkin.file_guards import read_small_file
+
+    text = read_small_file(path, "the JSON of `napkin bench-matmul --save` or `bench-allreduce --save`")
     try:
         return _ADAPTER.validate_json(text)
     except ValidationError as e:

@@ -18,7 +18,12 @@ def console() -> None:
     modules load (importing typer alone runs ~30 collections that free next to nothing); root.console turns it
     back on once they have."""
     import gc
+    import sys
 
+    if sys.stdout is None:  # started with stdout closed (`napkin models list >&-`): Python leaves sys.stdout None
+        if sys.stderr is not None:
+            sys.stderr.write("napkin: error: standard output is closed (>&-): there is nowhere to print the result\n")
+        raise SystemExit(2)
     gc.disable()
     from napkin.cli.root import console as run
 

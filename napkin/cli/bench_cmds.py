@@ -13,13 +13,15 @@ import typer
 from napkin.cli.context import model as resolve_model
 from napkin.cli.context import state
 from napkin.cli.options import (
+    LENGTH_HELP,
     MODEL,
     MODEL_HELP,
     Explain,
     Json,
     Plot,
-    count,
     duration,
+    flop_rate,
+    length,
     nbytes,
     number,
     opt,
@@ -59,9 +61,12 @@ def check_outputs(**paths: Any) -> None:
             check_writable(path, flag)
 
 
-def save_after_showing(result: Any, save: Path | None, plot: str | None = None) -> None:
-    """Write --save (and --plot) once the result is on the screen: if writing fails, the measurement is not lost,
-    the error says why and the exit status is 2."""
+def save_then_show(result: Any, save: Path | None, plot: str | None = None, *, as_json: bool = False,
+                   explain: bool = False) -> None:
+    """Write --save (and --plot) first, then print: a closed or full stdout (`| head -n 1`) must not lose a
+    measurement that took minutes. If writing fails, the result is still printed, the error says why and the exit
+    status is 2."""
+    from napkin import render
     from napkin.errors import NapkinError
 
     failed = []
@@ -80,6 +85,7 @@ def save_after_showing(result: Any, save: Path | None, plot: str | None = None) 
             typer.echo(f"wrote {plot}", err=True)  # as roofline --plot does: stdout stays the result
         except NapkinError as e:
             failed.append(str(e))
+    render.show(result, as_json=as_json, explain=explain)
     for message in failed:
         typer.echo(f"napkin: error: {message} (the result above was not saved)", err=True)
     if failed:
@@ -130,8 +136,9 @@ def bench_matmul_cmd(
     k_range: Annotated[tuple[int, int, int] | None, _range_opt("k")] = None,
     gpu: Annotated[str | None, opt("--gpu", metavar="NAME", help="Catalog entry whose dense peak MFU is measured "
                                    "against, in place of the detected device.", panel=PEAK)] = None,
-    peak: Annotated[float | None, opt("--peak", parser=count("peak FLOP/s"), metavar="FLOP/S", help="Dense peak "
-                                      "FLOP/s to measure MFU against (e.g. 67e12, 1.2T); needed on a CPU.",
+    peak: Annotated[float | None, opt("--peak", parser=flop_rate("peak FLOP/s"), metavar="RATE", help="Dense peak "
+                                      "FLOP/s to measure MFU against (e.g. 67TFLOP/s, 200GFLOP/s, 67e12); needed on "
+                                      "a CPU.",
                                       panel=PEAK)] = None,
     shapes_from: Annotated[str | None, opt("--shapes-from", metavar="NAME|FILE", help="Time this model's own GEMMs "
                                            "(QKV, out proj, MLP up/gate/down, LM head; forward and both backward "
@@ -139,9 +146,9 @@ def bench_matmul_cmd(
                                            + MODEL_HELP, panel=MODEL)] = None,
     batch: Annotated[int | None, opt("--batch", "-b", parser=whole("batch"), metavar="B", help="Sequences per step "
                                      "for --shapes-from (default 1).", panel=MODEL)] = None,
-    seq: Annotated[int | None, opt("--seq", "-s", parser=whole("sequence length"), metavar="S", panel=MODEL,
+    seq: Annotated[int | None, opt("--seq", "-s", parser=length("sequence length"), metavar="S", panel=MODEL,
                                    help="Sequence length for --shapes-from (default: the model's max "
-                                        "context).")] = None,
+                                        "context)." + LENGTH_HELP)] = None,
     plot: Plot = None,
     save: Save = None,
     json: Json = False,
@@ -155,7 +162,6 @@ def bench_matmul_cmd(
     that model's own GEMMs and weights their rates by FLOPs: the MFU its matmuls can reach. --m-range/--n-range/
     --k-range sweep rectangular shapes (mamf-finder's grid).
     """
-    from napkin import render
     from napkin.bench.matmul_question import matmul_question
 
     if plot:
@@ -170,8 +176,7 @@ def bench_matmul_cmd(
                                  seq=seq, progress=progress, dtype=dtype, device=device, warmup_s=warmup_ms / 1e3,
                                  iters=iters, gpu=gpu, peak=peak, specs_dirs=state(ctx).specs_dirs,
                                  fast_accum=fp8_fast_accum, device_warmup_s=device_warmup)
-    render.show(result, as_json=json, explain=explain)
-    save_after_showing(result, save, plot)
+    save_then_show(result, save, plot, as_json=json, explain=explain)
     if getattr(result, "interrupted", False):
         raise typer.Exit(130)  # the conventional status after Ctrl-C, once the best so far is printed
 
@@ -237,7 +242,6 @@ def bench_allreduce_cmd(
     """
     import os
 
-    from napkin import render
     from napkin.bench.allreduce import Interrupted, bench_allreduce, launched_by_torchrun
     from napkin.units import format_bytes
 
@@ -255,7 +259,6 @@ def bench_allreduce_cmd(
         raise typer.Exit(130) from None
     if result is None:  # not rank 0
         return
-    render.show(result, as_json=json, explain=explain)
-    save_after_showing(result, save)
+    save_then_show(result, save, as_json=json, explain=explain)
     if result.interrupted:
         raise typer.Exit(130)  # the sizes done so far are printed; the status says it was cut short

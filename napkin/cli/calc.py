@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from napkin.cli.context import hardware, state
+from napkin.cli.context import hardware, one_or_all, state
 from napkin.cli.context import model as model_of
 from napkin.cli.context import stack as stack_of
 from napkin.cli.finetune_options import (
@@ -31,9 +31,9 @@ from napkin.cli.options import (
     DTypeOpt,
     Ep,
     Explain,
+    FitReserve,
     Flash,
     GlobalBatch,
-    Gpu,
     GpuOrAll,
     Gpus,
     Hfu,
@@ -48,7 +48,6 @@ from napkin.cli.options import (
     Pp,
     Precision,
     Recompute,
-    Reserve,
     Seq,
     Sp,
     Sparse,
@@ -180,9 +179,9 @@ def max_model_cmd(
     optimizer: Optimizer = "adamw",
     precision: Precision = "bf16-mixed",
     zero: Zero = 3,
-    gpu: Gpu = "h100",
+    gpu: GpuOrAll = "h100",
     memory: Memory = None,
-    reserve: Reserve = 0.0,
+    reserve: FitReserve = None,
     seq: Seq = None,
     batch: Annotated[int | None, opt("--batch", "-b", parser=whole("micro-batch size"), metavar="B", panel=ACTS,
                                      help="Micro-batch size; with --seq, counts activations too.")] = None,
@@ -225,18 +224,29 @@ def max_model_cmd(
         refuse_unused(ctx, ["tp", "pp", "recompute", "flash"], "without --seq, --batch, --like or --aspect (model "
                       "state alone: parameters, gradients and optimizer state, sharded by --zero)",
                       "give --seq and --batch to count activations")
-    result = max_model_question(hardware(ctx, gpu), gpus, optimizer=optimizer, precision=precision, zero=zero,
-                                memory_bytes=memory, reserve_bytes=reserve, seq=seq, batch=batch,
-                                like=model_of(ctx, like) if like is not None else None, aspect=aspect,
-                                recompute=recompute, flash=flash, tp=tp, pp=pp, finetune=tune)
+    family = model_of(ctx, like) if like is not None else None
+    result = one_or_all(ctx, gpu, "max-model", lambda hw: max_model_question(
+        hw, gpus, optimizer=optimizer, precision=precision, zero=zero, memory_bytes=memory, reserve_bytes=reserve,
+        seq=seq, batch=batch, like=family, aspect=aspect, recompute=recompute, flash=flash, tp=tp, pp=pp,
+        finetune=tune))
     render.show(result, as_json=json, explain=explain)
-    exit_if_does_not_fit(check, result.fits)
+    exit_if_does_not_fit(check, _fits(result))
+
+
+def _fits(result: Any) -> bool:
+    """A result's answer to --check; across every GPU, whether any one fits."""
+    rows = getattr(result, "rows", None)
+    if rows is not None:
+        return any(row.result is not None and row.result.fits for row in rows)
+    return bool(result.fits)
 
 
 @app.command("budget")
 def budget_cmd(
     ctx: typer.Context,
-    gpus: Gpus,
+    gpus: Annotated[int | None, opt("--gpus", "-g", parser=whole("GPU count"), metavar="G",
+                                    help="Number of GPUs (with --flops it may be left out: N, D and the GPU-hours "
+                                         "need no count; the days do).")] = None,
     days: Annotated[float | None, opt("--days", parser=days_of("wall-clock time"), metavar="T",
                                       help="Wall-clock time: days (7), or with a unit: 36h, 2w, 90min, 3600s.")
                     ] = None,
@@ -244,7 +254,7 @@ def budget_cmd(
                                        help="The compute budget C, in place of --days: how long it takes.")] = None,
     price: Annotated[float | None, opt("--price-per-gpu-hour", parser=number("price per GPU-hour"), metavar="$",
                                        help="Price of one GPU-hour, to print the cost.")] = None,
-    gpu: Gpu = "h100",
+    gpu: GpuOrAll = "h100",
     dtype: DTypeOpt = "bf16",
     mfu: Mfu = None,
     sparse: Sparse = False,
@@ -275,7 +285,7 @@ def budget_cmd(
             refuse_unused(ctx, ["recompute"], "without --model or --hfu (recomputation spends hardware FLOPs; an "
                           "--mfu budget counts model FLOPs)", "give --hfu, or --model")
     spec = model_of(ctx, model) if model is not None else None
-    result = budget(hardware(ctx, gpu), gpus, days, flops=flops, price_per_gpu_hour=price, causal=causal, dtype=dtype,
-                    mfu=mfu, sparse=sparse, tokens_per_param=tokens_per_param, model=spec, seq=seq,
-                    recompute=recompute, hfu=hfu)  # type: ignore[arg-type]
+    result = one_or_all(ctx, gpu, "budget", lambda hw: budget(
+        hw, gpus, days, flops=flops, price_per_gpu_hour=price, causal=causal, dtype=dtype, mfu=mfu, sparse=sparse,
+        tokens_per_param=tokens_per_param, model=spec, seq=seq, recompute=recompute, hfu=hfu))  # type: ignore[arg-type]
     render.show(result, as_json=json, explain=explain)

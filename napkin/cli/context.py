@@ -45,6 +45,17 @@ def stack(ctx: typer.Context, name: str | None):  # -> StackSpec | None
     return get_stack(name, state(ctx).specs_dirs)
 
 
+def one_or_all(ctx: typer.Context, gpu: str, command: str, ask: Any) -> Any:
+    """``ask(hardware)`` of the --gpu named, or with --gpu all of every catalog GPU (an AcrossGpusResult, one row
+    each; a GPU that cannot answer gets its reason)."""
+    if gpu.strip().lower() != "all":
+        return ask(hardware(ctx, gpu))
+    from napkin.accounting.across_gpus import across_gpus
+    from napkin.specs.catalog import hardware_catalog
+
+    return across_gpus(command, list(hardware_catalog(state(ctx).specs_dirs)), ask)
+
+
 def shape_given(ctx: Any) -> dict[str, Any]:
     """The shape options given on the command line (field name → value)."""
     meta = getattr(ctx, "meta", None)
@@ -71,7 +82,8 @@ def model(ctx: typer.Context, name: str | None):  # -> TransformerSpec | LinearS
             from napkin.specs.hub import spec_from_hub
 
             base = spec_from_hub(name, offline=bool(getattr(ctx, "meta", {}).get(_OFFLINE)),
-                                 catalog_names=lambda: model_catalog(state(ctx).specs_dirs).names())
+                                 catalog_names=lambda: model_catalog(state(ctx).specs_dirs).names(),
+                                 contacting=_contacting(name))
         else:
             from napkin.specs.catalog import get_model
 
@@ -88,6 +100,31 @@ def model(ctx: typer.Context, name: str | None):  # -> TransformerSpec | LinearS
         raise InputError("--layers and --vocab do not change a roofline (it places one layer's operations); leave "
                          "them out")
     return transformer_from_shape(base, **shape)
+
+
+def _contacting(name: str) -> Any:
+    """What to say on a terminal just before the Hub is contacted (a fetch can take seconds; silence looks hung)."""
+
+    def say(endpoint: str) -> None:
+        import sys
+
+        from napkin.specs.hub import shown
+        from napkin.specs.hub_fetch import timeout_s
+
+        if sys.stderr.isatty():
+            typer.echo(f"napkin: contacting the Hub ({shown(endpoint)}) for {shown(name)}'s config.json… (at most "
+                       f"{timeout_s():g} s; --offline reads the cache only)", err=True)
+
+    return say
+
+
+def hub_offline(ctx: typer.Context, name: str, offline: bool) -> None:
+    """A command's own --offline (models show): a Hub id is read from the cache only; any other name refuses it."""
+    if offline:
+        if _not_hub(name):
+            raise typer.BadParameter("--offline reads a Hub id's config.json from the cache; it needs a Hub id "
+                                     "org/name[@revision]", param_hint="'--offline'")
+        ctx.meta[_OFFLINE] = True
 
 
 def _not_hub(model: Any) -> bool:
@@ -121,6 +158,8 @@ def _say_seq_default(ctx: Any, spec: Any) -> None:
     context. Said on stderr before anything else is printed, when the command has a --seq left out."""
     params = getattr(ctx, "params", {}) or {}
     if "seq" not in params or params.get("seq") is not None:
+        return
+    if getattr(getattr(ctx, "command", None), "name", None) == "validate":  # its --seq defaults to 128, not this
         return
     if getattr(spec, "kind", None) != "transformer" or spec.train_seq is not None or "config.json" not in \
             str(getattr(spec, "display_name", "")):

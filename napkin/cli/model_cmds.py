@@ -63,15 +63,25 @@ def models_list(ctx: typer.Context, json: Json = False) -> None:
 def models_show(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", show_default=False,
-                                        help="Catalog name or alias (llama3-8b, gpt2), or a config.json / YAML path.")],
+                                        help="Catalog name or alias (llama3-8b, gpt2), a config.json / YAML path, "
+                                             "or a Hugging Face Hub id org/name[@revision] (its config.json only, "
+                                             "cached; at most NAPKIN_HUB_TIMEOUT s, default 30).")],
+    offline: Annotated[bool, opt("--offline", help="Hub ids: read config.json from the Hub cache only, never the "
+                                                   "network (also HF_HUB_OFFLINE=1).")] = False,
     json: Json = False,
     explain: Explain = False,
 ) -> None:
-    """One model's shape and its parameters per component: total, active (MoE), non-embedding."""
+    """One model's shape and its parameters per component: total, active (MoE), non-embedding.
+
+    NAME may be a Hub id (meta-llama/Llama-3.2-1B): napkin fetches its config.json only, once, into the Hub cache.
+    """
     from napkin import render
     from napkin.accounting.catalog_query import show_model
+    from napkin.cli.context import hub_offline
 
-    render.show(show_model(name, state(ctx).specs_dirs), as_json=json, explain=explain)
+    hub_offline(ctx, name, offline)
+    spec = model_of(ctx, name)  # as --model reads it: a Hub id with --offline and the terminal's notice
+    render.show(show_model(name, state(ctx).specs_dirs, spec=spec), as_json=json, explain=explain)
 
 
 @app.command("flops")

@@ -38,6 +38,20 @@ def whole(what: str) -> Callable[[str], int]:
     return _parser(units.parse_positive_int, what)
 
 
+def length(what: str) -> Callable[[str], int]:
+    """Lengths in tokens (a sequence, a prompt, a context, a chunk): k/K/Ki = 1024, as context lengths are said
+    (8k = 8192, 128K = 131072); the outputs show the number it resolved to (s=8192, 32,768 tokens)."""
+    return _parser(units.parse_length, what)
+
+
+LENGTH_HELP = f" Suffixes: {units.LENGTH_RULE} (lengths are powers of two by convention; counts stay decimal)."
+
+
+def flop_rate(what: str) -> Callable[[str], float]:
+    """Compute rates: 989.5TFLOP/s, 200GFLOP/s, 989TFLOPS, 989.5T, or a bare number of FLOP/s (9.895e14)."""
+    return _parser(units.parse_flop_rate, what)
+
+
 def number(what: str) -> Callable[[str], float]:
     """Plain numbers (same grammar as counts)."""
     return _parser(units.parse_count, what)
@@ -84,9 +98,9 @@ MODEL_HELP = ("Catalog model (`napkin models list`), a Hugging Face config.json,
               "org/name[@revision] (its config.json only).")
 
 ModelOpt = Annotated[str, opt("--model", "-m", metavar="NAME|FILE", panel=MODEL, help=MODEL_HELP)]
-Seq = Annotated[int | None, opt("--seq", "-s", parser=whole("sequence length"), metavar="S", panel=MODEL,
+Seq = Annotated[int | None, opt("--seq", "-s", parser=length("sequence length"), metavar="S", panel=MODEL,
                                 help="Sequence length in tokens; attention grows with it. Default: the model's "
-                                     "pre-training length (its spec's train_seq), else its max context.")]
+                                     "pre-training length (its spec's train_seq), else its max context." + LENGTH_HELP)]
 Recompute = Annotated[str, opt("--recompute", metavar="none|selective|full", panel=MODEL,
                                help="Activation recomputation (Korthikanti et al. 2022 §4): selective redoes the "
                                     "attention core, full each layer's forward from its input.")]
@@ -97,10 +111,17 @@ Precision = Annotated[str, opt("--precision", metavar="NAME", panel=MEMORY, help
 Zero = Annotated[int, opt("--zero", min=0, max=3, metavar="0-3", panel=MEMORY,
                           help="ZeRO stage over the data-parallel ranks: 1 shards optimizer state, 2 also "
                                "gradients, 3 (= FSDP) also parameters.")]
+def _bare_number(text: Any) -> bool:
+    """Whether a flag's text is a plain number with no unit (5e-324 is one: its 'e' is an exponent, not a unit)."""
+    import re
+
+    return isinstance(text, str) and re.fullmatch(r"\s*[+-]?(\d[\d_]*\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", text) is not None
+
+
 def _memory_size(text: str) -> float:
     """A GPU's memory: a unit is required below 1 MB, where a bare number is surely GB meant as bytes."""
     value = nbytes("memory per GPU")(text)
-    if isinstance(text, str) and value < 1e6 and not any(c.isalpha() for c in text):
+    if _bare_number(text) and value < 1e6:
         raise typer.BadParameter(f"{text} bytes of GPU memory is surely not meant; give a unit, e.g. {text}GB or "
                                  f"{text}GiB")
     return value
@@ -108,6 +129,10 @@ def _memory_size(text: str) -> float:
 
 Memory = Annotated[float | None, opt("--memory", parser=_memory_size, metavar="BYTES", panel=MEMORY,
                                      help="Memory per GPU in place of the datasheet's (80GB, 80GiB).")]
+FitReserve = Annotated[float | None, opt("--reserve", parser=nbytes("reserve"), metavar="BYTES", panel=MEMORY,
+                                         help="Memory per GPU held back from the fit: CUDA context, NCCL buffers, "
+                                              "allocator fragmentation. Default 2GB (see README); 0 for the "
+                                              "datasheet's nominal memory.")]
 Reserve = Annotated[float, opt("--reserve", parser=nbytes("reserve"), metavar="BYTES", panel=MEMORY,
                                help="Memory per GPU held back (CUDA context, fragmentation), e.g. 2GiB.")]
 
@@ -152,7 +177,7 @@ def bandwidth(what: str) -> Callable[[str], float]:
     def parse_rate(text: str) -> float:
         value = parse(text)
         # A bare number under 1 MB/s is surely GB/s meant as bytes/s (as --memory refuses 80 for 80GB).
-        if isinstance(text, str) and value < 1e6 and not any(c.isalpha() for c in text):
+        if _bare_number(text) and value < 1e6:
             raise typer.BadParameter(f"{text} bytes/s for the {what} is surely not meant; give a unit, e.g. "
                                      f"{text}GB/s (bytes) or {text}Gb/s (bits)")
         return value
@@ -212,11 +237,32 @@ InterBandwidth = Annotated[float | None, opt("--inter-node-bandwidth", parser=ba
 
 # The layout flags of step-time, train-time and plan (one definition each).
 Vp = Annotated[int, opt("--vp", parser=whole("interleaved chunks per stage"), metavar="V", panel=PARALLEL,
-                        help="Interleaved 1F1B: model chunks per pipeline stage (pp·vp must divide the layers).")]
+                        help="Interleaved 1F1B: model chunks per pipeline stage (any layer count: uneven chunks "
+                             "split as torchtitan does, or with --first/--last-stage-layers as Megatron-LM does).")]
 Cp = Annotated[int, opt("--cp", parser=whole("context-parallel degree"), metavar="C", panel=PARALLEL,
                         help="Context parallelism: each sequence split over C ranks (ring attention).")]
 Ep = Annotated[int, opt("--ep", parser=whole("expert-parallel degree"), metavar="E", panel=PARALLEL,
-                        help="Expert parallelism: routed experts split over E ranks inside the data-parallel group.")]
+                        help="Expert parallelism: routed experts split over E of the TP×CP×DP ranks (Megatron-core "
+                             "MoE; with --etp).")]
+Etp = Annotated[int | None, opt("--etp", parser=whole("expert tensor-parallel degree"), metavar="T", panel=PARALLEL,
+                               help="Expert tensor parallelism (Megatron --expert-tensor-parallel-size; default: "
+                                    "--tp). Experts fold TP×CP×DP as ETP×EP×EDP.")]
+DpShard = Annotated[int | None, opt("--dp-shard", parser=whole("HSDP shard degree"), metavar="S", panel=PARALLEL,
+                                    help="HSDP: data-parallel ranks that shard (with --zero); DP / S replicas. "
+                                         "ZeRO/FSDP shard over DP×CP by default.")]
+FirstStage = Annotated[int | None, opt("--first-stage-layers", parser=whole("first-stage layers"), metavar="N",
+                                       panel=PARALLEL, help="Layers on the first pipeline stage (Megatron "
+                                       "--decoder-first-pipeline-num-layers); the others share the rest evenly.")]
+LastStage = Annotated[int | None, opt("--last-stage-layers", parser=whole("last-stage layers"), metavar="N",
+                                      panel=PARALLEL, help="Layers on the last pipeline stage (Megatron "
+                                      "--decoder-last-pipeline-num-layers).")]
+EmbeddingInSplit = Annotated[bool, opt("--embedding-in-split", panel=PARALLEL, help="Count the embedding as a layer "
+                                       "of the first stage (Megatron --account-for-embedding-in-pipeline-split).")]
+LossInSplit = Annotated[bool, opt("--loss-in-split", panel=PARALLEL, help="Count the loss as a layer of the last "
+                                  "stage (Megatron --account-for-loss-in-pipeline-split).")]
+OffloadLayers = Annotated[int, opt("--offload-layers", min=0, metavar="N", panel=PARALLEL,
+                                   help="Layers per stage whose saved activations go to host memory (Megatron "
+                                        "--cpu-offloading-num-layers): host memory and PCIe/C2C traffic.")]
 Sp = Annotated[bool, opt("--sp", panel=PARALLEL, help="Megatron sequence parallelism: split norms and "
                          "block inputs over the TP ranks too.")]
 MicroBatch = Annotated[int, opt("--micro-batch", "-b", parser=whole("micro-batch size"), metavar="b", panel=PARALLEL,

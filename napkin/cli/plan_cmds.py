@@ -6,13 +6,15 @@ from typing import Annotated
 
 import typer
 
-from napkin.cli.context import hardware
+from napkin.cli.context import hardware, one_or_all
 from napkin.cli.context import model as model_of
 from napkin.cli.context import stack as stack_of
 from napkin.cli.options import (
+    LENGTH_HELP,
     Calibration,
     Explain,
-    Gpu,
+    FitReserve,
+    GpuOrAll,
     InterBandwidth,
     IntraBandwidth,
     Json,
@@ -21,6 +23,7 @@ from napkin.cli.options import (
     Precision,
     StackOpt,
     count,
+    length,
     opt,
     whole,
 )
@@ -40,6 +43,8 @@ def _fix(text: str) -> dict[str, int | str]:
             raise typer.BadParameter(f"'{part}' is not NAME=VALUE; e.g. --fix tp=8,pp=4")
         k, v = (x.strip() for x in part.split("=", 1))
         k = k.replace("-", "_")
+        if k in out:  # tp=8,tp=1 took the last silently
+            raise typer.BadParameter(f"{k} is fixed twice ({k}={out[k]}, {k}={v}); give it once")
         if k == "recompute":
             out[k] = v
         else:
@@ -56,11 +61,11 @@ def plan_cmd(
     model: ModelOpt,
     global_batch: Annotated[int, opt("--global-batch", "-B", parser=whole("global batch"), metavar="B",
                                      help="Sequences per optimizer step over all GPUs.")],
-    seq: Annotated[int, opt("--seq", "-s", parser=whole("sequence length"), metavar="S",
-                            help="Sequence length in tokens.")],
+    seq: Annotated[int, opt("--seq", "-s", parser=length("sequence length"), metavar="S",
+                            help="Sequence length in tokens." + LENGTH_HELP)],
     gpus: Annotated[int | None, opt("--gpus", "-g", parser=whole("GPU count"), metavar="G",
                                     help="GPUs to lay out (leave out with --days to find the fewest).")] = None,
-    gpu: Gpu = "h100",
+    gpu: GpuOrAll = "h100",
     tokens: Annotated[float | None, opt("--tokens", "-D", parser=count("token count"), metavar="D",
                                         help="Training tokens: days and GPU-hours at the winner's step.")] = None,
     days: Annotated[float | None, opt("--days", parser=days_of("days"), metavar="X",
@@ -78,6 +83,7 @@ def plan_cmd(
     inter_node_bandwidth: InterBandwidth = None,
     calibration: Calibration = None,
     stack: StackOpt = None,
+    reserve: FitReserve = None,
     json: Json = False,
     explain: Explain = False,
 ) -> None:
@@ -91,19 +97,24 @@ def plan_cmd(
     from napkin import render
     from napkin.accounting.plan import plan
 
-    spec, hw = model_of(ctx, model), hardware(ctx, gpu)
+    spec = model_of(ctx, model)
     kw = dict(global_batch=global_batch, seq=seq, gpus=gpus, tokens=tokens, days=days, precision=precision, top=top,
               max_tp=max_tp, fix=_fix(fix) if fix else None, node_size=node_size,
               intra_node_bandwidth=intra_node_bandwidth, inter_node_bandwidth=inter_node_bandwidth,
-              calibration=calibration, stack=stack_of(ctx, stack))
+              calibration=calibration, reserve_bytes=reserve, stack=stack_of(ctx, stack))
     con = None if json else render.console()
-    if con is None or not con.is_terminal:  # a bar only where someone watches (rich.progress costs ~10 ms to load)
-        result = plan(spec, hw, **kw)
+    if gpu.strip().lower() == "all":  # one plan per catalog GPU, one row each
+        result = one_or_all(ctx, gpu, "plan", lambda hw: plan(spec, hw, **kw))
+    elif con is None or not con.is_terminal:  # a bar only where someone watches (rich.progress: ~10 ms to load)
+        result = plan(spec, hardware(ctx, gpu), **kw)
     else:
         from rich.progress import Progress
 
         with Progress(transient=True, console=con) as bar:
             task = bar.add_task("searching layouts", total=None)
-            result = plan(spec, hw, progress=lambda n, total: bar.update(task, completed=n, total=total),
+            result = plan(spec, hardware(ctx, gpu),
+                          progress=lambda n, total: bar.update(task, completed=n, total=total),
                           **kw)
     render.show(result, as_json=json, explain=explain)
+    if getattr(result, "interrupted", False):  # a plan (not the --gpu all table) stopped by Ctrl-C
+        raise typer.Exit(130)  # the conventional status after Ctrl-C, once the best so far is printed

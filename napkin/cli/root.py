@@ -36,18 +36,27 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def _quiet_closed_pipe() -> None:
+def _quiet_closed_pipe(code: int = 0) -> None:
     """The reader went away (`napkin hardware list | head -1`): end quietly, no traceback, no 'Exception ignored'.
 
     Python's own advice (docs, signal module, "Note on SIGPIPE"): point stdout at devnull so the flush at exit
-    has nowhere to fail, then exit 1.
+    has nowhere to fail. The status is 0, as head-friendly tools end: whether napkin wrote its last line before
+    `head` left is a race, and 1 (or 141) on one side of it would make `set -o pipefail` scripts fail at random;
+    the reader took what it wanted. A stdout that failed otherwise (a full disk) passes 1.
     """
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, AttributeError):  # no real file descriptor (embedded, captured): nothing to flush
         pass
-    sys.exit(1)
+    sys.exit(code)
+
+
+def _end_if_reader_left(e: OSError) -> None:
+    import errno
+
+    if e.errno == errno.EPIPE:
+        _quiet_closed_pipe()
 
 
 def _os_error(e: OSError) -> None:
@@ -56,6 +65,8 @@ def _os_error(e: OSError) -> None:
     fail again ('Exception ignored ...')."""
     import errno
 
+    if e.errno == errno.EPIPE and e.filename is None:  # a closed pipe that came as a plain OSError
+        _quiet_closed_pipe()
     reason = e.strerror or str(e) or type(e).__name__
     if e.filename is not None:
         _fail(f"{e.filename}: {reason}", 1)
@@ -64,7 +75,7 @@ def _os_error(e: OSError) -> None:
         typer.echo(f"napkin: error: {'cannot write the output: ' if lost else ''}{reason}", err=True)
     except (OSError, ValueError):  # stderr is gone too: the exit status is all that is left
         pass
-    _quiet_closed_pipe()
+    _quiet_closed_pipe(1)
 
 
 def given(ctx: Any, *names: str) -> list[str]:
@@ -145,6 +156,22 @@ class NapkinGroup(TyperGroup):
         context.add_shape_options(self)  # --layers/--d-model/--heads/... beside every --model
         _flags_without_placeholder(self)
 
+    # A reader that left is ended here, while parsing (--help) or running: click's own main would exit 1 on EPIPE,
+    # and whether it comes at all is a race with `head` (see _quiet_closed_pipe).
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except OSError as e:
+            _end_if_reader_left(e)
+            raise
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            _end_if_reader_left(e)
+            raise
+
     def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)
         for param in params:  # typer adds --install-completion / --show-completion after __init__
@@ -178,6 +205,10 @@ class NapkinGroup(TyperGroup):
             _quiet_closed_pipe()
         except OSError as e:
             _os_error(e)
+        except SystemExit as e:  # rich's Console.on_broken_pipe exits 1 itself (tables, typer's --help)
+            if e.code == 1 and isinstance(e.__context__, BrokenPipeError):
+                _quiet_closed_pipe()
+            raise
         if not standalone_mode:
             return rv
         try:

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from napkin import units
-from napkin.cli.context import hardware
+from napkin.cli.context import hardware, one_or_all
 from napkin.cli.context import model as model_of
 from napkin.cli.options import (
+    LENGTH_HELP,
     Check,
     Explain,
-    Gpu,
     GpuOrAll,
     Json,
     Memory,
@@ -22,6 +22,7 @@ from napkin.cli.options import (
     bandwidth,
     duration,
     exit_if_does_not_fit,
+    length,
     number,
     opt,
     whole,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # annotations only: the command imports what it runs when it 
     from napkin.specs.hardware import HardwareSpec
 
 WORKLOAD = "Workload"
+DEFAULT_PREFILL_CHUNK = 8192  # napkin.accounting.inference.DEFAULT_PREFILL_CHUNK (not imported: startup stays lean)
 PRECISION = "Precision and efficiency"
 PARALLEL = "Tensor parallelism"
 LIMITS = "Memory"
@@ -56,15 +58,18 @@ def _seconds(text: Any) -> Any:
 
 Batch = Annotated[int, opt("--batch", "-b", parser=whole("batch size"), metavar="B", panel=WORKLOAD,
                            help="Sequences decoded together.")]
-Prompt = Annotated[int, opt("--prompt", "-p", parser=whole("prompt length"), metavar="P", panel=WORKLOAD,
-                            help="Prompt tokens per sequence (prefilled at once).")]
-Generate = Annotated[int, opt("--generate", "-n", parser=whole("tokens to generate"), metavar="G", panel=WORKLOAD,
-                              help="Tokens generated per sequence (the prefill emits the first).")]
-WeightsDType = Annotated[str, opt("--weights-dtype", metavar="DTYPE", panel=PRECISION,
-                                  help="bf16, fp16, fp32, fp8 (W8A8: fp8 matmuls where the GPU has them, else "
-                                       "bf16), fp4, int8 or int4 (weight-only: bf16 matmuls).")]
-KVDType = Annotated[str, opt("--kv-dtype", metavar="DTYPE", panel=PRECISION,
-                             help="KV cache dtype: bf16, fp16, fp32, fp8, int8.")]
+Prompt = Annotated[int, opt("--prompt", "-p", parser=length("prompt length"), metavar="P", panel=WORKLOAD,
+                            help="Prompt tokens per sequence." + LENGTH_HELP)]
+Generate = Annotated[int, opt("--generate", "-n", parser=length("tokens to generate"), metavar="G", panel=WORKLOAD,
+                              help="Tokens generated per sequence (the prefill emits the first)." + LENGTH_HELP)]
+WeightsDType = Annotated[str | None, opt("--weights-dtype", metavar="DTYPE", panel=PRECISION,
+                                         help="bf16, fp16, fp32, fp8 (W8A8: fp8 matmuls where the GPU has them, else "
+                                              "bf16), fp4, int8 or int4 (weight-only: bf16 matmuls; embedding, head "
+                                              "and norms stay 16-bit, as GPTQ/AWQ keep them). Default: bf16, fp16 "
+                                              "on a GPU without bf16 (V100).")]
+KVDType = Annotated[str | None, opt("--kv-dtype", metavar="DTYPE", panel=PRECISION,
+                                    help="KV cache dtype: bf16, fp16, fp32, fp8, int8. Default: bf16, fp16 on a GPU "
+                                         "without bf16 (V100).")]
 ComputeDType = Annotated[str | None, opt("--compute-dtype", metavar="DTYPE", panel=PRECISION,
                                          help="Matmul dtype whose dense peak is used (default: from the weights).")]
 Mfu = Annotated[float, opt("--mfu", parser=number("MFU"), metavar="F", panel=PRECISION,
@@ -82,8 +87,17 @@ Link = Annotated[float | None, opt("--link-bandwidth", parser=bandwidth("link ba
 Latency = Annotated[float, opt("--allreduce-latency", parser=_seconds, metavar="TIME",
                                panel=PARALLEL, help="Fixed cost of one all-reduce: 10us (or 10µs), 5ms, or a bare "
                                                     "number of seconds (default 0: bandwidth term only).")]
-Chunk = Annotated[int | None, opt("--prefill-chunk", parser=whole("prefill chunk"), metavar="TOKENS", panel=LIMITS,
-                                  help="Tokens per prefill pass (chunked prefill); default: the whole batch at once.")]
+def _chunk(text: Any) -> Any:
+    """--prefill-chunk: a length in tokens, or 'none' for the whole batch in one pass (returned as 0, which a length
+    cannot be)."""
+    if isinstance(text, str) and text.strip().lower() in ("none", "off"):
+        return 0
+    return length("prefill chunk")(text)
+
+
+Chunk = Annotated[int, opt("--prefill-chunk", parser=_chunk, metavar="TOKENS|none", panel=LIMITS,
+                           help="Tokens per prefill pass (chunked prefill, as vLLM and SGLang do by default with "
+                                "8192); 'none' prefills the whole batch at once." + LENGTH_HELP)]
 AllowLonger = Annotated[bool, opt("--allow-longer", panel=WORKLOAD,
                                   help="Allow prompt + generate beyond the model's maximum context.")]
 
@@ -98,14 +112,14 @@ def inference_cmd(
     generate: Generate = 256,
     gpu: GpuOrAll = "h100",
     gpus: TpGpus = 1,
-    weights_dtype: WeightsDType = "bf16",
-    kv_dtype: KVDType = "bf16",
+    weights_dtype: WeightsDType = None,
+    kv_dtype: KVDType = None,
     compute_dtype: ComputeDType = None,
     mfu: Mfu = 1.0,
     mbu: Mbu = 1.0,
     link_bandwidth: Link = None,
     allreduce_latency: Latency = 0.0,
-    prefill_chunk: Chunk = None,
+    prefill_chunk: Chunk = DEFAULT_PREFILL_CHUNK,
     memory: Memory = None,
     reserve: Reserve = 0.0,
     allow_longer: AllowLonger = False,
@@ -126,7 +140,7 @@ def inference_cmd(
 
     spec = model_of(ctx, model)
     serving = ServingSetup(batch=batch, prompt=prompt, generate=generate, weights_dtype=weights_dtype,
-                           kv_dtype=kv_dtype, compute_dtype=compute_dtype, prefill_chunk=prefill_chunk, mfu=mfu,
+                           kv_dtype=kv_dtype, compute_dtype=compute_dtype, prefill_chunk=prefill_chunk or None, mfu=mfu,
                            mbu=mbu)
 
     def ask(hw: HardwareSpec) -> InferenceResult:
@@ -152,17 +166,18 @@ def inference_cmd(
 @app.command("roofline")
 def roofline_cmd(
     ctx: typer.Context,
-    gpu: Gpu = "h100",
-    dtype: Annotated[str, opt("--dtype", metavar="DTYPE", help="Matmul dtype whose dense peak is the roof.")] = "bf16",
+    gpu: GpuOrAll = "h100",
+    dtype: Annotated[str | None, opt("--dtype", metavar="DTYPE", help="Matmul dtype whose dense peak is the roof "
+                                     "(default: bf16, fp16 on a GPU without bf16).")] = None,
     model: Annotated[str | None, opt("--model", "-m", metavar="NAME|FILE", help="Place one layer's operations of "
                                      "this model on the roofline.")] = None,
     batch: Annotated[int, opt("--batch", "-b", parser=whole("batch size"), metavar="B", help="Sequences.")] = 1,
-    prompt: Annotated[int, opt("--prompt", "-p", parser=whole("prompt length"), metavar="P",
-                               help="Prompt tokens per sequence (prefill).")] = 1024,
-    context: Annotated[int, opt("--context", "-c", parser=whole("context"), metavar="C",
-                                help="Positions in the KV cache at the decode step.")] = 1024,
-    weights_dtype: WeightsDType = "bf16",
-    kv_dtype: KVDType = "bf16",
+    prompt: Annotated[int, opt("--prompt", "-p", parser=length("prompt length"), metavar="P",
+                               help="Prompt tokens per sequence (prefill)." + LENGTH_HELP)] = 1024,
+    context: Annotated[int, opt("--context", "-c", parser=length("context"), metavar="C",
+                                help="Positions in the KV cache at the decode step." + LENGTH_HELP)] = 1024,
+    weights_dtype: WeightsDType = None,
+    kv_dtype: KVDType = None,
     plot: Plot = None,
     json: Json = False,
     explain: Explain = False,
@@ -174,8 +189,11 @@ def roofline_cmd(
     if not model:
         refuse_unused(ctx, ["batch", "prompt", "context", "weights_dtype", "kv_dtype"], "without --model (they size "
                       "a model's operations; the roofline alone is the GPU's)", "give --model")
-    result = roofline(hardware(ctx, gpu), dtype, model_of(ctx, model) if model else None, batch=batch, prompt=prompt,
-                      context=context, weights_dtype=weights_dtype, kv_dtype=kv_dtype)
+    spec = model_of(ctx, model) if model else None
+    result = one_or_all(ctx, gpu, "roofline", lambda hw: roofline(
+        hw, dtype, spec, batch=batch, prompt=prompt, context=context, weights_dtype=weights_dtype, kv_dtype=kv_dtype))
+    if plot and getattr(result, "rows", None) is not None:
+        raise InputError("--plot draws one GPU's roofline; name one with --gpu (not all)")
     if plot:
         from napkin.render.serve import plot_roofline
 

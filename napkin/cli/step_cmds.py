@@ -12,8 +12,13 @@ from napkin.cli.context import stack as stack_of
 from napkin.cli.options import (
     Calibration,
     Cp,
+    DpShard,
+    EmbeddingInSplit,
     Ep,
+    Etp,
     Explain,
+    FirstStage,
+    FitReserve,
     Flash,
     GlobalBatch,
     GpuOrAll,
@@ -21,9 +26,12 @@ from napkin.cli.options import (
     InterBandwidth,
     IntraBandwidth,
     Json,
+    LastStage,
+    LossInSplit,
     MicroBatch,
     ModelOpt,
     NodeSize,
+    OffloadLayers,
     OverlapGrad,
     Pp,
     Precision,
@@ -54,6 +62,13 @@ def step_time_cmd(
     vp: Vp = 1,
     cp: Cp = 1,
     ep: Ep = 1,
+    etp: Etp = None,
+    dp_shard: DpShard = None,
+    first_stage_layers: FirstStage = None,
+    last_stage_layers: LastStage = None,
+    embedding_in_split: EmbeddingInSplit = False,
+    loss_in_split: LossInSplit = False,
+    offload_layers: OffloadLayers = 0,
     micro_batch: MicroBatch = 1,
     global_batch: GlobalBatch = None,
     seq: Seq = None,
@@ -68,6 +83,7 @@ def step_time_cmd(
     intra_node_bandwidth: IntraBandwidth = None,
     inter_node_bandwidth: InterBandwidth = None,
     calibration: Calibration = None,
+    reserve: FitReserve = None,
     json: Json = False,
     explain: Explain = False,
 ) -> None:
@@ -87,12 +103,16 @@ def step_time_cmd(
     stk = stack_of(ctx, stack)
 
     def ask(hw: HardwareSpec) -> StepTimeResult:
-        return step_time(spec, hw, gpus=gpus, tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, sp=sp, zero=zero,
+        return step_time(spec, hw, gpus=gpus, tp=tp, pp=pp, vp=vp, cp=cp, ep=ep, sp=sp, zero=zero, etp=etp,
+                         dp_shard=dp_shard, first_stage_layers=first_stage_layers,
+                         last_stage_layers=last_stage_layers, embedding_in_split=embedding_in_split,
+                         loss_in_split=loss_in_split, offload_layers=offload_layers,
                          micro_batch=micro_batch, global_batch=global_batch, seq=seq,
                          recompute=recompute,  # type: ignore[arg-type]  # a str: step_time refuses a bad one
                          precision=precision, flash=flash, overlap_grad_reduce=overlap_grad_reduce,
                          node_size=node_size, intra_node_bandwidth=intra_node_bandwidth,
-                         inter_node_bandwidth=inter_node_bandwidth, stack=stk, calibration=calibration)
+                         inter_node_bandwidth=inter_node_bandwidth, stack=stk, calibration=calibration,
+                         reserve_bytes=reserve)
 
     result: AcrossGpusResult | StepTimeResult
     if gpu.strip().lower() == "all":

@@ -13,7 +13,7 @@ from napkin.cli.bench_cmds import MEASURE, PEAK, Device, ProgressBar
 from napkin.cli.context import model as resolve_model
 from napkin.cli.context import state
 from napkin.cli.finetune_options import Finetune, LoraEmbeddings, LoraRank, LoraTargets
-from napkin.cli.options import MODEL, Explain, Json, count, number, opt, whole
+from napkin.cli.options import LENGTH_HELP, MODEL, Explain, Json, flop_rate, length, number, opt, whole
 from napkin.cli.root import app
 
 
@@ -27,9 +27,9 @@ def validate_cmd(
     batch: Annotated[int | None, opt("--batch", "-b", parser=whole("batch"), metavar="B", panel=MODEL,
                                      help="Micro-batch of that model (default: 4 sequences; 2 for a linear "
                                           "net).")] = None,
-    seq: Annotated[int | None, opt("--seq", "-s", parser=whole("sequence length"), metavar="S", panel=MODEL,
+    seq: Annotated[int | None, opt("--seq", "-s", parser=length("sequence length"), metavar="S", panel=MODEL,
                                    help="Sequence length (default: 128, or the model's max context if "
-                                        "shorter).")] = None,
+                                        "shorter)." + LENGTH_HELP)] = None,
     cruncher: Annotated[bool, opt("--cruncher/--no-cruncher", panel=MODEL,
                                   help="Also run CS336 lecture 2's Cruncher (deep linear net, D=4, L=2).")] = True,
     cruncher_batch: Annotated[int, opt("--cruncher-batch", parser=whole("batch"), metavar="B", panel=MODEL,
@@ -46,8 +46,9 @@ def validate_cmd(
     gpu: Annotated[str | None, opt("--gpu", metavar="NAME", panel=PEAK,
                                    help="Catalog entry whose dense fp32 peak MFU is measured against, in place of "
                                         "the detected device.")] = None,
-    peak: Annotated[float | None, opt("--peak", parser=count("peak FLOP/s"), metavar="FLOP/S", panel=PEAK,
-                                      help="Dense fp32 peak FLOP/s for MFU (needed on a CPU).")] = None,
+    peak: Annotated[float | None, opt("--peak", parser=flop_rate("peak FLOP/s"), metavar="RATE", panel=PEAK,
+                                      help="Dense fp32 peak FLOP/s for MFU (needed on a CPU): 67TFLOP/s, "
+                                           "200GFLOP/s or 6.7e13.")] = None,
     json: Json = False,
     explain: Explain = False,
 ) -> None:

@@ -182,7 +182,7 @@ def show(result: Result, *, as_json: bool = False, explain: bool = False) -> Non
     if explain:
         out.print(explain_table(result.steps))
     for note in result.notes:
-        out.print(f"[dim]note: {note}[/dim]")
+        out.print(f"[dim]note: {safe(note)}[/dim]")
     if not explain and result.steps:
         out.print("[dim](--explain shows the derivation)[/dim]")
 
@@ -314,6 +314,18 @@ def fmt(value: float | None, unit: str) -> str:
     if unit in ("", "ratio", "fraction"):
         return f"{value:.4g}"
     return f"{value:.6g} {unit}"
+
+
+_CONTROL = {c: None for c in range(32) if c not in (9, 10)} | {127: None} | {c: None for c in range(0x80, 0xA0)}
+
+
+def safe(text: Any) -> str:
+    """Text from a file (a spec's name, notes, sources; a config.json's architectures) printed as itself: rich
+    markup escaped (``[/x]`` raised MarkupError) and control characters dropped (ESC sequences from a config
+    cleared the screen, set the window title, made OSC 8 links)."""
+    from rich.markup import escape
+
+    return escape(str(text).translate(_CONTROL))
 
 
 def kv_table(title: str, rows: list[tuple[str, str]]) -> Any:

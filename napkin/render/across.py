@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from napkin.render import renders
-from napkin.units import format_bytes, format_duration
+from napkin.units import format_bandwidth, format_bytes, format_count, format_duration, format_rate
 
 
 def _columns(command: str) -> list[tuple[str, Any]]:
@@ -21,7 +21,34 @@ def _columns(command: str) -> list[tuple[str, Any]]:
         return [("step", lambda r: format_duration(r.step_time_s)), ("tokens/s", lambda r: f"{r.tokens_per_s:,.0f}"),
                 ("MFU", lambda r: f"{r.mfu:.3f}"), ("memory/GPU", lambda r: format_bytes(r.memory_bytes)),
                 ("fits", lambda r: "yes" if r.fits else "no")]
+    if command == "plan":
+        return [("GPUs", lambda r: f"{r.gpus:,}"), ("fastest layout", lambda r: r.top[0].describe),
+                ("step", lambda r: format_duration(r.winner.step_time_s)), ("MFU", lambda r: f"{r.winner.mfu:.3f}"),
+                ("days", lambda r: "—" if r.days is None else f"{r.days:,.2f}")]
+    if command == "budget":
+        return [("days", lambda r: "—" if r.days is None else f"{r.days:,.2f}"),
+                ("FLOPs", lambda r: f"{r.total_flops:.3e}"), ("GPU-hours", lambda r: f"{r.gpu_hours:,.0f}"),
+                ("cost", lambda r: "—" if r.cost is None else f"${r.cost:,.0f}"),
+                ("optimal N", lambda r: format_count(r.optimal_params))]
+    if command == "max-model":
+        return [("memory/GPU", lambda r: format_bytes(_usable(r))),
+                ("largest model", lambda r: format_count(_largest(r), "params"))]
+    if command == "roofline":
+        return [("peak", lambda r: format_rate(r.peak_flops_per_s)),
+                ("bandwidth", lambda r: format_bandwidth(r.bandwidth_bytes_per_s)),
+                ("ridge FLOP/B", lambda r: f"{r.ridge_flops_per_byte:,.0f}")]
     return []
+
+
+def _usable(r: Any) -> float:
+    """Memory per GPU of a max-model answer: model state only, or a family's ledger."""
+    if hasattr(r, "usable_bytes_per_gpu"):
+        return float(r.usable_bytes_per_gpu)
+    return float(r.ledger.usable_bytes) if r.ledger is not None else 0.0
+
+
+def _largest(r: Any) -> float:
+    return float(r.max_params if hasattr(r, "max_params") else r.params)
 
 
 @renders("AcrossGpusResult")

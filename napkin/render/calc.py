@@ -64,11 +64,13 @@ def train_time(r: Any) -> list[Any]:
 @renders("BudgetResult")
 def budget(r: Any) -> list[Any]:
     i = r.inputs
+    count = f"{i.gpus} × " if i.gpus is not None else ""
     rows = [
-        ("hardware", f"{i.gpus} × {i.gpu}, {i.dtype.value}{' sparse' if i.sparse else ''}, "
+        ("hardware", f"{count}{i.gpu}, {i.dtype.value}{' sparse' if i.sparse else ''}, "
                      + (f"HFU {i.hfu:g}" if getattr(i, "hfu", None) else f"MFU {i.mfu:g}")),
-        ("cluster throughput", fmt(r.cluster_flops_per_s, "FLOP/s")),
-        ("time", format_days(r.days)),
+        *([("cluster throughput", fmt(r.cluster_flops_per_s, "FLOP/s")), ("time", format_days(r.days))]
+          if r.days is not None else [("one GPU's throughput", fmt(r.gpu_flops_per_s, "FLOP/s")),
+                                      ("time", "— (pass --gpus)")]),
         ("compute budget C", fmt(r.total_flops, "FLOP")),
         ("GPU-hours", fmt(r.gpu_hours, "GPU·h")),
         *([("cost", fmt(r.cost, "$"))] if r.cost is not None else []),

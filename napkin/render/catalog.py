@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from napkin.render import fmt, kv_table, renders
+from napkin.render import fmt, kv_table, renders, safe
 from napkin.specs.dtypes import DType
 
 # fp16 equals bf16 and int8 equals fp8 on every catalog part that has both; `hardware show` lists all.
@@ -34,10 +34,10 @@ def hardware_list(r: Any) -> list[Any]:
         t.add_column(d.value + ("\nsparse" if sparse else "\ndense"), justify="right", no_wrap=True)
     t.add_column("TDP\nW", justify="right", no_wrap=True)
     for s in r.specs:
-        t.add_row(s.name, f"{s.memory_bytes / 1e9:g}", f"{s.memory_bandwidth_bytes_per_s / 1e12:g}",
+        t.add_row(safe(s.name), f"{s.memory_bytes / 1e9:g}", f"{s.memory_bandwidth_bytes_per_s / 1e12:g}",
                   *[_tflops(s, d, sp) for d, sp in _COLUMNS], f"{s.tdp_w:g}")
-    short = ", ".join(f"{a} → {s.name}" for s, names in zip(r.specs, r.short_names, strict=True) for a in names
-                      if len(a) <= 5)
+    short = ", ".join(f"{safe(a)} → {safe(s.name)}" for s, names in zip(r.specs, r.short_names, strict=True)
+                      for a in names if len(a) <= 5)
     notes = ("[dim]fp16 = bf16 and int8 (TOPS) = fp8 where a part has both; tf32 = bf16 / 2; `napkin hardware show "
              "NAME` lists every dtype, fp64 and fp4 included.[/dim]")
     return [t, f"[dim]short names: {short}[/dim]", notes]
@@ -72,9 +72,9 @@ def hardware_show(r: Any) -> list[Any]:
 
     s = r.spec
     rows = [
-        ("name", s.name),
-        ("product", s.display_name + (f" ({s.architecture})" if s.architecture else "")),
-        ("aliases", ", ".join(s.aliases) or "–"),
+        ("name", safe(s.name)),
+        ("product", safe(s.display_name + (f" ({s.architecture})" if s.architecture else ""))),
+        ("aliases", safe(", ".join(s.aliases)) or "–"),
         ("memory (nominal)", fmt(s.memory_bytes, "B") + (f" {s.memory_type}" if s.memory_type else "")),
     ]
     if s.memory_nvidia_smi_mib:
@@ -84,7 +84,7 @@ def hardware_show(r: Any) -> list[Any]:
         rows.append(("compute units" if s.vendor == "amd" else "SMs", f"{s.sm_count}"))
     rows += _step_time_rows(s)
     rows.append(("TDP", f"{s.tdp_w:g} W"))
-    rows.append(("spec file", str(r.file)))
+    rows.append(("spec file", safe(r.file)))
     t = Table(title="peak compute", title_justify="left")
     t.add_column("dtype")
     t.add_column("dense TFLOP/s", justify="right")
@@ -93,8 +93,8 @@ def hardware_show(r: Any) -> list[Any]:
     for p in r.peaks:
         sparse = f"{p.sparse_flops_per_s / 1e12:g}" if p.sparse_flops_per_s is not None else "–"
         t.add_row(p.dtype.value, f"{p.dense_flops_per_s / 1e12:g}", sparse, f"{p.ridge_flops_per_byte:.0f}")
-    parts = [kv_table(s.display_name, rows), t]
+    parts = [kv_table(safe(s.display_name), rows), t]
     if s.notes:
-        parts.append("\n".join(f"[dim]• {n}[/dim]" for n in s.notes))
-    parts.append("[dim]sources: " + "; ".join(s.sources) + "[/dim]")
+        parts.append("\n".join(f"[dim]• {safe(n)}[/dim]" for n in s.notes))
+    parts.append("[dim]sources: " + safe("; ".join(s.sources)) + "[/dim]")
     return parts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from napkin.render import Packed, fmt, kv_table, renders
+from napkin.render import Packed, fmt, kv_table, renders, safe
 from napkin.units import format_bytes, format_count
 
 BAR_WIDTH = 60  # characters of the stacked bar for the GPU's whole memory
@@ -104,14 +104,16 @@ def memory(r: Any) -> list[Any]:
     t.add_column("ZeRO", justify="center")
     for row in r.rows:
         t.add_row(_mark(row.part, row.label), _gb(row.bytes), f"{row.bytes / r.total_bytes:.1%}",
-                  f"/ {r.data_parallel}" if row.sharded_over_dp else "")
+                  f"/ {r.groups.get('shard', r.data_parallel)}" if row.sharded_over_dp else "")
     t.add_row("[bold]total[/bold]", f"[bold]{_gb(r.total_bytes)}[/bold]", "100%", "")
     verdict = (f"[green]fits[/green], headroom {_gb(r.headroom_bytes)}" if r.fits
                else f"[bold red]does not fit[/bold red]: short by {_gb(-r.headroom_bytes)}")
     summary = [("parameters", _count(r.params)
                 + (f" ({_count(r.params_on_gpu)} on this GPU before ZeRO)"
                    if r.params_on_gpu != r.params else "")),
-               (f"memory of one {r.inputs.gpu}", _gb(r.usable_bytes)), ("verdict", verdict)]
+               (f"memory of one {r.inputs.gpu}", _gb(r.usable_bytes + r.reserve_bytes)),
+               ("reserve (context, NCCL, fragmentation)", _gb(r.reserve_bytes)),
+               ("usable", _gb(r.usable_bytes)), ("verdict", verdict)]
     if r.inputs.finetune != "full":
         summary.insert(1, ("trainable (adapters)", f"{_count(r.trainable_params)} "
                            f"({r.trainable_params / r.params:.3%} of the parameters)"))
@@ -125,6 +127,15 @@ def memory(r: Any) -> list[Any]:
         out.append("checkpoint = " + " + ".join(p.label for p in r.checkpoint.parts))
     if r.offload is not None:
         out.append(offload_table(r.offload))
+    if r.activation_offload is not None:
+        o = r.activation_offload
+        rows = [("layers per stage offloaded", str(o.layers)), ("host memory per GPU", _gb(o.host_bytes)),
+                ("transfer buffer on the GPU", _gb(o.buffer_bytes)),
+                ("GPU → host per step (and back)", _gb(o.to_host_bytes_per_step))]
+        if o.transfer_time_s is not None:
+            rows.append((f"at {fmt(o.host_link_bandwidth_bytes_per_s, 'B/s')} per direction",
+                         f"{o.transfer_time_s:.3g} s per step (hidden only where it overlaps compute)"))
+        out.append(kv_table("activation offload", rows))
     if r.activations is not None:
         out.append(activation_table(r))
     return out
@@ -199,7 +210,7 @@ def compare(r: Any) -> list[Any]:
     t.add_column("fits", justify="center")
     t.add_column("headroom / shortfall", justify="right")
     for x in r.rows:
-        t.add_row(f"{x.display_name} [dim]({x.gpu})[/dim]", format_bytes(x.memory_bytes, binary=False),
+        t.add_row(f"{safe(x.display_name)} [dim]({safe(x.gpu)})[/dim]", format_bytes(x.memory_bytes, binary=False),
                   "[green]yes[/green]" if x.fits else "[red]no[/red]",
                   _gb(x.headroom_bytes) if x.fits else f"[red]short by {_gb(-x.headroom_bytes)}[/red]")
     need = r.rows[0].total_bytes if r.rows else 0.0

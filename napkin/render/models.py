@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from napkin.render import fmt, kv_table, renders
+from napkin.render import fmt, kv_table, renders, safe
 from napkin.units import format_count
 
 
@@ -48,7 +48,7 @@ def model_list(r: Any) -> list[Any]:
         vocab = "–" if s.kind == "linear" else str(s.vocab)
         ctx = "–" if s.kind == "linear" else str(s.max_context)
         active = _p(row.active_params) if row.active_params != row.params else ""
-        t.add_row(s.name, _shape(s), _ffn(s), vocab, ctx, _p(row.params), active)
+        t.add_row(safe(s.name), _shape(s), _ffn(s), vocab, ctx, _p(row.params), active)
     return [t, "[dim]a/k = query/kv heads; ffn 8+1/256×2048 = top-8 of 256 routed experts + 1 shared, width 2048. "
                "`napkin models show NAME` for the breakdown.[/dim]"]
 
@@ -58,7 +58,7 @@ def model_show(r: Any) -> list[Any]:
     from rich.table import Table
 
     s, pc = r.spec, r.params
-    rows = [("name", s.name), ("model", s.display_name), ("aliases", ", ".join(s.aliases) or "–")]
+    rows = [("name", safe(s.name)), ("model", safe(s.display_name)), ("aliases", safe(", ".join(s.aliases)) or "–")]
     if s.kind == "linear":
         rows.append(("shape", f"{s.layers} layers of {s.d_model}×{s.d_model}, head {s.d_model}→{s.out_dim}, no bias"))
     else:
@@ -79,7 +79,7 @@ def model_show(r: Any) -> list[Any]:
 
             kinds = ", ".join(f"{s.block_pattern.count(c)} {n}" for c, n in BLOCK_CHARS.items() if c in s.block_pattern)
             rows.insert(4, ("layer pattern", f"{kinds} (one mixer or FFN per block)"))
-    rows.append(("spec file", r.file or "–"))
+    rows.append(("spec file", safe(r.file) if r.file else "–"))
     t = Table(title="parameters per component", title_justify="left")
     t.add_column("component")
     t.add_column("params", justify="right")
@@ -88,13 +88,16 @@ def model_show(r: Any) -> list[Any]:
     for k, v in pc.components.items():
         t.add_row(k, _p(v), f"{v:,}", f"{v / pc.params:.1%}")
     t.add_row("[bold]total[/bold]", f"[bold]{_p(pc.params)}[/bold]", f"[bold]{pc.params:,}[/bold]", "100%")
-    summary = [("active per token", f"{_p(pc.active_params)}  ({pc.active_params:,})"),
-               ("non-embedding (Kaplan N)", f"{_p(pc.non_embedding)}  ({pc.non_embedding:,})")]
-    parts: list[Any] = [kv_table(s.display_name, rows)]
+    summary = [("active per token", f"{_p(pc.active_params)}  ({pc.active_params:,})")]
+    if pc.active_params != pc.params:  # MoE: model cards quote the active count without the embedding table
+        summary.append(("active, non-embedding", f"{_p(pc.active_non_embedding)}  (as model cards count it: the "
+                        f"{_p(pc.embedding)} embedding table is looked up, one row per token)"))
+    summary.append(("non-embedding (Kaplan N)", f"{_p(pc.non_embedding)}  ({pc.non_embedding:,})"))
+    parts: list[Any] = [kv_table(safe(s.display_name), rows)]
     if s.kind != "linear" and s.block_pattern is not None:
-        parts.append(f"[dim]block pattern: {s.block_pattern}[/dim]")
+        parts.append(f"[dim]block pattern: {safe(s.block_pattern)}[/dim]")
     parts += [t, kv_table("", summary)]
-    parts.append("[dim]sources: " + "; ".join(s.sources) + "[/dim]")
+    parts.append("[dim]sources: " + safe("; ".join(s.sources)) + "[/dim]")
     return parts
 
 

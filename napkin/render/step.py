@@ -8,12 +8,14 @@ from napkin.render import fmt, kv_table, renders
 from napkin.units import format_bytes, format_days, format_duration
 
 BAR_WIDTH = 60
-COLORS = {"compute_gemm": "blue", "compute_attention": "cyan", "compute_memory_bound": "bright_blue",
+COLORS = {"compute_gemm": "blue", "compute_attention": "cyan", "compute_scan": "bright_cyan",
+          "compute_memory_bound": "bright_blue",
           "recompute": "magenta", "launch_overhead": "white", "tp_comm": "yellow", "cp_comm": "bright_yellow",
           "ep_comm": "red", "zero3_comm": "bright_red", "pp_bubble": "bright_black", "pp_comm": "green",
           "dp_comm": "bright_green", "optimizer": "bright_magenta"}
 # Without colour (a pipe, NO_COLOR) each term is drawn in its own letter, the table's marks saying which is which.
-GLYPHS = {"compute_gemm": "G", "compute_attention": "A", "compute_memory_bound": "M", "recompute": "R",
+GLYPHS = {"compute_gemm": "G", "compute_attention": "A", "compute_scan": "S", "compute_memory_bound": "M",
+          "recompute": "R",
           "launch_overhead": "L", "tp_comm": "T", "cp_comm": "C", "ep_comm": "E", "zero3_comm": "Z",
           "pp_bubble": "B", "pp_comm": "P", "dp_comm": "D", "optimizer": "O"}
 
@@ -62,7 +64,7 @@ def step_time(r: Any) -> list[Any]:
     c = i.cluster
     rows = [
         ("model", f"{i.model}, b={i.micro_batch} × s={i.seq}, global batch {i.global_batch} ({r.micro_batches} "
-                  f"micro-batches per pipeline)"),
+                  f"micro-batch{'es' if r.micro_batches != 1 else ''} per pipeline)"),
         ("hardware", f"{i.layout.gpus} × {i.gpu}, {i.precision}, {c.node_size} per node "
                      f"({c.intra_node_bytes_per_s / 1e9:g} GB/s in, {c.inter_node_bytes_per_s / 1e9:g} GB/s out "
                      "per GPU)"),
@@ -90,12 +92,13 @@ def plan(r: Any) -> list[Any]:
     t = Table(title=f"napkin plan: {i.model} on {r.gpus} × {i.gpu}, global batch {i.global_batch} × s={i.seq} "
                     f"({r.examined:,} layouts examined, {r.timed:,} timed)", title_justify="left")
     for col, just in (("#", "right"), ("layout", "left"), ("b", "right"), ("recomp.", "left"), ("step", "right"),
-                      ("tokens/s", "right"), ("MFU", "right"), ("GB/GPU", "right"), ("largest term", "left")):
+                      ("tokens/s", "right"), ("MFU", "right"), ("GB/GPU", "right"), ("headroom", "right"),
+                      ("largest term", "left")):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for n, row in enumerate(r.top, 1):
         t.add_row(str(n), row.layout.describe(), str(row.micro_batch), row.recompute, format_duration(row.step_time_s),
                   f"{row.tokens_per_s:,.0f}", f"{row.mfu:.3f}", f"{row.memory_bytes / 1e9:.1f}",
-                  f"{TERM_SHORT[row.limiter]} {row.limiter_share:.0%}")
+                  f"{row.headroom_bytes / 1e9:.1f}", f"{TERM_SHORT[row.limiter]} {row.limiter_share:.0%}")
     w = r.winner
     out: list[Any] = [t, Text(f"winner: {w.layout}, micro-batch {w.inputs.micro_batch}, recompute {w.inputs.recompute}",
                               style="bold"),

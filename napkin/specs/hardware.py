@@ -45,7 +45,7 @@ class HardwareSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(description="catalog key, lower-case, e.g. h100-sxm")
+    name: str = Field(min_length=1, max_length=200, description="catalog key, lower-case, e.g. h100-sxm")
     display_name: str = Field(description="vendor's product name")
     vendor: Literal["nvidia", "amd", "google", "intel", "other"]
     architecture: str | None = Field(default=None, description="e.g. Hopper, CDNA3")

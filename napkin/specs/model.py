@@ -66,6 +66,10 @@ def _bad(model: str, field: str, value: object, message: str) -> ValidationError
     return ValidationError.from_exception_data(model, [detail])
 
 
+# A catalog key: never empty (`name: ''` reached the renderer as a missing model and raised TypeError).
+SpecName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -171,7 +175,7 @@ class TransformerSpec(_Spec):
     """A decoder-only transformer (GPT-2/3, Llama, Mistral, Qwen, Mixtral, DeepSeek, OLMo)."""
 
     kind: Literal["transformer"] = "transformer"
-    name: str
+    name: SpecName
     display_name: str
     family: str | None = None
     aliases: list[str] = []
@@ -362,7 +366,7 @@ class LinearSpec(_Spec):
     """CS336 lecture 2's deep linear network ("Cruncher"): L bias-free D×D layers, then a D→out head."""
 
     kind: Literal["linear"]
-    name: str
+    name: SpecName
     display_name: str
     family: str | None = None
     aliases: list[str] = []
@@ -443,7 +447,7 @@ def transformer_from_shape(base: TransformerSpec | LinearSpec | None = None,
             raise InputError(f"a shape on the command line needs {', '.join(missing)} (with --layers, --d-model "
                              "and --heads at least), or --model NAME to start from")
         h = int(given["d_model"])
-        kind = str(given.get("ffn_kind", "swiglu"))
+        kind = str(given.pop("ffn_kind", "swiglu"))  # passed once below, given or not
         if "ffn_dim" not in given:
             given["ffn_dim"] = 4 * h if kind == "mlp" else -(-(8 * h // 3) // 256) * 256
             notes.append(f"ffn {given['ffn_dim']} ({'4h' if kind == 'mlp' else '8h/3 rounded up to 256, as Llama'}); "

@@ -21,18 +21,20 @@ from typing import Any
 from napkin.errors import SpecError
 
 MAX_FILE_BYTES = 16 * 2**20  # 16 MiB: the largest shipped spec is ~4 kB and a config.json ~10 kB
+MAX_YAML_BYTES = 2**20  # 1 MiB of spec YAML (250x the largest shipped file): libyaml takes ~4 s/MiB of tiny items
 MAX_INT_CHARS = 40  # 1e40 is beyond every count a spec holds (the largest, peak FLOP/s, is ~1e16)
 MAX_DEPTH = 32  # the shipped specs nest 3 levels (specs: - moe: experts), config.json files 4
+MAX_VALUES = 100_000  # values once aliases are expanded: the largest shipped spec file holds ~300
 
 
-def _too_big(path: Path) -> None:
+def _too_big(path: Path, limit: int = MAX_FILE_BYTES) -> None:
     try:
         size = path.stat().st_size
     except OSError:
         return  # the read that follows reports it, with its reason
-    if size > MAX_FILE_BYTES:
-        raise SpecError(f"{path}: {size / 2**20:.0f} MiB is far larger than any spec or config.json "
-                        f"(at most {MAX_FILE_BYTES // 2**20} MiB read); is it the right file?")
+    if size > limit:
+        raise SpecError(f"{path}: {size / 2**20:.1f} MiB is far larger than any spec or config.json "
+                        f"(at most {limit / 2**20:g} MiB read); is it the right file?")
 
 
 def _long_int(text: str) -> str:
@@ -55,6 +57,35 @@ def depth_of(data: Any) -> int:
             return level
         stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
     return deepest
+
+
+def expanded_size(data: Any, limit: int = MAX_VALUES) -> int:
+    """How many values ``data`` holds once its YAML aliases are expanded (each shared sub-tree counted at every
+    place it is used), in time linear in the distinct sub-trees; stops counting past ``limit``.
+
+    A YAML alias bomb (``a: &a [1, 1]``, ``b: &b [*a, *a]``, ... nine levels in ~660 bytes) loads as a small graph of
+    shared lists, but any code that walks or prints it (an error message's repr) walks 10^9 values."""
+    size: dict[int, int] = {}
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        item, done = stack.pop()
+        if not isinstance(item, (dict, list)):
+            continue
+        children = list(item.values()) + list(item.keys()) if isinstance(item, dict) else item
+        if done:
+            size[id(item)] = min(limit + 1, 1 + sum(size.get(id(c), 1) for c in children))
+        elif id(item) not in size:
+            size[id(item)] = 1  # a cycle counts once (the safe loader builds none, but a caller might)
+            stack.append((item, True))
+            stack.extend((c, False) for c in children if isinstance(c, (dict, list)) and id(c) not in size)
+    return size.get(id(data), 1)
+
+
+def _check_size(path: Path, data: Any) -> None:
+    n = expanded_size(data)
+    if n > MAX_VALUES:
+        raise SpecError(f"{path}: holds more than {MAX_VALUES:,} values once its aliases (*name) are expanded; a spec "
+                        "file holds a few hundred (is it an alias bomb, or the wrong file?)")
 
 
 def _check_depth(path: Path, data: Any) -> None:
@@ -85,7 +116,14 @@ def yaml_loader() -> Any:
             text = str(node.value)
             if len(text.replace("_", "").lstrip("+-")) > MAX_INT_CHARS:
                 raise Refused(None, None, _long_int(text), node.start_mark)
-            return super().construct_yaml_int(node)
+            value = super().construct_yaml_int(node)
+            _refuse_yaml11_number(text, value, node)
+            return int(value)
+
+        def construct_yaml_float(self, node: Any) -> float:
+            value = super().construct_yaml_float(node)
+            _refuse_yaml11_number(str(node.value), value, node)
+            return value
 
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             if isinstance(node, yaml.MappingNode):
@@ -104,14 +142,33 @@ def yaml_loader() -> Any:
             return super().construct_mapping(node, deep=deep)
 
     Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_yaml_int)
+    Loader.add_constructor("tag:yaml.org,2002:float", Loader.construct_yaml_float)
     return Loader
+
+
+def _refuse_yaml11_number(text: str, value: Any, node: Any) -> None:
+    """YAML 1.1 reads `010` as 8 (octal), `0b11` as 3 and `1:00:00` as 3600 (base 60), where a person (and YAML 1.2)
+    means 10, a string and a time: napkin refuses them rather than guess."""
+    import re
+
+    plain = text.replace("_", "").lstrip("+-")
+    if ":" in plain:
+        why = f"'{text[:40]}' is read by YAML 1.1 as the base-60 number {value:g}"
+    elif re.fullmatch(r"0[0-7]+", plain):
+        why = f"'{text[:40]}' is read by YAML 1.1 as the octal number {value:g}"
+    elif re.fullmatch(r"0b[01]+", plain):
+        why = f"'{text[:40]}' is read by YAML 1.1 as the binary number {value:g}"
+    else:
+        return
+    raise _refused()(None, None, f"{why}; write the number plainly (no leading 0, no ':'), or quote it for a string",
+                     node.start_mark)
 
 
 def read_yaml(path: Path) -> Any:
     """One YAML file, safely: a SpecError naming the file (and line) for anything that is not a plain spec."""
     import yaml
 
-    _too_big(path)
+    _too_big(path, MAX_YAML_BYTES)
     try:
         with path.open(encoding="utf-8") as f:
             data = yaml.load(f, Loader=yaml_loader())  # a safe loader (SafeLoader's constructors only)
@@ -131,6 +188,7 @@ def read_yaml(path: Path) -> Any:
     except ValueError as e:  # a scalar the constructors cannot convert (an out-of-range date, ...)
         raise SpecError(f"{path}: not valid YAML: {e}") from None
     _check_depth(path, data)
+    _check_size(path, data)
     return data
 
 
@@ -184,7 +242,25 @@ _CONFIG_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "use_sliding_window": (lambda v: isinstance(v, bool), "true or false (JSON booleans, not strings)"),
     "sliding_window": (_is_int, "a whole number of positions, or null"),
     "num_nextn_predict_layers": (_is_int, "a whole number, or null"),
+    # lists napkin walks (a string or a number here raised TypeError in the family readers; issue 25 item 10)
+    "layer_types": (lambda v: _list_of(v, str), "a list of layer kinds such as [\"full_attention\", ...]"),
+    "layers_block_type": (lambda v: _list_of(v, str), "a list of block kinds such as [\"mamba\", \"attention\"]"),
+    "mlp_only_layers": (lambda v: _list_of(v, int), "a list of layer indices, e.g. [] or [0, 1]"),
+    "expand": (lambda v: _number(v) and 0 < v <= 64, "a number in (0, 64], the Mamba inner-width factor (2)"),
+    # silent fallbacks (issue 25 item 13): 0 read as "not given" (falcon: multi-head; gemma: every 6th layer)
+    "num_kv_heads": (lambda v: _is_int(v) and v > 0, "a whole number of KV heads, at least 1"),
+    "sliding_window_pattern": (lambda v: _is_int(v) and v > 0, "a whole number n > 0 (every n-th layer global)"),
 }
+
+
+def _list_of(v: Any, kind: type) -> bool:
+    return isinstance(v, list) and all(isinstance(x, kind) and not isinstance(x, bool) for x in v)
+
+
+def _number(v: Any) -> bool:
+    import math
+
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def check_config_types(path: Path, cfg: Any) -> dict[str, Any]:
@@ -193,8 +269,13 @@ def check_config_types(path: Path, cfg: Any) -> dict[str, Any]:
         raise SpecError(f"{path}: expected a JSON object of config keys, got {type(cfg).__name__}")
     import json
 
-    problems = [f"{path}: {key}: must be {what}, got {json.dumps(cfg[key])[:60]}"
-                for key, (ok, what) in _CONFIG_TYPES.items() if cfg.get(key) is not None and not ok(cfg[key])]
+    def problems_in(c: dict[str, Any], where: str) -> list[str]:
+        return [f"{path}: {where}{key}: must be {what}, got {json.dumps(c[key])[:60]}"
+                for key, (ok, what) in _CONFIG_TYPES.items() if c.get(key) is not None and not ok(c[key])]
+
+    problems = problems_in(cfg, "")
+    if isinstance(cfg.get("text_config"), dict):  # a multimodal config's language model is read from here
+        problems += problems_in(cfg["text_config"], "text_config.")
     if problems:
         raise SpecError("\n".join(problems))
     return cfg
