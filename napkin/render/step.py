@@ -47,13 +47,14 @@ def breakdown_table(r: Any) -> Any:
 
 
 def interval_text(r: Any) -> str:
-    """A step's interval beside its time: '  (8.9–10.3 s, 10th–90th percentile of held-back errors, <regime>)'."""
+    """A step's interval beside its time: '  (8.9–10.3 s, p10–p90 of held-back errors)'; the regime is in the JSON
+    (error_bar.regime) and, outside every calibrated one, in a note."""
     b = r.error_bar
     if b is None:
         return ""
     lo, hi = b.step_time_s
-    what = "held-back errors" if b.calibrated else "the stack's widest interval: uncalibrated regime"
-    return f"  ({format_duration(lo)}–{format_duration(hi)}, 10th–90th percentile of {what}, {b.regime.split(';')[0]})"
+    return f"  ({format_duration(lo)}–{format_duration(hi)}, " + (
+        "p10–p90 of held-back errors)" if b.calibrated else "uncalibrated: the stack's widest)")
 
 
 @renders("StepTimeResult")
