@@ -301,7 +301,7 @@ def _layer_terms(spec: TransformerSpec, plan: LayerPlan, lay: Layout, *, b: int,
             # forward; in backward gather and reduce-scatter the gradients (2 × the gather's bus bytes); prefetched, so
             # only the excess is exposed. The dense weights (/TP) gather over DP·CP, the routed experts (already
             # split over ETP·EP) over their own data-parallel group (Megatron-core MoE; torchtitan dp_shard_mod_ep)
-            expert = sum(gm.params for gm in kind.gemms if gm.expert)
+            expert = kind.expert_params
             gather = collective_time("all-gather", (kind.params - expert) / t * param_bytes, lay.shard, dp_link) + (
                 collective_time("all-gather", expert / (lay.expert_tp * E) * param_bytes, lay.expert_shard, edp_link)
                 if expert else 0.0)
@@ -347,10 +347,23 @@ def _stages(spec: TransformerSpec, plan: LayerPlan, lay: Layout, layers: dict[st
     return stages
 
 
+_PLACED: dict[tuple[object, ...], tuple[Link, Link, Link, Link, Link, Link]] = {}  # a search asks thousands
+
+
 def _placed(lay: Layout, node: int, intra: Link, inter: Link) -> tuple[Link, Link, Link, Link, Link, Link]:
     """The link of each group (TP, CP, EP, ZeRO shard, expert DP, PP) in Megatron-LM's rank order tp-cp-dp-pp, the
     expert layers folding the same ranks as etp-ep-edp (Megatron-core MoE parallel folding): the stride of each
     group is the product of the sizes inside it. HSDP shards inside a replica (the innermost DP ranks)."""
+    key = (lay.tp, lay.cp, lay.ep, lay.pp, lay.expert_tp, lay.dp, lay.expert_dp, lay.gpus, node, intra, inter)
+    hit = _PLACED.get(key)
+    if hit is None:
+        if len(_PLACED) > 4096:
+            _PLACED.clear()
+        hit = _PLACED[key] = _place_groups(lay, node, intra, inter)
+    return hit
+
+
+def _place_groups(lay: Layout, node: int, intra: Link, inter: Link) -> tuple[Link, Link, Link, Link, Link, Link]:
     t, C, E, P, et = lay.tp, lay.cp, lay.ep, lay.pp, lay.expert_tp
     return (place(t, 1, node, intra, inter), place(C, t, node, intra, inter), place(E, et, node, intra, inter),
             place(lay.dp * C, t, node, intra, inter), place(lay.expert_dp, et * E, node, intra, inter),
