@@ -167,8 +167,28 @@ class LayerKind(NamedTuple):
 
     @property
     def params(self) -> int:
-        """Parameters of one layer of this kind."""
-        return sum(x.params for x in self.gemms) + self.norm_params + self.attention_norm_params
+        """Parameters of one layer of this kind (counted once per kind: a planner asks thousands of times)."""
+        return _kind_params(self)[0]
+
+    @property
+    def expert_params(self) -> int:
+        """Parameters of one layer's routed experts (the part expert parallelism splits)."""
+        return _kind_params(self)[1]
+
+
+_KIND_PARAMS: dict[int, tuple[LayerKind, tuple[int, int]]] = {}
+
+
+def _kind_params(k: LayerKind) -> tuple[int, int]:
+    hit = _KIND_PARAMS.get(id(k))
+    if hit is not None and hit[0] is k:
+        return hit[1]
+    if len(_KIND_PARAMS) > 4096:
+        _KIND_PARAMS.clear()
+    got = (sum(x.params for x in k.gemms) + k.norm_params + k.attention_norm_params,
+           sum(x.params for x in k.gemms if x.expert))
+    _KIND_PARAMS[id(k)] = (k, got)
+    return got
 
 
 class LayerPlan(NamedTuple):

@@ -249,15 +249,29 @@ def layers_per_stage(layers: int, pp: int) -> int:
     return -(-layers // pp)
 
 
+_STAGES: dict[tuple[object, ...], tuple[LayerPlan | None, list[PipelineStage]]] = {}  # a search asks thousands
+
+
 def stages(par: Layout, layers: int = 0, plan: LayerPlan | None = None) -> list[PipelineStage]:
     """Pipeline stages whose memory and time can differ (pipeline.heaviest_stages, told apart by the layer kinds of
-    each chunk when ``plan`` is given): the only one when PP = 1."""
+    each chunk when ``plan`` is given): the only one when PP = 1. Memoized on what the split reads (a plan by
+    identity: plans are cached per frozen spec, and the entry keeps its plan alive)."""
     if par.pp == 1 or not layers:
         return [PipelineStage(0, "only", ((0, layers),))]
+    key = (layers, par.pp, par.vp, par.first_stage_layers, par.last_stage_layers, par.embedding_in_split,
+           par.loss_in_split, id(plan))
+    hit = _STAGES.get(key)
+    if hit is not None and hit[0] is plan:
+        return hit[1]
+    if len(_STAGES) > 4096:
+        _STAGES.clear()
     if plan is None:
-        return heaviest_stages(layers, par)
-    return heaviest_stages(layers, par, lambda st: tuple(tuple((k.key, n) for k, n in plan.counts_in(lo, hi))
-                                                         for lo, hi in st.chunks))
+        out = heaviest_stages(layers, par)
+    else:
+        out = heaviest_stages(layers, par, lambda st: tuple(tuple((k.key, n) for k, n in plan.counts_in(lo, hi))
+                                                            for lo, hi in st.chunks))
+    _STAGES[key] = (plan, out)
+    return out
 
 
 class StageParams(NamedTuple):
@@ -309,8 +323,23 @@ def stage_params(components: dict[str, int], layers: int, par: Layout, stage: Pi
     return StageParams(n / par.tp, experts * share_e / ex, what)
 
 
+_COUNTS: dict[tuple[int, PipelineStage], tuple[LayerPlan, list[tuple[LayerKind, int]]]] = {}
+
+
 def stage_counts(plan: LayerPlan, stage: PipelineStage) -> list[tuple[LayerKind, int]]:
-    """(kind, layers of that kind) on a stage: layer_plan's counts_in over each of its chunks, merged by kind."""
+    """(kind, layers of that kind) on a stage: layer_plan's counts_in over each of its chunks, merged by kind
+    (memoized per plan and stage)."""
+    hit = _COUNTS.get((id(plan), stage))
+    if hit is not None and hit[0] is plan:
+        return hit[1]
+    if len(_COUNTS) > 4096:
+        _COUNTS.clear()
+    got = _stage_counts(plan, stage)
+    _COUNTS[id(plan), stage] = (plan, got)
+    return got
+
+
+def _stage_counts(plan: LayerPlan, stage: PipelineStage) -> list[tuple[LayerKind, int]]:
     out: dict[str, list] = {}
     for lo, hi in stage.chunks:
         for kind, n in plan.counts_in(lo, hi):

@@ -382,7 +382,7 @@ def _zero3_collectives(kind: Any, lay: Layout, param_bytes: float, reduce_bytes:
                        eshard_link: Link) -> tuple[float, float]:
     """One FSDP unit's weight all-gather (parameter dtype) and gradient reduce-scatter (reduce dtype): the dense
     weights (/TP) over the shard group (DP·CP), the routed experts (/ETP·EP) over theirs."""
-    expert = sum(gm.params for gm in kind.gemms if gm.expert)
+    expert = kind.expert_params  # memoized on the kind (main's plan-search speed-up)
     dense, routed = (kind.params - expert) / lay.tp, expert / (lay.expert_tp * lay.ep)
     out = []
     ops: tuple[tuple[Collective, float], ...] = (("all-gather", param_bytes), ("reduce-scatter", reduce_bytes))
@@ -423,10 +423,23 @@ def _stages(spec: TransformerSpec, plan: LayerPlan, lay: Layout, layers: dict[st
     return stages
 
 
+_PLACED: dict[tuple[object, ...], tuple[Link, Link, Link, Link, Link, Link]] = {}  # a search asks thousands
+
+
 def _placed(lay: Layout, node: int, intra: Link, inter: Link) -> tuple[Link, Link, Link, Link, Link, Link]:
     """The link of each group (TP, CP, EP, ZeRO shard, expert DP, PP) in Megatron-LM's rank order tp-cp-dp-pp, the
     expert layers folding the same ranks as etp-ep-edp (Megatron-core MoE parallel folding): the stride of each
     group is the product of the sizes inside it. HSDP shards inside a replica (the innermost DP ranks)."""
+    key = (lay.tp, lay.cp, lay.ep, lay.pp, lay.expert_tp, lay.dp, lay.expert_dp, lay.gpus, node, intra, inter)
+    hit = _PLACED.get(key)
+    if hit is None:
+        if len(_PLACED) > 4096:
+            _PLACED.clear()
+        hit = _PLACED[key] = _place_groups(lay, node, intra, inter)
+    return hit
+
+
+def _place_groups(lay: Layout, node: int, intra: Link, inter: Link) -> tuple[Link, Link, Link, Link, Link, Link]:
     t, C, E, P, et = lay.tp, lay.cp, lay.ep, lay.pp, lay.expert_tp
     return (place(t, 1, node, intra, inter), place(C, t, node, intra, inter), place(E, et, node, intra, inter),
             place(lay.dp * C, t, node, intra, inter), place(lay.expert_dp, et * E, node, intra, inter),
