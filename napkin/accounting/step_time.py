@@ -570,7 +570,7 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
                 fl.hardware_flops / (step * G * peak), "fraction", SRC_RECOMPUTE)
     total_b = usable = fits = None
     if ledger:
-        mem = memory_ledger(spec, hw, TrainingSetup(batch=b, seq=s, optimizer=i.optimizer, precision=i.precision,
+        mem = memory_ledger(spec, hw, TrainingSetup(micro_batch=b, seq=s, optimizer=i.optimizer, precision=i.precision,
                                                     recompute=i.recompute, flash=i.flash), lay,
                             reserve_bytes=i.reserve_bytes)
         total_b, usable, fits = mem.total_bytes, mem.usable_bytes, mem.fits

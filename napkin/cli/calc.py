@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from napkin.cli.context import hardware, one_or_all, state
+from napkin.cli.context import hardware, one_or_all, renamed, state
 from napkin.cli.context import model as model_of
 from napkin.cli.finetune_options import (
     BaseDtype,
@@ -43,6 +43,7 @@ from napkin.cli.options import (
     Mfu,
     MicroBatch,
     NodeSize,
+    OldBatch,
     Optimizer,
     Pp,
     Precision,
@@ -179,10 +180,13 @@ def max_model_cmd(
     memory: Memory = None,
     reserve: FitReserve = None,
     seq: Seq = None,
-    batch: Annotated[int | None, opt("--batch", "-b", parser=whole("micro-batch size"), metavar="B", panel=ACTS,
-                                     help="Micro-batch size; with --seq, counts activations too.")] = None,
+    micro_batch_: Annotated[int | None, opt("--micro-batch", "-b", parser=whole("micro-batch size"), metavar="b",
+                                            panel=ACTS, help="Micro-batch size; with --seq, counts activations "
+                                            "too.")] = None,
+    old_batch: OldBatch = None,
     like: Annotated[str | None, opt("--like", metavar="MODEL", panel=ACTS, help="Model family to scale at a "
-                                    "fixed d_model/layers (default llama3-8b when --seq/--batch is given).")] = None,
+                                    "fixed d_model/layers (default llama3-8b when --seq/--micro-batch is "
+                                    "given).")] = None,
     aspect: Annotated[float | None, opt("--aspect", parser=number("aspect ratio"), metavar="R", panel=ACTS,
                                         help="d_model / layers of the scaled family (default: the --like model's).")
                       ] = None,
@@ -204,7 +208,7 @@ def max_model_cmd(
 ) -> None:
     """Largest model that fits G GPUs: model state only (the lecture's napkin), or with activations.
 
-    Without --seq, --batch, --like or --aspect it counts parameters, gradients, master weights and optimizer
+    Without --seq, --micro-batch, --like or --aspect it counts parameters, gradients, master weights and optimizer
     state only. With any of them it scales a model family (--like, default llama3-8b; --seq defaults to its
     pre-training length) and counts activations too. With --finetune lora|qlora (or --offload) it always scales
     the family: the adapters need an architecture (`napkin max-model --finetune qlora --gpus 1 --gpu l4 --seq 2048`).
@@ -216,10 +220,11 @@ def max_model_cmd(
     tune = FinetuneSetup(finetune=finetune, lora_rank=lora_rank, lora_targets=lora_targets, base_dtype=base_dtype,
                          double_quant=double_quant, lora_embeddings=lora_embeddings, paged_optimizer=paged_optimizer,
                          offload=offload)
+    batch = renamed("--batch", "--micro-batch", old_batch, micro_batch_)
     if not counts_activations(seq=seq, batch=batch, like=like, aspect=aspect, finetune=tune):
-        refuse_unused(ctx, ["tp", "pp", "recompute", "flash"], "without --seq, --batch, --like or --aspect (model "
-                      "state alone: parameters, gradients and optimizer state, sharded by --zero)",
-                      "give --seq and --batch to count activations")
+        refuse_unused(ctx, ["tp", "pp", "recompute", "flash"], "without --seq, --micro-batch, --like or --aspect "
+                      "(model state alone: parameters, gradients and optimizer state, sharded by --zero)",
+                      "give --seq and --micro-batch to count activations")
     family = model_of(ctx, like) if like is not None else None
     result = one_or_all(ctx, gpu, "max-model", lambda hw: max_model_question(
         hw, gpus, optimizer=optimizer, precision=precision, zero=zero, memory_bytes=memory, reserve_bytes=reserve,
