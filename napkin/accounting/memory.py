@@ -447,9 +447,9 @@ def _offload(d: Derivation, rows: list[LedgerRow], i: MemoryInputs, spec: ModelA
     kept = [r for r in rows if r not in moved]
     host = d.add(f"host memory per GPU (offload {mode})", "Σ rows moved to the CPU",
                  " + ".join(g(r.bytes) for r in moved) or "0", sum(r.bytes for r in moved), "B", src)
-    M = lay.micro_batches
+    m = lay.micro_batches
     grads = sum(r.bytes for r in moved if r.part == "grads")
-    to_host = d.add("GPU → host per step (gradients)", "m · gradients", f"{M} × {g(grads)}", M * grads, "B",
+    to_host = d.add("GPU → host per step (gradients)", "m · gradients", f"{m} × {g(grads)}", m * grads, "B",
                     ft.ZERO_OFFLOAD)
     params = [r for r in rows if r.part in ("params", "frozen", "quant") and "cached" not in r.label]
     if mode == "optimizer":
@@ -473,7 +473,7 @@ def _offload(d: Derivation, rows: list[LedgerRow], i: MemoryInputs, spec: ModelA
                               sharded_over_dp=False))
         shard = sum(r.bytes for r in params)
         from_host = d.add("host → GPU per step (parameters, forward and backward)", "2 · m · parameters on this GPU",
-                          f"2 × {M} × {g(shard)}", 2 * M * shard, "B", ft.PARAM_OFFLOAD)
+                          f"2 × {m} × {g(shard)}", 2 * m * shard, "B", ft.PARAM_OFFLOAD)
     t = None
     if host_link:
         t = d.add("host link time per step", "max(to host, from host) / BW_host (full duplex)",
