@@ -27,9 +27,13 @@ from napkin.cli.options import (
     Causal,
     Check,
     Cp,
+    DpShard,
     DTypeOpt,
+    EmbeddingInSplit,
     Ep,
+    Etp,
     Explain,
+    FirstStage,
     FitReserve,
     Flash,
     GlobalBatch,
@@ -39,10 +43,13 @@ from napkin.cli.options import (
     InterBandwidth,
     IntraBandwidth,
     Json,
+    LastStage,
+    LossInSplit,
     Memory,
     Mfu,
     MicroBatch,
     NodeSize,
+    OffloadLayers,
     OldBatch,
     Optimizer,
     Pp,
@@ -104,6 +111,13 @@ def train_time_cmd(
     global_batch: GlobalBatch = None,
     sp: Sp = False,
     zero: Zero = 0,
+    etp: Etp = None,
+    dp_shard: DpShard = None,
+    first_stage_layers: FirstStage = None,
+    last_stage_layers: LastStage = None,
+    embedding_in_split: EmbeddingInSplit = False,
+    loss_in_split: LossInSplit = False,
+    offload_layers: OffloadLayers = 0,
     precision: Precision = "bf16-mixed",
     node_size: NodeSize = None,
     intra_node_bandwidth: IntraBandwidth = None,
@@ -136,14 +150,19 @@ def train_time_cmd(
         model=model_of(ctx, model) if model is not None else None, mfu=mfu, hfu=hfu, mfu_from=mfu_from,
         mfu_fraction=mfu_fraction, plan=plan, layout=layout, price_per_gpu_hour=price, pue=pue, seq=seq,
         recompute=recompute, flops=flops, dtype=dtype, sparse=sparse, causal=causal,
-        step=dict(sp=sp, zero=zero, precision=precision, node_size=node_size,
+        step=dict(sp=sp, zero=zero, etp=etp, dp_shard=dp_shard, first_stage_layers=first_stage_layers,
+                  last_stage_layers=last_stage_layers, embedding_in_split=embedding_in_split,
+                  loss_in_split=loss_in_split, offload_layers=offload_layers, precision=precision, node_size=node_size,
                   intra_node_bandwidth=intra_node_bandwidth, inter_node_bandwidth=inter_node_bandwidth,
                   calibration=calibration))
     render.show(result, as_json=json, explain=explain)
 
 
-_LAYOUT_ONLY = ("sp", "zero", "precision", "node_size", "intra_node_bandwidth", "inter_node_bandwidth", "calibration")
-_SEARCHED = ("tp", "pp", "vp", "cp", "ep", "micro_batch", "sp", "zero", "recompute")
+_LAYOUT_ONLY = ("sp", "zero", "etp", "dp_shard", "first_stage_layers", "last_stage_layers", "embedding_in_split",
+                "loss_in_split", "offload_layers", "precision", "node_size", "intra_node_bandwidth",
+                "inter_node_bandwidth", "calibration")
+_SEARCHED = ("tp", "pp", "vp", "cp", "ep", "micro_batch", "sp", "zero", "recompute", "etp", "dp_shard",
+             "first_stage_layers", "last_stage_layers", "embedding_in_split", "loss_in_split", "offload_layers")
 
 
 def _refuse_ignored_train_flags(ctx: typer.Context, *, model: str | None, mfu_from: Path | None, plan: bool,
