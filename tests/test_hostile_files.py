@@ -291,7 +291,7 @@ def test_stdout_on_a_full_disk_is_one_line_and_exit_1(args):
      "--seq would be ignored without --model"),
     (["budget", "--gpus", "8", "--days", "7", "--seq", "2048"], "--seq would be ignored without --model"),
     (["budget", "--gpus", "8", "--days", "7", "--recompute", "full"], "--recompute would be ignored without --model"),
-    (["max-model", "--gpus", "8", "--tp", "3"], "--tp would be ignored without --seq, --batch"),
+    (["max-model", "--gpus", "8", "--tp", "3"], "--tp would be ignored without --seq, --micro-batch"),
     (["max-model", "--gpus", "8", "--pp", "1000"], "--pp would be ignored"),
     (["max-model", "--gpus", "8", "--recompute", "full"], "--recompute would be ignored"),
     (["max-model", "--gpus", "8", "--no-flash-attention"], "--no-flash-attention would be ignored"),

@@ -120,7 +120,7 @@ def test_max_micro_batch_is_the_boundary(h100, llama):
     assert r.max_batch >= 1
     assert memory_ledger(llama, h100, batch=r.max_batch, **setup).fits
     assert not memory_ledger(llama, h100, batch=r.max_batch + 1, **setup).fits
-    assert r.ledger.inputs.batch == r.max_batch
+    assert r.ledger.inputs.micro_batch == r.max_batch
 
 
 def test_max_micro_batch_zero_when_nothing_fits(h100):
@@ -140,7 +140,7 @@ def test_min_gpus_is_the_boundary(h100, llama):
 
 def test_min_gpus_needs_no_zero_when_one_replica_fits(h100, llama):
     r = min_gpus(llama, h100, batch=1, seq=1024, zero=3, tp=4)
-    assert r.gpus == 4 and r.data_parallel == 1 and r.ledger.inputs.parallel.zero == 0
+    assert r.gpus == 4 and r.data_parallel == 1 and r.ledger.inputs.layout.zero == 0
     assert "ZeRO is not needed" in r.notes[0]
 
 
@@ -257,7 +257,7 @@ def test_max_model_and_memory_answer_the_same_question_the_same_way(h100):
     mm = max_model(h100, 8)  # defaults: bf16-mixed AdamW (16 B/param), ZeRO-3
     assert mm.max_params == pytest.approx(4.0e10)  # the lecture's napkin, unchanged
     led = memory_ledger(hardware=h100, params=mm.max_params, gpus=8)  # memory's defaults are the same
-    assert led.inputs.precision == mm.inputs.precision and led.inputs.parallel.zero == mm.inputs.zero
+    assert led.inputs.precision == mm.inputs.precision and led.inputs.layout.zero == mm.inputs.zero
     assert led.fits and led.total_bytes == pytest.approx(80e9)
     assert not memory_ledger(hardware=h100, params=mm.max_params * 1.01, gpus=8).fits
 

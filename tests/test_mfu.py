@@ -54,7 +54,7 @@ def test_mfu_against_the_fp8_peak_is_lower(h100):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(), "`tokens_per_s`, or as `step_time_s`"),
     (dict(tokens_per_s=1e4, step_time_s=1.0, batch=8, seq=2048), "not both"),
-    (dict(step_time_s=1.0, seq=2048), "`batch`"),
+    (dict(step_time_s=1.0, seq=2048), "`global_batch`"),
     (dict(step_time_s=1.0, batch=8), "`seq`"),
     (dict(tokens_per_s=-1.0), "tokens_per_s"),
 ])

@@ -173,3 +173,15 @@ def test_bad_new_flags_are_one_line_errors(cli):
         r = cli("memory", "--model", "llama3-8b", "--gpus", "8", "--pp", "2", "--zero", "1", *args)
         assert r.exit_code == 2 and msg.replace("_", "-") in r.stderr.replace("_", "-"), r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_train_time_takes_the_production_layout_flags(cli):
+    """train-time with a layout prices it with step_time: the new layout flags reach it, and alone are refused."""
+    base = ["train-time", "--model", "llama3-70b", "--tokens", "15T", "--gpus", "128", "--tp", "4", "--pp", "2",
+            "--global-batch", "512", "--seq", "8192", "--zero", "3"]
+    hsdp = cli(*base, "--dp-shard", "8", "--json")
+    plain = cli(*base, "--json")
+    assert hsdp.exit_code == 0 and plain.exit_code == 0, hsdp.stderr + plain.stderr
+    assert "hsdp" in hsdp.json()["layout"] and "hsdp" not in plain.json()["layout"]
+    alone = cli("train-time", "--params", "7e9", "--tokens", "1T", "--gpus", "8", "--dp-shard", "4")
+    assert alone.exit_code == 2 and "--dp-shard would be ignored" in alone.stderr

@@ -61,7 +61,7 @@ def test_objects_and_keywords_give_the_same_ledger(batch, seq, tp, pp, dp, zero,
     by_obj = memory_ledger(LLAMA, H100, TrainingSetup(batch=batch, seq=seq, recompute=recompute), layout,
                            FinetuneSetup(finetune=finetune))
     _same(by_kw, by_obj)
-    assert by_obj.inputs.parallel == layout and by_obj.inputs.batch == batch and by_obj.inputs.finetune == finetune
+    assert by_obj.inputs.layout == layout and by_obj.inputs.micro_batch == batch and by_obj.inputs.finetune == finetune
 
 
 def test_ledger_setup_is_the_one_place_keywords_become_objects():

@@ -312,7 +312,7 @@ def adapter_plan(spec: TransformerSpec, lora: LoraSetup) -> AdapterPlan:
     return AdapterPlan(rank=r, matrices=mats, params=sum(m.params for m in mats))
 
 
-def adapters_on_gpu(spec: TransformerSpec, lora: LoraSetup, par: Layout, lo: int, hi: int,
+def adapters_on_gpu(spec: TransformerSpec, lora: LoraSetup, lay: Layout, lo: int, hi: int,
                     stage: Stage) -> tuple[float, float]:
     """(dense, routed-expert) adapter parameters on one GPU: its stage's layers, each matrix at its tensor-parallel
     shard (column-parallel: A whole, B split; row-parallel: A split, B whole), experts divided by EP."""
@@ -321,17 +321,17 @@ def adapters_on_gpu(spec: TransformerSpec, lora: LoraSetup, par: Layout, lo: int
     for kind, n in plan.counts_in(lo, hi):
         for gm in kind.gemms:
             if targeted(gm, lora):
-                i, o = gm.local(par.tp)
+                i, o = gm.local(lay.tp)
                 if gm.expert:
-                    expert += n * gm.copies / par.ep * r * (i + o)
+                    expert += n * gm.copies / lay.ep * r * (i + o)
                 else:
                     dense += n * gm.copies * r * (i + o)
     if lora.embeddings:
         h, V = spec.d_model, spec.vocab
         if stage in ("only", "first"):
-            dense += r * (-(-V // par.tp) + h)
+            dense += r * (-(-V // lay.tp) + h)
         if stage in ("only", "last") and not spec.tied_embeddings:
-            dense += r * (h + -(-V // par.tp))
+            dense += r * (h + -(-V // lay.tp))
     return dense, expert
 
 
@@ -381,14 +381,14 @@ class FrozenBase(BaseModel):
     rest_bytes_per_param: float
 
 
-def frozen_base(spec: TransformerSpec, lora: LoraSetup, prec: Precision, par: Layout, stage: PipelineStage,
+def frozen_base(spec: TransformerSpec, lora: LoraSetup, prec: Precision, lay: Layout, stage: PipelineStage,
                 components: dict[str, int]) -> FrozenBase:
     plan = layer_plan(spec)
     quant = quantized_components(plan)
     rest = {k: v - quant.get(k, 0) for k, v in components.items()}
     tied = spec.tied_embeddings
-    q = stage_params(quant, spec.layers, par, stage, False)
-    o = stage_params(rest, spec.layers, par, stage, tied)
+    q = stage_params(quant, spec.layers, lay, stage, False)
+    o = stage_params(rest, spec.layers, lay, stage, tied)
     base = lora.base_dtype
     compute = BYTES_PER_ELEMENT[prec.params] if prec.params.value in ("fp32", "bf16", "fp16") else 2.0
     if base == "nf4":
@@ -421,13 +421,13 @@ def base_sources(lora: LoraSetup) -> tuple[str, str]:
     return "frozen weights at the base dtype (no gradient, no optimizer state): " + HU, ""
 
 
-def dequant_workspace(spec: TransformerSpec, lora: LoraSetup, prec: Precision, par: Layout, lo: int,
+def dequant_workspace(spec: TransformerSpec, lora: LoraSetup, prec: Precision, lay: Layout, lo: int,
                       hi: int) -> tuple[float, str, float]:
     """(bytes, matrix name, elements) of the largest frozen matrix of the stage dequantized to the compute dtype."""
     best, name = 0, ""
     for kind, _ in layer_plan(spec).counts_in(lo, hi):
         for gm in kind.gemms:
-            i, o = gm.local(par.tp)
+            i, o = gm.local(lay.tp)
             if i * o > best:
                 best, name = i * o, gm.name
     p = BYTES_PER_ELEMENT[prec.params] if prec.params.value in ("fp32", "bf16", "fp16") else 2.0
@@ -563,7 +563,7 @@ def offload_sources(mode: str) -> str:
     return ZERO_OFFLOAD if mode == "optimizer" else f"{ZERO_OFFLOAD}; {PARAM_OFFLOAD}"
 
 
-def one_layer_bytes(spec: TransformerSpec, par: Layout, lo: int, hi: int, per_weight: float,
+def one_layer_bytes(spec: TransformerSpec, lay: Layout, lo: int, hi: int, per_weight: float,
                     per_other: float) -> tuple[float, int]:
     """(bytes, params) of the stage's largest layer on one GPU: its matrices at their TP/EP shard × per_weight,
     biases and norms × per_other."""
@@ -571,8 +571,8 @@ def one_layer_bytes(spec: TransformerSpec, par: Layout, lo: int, hi: int, per_we
     for kind, _ in layer_plan(spec).counts_in(lo, hi):
         w = 0
         for gm in kind.gemms:
-            i, o = gm.local(par.tp)
-            w += i * o * (gm.copies // par.ep if gm.expert else gm.copies)
+            i, o = gm.local(lay.tp)
+            w += i * o * (gm.copies // lay.ep if gm.expert else gm.copies)
         other = kind.params - sum(gm.copies * gm.linear.weights for gm in kind.gemms)
         b = w * per_weight + other * per_other
         if b > best[0]:

@@ -41,9 +41,9 @@ def data_parallel(gpus: int, tp: int = 1, cp: int = 1, pp: int = 1) -> int:
     return gpus // (tp * cp * pp)
 
 
-def default_zero(par: Layout) -> int:
+def default_zero(lay: Layout) -> int:
     """The ZeRO stage when none is given: 3 over more than one data-parallel rank (FSDP), else 0 (nothing to shard)."""
-    return 3 if par.dp > 1 else 0
+    return 3 if lay.dp > 1 else 0
 
 
 def both_given(group: str, cls: str, names: str) -> InputError:
@@ -180,51 +180,51 @@ class Layout(Inputs):
                 "expert_dp": self.expert_dp, "expert_shard": self.expert_shard}
 
 
-def check_layout(par: Layout, spec: TransformerSpec | LinearSpec | None) -> None:
+def check_layout(lay: Layout, spec: TransformerSpec | LinearSpec | None) -> None:
     """Refuse layouts that cannot run, each with one line saying what would be right."""
-    t, p, c, G = par.tp, par.pp, par.cp, par.gpus
-    mp = par.model_parallel
+    t, p, c, G = lay.tp, lay.pp, lay.cp, lay.gpus
+    mp = lay.model_parallel
     if G % mp:
         what = f"tp·pp = {t}·{p}" if c == 1 else f"tp·cp·pp = {t}·{c}·{p}"
         raise InputError(f"{what} = {mp} must divide gpus ({G}); use a multiple of {mp} GPUs or smaller "
                          f"`tp`/`pp`" + ("/`cp`" if c > 1 else ""))
-    if par.zero and par.shard == 1 and par.dp_shard is None:
+    if lay.zero and lay.shard == 1 and lay.dp_shard is None:
         sym = "tp·pp" if c == 1 else "tp·cp·pp"
-        raise InputError(f"ZeRO-{par.zero} shards over data-parallel ranks (× context-parallel ones), but DP = gpus / "
+        raise InputError(f"ZeRO-{lay.zero} shards over data-parallel ranks (× context-parallel ones), but DP = gpus / "
                          f"({sym}) = {G} / {mp} = 1" + (f" and CP = {c}" if c > 1 else "") + "; use `zero` 0 or more "
                          "GPUs")
-    if par.dp_shard is not None:
-        if par.dp % par.dp_shard:
-            raise InputError(f"dp_shard ({par.dp_shard}) must divide the data-parallel degree DP = {par.dp} (HSDP: "
-                             f"replicas × shard = DP); use a divisor of {par.dp}")
-        if not par.zero:
+    if lay.dp_shard is not None:
+        if lay.dp % lay.dp_shard:
+            raise InputError(f"dp_shard ({lay.dp_shard}) must divide the data-parallel degree DP = {lay.dp} (HSDP: "
+                             f"replicas × shard = DP); use a divisor of {lay.dp}")
+        if not lay.zero:
             raise InputError("`dp_shard` shards model state inside each HSDP replica: give `zero` 1-3 (FSDP: 3)")
-    if par.vp > 1 and p == 1:
-        raise InputError(f"`vp` {par.vp} interleaves the chunks of a pipeline stage: it needs `pp` 2 or more")
-    uneven = (par.first_stage_layers, par.last_stage_layers, par.embedding_in_split or None, par.loss_in_split or None)
+    if lay.vp > 1 and p == 1:
+        raise InputError(f"`vp` {lay.vp} interleaves the chunks of a pipeline stage: it needs `pp` 2 or more")
+    uneven = (lay.first_stage_layers, lay.last_stage_layers, lay.embedding_in_split or None, lay.loss_in_split or None)
     if p == 1 and any(x is not None for x in uneven):
         raise InputError("first/last stage layers and the embedding/loss in the split shape a pipeline: they need "
                          "`pp` 2 or more")
-    et = par.expert_tp
-    folded = t * c * par.dp
-    if (par.ep > 1 or et != t) and folded % (par.ep * et):
-        raise InputError(f"etp·ep = {et}·{par.ep} must divide tp·cp·dp = {t}·{c}·{par.dp} = {folded} (the expert "
+    et = lay.expert_tp
+    folded = t * c * lay.dp
+    if (lay.ep > 1 or et != t) and folded % (lay.ep * et):
+        raise InputError(f"etp·ep = {et}·{lay.ep} must divide tp·cp·dp = {t}·{c}·{lay.dp} = {folded} (the expert "
                          f"layers fold the same ranks, Megatron-core MoE); use an `ep` dividing {folded // et}")
     if isinstance(spec, LinearSpec):
-        if t > 1 or p > 1 or c > 1 or par.ep > 1 or par.etp is not None:
+        if t > 1 or p > 1 or c > 1 or lay.ep > 1 or lay.etp is not None:
             raise InputError(f"{spec.name} is a deep linear network; napkin splits it over data-parallel ranks only "
                              f"(use `tp` 1 `pp` 1)")
         return
     if spec is None:
-        if t > 1 or p > 1 or c > 1 or par.ep > 1 or par.etp is not None:
+        if t > 1 or p > 1 or c > 1 or lay.ep > 1 or lay.etp is not None:
             raise InputError("`tp`/`pp`/`cp`/`ep` need an architecture (`model`) to split; with `params` use data "
                              "parallelism (`gpus`, `zero`)")
         return
-    if (par.ep > 1 or par.etp is not None) and spec.moe is None:
+    if (lay.ep > 1 or lay.etp is not None) and spec.moe is None:
         raise InputError(f"`ep`/`etp` split routed experts, but {spec.name} has none (it is dense); use `ep` 1 and no "
                          "`etp`")
-    if spec.moe is not None and spec.moe.experts % par.ep:
-        raise InputError(f"ep ({par.ep}) must divide the routed experts of {spec.name} ({spec.moe.experts}); use a "
+    if spec.moe is not None and spec.moe.experts % lay.ep:
+        raise InputError(f"ep ({lay.ep}) must divide the routed experts of {spec.name} ({spec.moe.experts}); use a "
                          f"divisor of {spec.moe.experts}")
     heads = spec.heads
     if heads % t:
@@ -237,9 +237,9 @@ def check_layout(par: Layout, spec: TransformerSpec | LinearSpec | None) -> None
     if p > spec.layers:
         raise InputError(f"pp ({p}) exceeds the layers of {spec.name} ({spec.layers}); use at most {spec.layers} "
                          "pipeline stages")
-    held = par.stages(spec.layers)  # the split (pipeline.py) raises where it cannot run
-    if par.offload_layers > min(st.layers for st in held):
-        raise InputError(f"offload_layers ({par.offload_layers}) exceeds the layers of the smallest pipeline stage "
+    held = lay.stages(spec.layers)  # the split (pipeline.py) raises where it cannot run
+    if lay.offload_layers > min(st.layers for st in held):
+        raise InputError(f"offload_layers ({lay.offload_layers}) exceeds the layers of the smallest pipeline stage "
                          f"({min(st.layers for st in held)})")
 
 
@@ -252,23 +252,23 @@ def layers_per_stage(layers: int, pp: int) -> int:
 _STAGES: dict[tuple[object, ...], tuple[LayerPlan | None, list[PipelineStage]]] = {}  # a search asks thousands
 
 
-def stages(par: Layout, layers: int = 0, plan: LayerPlan | None = None) -> list[PipelineStage]:
+def stages(lay: Layout, layers: int = 0, plan: LayerPlan | None = None) -> list[PipelineStage]:
     """Pipeline stages whose memory and time can differ (pipeline.heaviest_stages, told apart by the layer kinds of
     each chunk when ``plan`` is given): the only one when PP = 1. Memoized on what the split reads (a plan by
     identity: plans are cached per frozen spec, and the entry keeps its plan alive)."""
-    if par.pp == 1 or not layers:
+    if lay.pp == 1 or not layers:
         return [PipelineStage(0, "only", ((0, layers),))]
-    key = (layers, par.pp, par.vp, par.first_stage_layers, par.last_stage_layers, par.embedding_in_split,
-           par.loss_in_split, id(plan))
+    key = (layers, lay.pp, lay.vp, lay.first_stage_layers, lay.last_stage_layers, lay.embedding_in_split,
+           lay.loss_in_split, id(plan))
     hit = _STAGES.get(key)
     if hit is not None and hit[0] is plan:
         return hit[1]
     if len(_STAGES) > 4096:
         _STAGES.clear()
     if plan is None:
-        out = heaviest_stages(layers, par)
+        out = heaviest_stages(layers, lay)
     else:
-        out = heaviest_stages(layers, par, lambda st: tuple(tuple((k.key, n) for k, n in plan.counts_in(lo, hi))
+        out = heaviest_stages(layers, lay, lambda st: tuple(tuple((k.key, n) for k, n in plan.counts_in(lo, hi))
                                                             for lo, hi in st.chunks))
     _STAGES[key] = (plan, out)
     return out
@@ -289,7 +289,7 @@ class StageParams(NamedTuple):
 EXPERT_COMPONENTS = ("ffn.experts",)
 
 
-def stage_params(components: dict[str, int], layers: int, par: Layout, stage: PipelineStage, tied: bool,
+def stage_params(components: dict[str, int], layers: int, lay: Layout, stage: PipelineStage, tied: bool,
                  shares: tuple[float, float] | None = None) -> StageParams:
     """Parameters one GPU holds before ZeRO: its stage's share, divided by TP (and the experts by ETP·EP).
 
@@ -302,7 +302,7 @@ def stage_params(components: dict[str, int], layers: int, par: Layout, stage: Pi
     """
     emb = components.get("embedding.tokens", 0) + components.get("embedding.positions", 0)
     head = components.get("head", 0) + components.get("norms.final", 0)
-    if tied and par.pp > 1:
+    if tied and lay.pp > 1:
         head += components.get("embedding.tokens", 0)
     experts = sum(v for k, v in components.items() if k in EXPERT_COMPONENTS)
     body = sum(v for k, v in components.items()
@@ -317,10 +317,10 @@ def stage_params(components: dict[str, int], layers: int, par: Layout, stage: Pi
         n = body * share_d + (emb if stage.has_embedding else 0) + (head if stage.has_head else 0)
         what = (("embeddings + " if stage.has_embedding else "") + f"{per} of {layers} layers"
                 + (" + final norm + LM head" if stage.has_head else ""))
-    what += f", / tp {par.tp}" if par.tp > 1 else ""
-    ex = par.expert_tp * par.ep
-    what += f", experts / (etp·ep) {par.expert_tp}·{par.ep}" if experts and ex > 1 and ex != par.tp else ""
-    return StageParams(n / par.tp, experts * share_e / ex, what)
+    what += f", / tp {lay.tp}" if lay.tp > 1 else ""
+    ex = lay.expert_tp * lay.ep
+    what += f", experts / (etp·ep) {lay.expert_tp}·{lay.ep}" if experts and ex > 1 and ex != lay.tp else ""
+    return StageParams(n / lay.tp, experts * share_e / ex, what)
 
 
 _COUNTS: dict[tuple[int, PipelineStage], tuple[LayerPlan, list[tuple[LayerKind, int]]]] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from napkin.accounting import activations as act
 from napkin.accounting import finetune as ft
@@ -52,7 +52,9 @@ class TrainingSetup(Setup):
     """What one training micro-batch is, apart from the layout and the fine-tuning: its size and sequence, the
     optimizer and precision policy (model_state.py), and the choices that set its activations (activations.py)."""
 
-    batch: PositiveInt = Field(default=1, description="micro-batch size b (sequences per GPU per micro-batch)")
+    micro_batch: PositiveInt = Field(default=1, validation_alias=AliasChoices("micro_batch", "batch"),
+                                     description="micro-batch size b (sequences per GPU per micro-batch; the old "
+                                     "name `batch` is still read)")
     seq: PositiveInt | None = Field(default=None, description="sequence length s (None: the model's pre-training "
                                     "length)")
     optimizer: str = "adamw"
@@ -67,7 +69,8 @@ class LedgerKeywords(TypedDict, total=False):
     """Keyword convenience for the ledger and its solvers: the fields of TrainingSetup, Layout (``zero`` None: the
     default, see default_zero) and FinetuneSetup, turned into those objects by ``ledger_setup`` alone."""
 
-    batch: int
+    micro_batch: int
+    batch: int  # the old name of micro_batch, still read
     seq: int | None
     optimizer: str
     precision: str
@@ -100,6 +103,9 @@ class LedgerKeywords(TypedDict, total=False):
     offload: str
 
 
+OLD_NAMES = {"batch": "micro_batch"}  # keywords kept under their old name (docs/design.md, the table of names)
+
+
 def ledger_setup(training: TrainingSetup | None, layout: Layout | None, finetune: ft.FinetuneSetup | str | None,
                  keywords: Mapping[str, Any], *, zero: int | None = None
                  ) -> tuple[TrainingSetup, Layout, ft.FinetuneSetup]:
@@ -115,12 +121,13 @@ def ledger_setup(training: TrainingSetup | None, layout: Layout | None, finetune
         finetune = None
     groups: dict[str, dict[str, Any]] = {"training": {}, "layout": {}, "finetune": {}}
     for name, value in kw.items():
+        name = OLD_NAMES.get(name, name)
         group = ("training" if name in TrainingSetup.model_fields else "layout" if name in Layout.model_fields
                  else "finetune" if name in ft.FinetuneSetup.model_fields else None)
         if group is None:
             raise TypeError(f"unexpected keyword argument '{name}'")
         groups[group][name] = value
-    for group, given, cls, names in (("training", training, "TrainingSetup", "batch, seq, precision, ..."),
+    for group, given, cls, names in (("training", training, "TrainingSetup", "micro_batch, seq, precision, ..."),
                                      ("layout", layout, "Layout", "gpus, tp, pp, ..."),
                                      ("finetune", finetune, "FinetuneSetup", "lora_rank, offload, ...")):
         if given is not None and groups[group]:
@@ -138,7 +145,7 @@ def ledger_setup(training: TrainingSetup | None, layout: Layout | None, finetune
 class MemoryInputs(Inputs):
     model: str | None = Field(default=None, description="model name (None: --params alone)")
     params: Positive | None = Field(default=None, description="parameter count when no architecture is given")
-    batch: PositiveInt = Field(default=1, description="micro-batch size b (sequences per GPU per micro-batch)")
+    micro_batch: PositiveInt = Field(default=1, description="micro-batch size b (sequences per GPU per micro-batch)")
     seq: PositiveInt | None = Field(default=None, description="sequence length s")
     gpu: str
     optimizer: str = "adamw"
@@ -147,7 +154,7 @@ class MemoryInputs(Inputs):
     flash: bool = True
     dropout: bool = False
     fused_norm: bool = True
-    parallel: Layout = Field(default_factory=Layout)
+    layout: Layout = Field(default_factory=Layout)
     memory_bytes: Positive
     reserve_bytes: NonNegative = 0.0
     finetune: ft.Finetune = Field(default="full", description="full: every weight trains; lora / qlora: adapters on "
@@ -245,19 +252,19 @@ class MemoryResult(Result):
     activation_offload: ActivationOffload | None = None
 
 
-def _act_offload(d: Derivation, a: ActivationLedger, par: Layout, stage: PipelineStage,
+def _act_offload(d: Derivation, a: ActivationLedger, lay: Layout, stage: PipelineStage,
                  host_link: float | None) -> tuple[float, ActivationOffload]:
-    """(activation bytes left on the GPU, the offload) when ``par.offload_layers`` of the stage's layers go to host
+    """(activation bytes left on the GPU, the offload) when ``lay.offload_layers`` of the stage's layers go to host
     memory: their share of the layers' activations (each layer's at the stage's in-flight count), one layer of one
     micro-batch kept as the transfer buffer; each offloaded layer's activations cross the host link out and back
     once per micro-batch."""
-    k = min(par.offload_layers, stage.layers)
+    k = min(lay.offload_layers, stage.layers)
     per = a.layers_bytes / stage.layers if stage.layers else 0.0  # a layer's activations, all micro-batches in flight
     host = d.add(f"activations moved to host memory ({k} of {stage.layers} layers)", "k · (layers' activations / L)",
                  f"{k} × {g(per)}", k * per, "B", ACT_OFFLOAD)
     buf = d.add("offload buffer (one layer of one micro-batch in transit)", "one layer's kept activations",
                 g(a.per_layer_bytes), a.per_layer_bytes if k else 0.0, "B", ACT_OFFLOAD)
-    m = par.micro_batches
+    m = lay.micro_batches
     out = d.add("GPU → host per step (offloaded activations)", "m · k · one layer's activations of a micro-batch",
                 f"{m} × {k} × {g(a.per_layer_bytes)}", m * k * a.per_layer_bytes, "B", ACT_OFFLOAD)
     t = None
@@ -295,14 +302,14 @@ def _fp8_saved(terms: list[act.ActTerm]) -> list[act.ActTerm]:
     return out
 
 
-def _layers_of(spec: TransformerSpec, par: Layout, stage: PipelineStage) -> tuple[int, int]:
+def _layers_of(spec: TransformerSpec, lay: Layout, stage: PipelineStage) -> tuple[int, int]:
     """(first, end) of the layers a stage holds, where they are contiguous (one chunk; fine-tuning asks)."""
     return stage.chunks[0][0], stage.chunks[-1][1]
 
 
 def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: int, p: float,
                       stage: PipelineStage) -> ActivationLedger:
-    par, b = i.parallel, i.batch
+    lay, b = i.layout, i.micro_batch
     plan = layer_plan(spec)
     kinds = stage_counts(plan, stage)  # (kind, layers of it on this stage)
     fp8 = get_precision(i.precision).compute == DType.fp8
@@ -310,13 +317,13 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
     per_layer_kept: dict[str, list[act.ActTerm]] = {}
     for kind, _ in kinds:
         full = act.layer_terms(spec, s, b, flash=i.flash, dropout=i.dropout, fused_norm=i.fused_norm, kind=kind,
-                               bytes_per_element=p, tp=par.tp, sp=par.sp)
+                               bytes_per_element=p, tp=lay.tp, sp=lay.sp)
         if i.lora is not None:  # frozen matmuls keep nothing; the adapters keep A·x
             full = ft.lora_layer_terms(full, spec, kind, i.lora, s=s, b=b, bytes_per_element=p, flash=i.flash)
         if fp8 and i.lora is None:
             full = _fp8_saved(full)
         per_layer_full[kind.key] = full
-        per_layer_kept[kind.key] = act.stored(full, i.recompute, spec, s, b, bytes_per_element=p, tp=par.tp, sp=par.sp)
+        per_layer_kept[kind.key] = act.stored(full, i.recompute, spec, s, b, bytes_per_element=p, tp=lay.tp, sp=lay.sp)
     # the table shows the heaviest kind's tensors; the recompute working set is one such layer rebuilt
     # (a stage of no layers, torchtitan's last stage holding the output layer alone, keeps none)
     shown = max(per_layer_full, key=lambda k: act.total(per_layer_full[k]), default="")
@@ -329,7 +336,7 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
               "Σ s·b·width·bytes / TP", " + ".join(g(x.bytes) for x in kept), act.total(kept), "B",
               (act.KORTHIKANTI if i.recompute == "none" else act.KORT_TP + "; §5 (recompute)")
               + (f"; {ft.HU_ACT}" if i.lora is not None else ""))
-    flight = par.chunk_in_flight(stage.number)  # micro-batches each chunk of this stage holds (pipeline.py)
+    flight = lay.chunk_in_flight(stage.number)  # micro-batches each chunk of this stage holds (pipeline.py)
     per_stage = stage.layers
 
     def chunk_bytes(lo: int, hi: int) -> float:
@@ -340,14 +347,14 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
     if len(flight) == 1:
         d.add("activations of the layers on this GPU", "micro-batches in flight · Σ layers",
               f"{g(F)} × ({' + '.join(f'{n} × {g(act.total(per_layer_kept[k.key]))}' for k, n in kinds)})",
-              layers_bytes, "B", f"{ONE_F_ONE_B}; {SCHEDULE}" if par.pp > 1 else act.KORTHIKANTI)
+              layers_bytes, "B", f"{ONE_F_ONE_B}; {SCHEDULE}" if lay.pp > 1 else act.KORTHIKANTI)
     else:
         d.add(f"activations of the layers on this GPU ({len(flight)} chunks)", "Σ chunks (micro-batches in flight · "
               "Σ layers of the chunk)", " + ".join(f"{f} × {g(chunk_bytes(lo, hi))}" for f, (lo, hi) in
                                                     zip(flight, stage.chunks, strict=True)),
               layers_bytes, "B", f"{INTERLEAVED}; {SCHEDULE}")
-    parts = act.outside_terms(spec, s, b, dropout=i.dropout, fused_norm=i.fused_norm, bytes_per_element=p, tp=par.tp,
-                              sp=par.sp)
+    parts = act.outside_terms(spec, s, b, dropout=i.dropout, fused_norm=i.fused_norm, bytes_per_element=p, tp=lay.tp,
+                              sp=lay.sp)
     if i.lora is not None:
         parts = ft.lora_outside_terms(parts, spec, i.lora, s=s, b=b, bytes_per_element=p)
     outside: list[act.ActTerm] = []
@@ -380,7 +387,7 @@ def _transformer_acts(d: Derivation, spec: TransformerSpec, i: MemoryInputs, s: 
 
 
 def _linear_acts(d: Derivation, spec: LinearSpec, i: MemoryInputs, p: float) -> ActivationLedger:
-    B, D, L = i.batch, spec.d_model, spec.layers
+    B, D, L = i.micro_batch, spec.d_model, spec.layers
     n = d.add("activations (layer outputs)", "B·D·L elements", f"{B} × {D} × {L}",
               act.linear_net_activation_elements(spec, B), "elements", LECTURE)
     per_layer = B * D * p
@@ -407,11 +414,11 @@ def _per_gpu(d: Derivation, label: str, dense: float, expert: float, bpp: float,
                  f"{ZERO}; {src}" if div > 1 and src != ZERO else src)
 
 
-def _frozen_rows(d: Derivation, spec: TransformerSpec, lora: ft.LoraSetup, prec: Precision, par: Layout,
+def _frozen_rows(d: Derivation, spec: TransformerSpec, lora: ft.LoraSetup, prec: Precision, lay: Layout,
                  stage: PipelineStage, components: dict[str, int]) -> tuple[list[LedgerRow], float]:
     """The frozen base on this GPU at its storage dtype (no gradients, no optimizer state); ZeRO-3 shards it."""
-    fb = ft.frozen_base(spec, lora, prec, par, stage, components)
-    div, ediv = (par.shard, par.expert_shard) if par.zero == 3 else (1, 1)
+    fb = ft.frozen_base(spec, lora, prec, lay, stage, components)
+    div, ediv = (lay.shard, lay.expert_shard) if lay.zero == 3 else (1, 1)
     blocks, consts, rest = ft.frozen_label(lora, prec)
     src, src_const = ft.base_sources(lora)
     rows: list[LedgerRow] = []
@@ -433,16 +440,16 @@ def _frozen_rows(d: Derivation, spec: TransformerSpec, lora: ft.LoraSetup, prec:
 def _offload(d: Derivation, rows: list[LedgerRow], i: MemoryInputs, spec: ModelArg, stage: PipelineStage,
              host_link: float | None) -> tuple[list[LedgerRow], ft.OffloadLedger]:
     """Move the offloaded rows to host memory; with the parameters, one layer is copied in at a time."""
-    par, mode = i.parallel, i.offload
+    lay, mode = i.layout, i.offload
     src = ft.offload_sources(mode)
     moves = ft.MOVES[mode]
     moved = [r for r in rows if r.part in moves and "cached" not in r.label]
     kept = [r for r in rows if r not in moved]
     host = d.add(f"host memory per GPU (offload {mode})", "Σ rows moved to the CPU",
                  " + ".join(g(r.bytes) for r in moved) or "0", sum(r.bytes for r in moved), "B", src)
-    M = par.micro_batches
+    m = lay.micro_batches
     grads = sum(r.bytes for r in moved if r.part == "grads")
-    to_host = d.add("GPU → host per step (gradients)", "m · gradients", f"{M} × {g(grads)}", M * grads, "B",
+    to_host = d.add("GPU → host per step (gradients)", "m · gradients", f"{m} × {g(grads)}", m * grads, "B",
                     ft.ZERO_OFFLOAD)
     params = [r for r in rows if r.part in ("params", "frozen", "quant") and "cached" not in r.label]
     if mode == "optimizer":
@@ -451,22 +458,22 @@ def _offload(d: Derivation, rows: list[LedgerRow], i: MemoryInputs, spec: ModelA
                           "B", ft.ZERO_OFFLOAD)
     else:
         assert isinstance(spec, TransformerSpec)
-        lo, hi = _layers_of(spec, par, stage)
+        lo, hi = _layers_of(spec, lay, stage)
         prec = get_precision(i.precision)
         if i.lora is not None:
-            fb = ft.frozen_base(spec, i.lora, prec, par, stage, count_params(spec).components)
+            fb = ft.frozen_base(spec, i.lora, prec, lay, stage, count_params(spec).components)
             bw, bo = fb.data_bytes_per_weight + fb.constant_bytes_per_weight, fb.rest_bytes_per_param
         else:
             bw = bo = sum(p.bytes_per_param for p in state_parts(prec, get_optimizer(i.optimizer), 0)
                           if p.part == "params")
-        nbytes, n = ft.one_layer_bytes(spec, par, lo, hi, bw, bo)
+        nbytes, n = ft.one_layer_bytes(spec, lay, lo, hi, bw, bo)
         layer = d.add("one layer's parameters copied in (the largest)", "weights · bytes/weight + other · bytes",
                       f"{n} params → {g(nbytes)}", nbytes, "B", ft.PARAM_OFFLOAD)
         kept.append(LedgerRow(part="params", label="parameters of one layer, copied in from the host", bytes=layer,
                               sharded_over_dp=False))
         shard = sum(r.bytes for r in params)
         from_host = d.add("host → GPU per step (parameters, forward and backward)", "2 · m · parameters on this GPU",
-                          f"2 × {M} × {g(shard)}", 2 * M * shard, "B", ft.PARAM_OFFLOAD)
+                          f"2 × {m} × {g(shard)}", 2 * m * shard, "B", ft.PARAM_OFFLOAD)
     t = None
     if host_link:
         t = d.add("host link time per step", "max(to host, from host) / BW_host (full duplex)",
@@ -480,7 +487,7 @@ def _offload(d: Derivation, rows: list[LedgerRow], i: MemoryInputs, spec: ModelA
 def _stage(i: MemoryInputs, spec: ModelArg, stage: PipelineStage, s: int | None,
            host_link: float | None = None) -> MemoryResult:
     d = Derivation()
-    par, prec, opt = i.parallel, get_precision(i.precision), get_optimizer(i.optimizer)
+    lay, prec, opt = i.layout, get_precision(i.precision), get_optimizer(i.optimizer)
     lora = i.lora
     if spec is None:
         assert i.params is not None
@@ -490,37 +497,37 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: PipelineStage, s: int | None,
         pc = count_params(spec)
         N = d.given(f"parameters of {spec.name}", "N", pc.params, "params", "napkin.accounting.params (count_params)")
         tied = isinstance(spec, TransformerSpec) and spec.tied_embeddings
-        shares = layer_shares(layer_plan(spec), stage) if isinstance(spec, TransformerSpec) and par.pp > 1 else None
-        N_dense, N_exp, what = stage_params(pc.components, spec.layers, par, stage, tied, shares)
+        shares = layer_shares(layer_plan(spec), stage) if isinstance(spec, TransformerSpec) and lay.pp > 1 else None
+        N_dense, N_exp, what = stage_params(pc.components, spec.layers, lay, stage, tied, shares)
     N_gpu = N_dense + N_exp
     if N_gpu != N:
         d.add(f"parameters held by this GPU ({what})", "N_stage / TP" + (" (experts / (TP·EP))" if N_exp else ""),
-              f"{g(N_dense)} + {g(N_exp)}" if N_exp else f"{g(N_gpu * par.tp)} / {par.tp}", N_gpu, "params",
+              f"{g(N_dense)} + {g(N_exp)}" if N_exp else f"{g(N_gpu * lay.tp)} / {lay.tp}", N_gpu, "params",
               "Shoeybi et al. 2019, Megatron-LM §3 (TP); Narayanan et al. 2021 §2.2 (PP stages)"
-              + ("; Megatron-core MoE (EP splits the routed experts)" if N_exp and par.ep > 1 else ""))
-    dp, edp = par.shard, par.expert_shard  # ZeRO/FSDP shard over DP·CP (HSDP: one replica's), experts over EDP
-    if (dp != par.dp or edp != par.expert_dp) and par.zero:
+              + ("; Megatron-core MoE (EP splits the routed experts)" if N_exp and lay.ep > 1 else ""))
+    dp, edp = lay.shard, lay.expert_shard  # ZeRO/FSDP shard over DP·CP (HSDP: one replica's), experts over EDP
+    if (dp != lay.dp or edp != lay.expert_dp) and lay.zero:
         d.add("ranks that shard model state (ZeRO/FSDP)", "DP_shard · CP; experts: EDP / replicas",
-              f"{par.shard // par.cp} · {par.cp}" + (f"; {par.expert_dp} / {par.replicate}" if N_exp else ""), dp,
+              f"{lay.shard // lay.cp} · {lay.cp}" + (f"; {lay.expert_dp} / {lay.replicate}" if N_exp else ""), dp,
               "ranks", "Megatron-LM distributed optimizer (data-parallel group with context parallel); torchtitan "
               "dp_shard_cp mesh and HSDP (data_parallel_replicate_degree × data_parallel_shard_degree)")
     rows: list[LedgerRow] = []
     trainable, adapters, held = N, None, N_gpu
     if lora is not None:
         assert isinstance(spec, TransformerSpec)
-        frozen, held = _frozen_rows(d, spec, lora, prec, par, stage, pc.components)
+        frozen, held = _frozen_rows(d, spec, lora, prec, lay, stage, pc.components)
         rows += frozen
         adapters = ft.adapter_plan(spec, lora)
         trainable = d.add("trainable parameters (LoRA adapters)", "Σ r·(fan_in + fan_out)·copies·layers",
                           f"{lora.rank} × {adapters.params // lora.rank}", adapters.params, "params", ft.HU)
-        lo, hi = _layers_of(spec, par, stage)
-        N_dense, N_exp = ft.adapters_on_gpu(spec, lora, par, lo, hi, stage.role)
+        lo, hi = _layers_of(spec, lay, stage)
+        N_dense, N_exp = ft.adapters_on_gpu(spec, lora, lay, lo, hi, stage.role)
         if N_dense + N_exp != trainable:
             d.add("adapter parameters held by this GPU", "adapters of the stage's layers at their TP shard",
                   f"{g(N_dense)} + {g(N_exp)}", N_dense + N_exp, "params",
                   "Shoeybi et al. 2019, Megatron-LM §3 (column-parallel: A whole, B split; row-parallel: A split, B "
                   "whole); Narayanan et al. 2021 §2.2 (PP stages)")
-    for part in state_parts(prec, opt, par.zero):
+    for part in state_parts(prec, opt, lay.zero):
         div, ediv = (dp, edp) if part.sharded else (1, 1)
         src = opt.source if part.part == "optimizer" else prec.source
         label = part.label if lora is None else f"LoRA {part.label}"
@@ -536,15 +543,15 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: PipelineStage, s: int | None,
             ledger = _linear_acts(d, spec, i, p)
         else:
             assert s is not None
-            s_local = -(-s // par.cp)
-            if par.cp > 1:
-                d.add("tokens per sequence on this GPU (context parallel)", "⌈s / CP⌉", f"⌈{s} / {par.cp}⌉", s_local,
+            s_local = -(-s // lay.cp)
+            if lay.cp > 1:
+                d.add("tokens per sequence on this GPU (context parallel)", "⌈s / CP⌉", f"⌈{s} / {lay.cp}⌉", s_local,
                       "tokens", "Megatron-core context parallelism: each CP rank holds s/cp of every sequence")
             ledger = _transformer_acts(d, spec, i, s_local, p, stage)
         a = ledger
         on_gpu = a.layers_bytes
-        if par.offload_layers and isinstance(spec, TransformerSpec):
-            on_gpu, act_off = _act_offload(d, a, par, stage, host_link)
+        if lay.offload_layers and isinstance(spec, TransformerSpec):
+            on_gpu, act_off = _act_offload(d, a, lay, stage, host_link)
         rows.append(LedgerRow(part="activations", label=f"activations, {a.layers_on_gpu} layers × {a.in_flight} "
                               f"in flight ({prec.activations.value})"
                               + (f", {act_off.layers} layers offloaded" if act_off is not None else ""),
@@ -561,8 +568,8 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: PipelineStage, s: int | None,
                                   bytes=a.working_set_bytes, sharded_over_dp=False))
         if lora is not None and lora.base_dtype in ("nf4", "int8"):
             assert isinstance(spec, TransformerSpec)
-            lo, hi = _layers_of(spec, par, stage)
-            _, name, n = ft.dequant_workspace(spec, lora, prec, par, lo, hi)
+            lo, hi = _layers_of(spec, lay, stage)
+            _, name, n = ft.dequant_workspace(spec, lora, prec, lay, lo, hi)
             pb = BYTES_PER_ELEMENT[prec.params] if prec.params.value in ("fp32", "bf16", "fp16") else 2.0
             w = d.add(f"dequantized weight workspace ({name})", "largest frozen matrix · compute bytes",
                       f"{g(n)} × {g(pb)}", n * pb, "B", ft.BNB_DEQUANT)
@@ -582,7 +589,7 @@ def _stage(i: MemoryInputs, spec: ModelArg, stage: PipelineStage, s: int | None,
                  "B", DEFINITION)
     ckpt = ft.checkpoint_size(d, N, prec, opt, lora, trainable)
     return MemoryResult(inputs=i, stage=stage.role, stage_number=stage.number,
-                        seq=s if isinstance(spec, TransformerSpec) else None, data_parallel=par.dp,
+                        seq=s if isinstance(spec, TransformerSpec) else None, data_parallel=lay.dp,
                         params=N, params_on_gpu=held, rows=rows,
                         total_bytes=total, reserve_bytes=R, usable_bytes=usable, headroom_bytes=head, fits=head >= 0,
                         activations=ledger, trainable_params=trainable, adapters=adapters, offload=off,
@@ -654,7 +661,7 @@ def memory_ledger(
     if (model is None) == (params is None):
         raise InputError("give either a model (`model`, for the full ledger) or a parameter count (`params`, "
                          "model state only)")
-    t, par, tune = ledger_setup(training, layout, finetune, keywords)
+    t, lay, tune = ledger_setup(training, layout, finetune, keywords)
     prec, opt = require_precision(hardware, t.precision), get_optimizer(t.optimizer)
     mode, lora, off = tune.resolve(prec)
     if lora is not None:
@@ -662,13 +669,14 @@ def memory_ledger(
     if off == "optimizer+params" and not isinstance(model, TransformerSpec):
         raise InputError("`offload` optimizer+params copies the parameters in layer by layer: give a transformer "
                          "(`model`)")
-    i = validated(MemoryInputs, model=None if model is None else model.name, params=params, batch=t.batch, seq=t.seq,
+    i = validated(MemoryInputs, model=None if model is None else model.name, params=params,
+                  micro_batch=t.micro_batch, seq=t.seq,
                   gpu=hardware.name, optimizer=opt.name, precision=prec.name, recompute=t.recompute, flash=t.flash,
-                  dropout=t.dropout, fused_norm=t.fused_norm, parallel=par,
+                  dropout=t.dropout, fused_norm=t.fused_norm, layout=lay,
                   memory_bytes=memory_bytes if memory_bytes is not None else hardware.memory_bytes,
                   reserve_bytes=reserve_of(reserve_bytes, model_state_only=model is None), finetune=mode, lora=lora,
                   paged_optimizer=tune.paged_optimizer, offload=off)
-    check_layout(par, model)
+    check_layout(lay, model)
     if i.reserve_bytes >= i.memory_bytes:
         raise InputError(f"reserve ({g(i.reserve_bytes)} B) leaves no memory on a {g(i.memory_bytes)} B GPU")
     notes: list[str] = []
@@ -679,15 +687,15 @@ def memory_ledger(
     if isinstance(model, TransformerSpec) and s is not None and s > model.max_context:
         notes.append(f"seq {s} is longer than {model.name}'s max context ({model.max_context}).")
     split: list[int] = []
-    if isinstance(model, TransformerSpec) and par.pp > 1:
-        if i.lora is not None and par.vp > 1:
+    if isinstance(model, TransformerSpec) and lay.pp > 1:
+        if i.lora is not None and lay.vp > 1:
             raise InputError("fine-tuning (lora, qlora) with interleaved pipeline chunks (`vp` > 1) is not modelled; "
                              "use `vp` 1")
-        every = par.stages(model.layers)
+        every = lay.stages(model.layers)
         split = [st.layers for st in every]
-        if len(set(split)) > 1 or par.vp > 1:
-            notes.append(f"Pipeline split ({split_rule(model.layers, par)}): layers per stage "
-                         + ", ".join(map(str, split)) + (f", each in {par.vp} chunks" if par.vp > 1 else "") + ".")
+        if len(set(split)) > 1 or lay.vp > 1:
+            notes.append(f"Pipeline split ({split_rule(model.layers, lay)}): layers per stage "
+                         + ", ".join(map(str, split)) + (f", each in {lay.vp} chunks" if lay.vp > 1 else "") + ".")
     if model is None:
         notes.append("Model state only: activations need an architecture (give --model).")
     elif isinstance(model, LinearSpec):
@@ -696,18 +704,18 @@ def memory_ledger(
     notes += _finetune_notes(i, model, hardware)
     L = model.layers if isinstance(model, TransformerSpec) else 0
     plan = layer_plan(model) if isinstance(model, TransformerSpec) else None
-    results = [_stage(i, model, st, s, hardware.host_link_bandwidth_bytes_per_s) for st in stages(par, L, plan)]
+    results = [_stage(i, model, st, s, hardware.host_link_bandwidth_bytes_per_s) for st in stages(lay, L, plan)]
     worst = max(results, key=lambda r: r.total_bytes)
     if len(results) > 1:
         other = max((r for r in results if r is not worst), key=lambda r: r.total_bytes)
-        notes.append(f"Pipeline: this is the {worst.stage} stage (stage {worst.stage_number} of {par.pp}, the fullest "
+        notes.append(f"Pipeline: this is the {worst.stage} stage (stage {worst.stage_number} of {lay.pp}, the fullest "
                      f"of the {len(results)} that can be); the next, the {other.stage} stage "
                      f"{other.stage_number}, needs {other.total_bytes / 1e9:.2f} GB.")
         worst = worst.model_copy(update={"other_stage_total_bytes": other.total_bytes})
-    worst = worst.model_copy(update={"stage_layers": split, "groups": par.groups()})
-    if par.sp and par.tp == 1:
+    worst = worst.model_copy(update={"stage_layers": split, "groups": lay.groups()})
+    if lay.sp and lay.tp == 1:
         notes.append("--sp has no effect with --tp 1.")
-    if par.zero == 3:
+    if lay.zero == 3:
         notes.append("ZeRO-3/FSDP also gathers one layer's full parameters at a time (not counted).")
     notes.append(f"Held back: a reserve of {i.reserve_bytes / 1e9:g} GB per GPU "
                  + ("(the default: CUDA context, NCCL buffers, allocator fragmentation; --reserve to change)"

@@ -62,15 +62,15 @@ def max_micro_batch(model: ModelArg | str, hardware: HardwareSpec | str, trainin
                     layout: Layout | None = None, finetune: FinetuneSetup | str | None = None, *,
                     memory_bytes: float | None = None, reserve_bytes: float | None = None,
                     **keywords: Unpack[LedgerKeywords]) -> MaxBatchResult:
-    """Largest micro-batch b whose ledger fits: b = ⌊(usable − fixed) / per-sequence⌋ (``training.batch`` is what
+    """Largest micro-batch b whose ledger fits: b = ⌊(usable − fixed) / per-sequence⌋ (``training.micro_batch`` is what
     is solved for; the setups as memory_ledger takes them)."""
     model, hardware = as_optional_model(model), as_hardware(hardware)
     if model is None:
         raise InputError("the largest micro-batch needs an architecture (`model`), not `params`")
-    t, par, tune = ledger_setup(training, layout, finetune, keywords)
+    t, lay, tune = ledger_setup(training, layout, finetune, keywords)
 
     def at(b: int) -> MemoryResult:
-        return memory_ledger(model, hardware, t.model_copy(update={"batch": b}), par, tune,
+        return memory_ledger(model, hardware, t.model_copy(update={"micro_batch": b}), lay, tune,
                              memory_bytes=memory_bytes, reserve_bytes=reserve_bytes)
 
     r1 = at(1)
@@ -120,12 +120,12 @@ def min_gpus(model: ModelArg | str, hardware: HardwareSpec | str, training: Trai
     """
     model, hardware = as_optional_model(model), as_hardware(hardware)
     keywords.pop("gpus", None)
-    t, par, tune = ledger_setup(training, layout, finetune, keywords, zero=3)
-    unit = par.model_parallel  # TP · CP · PP: the GPUs of one replica (napkin.accounting.layout)
-    zero = par.zero
+    t, lay, tune = ledger_setup(training, layout, finetune, keywords, zero=3)
+    unit = lay.model_parallel  # TP · CP · PP: the GPUs of one replica (napkin.accounting.layout)
+    zero = lay.zero
 
     def on(gpus: int, zero_stage: int = zero) -> MemoryResult:
-        return memory_ledger(model, hardware, t, par.model_copy(update={"gpus": gpus, "zero": zero_stage}), tune,
+        return memory_ledger(model, hardware, t, lay.model_copy(update={"gpus": gpus, "zero": zero_stage}), tune,
                              params=params, memory_bytes=memory_bytes, reserve_bytes=reserve_bytes)
 
     probe = on(unit * (2 if zero else 1))
@@ -200,12 +200,12 @@ def compare_gpus(model: ModelArg | str, hardware: Sequence[HardwareSpec], traini
                          "`memory_bytes` out (or ask about one GPU), and hold memory back with `reserve_bytes`")
     from napkin.accounting.model_state import get_precision
 
-    t, par, tune = ledger_setup(training, layout, finetune, keywords)
+    t, lay, tune = ledger_setup(training, layout, finetune, keywords)
     prec = get_precision(t.precision)
     runs = [h for h in hardware if prec.compute in h.peak_flops_per_s]  # one rule: the GPU must run the precision
     if not runs:
         raise InputError(f"no catalog GPU runs {prec.name} ({prec.compute.value} matmuls)")
-    ledgers = [(h, memory_ledger(model, h, t, par, tune, params=params, reserve_bytes=reserve_bytes)) for h in runs]
+    ledgers = [(h, memory_ledger(model, h, t, lay, tune, params=params, reserve_bytes=reserve_bytes)) for h in runs]
     rows = sorted((GpuFit(gpu=h.name, display_name=h.display_name, memory_bytes=r.usable_bytes,
                           total_bytes=r.total_bytes, headroom_bytes=r.headroom_bytes, fits=r.fits)
                    for h, r in ledgers), key=lambda x: (-x.memory_bytes, x.gpu))
@@ -275,14 +275,14 @@ def max_model_fit(hardware: HardwareSpec, template: TransformerSpec | LinearSpec
         raise InputError(f"aspect ratio must be a positive number up to {MAX_ASPECT:g} (d_model / layers, e.g. 128), "
                          f"got {r:g}")
     notes: list[str] = []
-    t, par, tune = ledger_setup(training, layout, finetune, keywords)
-    tp, pp = par.tp, par.pp
-    if par.zero and par.dp == 1:
-        par = par.model_copy(update={"zero": 0})
+    t, lay, tune = ledger_setup(training, layout, finetune, keywords)
+    tp, pp = lay.tp, lay.pp
+    if lay.zero and lay.dp == 1:
+        lay = lay.model_copy(update={"zero": 0})
         notes.append("One data-parallel rank: ZeRO has nothing to shard, so ZeRO-0 is used.")
 
     def ledger(L: int) -> MemoryResult:
-        return memory_ledger(scaled_spec(template, L, r, tp), hardware, t, par, tune, memory_bytes=memory_bytes,
+        return memory_ledger(scaled_spec(template, L, r, tp), hardware, t, lay, tune, memory_bytes=memory_bytes,
                              reserve_bytes=reserve_bytes)
 
     d = Derivation()
@@ -382,7 +382,7 @@ def max_model_question(hardware: HardwareSpec | str, gpus: int, *, optimizer: st
     if not counts_activations(seq=seq, batch=batch, like=like, aspect=aspect, finetune=finetune):
         return max_model(as_hardware(hardware, "hardware"), gpus, optimizer, precision, zero,
                          memory_bytes=memory_bytes, reserve_bytes=reserve_bytes)
-    training = validated(TrainingSetup, batch=batch or 1, seq=seq, optimizer=optimizer, precision=precision,
+    training = validated(TrainingSetup, micro_batch=batch or 1, seq=seq, optimizer=optimizer, precision=precision,
                          recompute=recompute, flash=flash)
     template = as_model(like if like is not None else DEFAULT_TEMPLATE, "like")
     return max_model_fit(as_hardware(hardware, "hardware"), template, training, finetune=finetune,

@@ -38,7 +38,7 @@ class MfuInputs(Inputs):
     dtype: DType = DType.bf16
     tokens_per_s: Positive | None = Field(default=None, description="observed training tokens/s, whole cluster")
     step_time_s: Positive | None = Field(default=None, description="seconds per optimizer step")
-    batch: PositiveInt | None = Field(default=None, description="sequences per step, whole cluster")
+    global_batch: PositiveInt | None = Field(default=None, description="sequences per step, whole cluster")
     seq: PositiveInt | None = None
     recompute: Recompute = "none"
     causal: bool = True
@@ -74,33 +74,39 @@ class MfuResult(Result):
 
 
 def mfu(spec: TransformerSpec | LinearSpec | None, hardware: HardwareSpec, gpus: int | None = None, *,
-        tokens_per_s: float | None = None, step_time_s: float | None = None, batch: int | None = None,
+        tokens_per_s: float | None = None, step_time_s: float | None = None, global_batch: int | None = None,
         seq: int | None = None, dtype: str | DType = DType.bf16, recompute: Recompute = "none", causal: bool = True,
-        params: float | None = None, tflops_per_gpu: float | None = None) -> MfuResult:
+        params: float | None = None, tflops_per_gpu: float | None = None, batch: int | None = None) -> MfuResult:
     """MFU (model FLOPs) and HFU (hardware FLOPs) against the dtype's dense peak.
 
-    The work done is one of: `tokens_per_s` (whole cluster); `step_time_s` with `batch` (sequences per
-    step) and `seq`; or `tflops_per_gpu`, a quoted model TFLOP/s per GPU (MFU = X / P).
+    The work done is one of: `tokens_per_s` (whole cluster); `step_time_s` with `global_batch` (sequences per
+    step; `batch` is its old name, still read) and `seq`; or `tflops_per_gpu`, a quoted model TFLOP/s per GPU
+    (MFU = X / P).
     FLOPs per token come from `spec` (exact count; `seq` defaults to its max context; a linear net counts
     examples in place of tokens) or, with `spec=None`, from `params` as 6N. A quote needs neither for the
     MFU; with one it also gives tokens/s. `gpus` may be left out only with `tflops_per_gpu` (then 1).
     """
     spec = as_optional_model(spec, "spec")
     hardware = as_hardware(hardware, "hardware")
+    if batch is not None:  # the old name of global_batch
+        if global_batch is not None:
+            raise InputError("give `global_batch` once (`batch` is its old name), not both")
+        global_batch = batch
     if spec is not None and params is not None:
         raise InputError("`model` counts the FLOPs per token itself: leave out `params`")
     if tokens_per_s is not None and step_time_s is not None:
-        raise InputError("give the throughput as `tokens_per_s`, or as `step_time_s` with `batch` and `seq` (not both)")
-    if tokens_per_s is not None and batch is not None:  # it was accepted and ignored
-        raise InputError("`batch` turns a `step_time_s` into tokens/s; with `tokens_per_s` it is not read: leave it "
-                         "out")
+        raise InputError("give the throughput as `tokens_per_s`, or as `step_time_s` with `global_batch` and `seq` "
+                         "(not both)")
+    if tokens_per_s is not None and global_batch is not None:  # it was accepted and ignored
+        raise InputError("`global_batch` turns a `step_time_s` into tokens/s; with `tokens_per_s` it is not read: "
+                         "leave it out")
     throughput = tokens_per_s is not None or step_time_s is not None
     if throughput and tflops_per_gpu is not None:
         raise InputError("give a throughput (`tokens_per_s` or `step_time_s`) or `tflops_per_gpu`, not both: "
                          "either one determines the other")
     if not throughput and tflops_per_gpu is None:
-        raise InputError("give the throughput as `tokens_per_s`, or as `step_time_s` with `batch` and `seq`, or a "
-                         "quoted `tflops_per_gpu`")
+        raise InputError("give the throughput as `tokens_per_s`, or as `step_time_s` with `global_batch` and `seq`, "
+                         "or a quoted `tflops_per_gpu`")
     if throughput and gpus is None:
         raise InputError("`gpus` is needed: a throughput is the whole cluster's, MFU divides by G · peak")
     if throughput and spec is None and params is None:
@@ -111,8 +117,8 @@ def mfu(spec: TransformerSpec | LinearSpec | None, hardware: HardwareSpec, gpus:
                          "(without one, `recompute` full counts 8N hardware FLOPs per token, Narayanan et al. 2021 "
                          "eq. 4)")
     i = validated(MfuInputs, gpus=1 if gpus is None else gpus, gpu=hardware.name, dtype=parse_dtype(dtype),
-                  tokens_per_s=tokens_per_s, step_time_s=step_time_s, batch=batch, seq=seq, recompute=recompute,
-                  causal=causal, params=params, tflops_per_gpu=tflops_per_gpu)
+                  tokens_per_s=tokens_per_s, step_time_s=step_time_s, global_batch=global_batch, seq=seq,
+                  recompute=recompute, causal=causal, params=params, tflops_per_gpu=tflops_per_gpu)
     notes = []
     s = i.seq
     if isinstance(spec, LinearSpec):
@@ -125,12 +131,12 @@ def mfu(spec: TransformerSpec | LinearSpec | None, hardware: HardwareSpec, gpus:
     if i.tokens_per_s is not None:
         tps = d.given("observed throughput", "tokens/s", i.tokens_per_s, "tokens/s")
     elif i.step_time_s is not None:
-        if i.batch is None:
-            raise InputError("`step_time_s` needs `batch` (sequences per step, whole cluster) and `seq`")
+        if i.global_batch is None:
+            raise InputError("`step_time_s` needs `global_batch` (sequences per step, whole cluster) and `seq`")
         if i.seq is None and not isinstance(spec, LinearSpec):
-            raise InputError("`step_time_s` needs `seq` (tokens per sequence) as well as `batch`")
-        tps = d.add("observed throughput", "batch · seq / step time", f"{i.batch} × {s} / {g(i.step_time_s)}",
-                    i.batch * (s or 1) / i.step_time_s, "tokens/s", DEFINITION)
+            raise InputError("`step_time_s` needs `seq` (tokens per sequence) as well as `global_batch`")
+        tps = d.add("observed throughput", "B · s / step time", f"{i.global_batch} × {s} / {g(i.step_time_s)}",
+                    i.global_batch * (s or 1) / i.step_time_s, "tokens/s", DEFINITION)
 
     # FLOPs per token: the architecture's exact count, else 6N, else none (a quoted FLOP/s needs none).
     per_what = "token"

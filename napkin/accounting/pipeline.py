@@ -138,27 +138,27 @@ def _split(L: int, P: int, V: int, first: int | None, last: int | None, emb: boo
     return tuple(out), rule
 
 
-def pipeline_stages(L: int, par: Layout) -> tuple[PipelineStage, ...]:
+def pipeline_stages(L: int, lay: Layout) -> tuple[PipelineStage, ...]:
     """Every stage of the pipeline with the layers of each of its chunks (raises InputError for a split that
     cannot run)."""
-    return _split(L, par.pp, par.vp, par.first_stage_layers, par.last_stage_layers, par.embedding_in_split,
-                  par.loss_in_split)[0]
+    return _split(L, lay.pp, lay.vp, lay.first_stage_layers, lay.last_stage_layers, lay.embedding_in_split,
+                  lay.loss_in_split)[0]
 
 
-def split_rule(L: int, par: Layout) -> str:
+def split_rule(L: int, lay: Layout) -> str:
     """The source of the split ``pipeline_stages`` made."""
-    return _split(L, par.pp, par.vp, par.first_stage_layers, par.last_stage_layers, par.embedding_in_split,
-                  par.loss_in_split)[1]
+    return _split(L, lay.pp, lay.vp, lay.first_stage_layers, lay.last_stage_layers, lay.embedding_in_split,
+                  lay.loss_in_split)[1]
 
 
-def is_even(L: int, par: Layout) -> bool:
+def is_even(L: int, lay: Layout) -> bool:
     """Every chunk holds the same number of layers."""
-    return len({hi - lo for st in pipeline_stages(L, par) for lo, hi in st.chunks}) == 1
+    return len({hi - lo for st in pipeline_stages(L, lay) for lo, hi in st.chunks}) == 1
 
 
-def chunk_in_flight(par: Layout, stage: int) -> tuple[int, ...]:
+def chunk_in_flight(lay: Layout, stage: int) -> tuple[int, ...]:
     """Micro-batches each model chunk of stage ``stage`` holds at the peak of the schedule (module docstring)."""
-    P, V, m = par.pp, par.vp, par.micro_batches
+    P, V, m = lay.pp, lay.vp, lay.micro_batches
     if P == 1:
         return (1,)
     if V == 1:
@@ -175,12 +175,12 @@ def chunk_in_flight(par: Layout, stage: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def heaviest_stages(L: int, par: Layout, content: Callable[[PipelineStage], Hashable] | None = None
+def heaviest_stages(L: int, lay: Layout, content: Callable[[PipelineStage], Hashable] | None = None
                     ) -> list[PipelineStage]:
     """The stages that can be the fullest: the first, the last, and of the stages between, the earliest of each
     distinct content (``content``: by default the chunk sizes; give the layer kinds per chunk where they differ),
     since a later stage of the same content holds fewer micro-batches in flight."""
-    stages = pipeline_stages(L, par)
+    stages = pipeline_stages(L, lay)
     if len(stages) <= 2:
         return list(stages)
     seen: set[Hashable] = set()

@@ -228,7 +228,7 @@ class Memory:
         from napkin.accounting.memory import TrainingSetup, memory_ledger
 
         lay = self.tightest[ShapeBatch(key.shape, key.b)].model_copy(update={"zero": key.zero, "micro_batches": m})
-        mem = memory_ledger(self.spec, self.hw, TrainingSetup(batch=key.b, seq=self.seq, precision=self.precision,
+        mem = memory_ledger(self.spec, self.hw, TrainingSetup(micro_batch=key.b, seq=self.seq, precision=self.precision,
                                                               recompute=self.recs[key.ri]), lay,
                             reserve_bytes=self.reserve_bytes)
         self.fits[key], self.totals[key] = mem.fits, mem.total_bytes

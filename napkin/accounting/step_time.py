@@ -554,8 +554,8 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
     p = BYTES_PER_ELEMENT[prec.activations]
     dev, eff_src = _device(hw, i.precision, c)
     plan = layer_plan(spec)
-    G, t, P, V, C, E, dp = lay.gpus, lay.tp, lay.pp, lay.vp, lay.cp, lay.ep, lay.dp
-    d.add("data-parallel degree", "DP = G / (TP·CP·PP)", f"{G} / ({t}·{C}·{P})", dp, "ranks",
+    G, t, PP, V, C, E, dp = lay.gpus, lay.tp, lay.pp, lay.vp, lay.cp, lay.ep, lay.dp
+    d.add("data-parallel degree", "DP = G / (TP·CP·PP)", f"{G} / ({t}·{C}·{PP})", dp, "ranks",
           "Narayanan et al. 2021 §2")
     d.add("micro-batches per step", "m = B / (b·DP)", f"{i.global_batch} / ({b}·{dp})", m, "micro-batches",
           "Narayanan et al. 2021 §2.2")
@@ -569,7 +569,7 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
           ", ".join(f"{k} {v}" for k, v in groups.items()), lay.shard, "ranks",
           "Megatron-core parallel_state (MoE parallel folding); torchtitan ParallelDims (dp_shard_cp, HSDP)")
     for name, n, link in (("TP", t, tp_link), ("CP", C, cp_link), ("EP", E, ep_link), ("DP·CP", dp * C, dp_link),
-                          ("expert DP", lay.expert_dp if E > 1 else 1, edp_link), ("PP", P, pp_link)):
+                          ("expert DP", lay.expert_dp if E > 1 else 1, edp_link), ("PP", PP, pp_link)):
         if n > 1:
             d.add(f"{name} group link ({link.tier}, {link.members_per_node} per node)", "BW_bus",
                   g(link.bandwidth_bytes_per_s), link.bandwidth_bytes_per_s, "B/s", SRC_PLACEMENT)
@@ -604,17 +604,17 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
         br["zero3_comm"] += d.add("exposed FSDP edges: first gather and last reduce-scatter, per micro-batch",
                                   "m · (t_gather + t_reduce-scatter) of one layer", f"{m} × ({g(g0)} + {g(rs0)})",
                                   m * (g0 + rs0), "s", SRC_FSDP)
-    bubble = (P - 1) / V * t_stage
-    br["pp_bubble"] = d.add("pipeline bubble", "(PP − 1)/VP · t_stage", f"({P} − 1)/{V} × {g(t_stage)}", bubble, "s",
+    bubble = (PP - 1) / V * t_stage
+    br["pp_bubble"] = d.add("pipeline bubble", "(PP − 1)/VP · t_stage", f"({PP} − 1)/{V} × {g(t_stage)}", bubble, "s",
                             SRC_BUBBLE)
-    if P > 1:
+    if PP > 1:
         send = collective_time("p2p", act_msg / (t if lay.sp else 1), 2, pp_link)
-        br["pp_comm"] = d.add("pipeline sends", "2 · (VP·m + PP − 1) · t_send", f"2 × ({V}·{m} + {P} − 1) × {g(send)}",
-                              2 * (V * m + P - 1) * send, "s", SRC_BUBBLE)
+        br["pp_comm"] = d.add("pipeline sends", "2 · (VP·m + PP − 1) · t_send", f"2 × ({V}·{m} + {PP} − 1) × {g(send)}",
+                              2 * (V * m + PP - 1) * send, "s", SRC_BUBBLE)
     # data-parallel gradient reduction of the fuller stage's parameters (experts over DP/EP)
     comps = count_params(spec).components
     sp_ = max((stage_params(comps, spec.layers, lay, st, spec.tied_embeddings,
-                            layer_shares(plan, st) if P > 1 else None) for st in stages_of(lay, spec.layers, plan)),
+                            layer_shares(plan, st) if PP > 1 else None) for st in stages_of(lay, spec.layers, plan)),
               key=lambda x: x.total)
     gb = rb  # the stack's reduce dtype (fp32 under mixed precision for FSDP and Megatron), else the grads'
     # gradients are reduced over every rank that holds the same weights: DP·CP (Megatron-LM reduces over the
@@ -663,7 +663,7 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
                      "widest, and the step may be off by more")
     total_b = usable = fits = None
     if ledger:
-        mem = memory_ledger(spec, hw, TrainingSetup(batch=b, seq=s, optimizer=i.optimizer, precision=i.precision,
+        mem = memory_ledger(spec, hw, TrainingSetup(micro_batch=b, seq=s, optimizer=i.optimizer, precision=i.precision,
                                                     recompute=i.recompute, flash=i.flash), lay,
                             reserve_bytes=i.reserve_bytes)
         total_b, usable, fits = mem.total_bytes, mem.usable_bytes, mem.fits

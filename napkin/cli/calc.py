@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from napkin.cli.context import hardware, one_or_all, state
+from napkin.cli.context import hardware, one_or_all, renamed, state
 from napkin.cli.context import model as model_of
 from napkin.cli.context import stack as stack_of
 from napkin.cli.finetune_options import (
@@ -28,9 +28,13 @@ from napkin.cli.options import (
     Causal,
     Check,
     Cp,
+    DpShard,
     DTypeOpt,
+    EmbeddingInSplit,
     Ep,
+    Etp,
     Explain,
+    FirstStage,
     FitReserve,
     Flash,
     GlobalBatch,
@@ -40,10 +44,14 @@ from napkin.cli.options import (
     InterBandwidth,
     IntraBandwidth,
     Json,
+    LastStage,
+    LossInSplit,
     Memory,
     Mfu,
     MicroBatch,
     NodeSize,
+    OffloadLayers,
+    OldBatch,
     Optimizer,
     Pp,
     Precision,
@@ -105,6 +113,13 @@ def train_time_cmd(
     global_batch: GlobalBatch = None,
     sp: Sp = False,
     zero: Zero = 0,
+    etp: Etp = None,
+    dp_shard: DpShard = None,
+    first_stage_layers: FirstStage = None,
+    last_stage_layers: LastStage = None,
+    embedding_in_split: EmbeddingInSplit = False,
+    loss_in_split: LossInSplit = False,
+    offload_layers: OffloadLayers = 0,
     precision: Precision = "bf16-mixed",
     node_size: NodeSize = None,
     intra_node_bandwidth: IntraBandwidth = None,
@@ -138,15 +153,19 @@ def train_time_cmd(
         model=model_of(ctx, model) if model is not None else None, mfu=mfu, hfu=hfu, mfu_from=mfu_from,
         mfu_fraction=mfu_fraction, plan=plan, layout=layout, price_per_gpu_hour=price, pue=pue, seq=seq,
         recompute=recompute, flops=flops, dtype=dtype, sparse=sparse, causal=causal,
-        step=dict(sp=sp, zero=zero, precision=precision, node_size=node_size,
+        step=dict(sp=sp, zero=zero, etp=etp, dp_shard=dp_shard, first_stage_layers=first_stage_layers,
+                  last_stage_layers=last_stage_layers, embedding_in_split=embedding_in_split,
+                  loss_in_split=loss_in_split, offload_layers=offload_layers, precision=precision, node_size=node_size,
                   intra_node_bandwidth=intra_node_bandwidth, inter_node_bandwidth=inter_node_bandwidth,
                   calibration=calibration, stack=stack_of(ctx, stack)))
     render.show(result, as_json=json, explain=explain)
 
 
-_LAYOUT_ONLY = ("sp", "zero", "precision", "node_size", "intra_node_bandwidth", "inter_node_bandwidth", "calibration",
-                "stack")
-_SEARCHED = ("tp", "pp", "vp", "cp", "ep", "micro_batch", "sp", "zero", "recompute")
+_LAYOUT_ONLY = ("sp", "zero", "etp", "dp_shard", "first_stage_layers", "last_stage_layers", "embedding_in_split",
+                "loss_in_split", "offload_layers", "precision", "node_size", "intra_node_bandwidth",
+                "inter_node_bandwidth", "calibration", "stack")
+_SEARCHED = ("tp", "pp", "vp", "cp", "ep", "micro_batch", "sp", "zero", "recompute", "etp", "dp_shard",
+             "first_stage_layers", "last_stage_layers", "embedding_in_split", "loss_in_split", "offload_layers")
 
 
 def _refuse_ignored_train_flags(ctx: typer.Context, *, model: str | None, mfu_from: Path | None, plan: bool,
@@ -183,10 +202,13 @@ def max_model_cmd(
     memory: Memory = None,
     reserve: FitReserve = None,
     seq: Seq = None,
-    batch: Annotated[int | None, opt("--batch", "-b", parser=whole("micro-batch size"), metavar="B", panel=ACTS,
-                                     help="Micro-batch size; with --seq, counts activations too.")] = None,
+    micro_batch_: Annotated[int | None, opt("--micro-batch", "-b", parser=whole("micro-batch size"), metavar="b",
+                                            panel=ACTS, help="Micro-batch size; with --seq, counts activations "
+                                            "too.")] = None,
+    old_batch: OldBatch = None,
     like: Annotated[str | None, opt("--like", metavar="MODEL", panel=ACTS, help="Model family to scale at a "
-                                    "fixed d_model/layers (default llama3-8b when --seq/--batch is given).")] = None,
+                                    "fixed d_model/layers (default llama3-8b when --seq/--micro-batch is "
+                                    "given).")] = None,
     aspect: Annotated[float | None, opt("--aspect", parser=number("aspect ratio"), metavar="R", panel=ACTS,
                                         help="d_model / layers of the scaled family (default: the --like model's).")
                       ] = None,
@@ -208,7 +230,7 @@ def max_model_cmd(
 ) -> None:
     """Largest model that fits G GPUs: model state only (the lecture's napkin), or with activations.
 
-    Without --seq, --batch, --like or --aspect it counts parameters, gradients, master weights and optimizer
+    Without --seq, --micro-batch, --like or --aspect it counts parameters, gradients, master weights and optimizer
     state only. With any of them it scales a model family (--like, default llama3-8b; --seq defaults to its
     pre-training length) and counts activations too. With --finetune lora|qlora (or --offload) it always scales
     the family: the adapters need an architecture (`napkin max-model --finetune qlora --gpus 1 --gpu l4 --seq 2048`).
@@ -220,10 +242,11 @@ def max_model_cmd(
     tune = FinetuneSetup(finetune=finetune, lora_rank=lora_rank, lora_targets=lora_targets, base_dtype=base_dtype,
                          double_quant=double_quant, lora_embeddings=lora_embeddings, paged_optimizer=paged_optimizer,
                          offload=offload)
+    batch = renamed("--batch", "--micro-batch", old_batch, micro_batch_)
     if not counts_activations(seq=seq, batch=batch, like=like, aspect=aspect, finetune=tune):
-        refuse_unused(ctx, ["tp", "pp", "recompute", "flash"], "without --seq, --batch, --like or --aspect (model "
-                      "state alone: parameters, gradients and optimizer state, sharded by --zero)",
-                      "give --seq and --batch to count activations")
+        refuse_unused(ctx, ["tp", "pp", "recompute", "flash"], "without --seq, --micro-batch, --like or --aspect "
+                      "(model state alone: parameters, gradients and optimizer state, sharded by --zero)",
+                      "give --seq and --micro-batch to count activations")
     family = model_of(ctx, like) if like is not None else None
     result = one_or_all(ctx, gpu, "max-model", lambda hw: max_model_question(
         hw, gpus, optimizer=optimizer, precision=precision, zero=zero, memory_bytes=memory, reserve_bytes=reserve,

@@ -30,6 +30,17 @@ def state(ctx: typer.Context) -> State:
     return root.obj
 
 
+def renamed(old: str, new: str, old_value: Any, value: Any) -> Any:
+    """The value of a flag given by its new name or by its old one (a hidden alias), never both."""
+    if old_value is None:
+        return value
+    if value is not None:
+        from napkin.errors import InputError
+
+        raise InputError(f"give {new} once ({old} is its old name), not both")
+    return old_value
+
+
 def hardware(ctx: typer.Context, name: str):  # -> HardwareSpec
     from napkin.specs.catalog import get_hardware
 

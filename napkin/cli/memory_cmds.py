@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from napkin.cli.context import hardware, state
+from napkin.cli.context import hardware, renamed, state
 from napkin.cli.context import model as model_of
 from napkin.cli.finetune_options import (
     BaseDtype,
@@ -36,6 +36,7 @@ from napkin.cli.options import (
     LossInSplit,
     Memory,
     OffloadLayers,
+    OldBatch,
     Optimizer,
     Pp,
     Precision,
@@ -52,8 +53,9 @@ from napkin.cli.options import (
 )
 from napkin.cli.root import app
 
-Batch = Annotated[int, opt("--batch", "-b", parser=whole("micro-batch size"), metavar="B", panel=ACTS,
-                           help="Micro-batch size: sequences per GPU per micro-batch.")]
+MicroBatchOpt = Annotated[int | None, opt("--micro-batch", "-b", parser=whole("micro-batch size"), metavar="b",
+                                          panel=ACTS, help="Micro-batch size: sequences per GPU per micro-batch "
+                                          "(default 1).")]
 MicroBatches = Annotated[int, opt("--micro-batches", parser=whole("micro-batch count"), metavar="M", panel=PARALLEL,
                                   help="Micro-batches per step; with --pp the first stage holds min(pp, M) of them.")]
 
@@ -66,7 +68,8 @@ def memory_cmd(
                                      "models list`) or a config.json / YAML path.")] = None,
     params: Annotated[float | None, opt("--params", "-N", parser=count("parameter count"), metavar="N",
                                         help="Parameter count in place of --model: model state only.")] = None,
-    batch: Batch = 1,
+    micro_batch: MicroBatchOpt = None,
+    batch: OldBatch = None,
     seq: Seq = None,
     gpus: Annotated[int, opt("--gpus", "-g", parser=whole("GPU count"), metavar="G", panel=PARALLEL,
                              help="Number of GPUs (G = DP · TP · PP).")] = 1,
@@ -114,7 +117,7 @@ def memory_cmd(
 ) -> None:
     """Per-GPU memory for training: parameters, gradients, master weights, optimizer states, activations.
 
-    Example: napkin memory --model llama3-8b --batch 1 --seq 4096 --gpus 8 --zero 3
+    Example: napkin memory --model llama3-8b --micro-batch 1 --seq 4096 --gpus 8 --zero 3
 
     Fine-tuning: --finetune lora|qlora (adapters on a frozen base; --lora-rank, --lora-targets, --base-dtype),
     --offload optimizer|optimizer+params (host memory and PCIe traffic); every ledger also gives the checkpoint size.
@@ -134,7 +137,8 @@ def memory_cmd(
     result = memory_question(
         model_of(ctx, model) if model is not None else None,
         list(hardware_catalog(state(ctx).specs_dirs)) if every else hardware(ctx, gpu),
-        TrainingSetup(batch=batch, seq=seq, optimizer=optimizer, precision=precision, recompute=recompute,
+        TrainingSetup(micro_batch=renamed("--batch", "--micro-batch", batch, micro_batch) or 1,
+                      seq=seq, optimizer=optimizer, precision=precision, recompute=recompute,
                       flash=flash, dropout=dropout, fused_norm=fused_norm),
         finetune=FinetuneSetup(finetune=finetune, lora_rank=lora_rank, lora_targets=lora_targets, base_dtype=base_dtype,
                                double_quant=double_quant, lora_embeddings=lora_embeddings,

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from napkin.cli.context import hardware, state
+from napkin.cli.context import hardware, renamed, state
 from napkin.cli.context import model as model_of
 from napkin.cli.finetune_options import Finetune, LoraEmbeddings, LoraRank, LoraTargets
 from napkin.cli.options import (
@@ -23,6 +23,7 @@ from napkin.cli.options import (
     StepTime,
     count,
     number,
+    old_name,
     opt,
     whole,
 )
@@ -145,8 +146,9 @@ def mfu_cmd(
     tokens_per_s: Annotated[float | None, opt("--tokens-per-s", parser=count("tokens per second"), metavar="X",
                                               help="Observed training throughput, whole cluster (tokens/s).")] = None,
     step_time: StepTime = None,
-    batch: Annotated[int | None, opt("--batch", "-b", parser=whole("batch"), metavar="B",
-                                     help="Sequences per step, whole cluster (with --step-time).")] = None,
+    global_batch: Annotated[int | None, opt("--global-batch", "-B", parser=whole("global batch"), metavar="B",
+                                            help="Sequences per step, whole cluster (with --step-time).")] = None,
+    batch: Annotated[int | None, old_name("--batch", "--global-batch", "global batch")] = None,
     tflops_per_gpu: Annotated[float | None, opt("--tflops-per-gpu", parser=number("TFLOP/s per GPU"), metavar="X",
                                                 help="A quoted model TFLOP/s per GPU, in place of a throughput: "
                                                      "MFU = X / dense peak; tokens/s too with --model or "
@@ -184,7 +186,8 @@ def mfu_cmd(
 
         raise InputError("--width, --depth and --out reshape a linear net: they need --model cruncher")
     spec = None if model is None else resolve_model(ctx, model, width, depth, out)
-    result = mfu(spec, hardware(ctx, gpu), gpus, tokens_per_s=tokens_per_s, step_time_s=step_time, batch=batch,
+    result = mfu(spec, hardware(ctx, gpu), gpus, tokens_per_s=tokens_per_s, step_time_s=step_time,
+                 global_batch=renamed("--batch", "--global-batch", batch, global_batch),
                  seq=seq, dtype=dtype, causal=causal, params=params, tflops_per_gpu=tflops_per_gpu,
                  recompute=recompute)  # type: ignore[arg-type]  # a str: mfu's input model refuses a bad one
     render.show(result, as_json=json, explain=explain)

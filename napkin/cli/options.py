@@ -215,8 +215,8 @@ def exit_if_does_not_fit(check: bool, fits: bool) -> None:
 
 
 StepTime = Annotated[float | None, opt("--step-time", parser=duration("step time", positive=True), metavar="TIME",
-                                       help="Time per optimizer step, in place of --tokens-per-s (needs --batch and "
-                                            "--seq): 9s, 500ms, or a bare number of seconds.")]
+                                       help="Time per optimizer step, in place of --tokens-per-s (needs --global-batch "
+                                            "and --seq): 9s, 500ms, or a bare number of seconds.")]
 
 
 NodeSize = Annotated[int | None, opt("--node-size", parser=whole("node size"), metavar="G", panel=CLUSTER,
@@ -265,6 +265,13 @@ OffloadLayers = Annotated[int, opt("--offload-layers", min=0, metavar="N", panel
                                         "--cpu-offloading-num-layers): host memory and PCIe/C2C traffic.")]
 Sp = Annotated[bool, opt("--sp", panel=PARALLEL, help="Megatron sequence parallelism: split norms and "
                          "block inputs over the TP ranks too.")]
+def old_name(old: str, new: str, what: str) -> Any:
+    """A flag kept under its old name: hidden from --help (which shows the new one); cli.context.renamed takes its
+    value (docs/design.md, the table of names)."""
+    return opt(old, parser=whole(what), metavar="N", hidden=True, help=f"The old name of {new}.")
+
+
+OldBatch = Annotated[int | None, old_name("--batch", "--micro-batch", "micro-batch size")]
 MicroBatch = Annotated[int, opt("--micro-batch", "-b", parser=whole("micro-batch size"), metavar="b", panel=PARALLEL,
                                 help="Sequences per GPU per micro-batch.")]
 GlobalBatch = Annotated[int | None, opt("--global-batch", "-B", parser=whole("global batch"), metavar="B",

@@ -11,9 +11,20 @@ import typer
 
 from napkin.cli.bench_cmds import MEASURE, PEAK, Device, ProgressBar
 from napkin.cli.context import model as resolve_model
-from napkin.cli.context import state
+from napkin.cli.context import renamed, state
 from napkin.cli.finetune_options import Finetune, LoraEmbeddings, LoraRank, LoraTargets
-from napkin.cli.options import LENGTH_HELP, MODEL, Explain, Json, flop_rate, length, number, opt, whole
+from napkin.cli.options import (
+    LENGTH_HELP,
+    MODEL,
+    Explain,
+    Json,
+    OldBatch,
+    flop_rate,
+    length,
+    number,
+    opt,
+    whole,
+)
 from napkin.cli.root import app
 
 
@@ -24,7 +35,8 @@ def validate_cmd(
                                      help="The GPT-side model: a catalog model, a Hugging Face config.json or a "
                                           "model YAML (it must fit this device in fp32 with AdamW). Default: a tiny "
                                           "reference GPT (2 layers, d_model 64, GQA 4/2, SwiGLU, RoPE).")] = None,
-    batch: Annotated[int | None, opt("--batch", "-b", parser=whole("batch"), metavar="B", panel=MODEL,
+    old_batch: OldBatch = None,
+    batch: Annotated[int | None, opt("--micro-batch", "-b", parser=whole("micro-batch size"), metavar="b", panel=MODEL,
                                      help="Micro-batch of that model (default: 4 sequences; 2 for a linear "
                                           "net).")] = None,
     seq: Annotated[int | None, opt("--seq", "-s", parser=length("sequence length"), metavar="S", panel=MODEL,
@@ -68,7 +80,8 @@ def validate_cmd(
 
     spec = resolve_model(ctx, model) if model else None
     with ProgressBar(enabled=not json, describe=str) as progress:  # each phase: counting, then timing, per model
-        result = validate_step(spec, batch=batch, seq=seq, cruncher=cruncher, cruncher_batch=cruncher_batch,
+        result = validate_step(spec, batch=renamed("--batch", "--micro-batch", old_batch, batch),
+                               seq=seq, cruncher=cruncher, cruncher_batch=cruncher_batch,
                                device=device, gpu=gpu, peak=peak, warmup_s=warmup_ms / 1e3, iters=iters,
                                specs_dirs=state(ctx).specs_dirs, progress=progress, finetune=finetune,
                                lora_rank=lora_rank, lora_targets=lora_targets, lora_embeddings=lora_embeddings)

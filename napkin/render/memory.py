@@ -34,12 +34,12 @@ def _count(n: float) -> str:
 
 
 def _setup(r: Any) -> str:
-    i, p = r.inputs, r.inputs.parallel
+    i, p = r.inputs, r.inputs.layout
     parts = [i.model or _count(i.params)]
     if r.seq:
-        parts.append(f"b={i.batch} × s={r.seq}")
+        parts.append(f"b={i.micro_batch} × s={r.seq}")
     elif i.model:
-        parts.append(f"B={i.batch}")
+        parts.append(f"B={i.micro_batch}")
     layout = f"{p.gpus} × {i.gpu}"
     if p.gpus > 1 or p.tp > 1 or p.pp > 1:
         extra = (f" · CP {p.cp}" if p.cp > 1 else "") + (f" · EP {p.ep}" if p.ep > 1 else "") \
