@@ -111,5 +111,5 @@ def plan_cmd(
                           progress=lambda n, total: bar.update(task, completed=n, total=total),
                           **kw)  # type: ignore[arg-type]
     render.show(result, as_json=json, explain=explain)
-    if result.interrupted:
+    if getattr(result, "interrupted", False):  # an AcrossGpusResult (--gpu all) has no such field
         raise typer.Exit(130)  # the conventional status after Ctrl-C, once the best so far is printed

@@ -35,7 +35,7 @@ def hardware_list(r: Any) -> list[Any]:
     t.add_column("TDP\nW", justify="right", no_wrap=True)
     for s in r.specs:
         t.add_row(safe(s.name), f"{s.memory_bytes / 1e9:g}", f"{s.memory_bandwidth_bytes_per_s / 1e12:g}",
-                  *[_tflops(s, d, sp) for d, sp in _COLUMNS], f"{s.tdp_w:g}")
+                  *[_tflops(s, d, sp) for d, sp in _COLUMNS], "–" if s.tdp_w is None else f"{s.tdp_w:g}")
     short = ", ".join(f"{safe(a)} → {safe(s.name)}" for s, names in zip(r.specs, r.short_names, strict=True)
                       for a in names if len(a) <= 5)
     notes = ("[dim]fp16 = bf16 and int8 (TOPS) = fp8 where a part has both; tf32 = bf16 / 2; `napkin hardware show "
@@ -83,7 +83,7 @@ def hardware_show(r: Any) -> list[Any]:
     if s.sm_count:
         rows.append(("compute units" if s.vendor == "amd" else "SMs", f"{s.sm_count}"))
     rows += _step_time_rows(s)
-    rows.append(("TDP", f"{s.tdp_w:g} W"))
+    rows.append(("TDP", "not published" if s.tdp_w is None else f"{s.tdp_w:g} W"))
     rows.append(("spec file", safe(r.file)))
     t = Table(title="peak compute", title_justify="left")
     t.add_column("dtype")
