@@ -20,6 +20,7 @@ from napkin.cli.finetune_options import (
 )
 from napkin.cli.options import (
     ACTS,
+    CUSTOM_GPU_HELP,
     PARALLEL,
     Check,
     Cp,
@@ -64,7 +65,7 @@ def memory_cmd(
     gpus: Annotated[int, opt("--gpus", "-g", parser=whole("GPU count"), metavar="G", panel=PARALLEL,
                              help="Number of GPUs (G = DP · TP · PP).")] = 1,
     gpu: Annotated[str, opt("--gpu", metavar="NAME|all", help="Accelerator from `napkin hardware list`; 'all' "
-                            "compares every GPU of the catalog.")] = "h100",
+                            "compares every GPU of the catalog" + CUSTOM_GPU_HELP + ".")] = "h100",
     optimizer: Optimizer = "adamw",
     precision: Precision = "bf16-mixed",
     recompute: Recompute = "none",

@@ -29,7 +29,7 @@ def hardware_list(r: Any) -> list[Any]:
               box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     t.add_column("name", no_wrap=True)
     t.add_column("mem\nGB", justify="right", no_wrap=True)
-    t.add_column("HBM\nTB/s", justify="right", no_wrap=True)
+    t.add_column("mem BW\nTB/s", justify="right", no_wrap=True)
     for d, sparse in _COLUMNS:
         t.add_column(d.value + ("\nsparse" if sparse else "\ndense"), justify="right", no_wrap=True)
     t.add_column("TDP\nW", justify="right", no_wrap=True)
