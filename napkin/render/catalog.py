@@ -93,7 +93,7 @@ def hardware_show(r: Any) -> list[Any]:
     for p in r.peaks:
         sparse = f"{p.sparse_flops_per_s / 1e12:g}" if p.sparse_flops_per_s is not None else "–"
         t.add_row(p.dtype.value, f"{p.dense_flops_per_s / 1e12:g}", sparse, f"{p.ridge_flops_per_byte:.0f}")
-    parts = [kv_table(safe(s.display_name), rows), t]
+    parts = [kv_table(safe(s.display_name), rows, justify="left"), t]
     if s.notes:
         parts.append("\n".join(f"[dim]• {safe(n)}[/dim]" for n in s.notes))
     parts.append("[dim]sources: " + safe("; ".join(s.sources)) + "[/dim]")
