@@ -85,3 +85,24 @@ def test_memory_docs_explain_excerpt_is_a_cut_of_the_real_output():
         assert real[i:i + len(run)] == run
     numbered = [int(m.group(1)) for line in block if (m := re.match(r"\s*(\d+)\. ", line))]
     assert numbered == list(range(numbered[0], numbered[0] + len(numbered)))
+
+
+# -- issue 25 items 12 and 13 (remainder) ----------------------------------------------------------------------------
+
+def test_memory_micro_batches_without_pp_is_refused_in_one_line(cli):
+    out = cli("memory", "--model", "llama3-8b", "--micro-batches", "4")
+    assert out.exit_code == 2 and len(out.stderr.splitlines()) == 1
+    assert "--micro-batches would be ignored without --pp" in out.stderr
+    assert cli("memory", "--model", "llama3-8b", "--micro-batches", "4", "--pp", "2", "--gpus", "2").exit_code == 0
+    assert cli("memory", "--model", "llama3-8b").exit_code == 0  # the default is not something typed
+
+
+@pytest.mark.parametrize("start", ["0", "5"])
+def test_m_range_error_shows_the_start_typed(start):
+    from napkin.bench.device import range_values
+    from napkin.errors import InputError
+
+    with pytest.raises(InputError, match=rf"^--m-range {start} 100000000 1 holds"):
+        range_values(int(start), 100000000, 1, "--m-range")
+    with pytest.raises(InputError, match=rf"^--m-range {start} 1 1 holds no size"):
+        range_values(int(start), 1, 1, "--m-range")

@@ -44,7 +44,7 @@ from napkin.cli.options import (
     opt,
     whole,
 )
-from napkin.cli.root import app
+from napkin.cli.root import app, refuse_unused
 
 Batch = Annotated[int, opt("--batch", "-b", parser=whole("micro-batch size"), metavar="B", panel=ACTS,
                            help="Micro-batch size: sequences per GPU per micro-batch.")]
@@ -115,6 +115,9 @@ def memory_cmd(
     from napkin.accounting.memory import TrainingSetup
     from napkin.accounting.memory_solvers import memory_question
 
+    if pp <= 1:  # micro-batches set how many activations a pipeline stage holds in flight; nothing else reads them
+        refuse_unused(ctx, ["micro_batches"], "without --pp (the ledger reads the micro-batch count only for a "
+                      "pipeline stage's in-flight activations)", "give --pp 2 or more")
     every = gpu.strip().lower() == "all"
     if every:
         from napkin.specs.catalog import hardware_catalog
