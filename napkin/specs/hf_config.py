@@ -780,9 +780,12 @@ def _check_kinds(path: Path, cfg: Config) -> None:
             continue
         if isinstance(v, bool) or not isinstance(v, int):
             raise SpecError(f"{path}: {key}: must be a whole number of layers, got {reprlib.repr(v)}")
-        if not 1 <= v <= _MAX_LAYERS:
-            raise SpecError(f"{path}: {key}: must be in 1..{_MAX_LAYERS:,} (published LLMs have at most ~200 layers), "
-                            f"got {reprlib.repr(v)}")
+        if v < 1:
+            raise SpecError(f"{path}: {key}: must be at least 1, got {v}")
+        if v > _MAX_LAYERS:
+            shown = f"{v:,}" if v.bit_length() < 64 else f"an integer of ~{int(v.bit_length() * 0.30103) + 1} digits"
+            raise SpecError(f"{path}: {key}: {shown} is implausibly large (at most {_MAX_LAYERS:,}: DeepNet trained "
+                            "1,000 layers; published LLMs have at most ~200); is it a typo?")
     for key in _LIST_KEYS:
         v = cfg.get(key)
         if v is not None and not isinstance(v, list):
