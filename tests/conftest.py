@@ -77,6 +77,9 @@ def fuzz_tally() -> dict[str, int]:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     t = FUZZ_TALLY
+    refused = sys.modules.get("test_fuzz_config_keys")
+    if refused is not None and refused.REFUSED[0]:
+        terminalreporter.write_sep("-", f"config.json keys: {refused.REFUSED[0]:,} inputs refused in one line")
     if t["inputs"]:
         terminalreporter.write_sep("-", f"fuzz: {t['inputs']:,} generated inputs, {t['tracebacks']} tracebacks, "
                                         f"{t['hangs']} hangs")

@@ -75,7 +75,7 @@ def test_torch_device_names_match_their_catalog_entry(name, entry):
     assert match_hardware(name).name == entry
 
 
-@pytest.mark.parametrize("name", ["NVIDIA GeForce RTX 4090", "NVIDIA H100 80GB HBM3 MIG 1g.10gb", "AMD EPYC"])
+@pytest.mark.parametrize("name", ["NVIDIA GeForce RTX 3090", "NVIDIA H100 80GB HBM3 MIG 1g.10gb", "AMD EPYC"])
 def test_devices_not_in_the_catalog_match_nothing(name):
     assert match_hardware(name) is None
 
@@ -105,7 +105,7 @@ def test_gpu_overrides_detection_and_peak_overrides_both():
 def test_no_peak_means_no_mfu_and_a_note_saying_how_to_get_one():
     cpu = choose_peak(DType.fp32, "cpu", "AMD EPYC")
     assert cpu.peak_flops_per_s is None and "--peak" in cpu.note
-    unknown = choose_peak(DType.bf16, "cuda", "NVIDIA GeForce RTX 4090")
+    unknown = choose_peak(DType.bf16, "cuda", "NVIDIA GeForce RTX 3090")
     assert unknown.peak_flops_per_s is None and "--gpu" in unknown.note and "--peak" in unknown.note
     detected_no_row = choose_peak(DType.fp8, "cuda", "NVIDIA A100-SXM4-80GB")
     assert detected_no_row.peak_flops_per_s is None and "no fp8 peak" in detected_no_row.note

@@ -42,13 +42,23 @@ def test_every_profile_states_every_network_field_with_a_comment(path):
         assert "#" in _line(path, field), f"{path.name}: {field} needs a trailing comment saying where it came from"
 
 
+# Parts whose vendor publishes no reference system (consumer and workstation cards, the H20, TPUs): a figure the
+# step-time model reads may be null there, written out with the reason, and the command asks for the flag instead.
+UNPUBLISHED = {"rtx-4090", "rtx-5090", "rtx-a6000", "rtx-6000-ada", "a10g", "h20", "tpu-v5e", "tpu-v5p", "tpu-v6e"}
+
+
 @pytest.mark.parametrize("path", HW_FILES, ids=lambda p: p.name)
 def test_every_profile_has_the_step_time_figures(path):
     s = _spec(path)
-    assert s.sm_count and s.sm_count > 0
-    assert s.node_gpus and s.node_gpus >= 1
-    assert s.scale_up_bandwidth_bytes_per_s and s.scale_out_bandwidth_bytes_per_s
-    assert s.host_link_bandwidth_bytes_per_s
+    fields = ("sm_count", "node_gpus", "scale_up_bandwidth_bytes_per_s", "scale_out_bandwidth_bytes_per_s",
+              "host_link_bandwidth_bytes_per_s")
+    for field in fields:
+        value = getattr(s, field)
+        if value is None:
+            assert s.name in UNPUBLISHED, f"{path.name}: {field} is null on a part with a published reference system"
+            assert "null" in _line(path, field)
+        else:
+            assert value > 0
     if s.matmul_efficiency is None:
         assert "null" in _line(path, "matmul_efficiency")
     else:
@@ -59,9 +69,11 @@ def test_every_profile_has_the_step_time_figures(path):
 def test_per_direction_figures_never_exceed_the_both_directions_total(path):
     s = _spec(path)
     assert s.interconnect_bandwidth_bytes_per_s is not None
-    assert s.scale_up_bandwidth_bytes_per_s <= s.interconnect_bandwidth_bytes_per_s
+    up = s.scale_up_bandwidth_bytes_per_s or s.interconnect_bandwidth_bytes_per_s / 2
+    assert up <= s.interconnect_bandwidth_bytes_per_s
     # The network is never faster than the scale-up domain it leaves, per GPU and direction.
-    assert s.scale_out_bandwidth_bytes_per_s <= s.scale_up_bandwidth_bytes_per_s
+    if s.scale_out_bandwidth_bytes_per_s is not None:
+        assert s.scale_out_bandwidth_bytes_per_s <= up
 
 
 def test_figures_spot_checks():

@@ -226,6 +226,14 @@ def _precision_for(hw):
 ])
 def test_every_catalog_gpu_and_architecture(gpu, model, layout):
     hw = get_hardware(gpu)
+    if hw.scale_out_bandwidth_bytes_per_s is None:  # no reference network (consumer cards, TPUs): asked for
+        with pytest.raises(InputError, match="no scale-out bandwidth in its profile"):
+            step_time(get_model(model), hw, precision=_precision_for(hw), **layout)
+        layout = {**layout, "inter_node_bandwidth": 25e9}
+    if not hw.peak_flops_per_s:  # no published peak (A10G): said in one line, never a guess
+        with pytest.raises(InputError, match="no published peak"):
+            step_time(get_model(model), hw, precision=_precision_for(hw), **layout)
+        return
     r = step_time(get_model(model), hw, precision=_precision_for(hw), **layout)
     assert r.step_time_s > 0 and 0 < r.mfu < 1 and sum(r.breakdown.values()) == pytest.approx(r.step_time_s)
 

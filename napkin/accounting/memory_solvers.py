@@ -202,7 +202,7 @@ def compare_gpus(model: ModelArg | str, hardware: Sequence[HardwareSpec], traini
 
     t, lay, tune = ledger_setup(training, layout, finetune, keywords)
     prec = get_precision(t.precision)
-    runs = [h for h in hardware if prec.compute in h.peak_flops_per_s]  # one rule: the GPU must run the precision
+    runs = [h for h in hardware if h.runs(prec.compute)]  # one rule: the GPU must run the precision
     if not runs:
         raise InputError(f"no catalog GPU runs {prec.name} ({prec.compute.value} matmuls)")
     ledgers = [(h, memory_ledger(model, h, t, lay, tune, params=params, reserve_bytes=reserve_bytes)) for h in runs]

@@ -113,7 +113,7 @@ def get_precision(name: str) -> Precision:
 
 def runnable_precisions(hardware: HardwareSpec) -> list[str]:
     """The precision policies whose matmul dtype the GPU has a peak for (its tensor cores run it)."""
-    return [name for name, p in PRECISIONS.items() if p.compute in hardware.peak_flops_per_s]
+    return [name for name, p in PRECISIONS.items() if hardware.runs(p.compute)]
 
 
 def require_precision(hardware: HardwareSpec, precision: Precision | str) -> Precision:
@@ -124,7 +124,7 @@ def require_precision(hardware: HardwareSpec, precision: Precision | str) -> Pre
     if not isinstance(precision, (str, Precision)):
         raise TypeError(f"precision must be a name such as 'bf16-mixed' or a Precision, not {type(precision).__name__}")
     prec = get_precision(precision) if isinstance(precision, str) else precision
-    if prec.compute not in hardware.peak_flops_per_s:
+    if not hardware.runs(prec.compute):
         ok = ", ".join(runnable_precisions(hardware))
         raise InputError(f"{hardware.name} cannot run {prec.name}: it has no {prec.compute.value} matmul peak on its "
                          f"datasheet; precisions that run there: {ok}")

@@ -180,14 +180,19 @@ def train_time(
         cost = d.add("cost", "GPU-hours · price", f"{g(gpu_hours)} × {g(i.price_per_gpu_hour)}",
                      gpu_hours * i.price_per_gpu_hour, "$", DEFINITION)
     # Energy at board power for the whole run: an upper-bound napkin (GPUs rarely sit at TDP).
-    energy = d.add("energy", "TDP · GPU-hours · PUE / 1000",
-                   f"{g(hardware.tdp_w)} W × {g(gpu_hours)} × {g(i.pue)} / 1000",
-                   hardware.tdp_w * gpu_hours * i.pue / 1000, "kWh", f"{hardware.name} TDP (datasheet); PUE as given")
+    if hardware.tdp_w is not None:
+        energy = d.add("energy", "TDP · GPU-hours · PUE / 1000",
+                       f"{g(hardware.tdp_w)} W × {g(gpu_hours)} × {g(i.pue)} / 1000",
+                       hardware.tdp_w * gpu_hours * i.pue / 1000, "kWh",
+                       f"{hardware.name} TDP (datasheet); PUE as given")
     notes = [note] if model is not None and note else []
     if i.flops is None and model is None:
         notes.append("6ND counts the matmul FLOPs of a dense model (2ND forward + 4ND backward); "
                      "it leaves out attention's sequence-length term.")
-    notes.append("energy assumes every GPU draws its full TDP for the whole run: an upper bound.")
+    if energy is not None:
+        notes.append("energy assumes every GPU draws its full TDP for the whole run: an upper bound.")
+    else:
+        notes.append(f"no energy figure: {hardware.name} has no published TDP.")
     return TrainTimeResult(
         inputs=i, total_flops=total, peak_flops_per_s=hardware.peak(i.dtype, i.sparse), cluster_flops_per_s=cluster,
         flops_per_day=per_day, time_s=days * SECONDS_PER_DAY, days=days, gpu_hours=gpu_hours, cost=cost,

@@ -251,15 +251,16 @@ def range_values(start: int, stop: int, step: int, what: str = "range") -> list[
     """mamf-finder's --m_range START STOP STEP: START, START+STEP, ... below STOP (a START of 0 means STEP)."""
     if step < 1 or start < 0 or stop < 1:
         raise InputError(f"{what} needs START >= 0, STOP >= 1 and STEP >= 1, got {start} {stop} {step}")
+    typed = f"{what} {start} {stop} {step}"  # errors echo what was typed (a START of 0 stays 0 there)
     if start == 0:  # a dimension cannot be 0 (mamf-finder starts at STEP)
         start = step
     sizes = range(start, stop, step)
     if len(sizes) > MAX_SWEEP_SHAPES:  # counted, not built: --m-range 0 100000000 1 built 4.9 GB of ints first
-        raise InputError(f"{what} {start} {stop} {step} holds {len(sizes):,} sizes, more than the "
+        raise InputError(f"{typed} holds {len(sizes):,} sizes, more than the "
                          f"{MAX_SWEEP_SHAPES:,} shapes a sweep may time: widen STEP or narrow START..STOP")
     values = list(sizes)
     if not values:
-        raise InputError(f"{what} {start} {stop} {step} holds no size: STOP is exclusive and must exceed START")
+        raise InputError(f"{typed} holds no size: STOP is exclusive and must exceed START")
     return values
 
 

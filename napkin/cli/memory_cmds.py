@@ -20,6 +20,7 @@ from napkin.cli.finetune_options import (
 )
 from napkin.cli.options import (
     ACTS,
+    CUSTOM_GPU_HELP,
     PARALLEL,
     Check,
     Cp,
@@ -51,7 +52,7 @@ from napkin.cli.options import (
     opt,
     whole,
 )
-from napkin.cli.root import app
+from napkin.cli.root import app, refuse_unused
 
 MicroBatchOpt = Annotated[int | None, opt("--micro-batch", "-b", parser=whole("micro-batch size"), metavar="b",
                                           panel=ACTS, help="Micro-batch size: sequences per GPU per micro-batch "
@@ -74,7 +75,7 @@ def memory_cmd(
     gpus: Annotated[int, opt("--gpus", "-g", parser=whole("GPU count"), metavar="G", panel=PARALLEL,
                              help="Number of GPUs (G = DP · TP · PP).")] = 1,
     gpu: Annotated[str, opt("--gpu", metavar="NAME|all", help="Accelerator from `napkin hardware list`; 'all' "
-                            "compares every GPU of the catalog.")] = "h100",
+                            "compares every GPU of the catalog" + CUSTOM_GPU_HELP + ".")] = "h100",
     optimizer: Optimizer = "adamw",
     precision: Precision = "bf16-mixed",
     recompute: Recompute = "none",
@@ -131,6 +132,9 @@ def memory_cmd(
     from napkin.accounting.memory import TrainingSetup
     from napkin.accounting.memory_solvers import memory_question
 
+    if pp <= 1:  # micro-batches set how many activations a pipeline stage holds in flight; nothing else reads them
+        refuse_unused(ctx, ["micro_batches"], "without --pp (the ledger reads the micro-batch count only for a "
+                      "pipeline stage's in-flight activations)", "give --pp 2 or more")
     every = gpu.strip().lower() == "all"
     if every:
         from napkin.specs.catalog import hardware_catalog

@@ -72,8 +72,11 @@ Json = Annotated[bool, typer.Option("--json", help="Print the result model as JS
 Explain = Annotated[bool, typer.Option("--explain", help="Show the derivation: every formula, the numbers put "
                                        "in, the result and its source.", rich_help_panel=OUTPUT)]
 Gpus = Annotated[int, opt("--gpus", "-g", parser=whole("GPU count"), metavar="G", help="Number of GPUs.")]
+CUSTOM_GPU_HELP = ("; or one the catalog lacks, in a line: custom:peak=989TFLOP/s,memory=80GB,bw=3.35TB/s "
+                   "(optional fp8=, fp32=, link=, net=, node=, tdp=)")
 Gpu = Annotated[str, opt("--gpu", metavar="NAME", help="Accelerator from the hardware catalog (`napkin hardware "
-                         "list`); short names like h100 pick the default variant.", panel=CATALOG)]
+                         "list`); short names like h100 or 4090 pick the default variant" + CUSTOM_GPU_HELP + ".",
+                         panel=CATALOG)]
 DTypeOpt = Annotated[str, opt("--dtype", metavar="DTYPE", help="Compute dtype whose peak FLOP/s is used "
                               "(fp64, fp32, tf32, bf16, fp16, fp8, int8, fp4).")]
 Sparse = Annotated[bool, opt("--sparse", help="Use the 2:4-sparsity peak (2x dense on NVIDIA); MFU is "
@@ -295,8 +298,8 @@ Causal = Annotated[bool, opt("--causal/--no-causal", panel=MODEL,
                                   "counts the full s×s, as FlopCounterMode and PaLM/Megatron formulas do.")]
 
 GpuOrAll = Annotated[str, opt("--gpu", metavar="NAME|all", panel=CATALOG, help="Accelerator from `napkin hardware "
-                              "list` (short names like h100 pick the default variant); 'all' asks every GPU of the "
-                              "catalog, one row each.")]
+                              "list` (short names like h100 or 4090 pick the default variant); 'all' asks every GPU "
+                              "of the catalog, one row each" + CUSTOM_GPU_HELP + ".")]
 
 
 # The shape of a transformer on the command line (added to every command that takes --model; see

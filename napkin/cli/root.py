@@ -26,10 +26,34 @@ EPILOG = (
 )
 
 
+# Whether the command line asked for --json: an error then also prints {"error": ..., "exit_code": ...} on stdout,
+# so a script that parses stdout reads why it failed rather than nothing (issue 24 item 12). Set by NapkinGroup.main.
+_json_requested = False
+
+
+def wants_json(args: Sequence[str]) -> bool:
+    """--json among the options (before a bare `--`)."""
+    for a in args:
+        if a == "--":
+            return False
+        if a == "--json":
+            return True
+    return False
+
+
 def _fail(message: str, code: int = 2) -> None:
-    """One line per problem on stderr, prefixed so it reads as napkin's, never a traceback."""
+    """One line per problem on stderr, prefixed so it reads as napkin's, never a traceback; with --json, the same
+    message as a JSON object on stdout too."""
+    text = for_cli(str(message))
+    if _json_requested:
+        import json
+
+        try:
+            typer.echo(json.dumps({"error": text, "exit_code": code}))
+        except (OSError, ValueError):  # stdout is gone: stderr and the status still say it
+            pass
     try:
-        for line in for_cli(str(message)).splitlines() or [""]:
+        for line in text.splitlines() or [""]:
             typer.echo(f"napkin: error: {line}", err=True)
     except (OSError, ValueError):  # stderr itself is gone (2> /dev/full): the exit status still says it
         pass
@@ -184,6 +208,8 @@ class NapkinGroup(TyperGroup):
         from napkin.render import prepare_streams
 
         prepare_streams()  # a stdout that cannot encode Unicode gets ASCII stand-ins, not a UnicodeEncodeError
+        global _json_requested
+        _json_requested = wants_json(list(sys.argv[1:] if args is None else args))
         try:
             args = hoist_specs_dirs(list(sys.argv[1:] if args is None else args))
             rv = super().main(args, prog_name or "napkin", complete_var, standalone_mode=False,

@@ -328,12 +328,14 @@ def safe(text: Any) -> str:
     return escape(str(text).translate(_CONTROL))
 
 
-def kv_table(title: str, rows: list[tuple[str, str]]) -> Any:
+def kv_table(title: str, rows: list[tuple[str, str]], justify: str = "right") -> Any:
+    """Label / value rows; values right-aligned (figures line up), or left where they are descriptions (`models
+    show`, `hardware show`: a long spec-file path would push every value out to its width)."""
     from rich.table import Table
 
     t = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
     t.add_column(style="bold")
-    t.add_column(justify="right")
+    t.add_column(justify=justify)  # type: ignore[arg-type]
     for k, v in rows:
         t.add_row(k, v)
     return Packed(t)

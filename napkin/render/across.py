@@ -70,5 +70,7 @@ def across(r: Any) -> list[Any]:
 
     for row in r.rows:
         if row.error:
-            out.append(Text(f"— {row.gpu}: {row.error}", style="dim"))
+            from napkin.errors import for_cli  # the reason as the flags a reader of this table types
+
+            out.append(Text(f"— {row.gpu}: {for_cli(row.error)}", style="dim"))
     return out

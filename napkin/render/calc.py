@@ -44,7 +44,7 @@ def train_time(r: Any) -> list[Any]:
     rows += [
         ("hardware", f"{i.gpus} × {i.gpu}, {i.dtype.value} {kind} peak {fmt(r.peak_flops_per_s, 'FLOP/s')}"),
         ("HFU", f"{i.hfu:g}") if getattr(i, "hfu", None) else
-        (("MFU", f"{i.mfu:g}") if r.layout is None else (f"MFU (step-time, {r.layout})", f"{i.mfu:.3f}")),
+        (("MFU", f"{i.mfu:.3g}") if r.layout is None else (f"MFU (step-time, {r.layout})", f"{i.mfu:.3f}")),
         ("cluster throughput", fmt(r.cluster_flops_per_s, "FLOP/s")),
         *([("predicted step", f"{r.step_time_s:.3g} s" + _bar(r))] if r.step_time_s is not None else []),
         ("FLOPs per day", fmt(r.flops_per_day, "FLOP/day")),
@@ -67,7 +67,7 @@ def budget(r: Any) -> list[Any]:
     count = f"{i.gpus} × " if i.gpus is not None else ""
     rows = [
         ("hardware", f"{count}{i.gpu}, {i.dtype.value}{' sparse' if i.sparse else ''}, "
-                     + (f"HFU {i.hfu:g}" if getattr(i, "hfu", None) else f"MFU {i.mfu:g}")),
+                     + (f"HFU {i.hfu:.3g}" if getattr(i, "hfu", None) else f"MFU {i.mfu:.3g}")),
         *([("cluster throughput", fmt(r.cluster_flops_per_s, "FLOP/s")), ("time", format_days(r.days))]
           if r.days is not None else [("one GPU's throughput", fmt(r.gpu_flops_per_s, "FLOP/s")),
                                       ("time", "— (pass --gpus)")]),

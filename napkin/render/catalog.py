@@ -29,13 +29,13 @@ def hardware_list(r: Any) -> list[Any]:
               box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     t.add_column("name", no_wrap=True)
     t.add_column("mem\nGB", justify="right", no_wrap=True)
-    t.add_column("HBM\nTB/s", justify="right", no_wrap=True)
+    t.add_column("mem BW\nTB/s", justify="right", no_wrap=True)
     for d, sparse in _COLUMNS:
         t.add_column(d.value + ("\nsparse" if sparse else "\ndense"), justify="right", no_wrap=True)
     t.add_column("TDP\nW", justify="right", no_wrap=True)
     for s in r.specs:
         t.add_row(safe(s.name), f"{s.memory_bytes / 1e9:g}", f"{s.memory_bandwidth_bytes_per_s / 1e12:g}",
-                  *[_tflops(s, d, sp) for d, sp in _COLUMNS], f"{s.tdp_w:g}")
+                  *[_tflops(s, d, sp) for d, sp in _COLUMNS], "–" if s.tdp_w is None else f"{s.tdp_w:g}")
     short = ", ".join(f"{safe(a)} → {safe(s.name)}" for s, names in zip(r.specs, r.short_names, strict=True)
                       for a in names if len(a) <= 5)
     notes = ("[dim]fp16 = bf16 and int8 (TOPS) = fp8 where a part has both; tf32 = bf16 / 2; `napkin hardware show "
@@ -83,7 +83,7 @@ def hardware_show(r: Any) -> list[Any]:
     if s.sm_count:
         rows.append(("compute units" if s.vendor == "amd" else "SMs", f"{s.sm_count}"))
     rows += _step_time_rows(s)
-    rows.append(("TDP", f"{s.tdp_w:g} W"))
+    rows.append(("TDP", "not published" if s.tdp_w is None else f"{s.tdp_w:g} W"))
     rows.append(("spec file", safe(r.file)))
     t = Table(title="peak compute", title_justify="left")
     t.add_column("dtype")
@@ -93,7 +93,7 @@ def hardware_show(r: Any) -> list[Any]:
     for p in r.peaks:
         sparse = f"{p.sparse_flops_per_s / 1e12:g}" if p.sparse_flops_per_s is not None else "–"
         t.add_row(p.dtype.value, f"{p.dense_flops_per_s / 1e12:g}", sparse, f"{p.ridge_flops_per_byte:.0f}")
-    parts = [kv_table(safe(s.display_name), rows), t]
+    parts = [kv_table(safe(s.display_name), rows, justify="left"), t]
     if s.notes:
         parts.append("\n".join(f"[dim]• {safe(n)}[/dim]" for n in s.notes))
     parts.append("[dim]sources: " + safe("; ".join(s.sources)) + "[/dim]")

@@ -93,7 +93,7 @@ def model_show(r: Any) -> list[Any]:
         summary.append(("active, non-embedding", f"{_p(pc.active_non_embedding)}  (as model cards count it: the "
                         f"{_p(pc.embedding)} embedding table is looked up, one row per token)"))
     summary.append(("non-embedding (Kaplan N)", f"{_p(pc.non_embedding)}  ({pc.non_embedding:,})"))
-    parts: list[Any] = [kv_table(safe(s.display_name), rows)]
+    parts: list[Any] = [kv_table(safe(s.display_name), rows, justify="left")]
     if s.kind != "linear" and s.block_pattern is not None:
         parts.append(f"[dim]block pattern: {safe(s.block_pattern)}[/dim]")
     parts += [t, kv_table("", summary)]

@@ -43,7 +43,8 @@ def inference(r: Any) -> list[Any]:
          ("parameters", format_count(r.params, "params") + (
              f" ({format_count(r.active_params, 'active')})" if r.active_params != r.params else "")),
          ("dtypes", f"weights {i.weights_dtype.value}, KV cache {i.kv_dtype.value}, matmuls {i.compute_dtype.value}"),
-         ("efficiency", f"MFU {i.mfu:g}, MBU {i.mbu:g}" + ("  (ideal lower bound)" if i.mfu == i.mbu == 1 else ""))])
+         ("efficiency", f"MFU {i.mfu:.3g}, MBU {i.mbu:.3g}"
+          + ("  (ideal lower bound)" if i.mfu == i.mbu == 1 else ""))])
     saving = f"  ({kv.attention}: {kv.saving_vs_mha:.3g}× less than MHA)" if kv.attention != "MHA" else "  (MHA)"
     per_gpu = " per GPU" if i.gpus > 1 else ""
     mem = kv_table(f"memory{per_gpu}", [

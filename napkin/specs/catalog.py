@@ -251,8 +251,18 @@ def _name_arg(name: Any, what: str, expected: str) -> str:
 
 
 def get_hardware(name: str, specs_dirs: Sequence[str | Path] | None = None) -> Any:
-    """A HardwareSpec by name or alias ('h100', 'NVIDIA H100 80GB HBM3', 'a100-sxm-80gb')."""
-    return hardware_catalog(specs_dirs).get(_name_arg(name, "hardware", "a GPU name (e.g. 'h100')"))
+    """A HardwareSpec by name or alias ('h100', 'NVIDIA H100 80GB HBM3', 'a100-sxm-80gb'), or one described in a
+    line: 'custom:peak=989TFLOP/s,memory=80GB,bw=3.35TB/s' (napkin.specs.custom_gpu)."""
+    name = _name_arg(name, "hardware", "a GPU name (e.g. 'h100')")
+    from napkin.specs.custom_gpu import EXAMPLE, custom_hardware, is_custom
+
+    if is_custom(name):
+        return custom_hardware(name)
+    try:
+        return hardware_catalog(specs_dirs).get(name)
+    except UnknownNameError as e:  # a GPU the catalog lacks: say how to describe it
+        e.args = (f"{e} Or describe it: --gpu {EXAMPLE}",)
+        raise
 
 
 @functools.lru_cache(maxsize=8)

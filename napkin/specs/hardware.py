@@ -88,7 +88,9 @@ class HardwareSpec(BaseModel):
         default=None, description="per GPU, PER DIRECTION, of the reference system's network between scale-up "
                                   "domains (DGX H100: 400 Gb/s NDR per GPU = 50e9)"
     )
-    tdp_w: PositiveFinite = Field(description="board power (TDP), W")
+    tdp_w: PositiveFinite | None = Field(
+        default=None, description="board power (TDP), W; None where the vendor publishes none (Google TPUs)"
+    )
     notes: list[str] = []
     sources: list[str] = Field(min_length=1, description="datasheet or product page for every figure")
 
@@ -118,6 +120,11 @@ class HardwareSpec(BaseModel):
             )
         return self
 
+    def runs(self, dtype: DType) -> bool:
+        """Whether the part runs matmuls in ``dtype``: it has a peak for it, or it publishes no peaks at all (the
+        A10G), where napkin cannot tell and does not refuse."""
+        return not self.peak_flops_per_s or dtype in self.peak_flops_per_s
+
     @property
     def matmul_dtype(self) -> DType:
         """The dtype matmul_efficiency is measured in: bf16, or fp16 where the part has no bf16 (V100)."""
@@ -135,6 +142,11 @@ class HardwareSpec(BaseModel):
         """Peak FLOP/s for a dtype; dense unless ``sparse`` (MFU is always against dense)."""
         d = parse_dtype(dtype)
         if d not in self.peak_flops_per_s:
+            if not self.peak_flops_per_s:
+                mem, bw = self.memory_bytes / 1e9, self.memory_bandwidth_bytes_per_s / 1e9
+                raise InputError(f"{self.name} has no published peak FLOP/s (its vendor gives none); describe it with "
+                                 f"a peak you measured (napkin bench-matmul) or assume: --gpu custom:peak=RATE,"
+                                 f"memory={mem:g}GB,bw={bw:g}GB/s")
             have = ", ".join(k.value for k in self.peak_flops_per_s)
             raise InputError(f"{self.name} has no {d.value} peak on its datasheet; it has: {have}")
         dense = self.peak_flops_per_s[d]

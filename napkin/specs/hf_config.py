@@ -14,7 +14,9 @@ Multimodal configs (``*ForConditionalGeneration``: Gemma 3, Llama 4, Mistral 3) 
 from __future__ import annotations
 
 import json
+import math
 import re
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -761,6 +763,42 @@ def _text_config(path: Path, cfg: Config) -> tuple[Config, list[str]]:
     return {**merged, **text}, [note]
 
 
+# Keys a builder indexes or loops over before the spec's own validation sees them: checked for their kind first, so
+# that a wrong type or an absurd size is one line naming the key (the generated fuzz over every key each family
+# reads, tests/test_fuzz_config_keys.py, found 2**64 layers hanging a per-layer list, `mlp_only_layers: true`
+# subscripted, and `expand: "x"` multiplied into a string).
+_LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer")
+_MAX_LAYERS = 10_000  # the spec's own bound (napkin.specs.model: DeepNet trained 1,000 layers)
+_LIST_KEYS = ("mlp_only_layers", "layer_types", "layers_block_type")
+_EXPAND_KEYS = ("expand", "mamba_expand")
+
+
+def _check_kinds(path: Path, cfg: Config) -> None:
+    for key in _LAYER_COUNT_KEYS:
+        v = cfg.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise SpecError(f"{path}: {key}: must be a whole number of layers, got {reprlib.repr(v)}")
+        if v < 1:
+            raise SpecError(f"{path}: {key}: must be at least 1, got {v}")
+        if v > _MAX_LAYERS:
+            shown = f"{v:,}" if v.bit_length() < 64 else f"an integer of ~{int(v.bit_length() * 0.30103) + 1} digits"
+            raise SpecError(f"{path}: {key}: {shown} is implausibly large (at most {_MAX_LAYERS:,}: DeepNet trained "
+                            "1,000 layers; published LLMs have at most ~200); is it a typo?")
+    for key in _LIST_KEYS:
+        v = cfg.get(key)
+        if v is not None and not isinstance(v, list):
+            raise SpecError(f"{path}: {key}: must be a list, got {reprlib.repr(v)}")
+    for key in _EXPAND_KEYS:
+        if key not in cfg:
+            continue
+        v = cfg[key]  # null is no expansion factor either
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 64 or not math.isfinite(v):
+            raise SpecError(f"{path}: {key}: must be a finite number in (0, 64] (d_inner = expand × hidden_size), "
+                            f"got {reprlib.repr(v)}")
+
+
 def spec_from_config_dict(cfg: Config, path: str | Path = "config.json", *, source: str | None = None,
                           name: str | None = None) -> Any:
     """A config.json already parsed (a dict) into a TransformerSpec; `path` names it in errors."""
@@ -790,6 +828,7 @@ def spec_from_config_dict(cfg: Config, path: str | Path = "config.json", *, sour
                                   "or describe the model in a napkin YAML" for k in unknown))
     # A missing key takes the class default; an explicit null stays null (q_lora_rank: null is full-rank Q).
     cfg = {**{k: v for k, v in fam.defaults.items() if v is not None}, **cfg}
+    _check_kinds(path, cfg)
     fields = fam.build(path, cfg)
     train = pretraining_context(cfg)
     if train is not None and train <= fields["max_context"]:
