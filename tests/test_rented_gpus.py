@@ -132,3 +132,23 @@ def test_unknown_gpu_suggests_close_names_and_the_custom_line():
     with pytest.raises(UnknownNameError) as e:
         get_hardware("RTX-4080")
     assert "rtx-4090" in str(e.value) and "custom:peak=" in str(e.value)
+
+
+def test_a_part_without_a_network_figure_steps_within_one_node(cli):
+    """No scale-out figure (RTX 4090): one node needs none, more GPUs ask for it in one line."""
+    one = cli("step-time", "--model", "llama3-8b", "--gpu", "rtx-4090", "--gpus", "4", "--seq", "2048", "--zero",
+              "3", "--json")
+    assert one.exit_code == 0, one.stderr
+    assert any("publishes no scale-out network" in n for n in one.json()["notes"])
+    two = cli("step-time", "--model", "llama3-8b", "--gpu", "rtx-4090", "--gpus", "16", "--seq", "2048")
+    assert two.exit_code == 2 and "--inter-node-bandwidth" in two.stderr
+
+
+def test_an_fp8_cache_is_not_advised_when_the_cache_is_fp8():
+    import napkin
+
+    kw = dict(batch=32, prompt=7000, generate=512, gpus=8)  # long enough that the KV reads stay below the ridge
+    bf16 = napkin.inference("llama3-70b", "h100", **kw)
+    fp8 = napkin.inference("llama3-70b", "h100", kv_dtype="fp8", **kw)
+    assert any("an fp8 cache help" in n for n in bf16.notes)
+    assert not any("fp8 cache help" in n for n in fp8.notes)

@@ -223,7 +223,7 @@ def _read_bytes(spec: TransformerSpec, c: dict[str, int], params_read: float, bw
 def _half_or(given: str | DType | None, hw: HardwareSpec, what: str) -> DType:
     """A storage dtype; None is bf16, or fp16 on a GPU without bf16 (V100: its datasheet has no bf16, and the
     training commands refuse it there too)."""
-    has_bf16 = DType.bf16 in hw.peak_flops_per_s
+    has_bf16 = hw.runs(DType.bf16)
     if given is None:
         return DType.bf16 if has_bf16 else DType.fp16
     d = parse_dtype(given)
@@ -239,7 +239,7 @@ def _resolve_compute(w: DType, hw: HardwareSpec, compute: str | DType | None) ->
     # fp8 weights run fp8 matmuls (W8A8) where the GPU has an fp8 peak; int8/int4 are weight-only
     # (W8A16/W4A16: dequantized in the kernel, bf16 matmuls), as gpt-fast / AWQ / Marlin kernels do.
     # Half precision is bf16 where the GPU has it, else fp16 (V100 has no bf16).
-    half = DType.bf16 if DType.bf16 in hw.peak_flops_per_s and w != DType.fp16 else DType.fp16
+    half = DType.bf16 if hw.runs(DType.bf16) and w != DType.fp16 else DType.fp16
     if w == DType.fp8 and DType.fp8 in hw.peak_flops_per_s:
         return DType.fp8
     return DType.fp32 if w == DType.fp32 else half
@@ -484,8 +484,10 @@ def _notes(spec: TransformerSpec, i: InferenceInputs, kv: KVCacheResult, first: 
     if first.bound != last.bound:
         n.append(f"decode turns from {first.bound}-bound to {last.bound}-bound as the KV cache grows.")
     if crit is None:
+        helps = "GQA/MQA, a shorter context or an fp8 cache help" if bytes_per_element(i.kv_dtype) > 1 else \
+            "GQA/MQA or a shorter context help; the cache is already 1 byte per element"
         n.append(f"no batch makes decode compute-bound at this context: even as B grows, the KV reads alone give "
-                 f"{asym:.3g} FLOP/B, below the ridge {ridge:.3g} (GQA/MQA, a shorter context or an fp8 cache help).")
+                 f"{asym:.3g} FLOP/B, below the ridge {ridge:.3g} ({helps}).")
     elif crit > max_b:
         n.append(f"decode would turn compute-bound above batch {crit:.0f}, but only {max_b} sequences fit.")
     if i.gpus > 1:

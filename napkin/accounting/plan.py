@@ -176,7 +176,7 @@ def _search(spec: TransformerSpec, hw: HardwareSpec, i: PlanInputs, G: int,
         raise InputError(f"no layout of {spec.name} divides {G} GPUs and a global batch of {i.global_batch} "
                          f"(heads {spec.heads}, layers {spec.layers}); try a batch divisible by more data-parallel "
                          "degrees or another GPU count")
-    cluster = default_cluster(hw, i.node_size, i.intra_node_bandwidth, i.inter_node_bandwidth)
+    cluster = default_cluster(hw, i.node_size, i.intra_node_bandwidth, i.inter_node_bandwidth, G)
     floor = StepFloor(spec, hw, seq=i.seq, cluster=cluster, precision=i.precision, constants=c)
     want_r = i.fix.get("recompute")
     # a fixed recompute other than these three: TrainingSetup refuses it in one line

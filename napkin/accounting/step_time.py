@@ -184,8 +184,9 @@ def _reduce_bytes(prec_name: str, c: K.StepConstants) -> float:
 
 
 def default_cluster(hw: HardwareSpec, node_size: int | None = None, intra: float | None = None,
-                    inter: float | None = None) -> Cluster:
-    """The cluster from the flags, else the hardware spec's reference system."""
+                    inter: float | None = None, gpus: int | None = None) -> Cluster:
+    """The cluster from the flags, else the hardware spec's reference system. Within one node (``gpus`` at most the
+    node size) no group crosses the scale-out network, so a part that publishes none is not asked for it."""
     n = node_size or hw.node_gpus or 8
     up = intra or hw.scale_up_bandwidth_bytes_per_s or (
         hw.interconnect_bandwidth_bytes_per_s / 2 if hw.interconnect_bandwidth_bytes_per_s else None)
@@ -193,6 +194,8 @@ def default_cluster(hw: HardwareSpec, node_size: int | None = None, intra: float
     if up is None:
         raise InputError(f"{hw.name} has no scale-up bandwidth in its profile; pass `intra_node_bandwidth` "
                          "(per GPU per direction, e.g. 300GB/s)")
+    if out is None and gpus is not None and gpus <= n:
+        out = up  # never read: placement (collectives.place) puts every group of one node on its scale-up links
     if out is None:
         raise InputError(f"{hw.name} has no scale-out bandwidth in its profile; pass `inter_node_bandwidth` "
                          "(per GPU per direction, e.g. 25GB/s or 200Gb/s)")
@@ -267,7 +270,11 @@ def step_time(model: TransformerSpec | LinearSpec, hardware: HardwareSpec, *, gp
         global_batch = b * max(1, layout.dp)
     m = _check(spec, layout, b, global_batch, seq)
     lay = layout.model_copy(update={"micro_batches": m})
-    cluster = default_cluster(hardware, node_size, intra_node_bandwidth, inter_node_bandwidth)
+    cluster = default_cluster(hardware, node_size, intra_node_bandwidth, inter_node_bandwidth, layout.gpus)
+    if inter_node_bandwidth is None and hardware.scale_out_bandwidth_bytes_per_s is None:
+        notes.append(f"{hardware.name} publishes no scale-out network: fine within one node of {cluster.node_size}, "
+                     "where no group leaves it (the 'out' bandwidth shown is never used); pass "
+                     "--inter-node-bandwidth for more GPUs.")
     i = validated(StepTimeInputs, model=spec.name, gpu=hardware.name, layout=lay, micro_batch=b,
                   global_batch=global_batch, seq=seq, recompute=recompute, precision=precision, optimizer=optimizer,
                   flash=flash, overlap_grad_reduce=overlap_grad_reduce, cluster=cluster, stack=stk.name, constants=c,
