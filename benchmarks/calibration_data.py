@@ -195,28 +195,24 @@ def mpt_spec(model: str, seq: int) -> Any:
     n_layers per size, GeLU MLP with expansion 4, vocabulary 50368, tied embeddings, learned positions of
     max_seq_len = the row's sequence length, LayerNorm and biases on every linear layer (MPT with no_bias false).
     One spec per (size, sequence), cached."""
+    d, heads, layers = MPT_SHAPES[model]
+    return gpt_style_spec(name=f"mpt-{model}-s{seq}", display_name=f"MPT-{model} (llm-foundry), max_seq_len {seq}",
+                          family="mpt", layers=layers, d_model=d, heads=heads, ffn_dim=MPT_EXPANSION * d,
+                          vocab=MPT_VOCAB, seq=seq, source=FOUNDRY)
+
+
+def gpt_style_spec(*, name: str, display_name: str, family: str, layers: int, d_model: int, heads: int, ffn_dim: int,
+                   vocab: int, seq: int, source: str) -> Any:
+    """A GPT-style decoder, as both calibration tables' models are (Megatron-LM GPT for vTrain, MPT for
+    llm-foundry): pre-LayerNorm with biases, a GeLU MLP, biases on every linear layer, learned positions of the
+    row's sequence length, tied embeddings."""
     from napkin.specs.model import TransformerSpec
 
-    d, heads, layers = MPT_SHAPES[model]
     return TransformerSpec.model_validate({
-        "name": f"mpt-{model}-s{seq}",
-        "display_name": f"MPT-{model} (llm-foundry), max_seq_len {seq}",
-        "family": "mpt",
-        "layers": layers,
-        "d_model": d,
-        "heads": heads,
-        "ffn_dim": MPT_EXPANSION * d,
-        "ffn_kind": "mlp",
-        "activation": "gelu",
-        "vocab": MPT_VOCAB,
-        "max_context": seq,
-        "train_seq": seq,
-        "tied_embeddings": True,
-        "positions": "learned",
-        "norm": "layernorm",
-        "attention_bias": "all",
-        "mlp_bias": True,
-        "sources": [FOUNDRY],
+        "name": name, "display_name": display_name, "family": family, "layers": layers, "d_model": d_model,
+        "heads": heads, "ffn_dim": ffn_dim, "ffn_kind": "mlp", "activation": "gelu", "vocab": vocab,
+        "max_context": seq, "train_seq": seq, "tied_embeddings": True, "positions": "learned", "norm": "layernorm",
+        "attention_bias": "all", "mlp_bias": True, "sources": [source],
     })
 
 

@@ -147,29 +147,13 @@ def read_rows(data_dir: Path) -> list[Row]:
 @functools.cache
 def build_spec(hidden: int, heads: int, layers: int, seq: int, vocab: int = VOCAB) -> Any:
     """The Megatron-LM GPT of a vTrain row: pre-LN, GeLU MLP with f = 4h, learned positions, tied embeddings."""
-    from napkin.specs.model import TransformerSpec
+    from calibration_data import gpt_style_spec
 
-    name = f"vtrain-gpt-h{hidden}-a{heads}-l{layers}-s{seq}"
-    return TransformerSpec.model_validate({
-        "name": name,
-        "display_name": f"Megatron-LM GPT h={hidden} a={heads} L={layers} s={seq} (vTrain)",
-        "family": "megatron-gpt",
-        "layers": layers,
-        "d_model": hidden,
-        "heads": heads,
-        "ffn_dim": 4 * hidden,  # Megatron-LM GPT: d_ff = 4h
-        "ffn_kind": "mlp",
-        "activation": "gelu",
-        "vocab": vocab,
-        "max_context": seq,
-        "train_seq": seq,
-        "tied_embeddings": True,
-        "positions": "learned",
-        "norm": "layernorm",
-        "attention_bias": "all",
-        "mlp_bias": True,
-        "sources": [VTRAIN],
-    })
+    return gpt_style_spec(name=f"vtrain-gpt-h{hidden}-a{heads}-l{layers}-s{seq}",
+                          display_name=f"Megatron-LM GPT h={hidden} a={heads} L={layers} s={seq} (vTrain)",
+                          family="megatron-gpt", layers=layers, d_model=hidden, heads=heads,
+                          ffn_dim=4 * hidden,  # Megatron-LM GPT: d_ff = 4h
+                          vocab=vocab, seq=seq, source=VTRAIN)
 
 
 def spec_of(row: Row, vocab: int = VOCAB) -> Any:
