@@ -332,3 +332,15 @@ def test_attention_free_stacks_serve_and_roofline(cli, tmp_path, which):
     assert out.exit_code == 0, out.stderr
     ops = out.json()["ops"]
     assert ops and not any("attention" in op["name"] for op in ops)
+
+
+def test_error_bars_are_uncalibrated_for_layer_kinds_the_calibration_runs_lack():
+    """The calibration runs are dense attention models: a hybrid's, an MoE's or a windowed model's step gets the
+    stack's widest interval, flagged; a dense model's the regime's own."""
+    kw = dict(gpus=8, global_batch=64, seq=4096, zero=3, stack="pytorch-fsdp", ledger=False)
+    dense = napkin.step_time(get_model("llama3-8b"), H100, **kw)
+    assert dense.error_bar is not None and dense.error_bar.calibrated
+    for name in ("nemotron-h-8b", "gemma3-12b", "mixtral-8x7b"):
+        r = napkin.step_time(get_model(name), H100, **kw)
+        assert r.error_bar is not None and not r.error_bar.calibrated, name
+        assert any("no kind of layer the calibration runs had" in n for n in r.notes), name

@@ -664,9 +664,12 @@ def _predict(spec: TransformerSpec, hw: HardwareSpec, i: StepTimeInputs, notes: 
     hfu = d.add("HFU", "hardware FLOPs / (t_step · G · P)", f"{g(fl.hardware_flops)} / ({g(step)} × {G} × {g(peak)})",
                 fl.hardware_flops / (step * G * peak), "fraction", SRC_RECOMPUTE)
     stk = stk or resolve_stack(i.stack)
-    bar = error_bar(stk, hw.architecture, prec.compute, s, step, mfu)
+    other = [k.label for k in plan.kinds if k.key not in CALIBRATED_KINDS]
+    bar = error_bar(stk, hw.architecture, prec.compute, s, step, mfu, kinds_calibrated=not other)
     if bar is not None and not bar.calibrated:
-        notes.append(f"outside every calibrated regime of the {stk.name} stack ({bar.regime}): the interval is its "
+        why = (f"its {'s, '.join(other)}s are no kind of layer the calibration runs had (dense attention layers)"
+               if other else f"{bar.regime}")
+        notes.append(f"outside every calibrated regime of the {stk.name} stack ({why}): the interval is its "
                      "widest, and the step may be off by more")
     total_b = usable = fits = None
     if ledger:
@@ -697,20 +700,27 @@ def precision_class(compute: DType) -> str:
     return "fp8" if compute == DType.fp8 else "16-bit"
 
 
+# The calibration runs (benchmarks/data/validation: vTrain's Megatron GPT, llm-foundry's MPT) have one kind of layer:
+# full causal attention and a dense MLP. An answer for any other kind (MoE, windows, MLA, Mamba) is uncalibrated.
+CALIBRATED_KINDS = frozenset({"attention+dense"})
+
+
 def error_bar(stk: StackSpec, architecture: str | None, compute: DType, seq: int, step_s: float,
-              mfu: float) -> ErrorBar | None:
+              mfu: float, kinds_calibrated: bool = True) -> ErrorBar | None:
     """The interval a step of ``step_s`` gets from the stack's calibration: measured = predicted / (1 + e) with e
     between the 10th and 90th percentile of the held-back errors of the regime covering the question; a question in
     no regime gets the stack's widest interval, flagged uncalibrated. None where the stack has no intervals."""
     pc = precision_class(compute)
-    iv = stk.interval(architecture, pc, seq)  # type: ignore[arg-type]
+    iv = stk.interval(architecture, pc, seq) if kinds_calibrated else None  # type: ignore[arg-type]
     calibrated = iv is not None
     if iv is None:
         iv = stk.widest()
         if iv is None:
             return None
         covered = sorted({f"{x.architecture} {x.precision} s {x.seq_min}–{x.seq_max}" for x in stk.intervals})
-        regime = f"{architecture or 'unknown architecture'} {pc} s {seq}; calibrated: {', '.join(covered)}"
+        regime = (f"{architecture or 'unknown architecture'} {pc} s {seq}"
+                  + ("" if kinds_calibrated else ", layer kinds the runs lacked")
+                  + f"; calibrated: {', '.join(covered)}")
     else:
         regime = f"{iv.architecture} {iv.precision} s {iv.seq_min}–{iv.seq_max}"
     lo, hi = step_s / (1 + iv.p90), step_s / (1 + iv.p10)
