@@ -15,7 +15,8 @@ from napkin.accounting.layout import Layout, layers_per_stage
 from napkin.accounting.memory import TrainingSetup, memory_ledger
 from napkin.accounting.plan import plan
 from napkin.accounting.plan_search import divisors, shapes_of
-from napkin.accounting.step_time import StepFloor, default_cluster, step_time
+from napkin.accounting.step_floor import StepFloor
+from napkin.accounting.step_time import default_cluster, step_time
 from napkin.specs.catalog import get_hardware, get_model
 
 H100, A100 = get_hardware("h100"), get_hardware("a100")

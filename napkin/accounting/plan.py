@@ -36,10 +36,10 @@ from napkin.accounting.launch_flags import megatron_flags, torchtitan
 from napkin.accounting.layout import Layout, ZeroStage
 from napkin.accounting.plan_search import Interrupted, Memory, enumerate_candidates, floor_first, shapes_of
 from napkin.accounting.reserve import reserve_of
+from napkin.accounting.step_floor import StepFloor
 from napkin.accounting.step_time import (
     DEFAULT_STACK,
     TERM_LABELS,
-    StepFloor,
     StepTimeResult,
     default_cluster,
     resolve_stack,

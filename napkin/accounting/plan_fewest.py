@@ -24,7 +24,8 @@ from typing import Any, cast
 
 from napkin.accounting.layout import Layout, ZeroStage
 from napkin.accounting.plan_search import Interrupted, Memory, enumerate_candidates, floor_first, shapes_of
-from napkin.accounting.step_time import StepFloor, default_cluster, resolve_stack, step_time
+from napkin.accounting.step_floor import StepFloor
+from napkin.accounting.step_time import default_cluster, resolve_stack, step_time
 from napkin.errors import InputError
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import TransformerSpec

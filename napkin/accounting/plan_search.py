@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from napkin.accounting.layers import layer_plan
 from napkin.accounting.layout import Layout, ZeroStage, data_parallel
 from napkin.accounting.reserve import reserve_of
-from napkin.accounting.step_time import StepFloor
+from napkin.accounting.step_floor import StepFloor
 from napkin.errors import InputError
 from napkin.specs.hardware import HardwareSpec
 from napkin.specs.model import TransformerSpec
