@@ -66,7 +66,7 @@ def test_show_commands_are_not_padded_to_the_spec_files_path(cli, args, short_ro
 
 def test_memory_docs_explain_excerpt_is_a_cut_of_the_real_output():
     doc = (ROOT / "docs" / "memory.md").read_text()
-    cmd = "napkin memory --model cruncher --batch 2 --optimizer adagrad --precision fp32 --explain"
+    cmd = "napkin memory --model cruncher --micro-batch 2 --optimizer adagrad --precision fp32 --explain"
     block = doc[doc.index("$ " + cmd):]
     block = block[:block.index("```")].splitlines()[1:]
     real = subprocess.run([sys.executable, "-m", "napkin", *cmd.split()[1:]], capture_output=True, text=True,
