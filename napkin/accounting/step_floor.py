@@ -1,6 +1,6 @@
 """A floor under `step_time` for the layout search (`napkin plan`): the same stage terms (step_time's `_layer_costs`,
-`_layer_terms`, and the slowest stage summed as `_stages` sums it), cached by what each depends on, so a search
-shares them across PP, VP, ZeRO and the batch split; it never exceeds the step it bounds (tests/test_plan_bound.py)."""
+`_layer_terms`, `_stages`), cached by what each depends on, so a search shares them across PP, VP, ZeRO and the batch
+split; it never exceeds the step it bounds (tests/test_plan_bound.py)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from napkin.accounting.step_time import (
     _placed,
     _reduce_bytes,
     _shard_links,
+    _stages,
     resolve_stack,
-    slowest_stage_time,
 )
 from napkin.specs.dtypes import BYTES_PER_ELEMENT
 from napkin.specs.hardware import HardwareSpec
@@ -58,8 +58,8 @@ class StepFloor:
     """A lower bound on ``step_time`` for a search that skips the layouts it cannot beat (``napkin plan``).
 
     The step is (m + (P − 1)/V) · t_stage plus the PP sends, the exposed DP reduction and the optimizer step, each
-    ≥ 0; the floor is the first term, from the same stage terms as the prediction (``slowest_stage_time``). The layer
-    costs depend on the micro-batch and TP/CP/EP only, so a search shares them across PP, VP, ZeRO and the batch split.
+    ≥ 0; the floor is the first term, from the same stage terms (``_stages``) as the prediction. The layer costs
+    depend on the micro-batch and TP/CP/EP only, so a search shares them across PP, VP, ZeRO and the batch split.
     """
 
     def __init__(self, spec: TransformerSpec, hw: HardwareSpec, *, seq: int, cluster: Cluster,
@@ -76,7 +76,6 @@ class StepFloor:
         self._costs: dict[CostKey, tuple[dict[str, K.LayerCost], tuple[K.Cost, K.Cost]]] = {}
         self._layers: dict[LayerKey, dict[str, LayerTerms]] = {}
         self._stage: dict[StageKey, float] = {}
-        self._totals: dict[LayerKey, dict[str, float]] = {}  # each kind's Σ terms + launch excess
 
     def __call__(self, lay: Layout, micro_batch: int, micro_batches: int, recompute: Recompute) -> float:
         """Seconds that ``step_time`` predicts at least for ``lay`` with m = ``micro_batches`` of ``micro_batch``."""
@@ -99,10 +98,8 @@ class StepFloor:
                     self.spec, self.plan, lay, b=b, s=self.seq, recompute=recompute, p=self.p,
                     param_bytes=self.param_bytes, costs=self._costs[ck][0], links=(tp_l, cp_l, ep_l, sh_l, esh_l),
                     c=self.c, reduce_bytes=self.reduce_bytes)
-            totals = self._totals.get(lk)
-            if totals is None:
-                totals = self._totals[lk] = {k: sum(x.parts.values()) + x.host for k, x in layers.items()}
-            t_stage = self._stage[key] = slowest_stage_time(self.spec, self.plan, lay, totals, self._costs[ck][1])
+            stages = _stages(self.spec, self.plan, lay, layers, self._costs[ck][1])
+            t_stage = self._stage[key] = max(sum(x[2].values()) for x in stages)
         return (micro_batches + (lay.pp - 1) / lay.vp) * t_stage
 
     def any_pipeline(self, lay: Layout, micro_batch: int, recompute: Recompute, global_batch: int) -> float:

@@ -430,16 +430,6 @@ def _stages(spec: TransformerSpec, plan: LayerPlan, lay: Layout, layers: dict[st
     return stages
 
 
-def slowest_stage_time(spec: TransformerSpec, plan: LayerPlan, lay: Layout, totals: dict[str, float],
-                       head: tuple[K.Cost, K.Cost]) -> float:
-    """The sum of the slowest stage's terms, as ``_stages`` adds them, from each kind's total (Σ its terms + its
-    launch-bound excess): what a search's floor needs, without the breakdown."""
-    head_f, head_b = head
-    head_s = head_f.gemm + head_b.gemm + head_f.memory_bound + head_b.memory_bound
-    return max(sum(n * totals[kind.key] for kind, n in stage_counts(plan, st)) + (head_s if st.has_head else 0.0)
-               for st in stages_of(lay, spec.layers, plan))
-
-
 _PLACED: dict[tuple[object, ...], tuple[Link, Link, Link, Link, Link, Link]] = {}  # a search asks thousands
 
 
